@@ -1,0 +1,81 @@
+//! The well-known Custom Vision domains (base models), with the GUIDs the hosted service uses, so scripts
+//! that hard-code them keep working.
+
+use serde::Serialize;
+use uuid::{uuid, Uuid};
+
+/// Classification or object detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum DomainType {
+    /// Image classification.
+    Classification,
+    /// Object detection.
+    ObjectDetection,
+}
+
+/// A domain as the Training API returns it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Domain {
+    /// Well-known id.
+    pub id: Uuid,
+    /// Display name.
+    pub name: &'static str,
+    /// Classification or ObjectDetection.
+    #[serde(rename = "type")]
+    pub kind: DomainType,
+    /// Whether iterations of this domain can be exported.
+    pub exportable: bool,
+    /// Always true here.
+    pub enabled: bool,
+    /// Platforms an exportable domain can export to (newer service versions return this).
+    pub exportable_platforms: &'static [&'static str],
+    /// Same list under the name some clients read.
+    pub exportable_to: &'static [&'static str],
+}
+
+const EXPORT_ALL: &[&str] = &["CoreML", "TensorFlow", "DockerFile", "ONNX", "VAIDK"];
+
+const fn domain(id: Uuid, name: &'static str, kind: DomainType, compact: bool) -> Domain {
+    // The v3.3 example lists every classification domain as not exportable; compact detection is.
+    let exportable = compact && matches!(kind, DomainType::ObjectDetection);
+    let platforms: &[&str] = if exportable { EXPORT_ALL } else { &[] };
+    Domain { id, name, kind, exportable, enabled: true, exportable_platforms: platforms, exportable_to: platforms }
+}
+
+/// The id of the default domain (General classification).
+pub const DEFAULT_DOMAIN_ID: Uuid = uuid!("ee85a74c-405e-4adc-bb47-ffa8ca0c9f31");
+
+/// All domains, in the order GetDomains returns them.
+pub static DOMAINS: &[Domain] = &[
+    domain(DEFAULT_DOMAIN_ID, "General", DomainType::Classification, false),
+    domain(uuid!("c151d5b5-dd07-472a-acc8-15d29dea8518"), "Food", DomainType::Classification, false),
+    domain(uuid!("ca455789-012d-4b50-9fec-5bb63841c793"), "Landmarks", DomainType::Classification, false),
+    domain(uuid!("b30a91ae-e3c1-4f73-a81e-c270bff27c39"), "Retail", DomainType::Classification, false),
+    domain(uuid!("45badf75-3591-4f26-a705-45678d3e9f5f"), "Adult", DomainType::Classification, false),
+    domain(uuid!("0732100f-1a38-4e49-a514-c9b44c697ab5"), "General (compact)", DomainType::Classification, true),
+    domain(uuid!("b5cfd229-2ac7-4b2b-8d0a-2b0661344894"), "Landmarks (compact)", DomainType::Classification, true),
+    domain(uuid!("6b4faeda-8396-481b-9f8b-177b9fa3097f"), "Retail (compact)", DomainType::Classification, true),
+    domain(uuid!("da2e3a8a-40a5-4171-82f4-58522f70fbc1"), "General", DomainType::ObjectDetection, false),
+    domain(uuid!("1d8ffafe-ec40-4fb2-8f90-72b3b6cecea4"), "Logo", DomainType::ObjectDetection, false),
+    domain(uuid!("3780a898-81c3-4516-81ae-3a139614e1f3"), "Products on Shelves", DomainType::ObjectDetection, false),
+    domain(uuid!("a27d5ca5-bb19-49d8-a70a-fec086c47f5b"), "General (compact)", DomainType::ObjectDetection, true),
+];
+
+/// Looks a domain up by id.
+pub fn find_domain(id: Uuid) -> Option<&'static Domain> {
+    DOMAINS.iter().find(|d| d.id == id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quickstart_lookups_work() {
+        assert!(DOMAINS.iter().any(|d| d.kind == DomainType::ObjectDetection && d.name == "General"));
+        assert_eq!(find_domain(DEFAULT_DOMAIN_ID).map(|d| d.name), Some("General"));
+        let ids: std::collections::HashSet<_> = DOMAINS.iter().map(|d| d.id).collect();
+        assert_eq!(ids.len(), DOMAINS.len());
+    }
+}

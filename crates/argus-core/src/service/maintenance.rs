@@ -1,0 +1,71 @@
+//! Background maintenance: sweeping blobs that no row refers to (left by a crash between the durable blob
+//! write and the row commit, or by a delete whose blob cleanup failed) and expired export packages.
+
+use std::collections::{HashMap, HashSet};
+
+use chrono::Duration;
+use uuid::Uuid;
+
+use super::{store_err, Argus};
+use crate::error::ApiResult;
+
+/// What a sweep removed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SweepReport {
+    /// Blobs examined.
+    pub examined: usize,
+    /// Orphaned blobs deleted.
+    pub deleted: usize,
+}
+
+impl Argus {
+    /// Deletes blobs under `projects/` whose project or image row does not exist and that are older than
+    /// `min_age` (younger ones may belong to an upload in flight), and export packages past their token's life.
+    pub async fn sweep_orphans(&self, min_age: Duration) -> ApiResult<SweepReport> {
+        let cutoff = chrono::Utc::now() - min_age;
+        let blobs = self.blobs.list("projects/").await.map_err(store_err)?;
+        let projects: HashSet<Uuid> = self.store.project_ids().await.map_err(store_err)?;
+        let mut report = SweepReport { examined: blobs.len(), deleted: 0 };
+        let mut by_image: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
+        for b in blobs.into_iter().filter(|b| b.last_modified < cutoff) {
+            let parts: Vec<&str> = b.key.split('/').collect();
+            let project = parts.get(1).and_then(|p| Uuid::parse_str(p).ok());
+            match project {
+                Some(p) if projects.contains(&p) => {
+                    if let (Some(&"images"), Some(Ok(img))) = (parts.get(2), parts.get(3).map(|s| Uuid::parse_str(s))) {
+                        by_image.entry(p).or_default().push((img, b.key));
+                    }
+                }
+                _ => {
+                    self.blobs.delete(&b.key).await.map_err(store_err)?;
+                    report.deleted += 1;
+                }
+            }
+        }
+        for (project, entries) in by_image {
+            let candidates: Vec<Uuid> = entries.iter().map(|(i, _)| *i).collect::<HashSet<_>>().into_iter().collect();
+            let mut existing = HashSet::new();
+            for chunk in candidates.chunks(500) {
+                existing.extend(self.store.existing_image_ids(project, chunk).await.map_err(store_err)?);
+            }
+            for (img, key) in entries {
+                if !existing.contains(&img) {
+                    self.blobs.delete(&key).await.map_err(store_err)?;
+                    report.deleted += 1;
+                }
+            }
+        }
+        let export_cutoff = chrono::Utc::now() - Duration::days(8);
+        for b in self.blobs.list("exports/").await.map_err(store_err)? {
+            report.examined += 1;
+            if b.last_modified < export_cutoff {
+                self.blobs.delete(&b.key).await.map_err(store_err)?;
+                report.deleted += 1;
+            }
+        }
+        if report.deleted > 0 {
+            tracing::info!(examined = report.examined, deleted = report.deleted, "orphan sweep");
+        }
+        Ok(report)
+    }
+}

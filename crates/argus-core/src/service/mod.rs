@@ -1,0 +1,179 @@
+//! Use cases of the Training API data plane. Handlers parse a request, call one method here, and map the
+//! result; every rule of the contract (limits, validation, error codes) is enforced in this module tree.
+
+mod images;
+mod labels;
+mod maintenance;
+mod projects;
+mod tags;
+mod transfer;
+
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::model::{Image, Project};
+use crate::signing::UrlSigner;
+use crate::store::{BlobStore, ImageRecord, MetadataStore, StoreError, UrlFetcher};
+
+pub use images::{ImageListing, UploadItem};
+pub use maintenance::SweepReport;
+pub use projects::NewProject;
+
+/// Tunables of the services.
+#[derive(Debug, Clone)]
+pub struct ServiceConfig {
+    /// Lifetime of signed blob URLs, in seconds.
+    pub url_ttl_secs: i64,
+    /// Projects allowed on this server.
+    pub max_projects: u64,
+    /// Images allowed per project.
+    pub max_images_per_project: u64,
+    /// Threads used to decode and resize the images of one batch.
+    pub image_workers: usize,
+}
+
+impl Default for ServiceConfig {
+    fn default() -> Self {
+        Self {
+            url_ttl_secs: 24 * 3600,
+            max_projects: crate::limits::DEFAULT_MAX_PROJECTS,
+            max_images_per_project: crate::limits::MAX_IMAGES_PER_PROJECT,
+            image_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+        }
+    }
+}
+
+/// Per-request facts the services need to render absolute URLs.
+#[derive(Debug, Clone)]
+pub struct UrlContext {
+    /// Scheme and authority clients reach this server at, e.g. `http://127.0.0.1:8080` (no trailing slash).
+    pub base_url: String,
+}
+
+/// The application: stores, fetcher, signer and configuration, shared by every handler.
+#[derive(Clone)]
+pub struct Argus {
+    /// Metadata repository.
+    pub store: Arc<dyn MetadataStore>,
+    /// Blob store.
+    pub blobs: Arc<dyn BlobStore>,
+    /// URL downloader (SSRF-guarded).
+    pub fetcher: Arc<dyn UrlFetcher>,
+    /// Signer of blob URLs and export tokens.
+    pub signer: UrlSigner,
+    /// Tunables.
+    pub config: ServiceConfig,
+}
+
+/// Blob key of an image's original bytes.
+pub fn original_key(project: Uuid, image: Uuid) -> String {
+    format!("projects/{project}/images/{image}/original")
+}
+
+/// Blob key of an image's resized JPEG.
+pub fn resized_key(project: Uuid, image: Uuid) -> String {
+    format!("projects/{project}/images/{image}/resized.jpg")
+}
+
+/// Blob key of an image's thumbnail JPEG.
+pub fn thumbnail_key(project: Uuid, image: Uuid) -> String {
+    format!("projects/{project}/images/{image}/thumbnail.jpg")
+}
+
+/// Blob prefix of everything a project owns.
+pub fn project_prefix(project: Uuid) -> String {
+    format!("projects/{project}/")
+}
+
+pub(crate) fn store_err(e: StoreError) -> ApiError {
+    ApiError::internal(e)
+}
+
+impl Argus {
+    /// Checks that the metadata store answers (readiness).
+    pub async fn ready(&self) -> ApiResult<()> {
+        self.store.ping().await.map_err(store_err)
+    }
+
+    pub(crate) async fn project(&self, id: Uuid) -> ApiResult<Project> {
+        self.store
+            .get_project(id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFoundProject, format!("Project {id} was not found.")))
+    }
+
+    pub(crate) async fn check_iteration(&self, project: Uuid, iteration: Option<Uuid>) -> ApiResult<()> {
+        if let Some(it) = iteration {
+            if !self.store.iteration_exists(project, it).await.map_err(store_err)? {
+                return Err(ApiError::new(ErrorCode::NotFoundIteration, format!("Iteration {it} was not found.")));
+            }
+        }
+        Ok(())
+    }
+
+    /// A signed, expiring absolute URL for a blob key.
+    pub fn signed_url(&self, ctx: &UrlContext, key: &str) -> String {
+        let now = chrono::Utc::now().timestamp();
+        // Round the expiry up to a whole hour so repeated listings return identical, cacheable URLs.
+        let expires = (now + self.config.url_ttl_secs + 3599) / 3600 * 3600;
+        let sig = self.signer.sign(key, expires);
+        format!("{}/blobs/{key}?se={expires}&sig={sig}", ctx.base_url)
+    }
+
+    /// Checks a blob URL's signature and expiry.
+    pub fn verify_blob_signature(&self, key: &str, expires: i64, sig: &str) -> bool {
+        self.signer.verify(key, expires, sig, chrono::Utc::now().timestamp())
+    }
+
+    pub(crate) fn render_image(&self, ctx: &UrlContext, r: ImageRecord) -> Image {
+        Image {
+            id: r.id,
+            created: r.created,
+            width: r.width,
+            height: r.height,
+            resized_image_uri: self.signed_url(ctx, &resized_key(r.project_id, r.id)),
+            thumbnail_uri: self.signed_url(ctx, &thumbnail_key(r.project_id, r.id)),
+            original_image_uri: self.signed_url(ctx, &original_key(r.project_id, r.id)),
+            tags: r.tags,
+            regions: r.regions,
+            metadata: r.metadata,
+        }
+    }
+
+    /// Reads a blob for the signed `/blobs/` route.
+    pub async fn read_blob(&self, key: &str) -> ApiResult<bytes::Bytes> {
+        self.blobs
+            .get(key)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "The file was not found."))
+    }
+
+    /// GetArtifact: a project file by its path relative to the project (e.g. `images/<id>/original`).
+    pub async fn get_artifact(&self, project: Uuid, path: &str) -> ApiResult<bytes::Bytes> {
+        self.project(project).await?;
+        let clean = !path.is_empty()
+            && !path.starts_with('/')
+            && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
+            && !path.contains('\\');
+        if !clean {
+            return Err(ApiError::new(ErrorCode::BadRequestInvalidArtifactUri, format!("'{path}' is not a valid artifact path.")));
+        }
+        self.read_blob(&format!("{}{path}", project_prefix(project))).await
+    }
+}
+
+/// Validates a normalised box: inside [0, 1], positive size.
+pub(crate) fn valid_box(left: f64, top: f64, width: f64, height: f64) -> bool {
+    let eps = crate::limits::BOX_EPSILON;
+    [left, top, width, height].iter().all(|v| v.is_finite())
+        && left >= -eps
+        && top >= -eps
+        && width > 0.0
+        && height > 0.0
+        && left + width <= 1.0 + eps
+        && top + height <= 1.0 + eps
+}

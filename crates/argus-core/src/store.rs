@@ -1,0 +1,264 @@
+//! The persistence contracts the services are written against. `argus-store` implements them with SQLite
+//! and a local blob directory; PostgreSQL and S3-compatible storage implement the same traits.
+
+use std::collections::HashSet;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use uuid::Uuid;
+
+use crate::filter::MetadataFilter;
+use crate::model::{BoundingBox, ImageRegion, ImageTag, Metadata, Project, Tag, TagType, Time};
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was violated (e.g. a duplicate tag name).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// The back end failed.
+    #[error("store back end failed: {0}")]
+    Backend(String),
+}
+
+/// Result alias for stores.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A tag as stored (without its derived image count).
+#[derive(Debug, Clone)]
+pub struct TagRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Description.
+    pub description: String,
+    /// Type.
+    pub kind: TagType,
+    /// Creation time.
+    pub created: Time,
+}
+
+/// A training image as stored.
+#[derive(Debug, Clone)]
+pub struct ImageRecord {
+    /// Id.
+    pub id: Uuid,
+    /// Project id.
+    pub project_id: Uuid,
+    /// Upload time.
+    pub created: Time,
+    /// Width after orientation.
+    pub width: u32,
+    /// Height after orientation.
+    pub height: u32,
+    /// MIME type of the original bytes.
+    pub mime: String,
+    /// Size of the original bytes.
+    pub byte_size: u64,
+    /// SHA-256 of the original bytes (hex).
+    pub content_hash: String,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Tags: attached directly, or through a region.
+    pub tags: Vec<ImageTag>,
+    /// Regions.
+    pub regions: Vec<ImageRegion>,
+}
+
+/// A region to insert.
+#[derive(Debug, Clone)]
+pub struct NewRegion {
+    /// New region id.
+    pub id: Uuid,
+    /// Tag id.
+    pub tag_id: Uuid,
+    /// Box.
+    pub bbox: BoundingBox,
+    /// Creation time.
+    pub created: Time,
+}
+
+/// An image to insert, its blobs already durably written.
+#[derive(Debug, Clone)]
+pub struct NewImage {
+    /// New id.
+    pub id: Uuid,
+    /// Upload time.
+    pub created: Time,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// MIME type of the original.
+    pub mime: String,
+    /// Size of the original.
+    pub byte_size: u64,
+    /// SHA-256 of the original (hex).
+    pub content_hash: String,
+    /// Metadata.
+    pub metadata: Metadata,
+    /// Tags to attach.
+    pub tag_ids: Vec<Uuid>,
+    /// Regions to add.
+    pub regions: Vec<NewRegion>,
+}
+
+/// What happened to one [`NewImage`] in [`MetadataStore::insert_images`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InsertOutcome {
+    /// Inserted.
+    Inserted,
+    /// The same bytes are already in the project, as this image.
+    Duplicate(Uuid),
+    /// The project's image quota is reached.
+    QuotaExceeded,
+}
+
+/// Which images a listing selects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TaggingStatus {
+    /// Every image.
+    #[default]
+    All,
+    /// Images with at least one tag or region.
+    Tagged,
+    /// Images with neither.
+    Untagged,
+}
+
+/// Newest first (default) or oldest first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Order {
+    /// Newest first.
+    #[default]
+    Newest,
+    /// Oldest first.
+    Oldest,
+}
+
+/// An image listing or count.
+#[derive(Debug, Clone, Default)]
+pub struct ImageQuery {
+    /// Tagged / untagged / all.
+    pub tagging: TaggingStatus,
+    /// Images carrying any of these tags (empty: no tag filter).
+    pub tag_ids: Vec<Uuid>,
+    /// Metadata filter.
+    pub filter: Option<MetadataFilter>,
+    /// Ordering.
+    pub order: Order,
+    /// Rows to skip.
+    pub skip: u32,
+    /// Rows to return.
+    pub take: u32,
+}
+
+/// The metadata repository: projects, tags, images, labels.
+#[async_trait]
+pub trait MetadataStore: Send + Sync + 'static {
+    /// Checks the store answers.
+    async fn ping(&self) -> StoreResult<()>;
+
+    /// Inserts a project.
+    async fn insert_project(&self, project: &Project) -> StoreResult<()>;
+    /// One project.
+    async fn get_project(&self, id: Uuid) -> StoreResult<Option<Project>>;
+    /// Every project, oldest first.
+    async fn list_projects(&self) -> StoreResult<Vec<Project>>;
+    /// Number of projects.
+    async fn count_projects(&self) -> StoreResult<u64>;
+    /// Replaces a project's name, description, settings, lastModified and status.
+    async fn update_project(&self, project: &Project) -> StoreResult<()>;
+    /// Deletes a project and every row under it; false when it did not exist.
+    async fn delete_project(&self, id: Uuid) -> StoreResult<bool>;
+    /// Ids of every project.
+    async fn project_ids(&self) -> StoreResult<HashSet<Uuid>>;
+
+    /// Inserts a tag; [`StoreError::Conflict`] when the name is taken (case-insensitively).
+    async fn insert_tag(&self, project: Uuid, tag: &TagRecord) -> StoreResult<()>;
+    /// Tags of a project with image counts, oldest first.
+    async fn list_tags(&self, project: Uuid) -> StoreResult<Vec<Tag>>;
+    /// One tag with its image count.
+    async fn get_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<Option<Tag>>;
+    /// Replaces a tag's name, description and type; [`StoreError::Conflict`] on a taken name.
+    async fn update_tag(&self, project: Uuid, tag: &Tag) -> StoreResult<()>;
+    /// Deletes a tag and its image links and regions; false when it did not exist.
+    async fn delete_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<bool>;
+
+    /// Inserts images atomically (one transaction), each with its tags and regions. Images whose hash is
+    /// already in the project are not inserted ([`InsertOutcome::Duplicate`]); images past `max_images` in
+    /// the project are refused ([`InsertOutcome::QuotaExceeded`]).
+    async fn insert_images(&self, project: Uuid, images: &[NewImage], max_images: u64) -> StoreResult<Vec<InsertOutcome>>;
+    /// The image with these bytes, if any.
+    async fn find_image_by_hash(&self, project: Uuid, hash: &str) -> StoreResult<Option<Uuid>>;
+    /// Images by id, in the order of `ids`; unknown ids are skipped.
+    async fn get_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>>;
+    /// A page of images.
+    async fn query_images(&self, project: Uuid, query: &ImageQuery) -> StoreResult<Vec<ImageRecord>>;
+    /// Number of images matching (skip/take ignored).
+    async fn count_images(&self, project: Uuid, query: &ImageQuery) -> StoreResult<u64>;
+    /// Deletes the given images (all when `None`); returns the ids actually deleted.
+    async fn delete_images(&self, project: Uuid, ids: Option<&[Uuid]>) -> StoreResult<Vec<Uuid>>;
+    /// Of `candidates`, the image ids that exist in `project`.
+    async fn existing_image_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>>;
+    /// Replaces the metadata of each image, atomically.
+    async fn set_metadata(&self, project: Uuid, updates: &[(Uuid, Metadata)]) -> StoreResult<()>;
+    /// Attaches tags to images (image, tag, time), atomically; existing links are kept.
+    async fn add_image_tags(&self, project: Uuid, links: &[(Uuid, Uuid, Time)]) -> StoreResult<()>;
+    /// Detaches every listed tag from every listed image.
+    async fn delete_image_tags(&self, project: Uuid, images: &[Uuid], tags: &[Uuid]) -> StoreResult<()>;
+    /// Adds regions (image, region), atomically.
+    async fn add_regions(&self, project: Uuid, regions: &[(Uuid, NewRegion)]) -> StoreResult<()>;
+    /// Deletes regions by id.
+    async fn delete_regions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<()>;
+    /// Whether the project has an iteration with this id.
+    async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool>;
+    /// Number of iterations of the project.
+    async fn count_iterations(&self, project: Uuid) -> StoreResult<u64>;
+}
+
+/// A blob listed by [`BlobStore::list`].
+#[derive(Debug, Clone)]
+pub struct BlobMeta {
+    /// Key.
+    pub key: String,
+    /// Last write time.
+    pub last_modified: Time,
+}
+
+/// Binary objects: original images, derivatives, export packages, models.
+#[async_trait]
+pub trait BlobStore: Send + Sync + 'static {
+    /// Writes a blob durably (it survives a crash once this returns).
+    async fn put(&self, key: &str, bytes: Bytes) -> StoreResult<()>;
+    /// Reads a blob; `None` when absent.
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
+    /// Deletes a blob; absent is not an error.
+    async fn delete(&self, key: &str) -> StoreResult<()>;
+    /// Deletes every blob under `prefix`.
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()>;
+    /// Every blob under `prefix`.
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<BlobMeta>>;
+}
+
+/// Why a URL could not be fetched.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    /// The URL or its target is not allowed (scheme, private address, …).
+    #[error("refused: {0}")]
+    Refused(String),
+    /// The body exceeds the limit.
+    #[error("the response exceeds {0} bytes")]
+    TooLarge(usize),
+    /// The download failed.
+    #[error("download failed: {0}")]
+    Failed(String),
+}
+
+/// Downloads URLs on behalf of users (CreateImagesFromUrls, QuickTestImageUrl, imports).
+#[async_trait]
+pub trait UrlFetcher: Send + Sync + 'static {
+    /// Fetches `url`, refusing bodies over `max_bytes`.
+    async fn fetch(&self, url: &str, max_bytes: usize) -> Result<Bytes, FetchError>;
+}

@@ -223,6 +223,7 @@ impl Argus {
         let mut rows = Vec::new();
         for img in manifest.images {
             let id = Uuid::new_v4();
+            let mut byte_size = 0;
             for (name, key) in [
                 ("original", original_key(project.id, id)),
                 ("resized.jpg", resized_key(project.id, id)),
@@ -231,9 +232,11 @@ impl Argus {
                 let data = files
                     .remove(&format!("images/{}/{name}", img.id))
                     .ok_or_else(|| invalid_token(format!("the package lacks image {} ({name})", img.id)))?;
+                if name == "original" {
+                    byte_size = data.len() as u64;
+                }
                 self.blobs.put(&key, data).await.map_err(store_err)?;
             }
-            let byte_size = 0;
             rows.push(NewImage {
                 id,
                 created: img.created,

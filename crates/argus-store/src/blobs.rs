@@ -1,0 +1,125 @@
+//! The blob store over `object_store`.
+//!
+//! For a local directory, `object_store` writes to a temporary file and renames it into place (atomic);
+//! this type adds the `fsync` of the file and its directory so that a blob is durable before the row that
+//! refers to it commits.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use argus_core::store::{BlobMeta, BlobStore, StoreError, StoreResult};
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::TryStreamExt;
+use object_store::local::LocalFileSystem;
+use object_store::path::Path;
+use object_store::{ObjectStore, PutPayload};
+
+/// Blobs in any `object_store` back end.
+#[derive(Debug, Clone)]
+pub struct ObjectBlobStore {
+    store: Arc<dyn ObjectStore>,
+    local_root: Option<PathBuf>,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+impl ObjectBlobStore {
+    /// Blobs under a local directory (created if missing).
+    pub fn local(root: impl Into<PathBuf>) -> StoreResult<Self> {
+        let root: PathBuf = root.into();
+        std::fs::create_dir_all(&root).map_err(backend)?;
+        let root = root.canonicalize().map_err(backend)?;
+        let store = LocalFileSystem::new_with_prefix(&root).map_err(backend)?;
+        Ok(Self { store: Arc::new(store), local_root: Some(root) })
+    }
+
+    /// Blobs in any other `object_store` (S3-compatible, in-memory, …).
+    pub fn new(store: Arc<dyn ObjectStore>) -> Self {
+        Self { store, local_root: None }
+    }
+
+    fn sync_local(&self, key: &str) -> StoreResult<()> {
+        let Some(root) = &self.local_root else { return Ok(()) };
+        let path = root.join(key);
+        std::fs::File::open(&path).and_then(|f| f.sync_all()).map_err(backend)?;
+        if let Some(dir) = path.parent() {
+            std::fs::File::open(dir).and_then(|f| f.sync_all()).map_err(backend)?;
+        }
+        Ok(())
+    }
+}
+
+fn path(key: &str) -> StoreResult<Path> {
+    Path::parse(key).map_err(backend)
+}
+
+#[async_trait]
+impl BlobStore for ObjectBlobStore {
+    async fn put(&self, key: &str, bytes: Bytes) -> StoreResult<()> {
+        self.store.put(&path(key)?, PutPayload::from_bytes(bytes)).await.map_err(backend)?;
+        let this = self.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || this.sync_local(&key)).await.map_err(backend)?
+    }
+
+    async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
+        match self.store.get(&path(key)?).await {
+            Ok(r) => Ok(Some(r.bytes().await.map_err(backend)?)),
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn delete(&self, key: &str) -> StoreResult<()> {
+        match self.store.delete(&path(key)?).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
+    async fn delete_prefix(&self, prefix: &str) -> StoreResult<()> {
+        for meta in self.list(prefix).await? {
+            self.delete(&meta.key).await?;
+        }
+        if let Some(root) = &self.local_root {
+            let dir = root.join(prefix.trim_end_matches('/'));
+            if dir.starts_with(root) && dir != *root {
+                match tokio::fs::remove_dir_all(&dir).await {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(backend(e)),
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn list(&self, prefix: &str) -> StoreResult<Vec<BlobMeta>> {
+        let p = path(prefix.trim_end_matches('/'))?;
+        let items: Vec<_> = self.store.list(Some(&p)).try_collect().await.map_err(backend)?;
+        Ok(items.into_iter().map(|m| BlobMeta { key: m.location.to_string(), last_modified: m.last_modified }).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn put_get_list_delete_on_disk() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectBlobStore::local(dir.path()).expect("store");
+        store.put("projects/p/images/i/original", Bytes::from_static(b"abc")).await.expect("put");
+        assert!(dir.path().join("projects/p/images/i/original").exists());
+        assert_eq!(store.get("projects/p/images/i/original").await.expect("get").as_deref(), Some(&b"abc"[..]));
+        assert!(store.get("projects/p/nothing").await.expect("get").is_none());
+        assert_eq!(store.list("projects/").await.expect("list").len(), 1);
+        store.delete_prefix("projects/p/").await.expect("delete");
+        assert!(store.list("projects/").await.expect("list").is_empty());
+        assert!(!dir.path().join("projects/p").exists());
+        store.delete("projects/p/images/i/original").await.expect("idempotent delete");
+    }
+}

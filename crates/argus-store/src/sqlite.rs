@@ -1,0 +1,578 @@
+//! The SQLite metadata repository.
+//!
+//! One file in WAL mode with `synchronous = FULL` (a committed transaction survives power loss), foreign
+//! keys on, migrations applied at open. Writes go through a single-connection pool so that transactions
+//! never deadlock on lock upgrades; reads use a small pool of their own.
+
+use std::collections::{HashMap, HashSet};
+use std::path::Path;
+use std::str::FromStr;
+use std::time::Duration;
+
+use argus_core::filter::MetadataFilter;
+use argus_core::model::{ImageRegion, ImageTag, Metadata, Project, ProjectSettings, Tag, TagType, Time};
+use argus_core::store::{
+    ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, StoreError, StoreResult, TagRecord,
+    TaggingStatus,
+};
+use async_trait::async_trait;
+use chrono::DateTime;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
+use uuid::Uuid;
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// The embedded SQLite repository.
+#[derive(Debug, Clone)]
+pub struct SqliteStore {
+    reader: SqlitePool,
+    writer: SqlitePool,
+}
+
+fn backend(e: impl std::fmt::Display) -> StoreError {
+    StoreError::Backend(e.to_string())
+}
+
+fn map_sqlx(e: sqlx::Error) -> StoreError {
+    if let sqlx::Error::Database(db) = &e {
+        if db.is_unique_violation() {
+            return StoreError::Conflict(db.message().to_string());
+        }
+    }
+    backend(e)
+}
+
+fn ms(t: &Time) -> i64 {
+    t.timestamp_millis()
+}
+
+fn time(v: i64) -> Time {
+    DateTime::from_timestamp_millis(v).unwrap_or_default()
+}
+
+fn uuid(s: &str) -> StoreResult<Uuid> {
+    Uuid::parse_str(s).map_err(backend)
+}
+
+fn project_from(row: &SqliteRow) -> StoreResult<Project> {
+    let settings: ProjectSettings = serde_json::from_str(row.get::<&str, _>("settings")).map_err(backend)?;
+    Ok(Project {
+        id: uuid(row.get("id"))?,
+        name: row.get("name"),
+        description: row.get("description"),
+        settings,
+        created: time(row.get("created")),
+        last_modified: time(row.get("last_modified")),
+        thumbnail_uri: String::new(),
+        dr_mode_enabled: false,
+        status: row.get("status"),
+    })
+}
+
+fn tag_from(row: &SqliteRow) -> StoreResult<Tag> {
+    Ok(Tag {
+        id: uuid(row.get("id"))?,
+        name: row.get("name"),
+        description: row.get("description"),
+        kind: TagType::parse(row.get("kind")).unwrap_or(TagType::Regular),
+        image_count: row.get("image_count"),
+    })
+}
+
+const TAG_SELECT: &str = "SELECT t.id, t.name, t.description, t.kind, \
+     (SELECT COUNT(*) FROM (SELECT image_id FROM image_tags WHERE tag_id = t.id \
+                            UNION SELECT image_id FROM regions WHERE tag_id = t.id)) AS image_count \
+     FROM tags t";
+
+fn json_path(key: &str) -> String {
+    format!("$.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &MetadataFilter) {
+    match f {
+        MetadataFilter::Eq(k, v) => {
+            qb.push("(json_extract(i.metadata, ").push_bind(json_path(k)).push(") = ").push_bind(v.clone()).push(")");
+        }
+        MetadataFilter::Ne(k, v) => {
+            qb.push("(json_extract(i.metadata, ").push_bind(json_path(k)).push(") IS NULL OR json_extract(i.metadata, ");
+            qb.push_bind(json_path(k)).push(") <> ").push_bind(v.clone()).push(")");
+        }
+        MetadataFilter::And(a, b) | MetadataFilter::Or(a, b) => {
+            let op = if matches!(f, MetadataFilter::And(..)) { " AND " } else { " OR " };
+            qb.push("(");
+            push_filter(qb, a);
+            qb.push(op);
+            push_filter(qb, b);
+            qb.push(")");
+        }
+    }
+}
+
+fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, project: Uuid, q: &ImageQuery) {
+    qb.push(" WHERE i.project_id = ").push_bind(project.to_string());
+    const LABELLED: &str = "(EXISTS (SELECT 1 FROM image_tags x WHERE x.image_id = i.id) \
+                            OR EXISTS (SELECT 1 FROM regions x WHERE x.image_id = i.id))";
+    match q.tagging {
+        TaggingStatus::All => {}
+        TaggingStatus::Tagged => {
+            qb.push(" AND ").push(LABELLED);
+        }
+        TaggingStatus::Untagged => {
+            qb.push(" AND NOT ").push(LABELLED);
+        }
+    }
+    if !q.tag_ids.is_empty() {
+        for (table, first) in [("image_tags", true), ("regions", false)] {
+            qb.push(if first { " AND (EXISTS (SELECT 1 FROM " } else { " OR EXISTS (SELECT 1 FROM " });
+            qb.push(table).push(" x WHERE x.image_id = i.id AND x.tag_id IN (");
+            let mut sep = qb.separated(", ");
+            for t in &q.tag_ids {
+                sep.push_bind(t.to_string());
+            }
+            qb.push("))");
+        }
+        qb.push(")");
+    }
+    if let Some(f) = &q.filter {
+        qb.push(" AND ");
+        push_filter(qb, f);
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    pub async fn open(path: &Path) -> StoreResult<Self> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite://{}", path.display()))
+            .map_err(backend)?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .foreign_keys(true)
+            .busy_timeout(Duration::from_secs(10));
+        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(backend)?;
+        MIGRATOR.run(&writer).await.map_err(backend)?;
+        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await.map_err(backend)?;
+        Ok(Self { reader, writer })
+    }
+
+    async fn load_labels(&self, ids: &[String]) -> StoreResult<(HashMap<String, Vec<ImageTag>>, HashMap<String, Vec<ImageRegion>>)> {
+        let mut tags: HashMap<String, Vec<ImageTag>> = HashMap::new();
+        let mut regions: HashMap<String, Vec<ImageRegion>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok((tags, regions));
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT l.image_id, l.tag_id, t.name, MIN(l.created) AS created FROM (\
+             SELECT image_id, tag_id, created FROM image_tags UNION ALL SELECT image_id, tag_id, created FROM regions) l \
+             JOIN tags t ON t.id = l.tag_id WHERE l.image_id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(id.clone());
+        }
+        qb.push(") GROUP BY l.image_id, l.tag_id ORDER BY created, t.seq");
+        for row in qb.build().fetch_all(&self.reader).await.map_err(backend)? {
+            tags.entry(row.get("image_id")).or_default().push(ImageTag {
+                tag_id: uuid(row.get("tag_id"))?,
+                tag_name: row.get("name"),
+                created: time(row.get("created")),
+            });
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new(
+            "SELECT r.id, r.image_id, r.tag_id, t.name, r.x, r.y, r.w, r.h, r.created FROM regions r \
+             JOIN tags t ON t.id = r.tag_id WHERE r.image_id IN (",
+        );
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(id.clone());
+        }
+        qb.push(") ORDER BY r.seq");
+        for row in qb.build().fetch_all(&self.reader).await.map_err(backend)? {
+            regions.entry(row.get("image_id")).or_default().push(ImageRegion {
+                region_id: uuid(row.get("id"))?,
+                tag_name: row.get("name"),
+                created: time(row.get("created")),
+                tag_id: uuid(row.get("tag_id"))?,
+                left: row.get("x"),
+                top: row.get("y"),
+                width: row.get("w"),
+                height: row.get("h"),
+            });
+        }
+        Ok((tags, regions))
+    }
+
+    async fn images_from_rows(&self, rows: Vec<SqliteRow>) -> StoreResult<Vec<ImageRecord>> {
+        let ids: Vec<String> = rows.iter().map(|r| r.get::<String, _>("id")).collect();
+        let (mut tags, mut regions) = self.load_labels(&ids).await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get("id");
+                let metadata: Metadata = serde_json::from_str(row.get::<&str, _>("metadata")).map_err(backend)?;
+                Ok(ImageRecord {
+                    id: uuid(&id)?,
+                    project_id: uuid(row.get("project_id"))?,
+                    created: time(row.get("created")),
+                    width: row.get::<i64, _>("width") as u32,
+                    height: row.get::<i64, _>("height") as u32,
+                    mime: row.get("mime"),
+                    byte_size: row.get::<i64, _>("byte_size") as u64,
+                    content_hash: row.get("content_hash"),
+                    metadata,
+                    tags: tags.remove(&id).unwrap_or_default(),
+                    regions: regions.remove(&id).unwrap_or_default(),
+                })
+            })
+            .collect()
+    }
+}
+
+async fn insert_region(tx: &mut sqlx::SqliteConnection, image: Uuid, r: &NewRegion) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT INTO regions (id, image_id, tag_id, x, y, w, h, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        .bind(r.id.to_string())
+        .bind(image.to_string())
+        .bind(r.tag_id.to_string())
+        .bind(r.bbox.left)
+        .bind(r.bbox.top)
+        .bind(r.bbox.width)
+        .bind(r.bbox.height)
+        .bind(ms(&r.created))
+        .execute(tx)
+        .await
+        .map(|_| ())
+}
+
+#[async_trait]
+impl MetadataStore for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ()).map_err(backend)
+    }
+
+    async fn insert_project(&self, p: &Project) -> StoreResult<()> {
+        sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
+            .bind(p.id.to_string())
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(serde_json::to_string(&p.settings).map_err(backend)?)
+            .bind(ms(&p.created))
+            .bind(ms(&p.last_modified))
+            .bind(&p.status)
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+    }
+
+    async fn get_project(&self, id: Uuid) -> StoreResult<Option<Project>> {
+        let row = sqlx::query("SELECT * FROM projects WHERE id = ?").bind(id.to_string()).fetch_optional(&self.reader).await.map_err(backend)?;
+        row.as_ref().map(project_from).transpose()
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        let rows = sqlx::query("SELECT * FROM projects ORDER BY seq").fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(project_from).collect()
+    }
+
+    async fn count_projects(&self) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(&self.reader).await.map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    async fn update_project(&self, p: &Project) -> StoreResult<()> {
+        sqlx::query("UPDATE projects SET name = ?, description = ?, settings = ?, last_modified = ?, status = ? WHERE id = ?")
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(serde_json::to_string(&p.settings).map_err(backend)?)
+            .bind(ms(&p.last_modified))
+            .bind(&p.status)
+            .bind(p.id.to_string())
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+    }
+
+    async fn delete_project(&self, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM projects WHERE id = ?").bind(id.to_string()).execute(&self.writer).await.map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn project_ids(&self) -> StoreResult<HashSet<Uuid>> {
+        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM projects").fetch_all(&self.reader).await.map_err(backend)?;
+        ids.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn insert_tag(&self, project: Uuid, t: &TagRecord) -> StoreResult<()> {
+        sqlx::query("INSERT INTO tags (id, project_id, name, description, kind, created) VALUES (?, ?, ?, ?, ?, ?)")
+            .bind(t.id.to_string())
+            .bind(project.to_string())
+            .bind(&t.name)
+            .bind(&t.description)
+            .bind(t.kind.as_str())
+            .bind(ms(&t.created))
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+    }
+
+    async fn list_tags(&self, project: Uuid) -> StoreResult<Vec<Tag>> {
+        let sql = format!("{TAG_SELECT} WHERE t.project_id = ? ORDER BY t.seq");
+        let rows = sqlx::query(&sql).bind(project.to_string()).fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(tag_from).collect()
+    }
+
+    async fn get_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<Option<Tag>> {
+        let sql = format!("{TAG_SELECT} WHERE t.project_id = ? AND t.id = ?");
+        let row = sqlx::query(&sql).bind(project.to_string()).bind(tag.to_string()).fetch_optional(&self.reader).await.map_err(backend)?;
+        row.as_ref().map(tag_from).transpose()
+    }
+
+    async fn update_tag(&self, project: Uuid, t: &Tag) -> StoreResult<()> {
+        sqlx::query("UPDATE tags SET name = ?, description = ?, kind = ? WHERE project_id = ? AND id = ?")
+            .bind(&t.name)
+            .bind(&t.description)
+            .bind(t.kind.as_str())
+            .bind(project.to_string())
+            .bind(t.id.to_string())
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+    }
+
+    async fn delete_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM tags WHERE project_id = ? AND id = ?")
+            .bind(project.to_string())
+            .bind(tag.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn insert_images(&self, project: Uuid, images: &[NewImage], max_images: u64) -> StoreResult<Vec<InsertOutcome>> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let pid = project.to_string();
+        let mut count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE project_id = ?")
+            .bind(&pid)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(images.len());
+        for img in images {
+            let existing: Option<String> = sqlx::query_scalar("SELECT id FROM images WHERE project_id = ? AND content_hash = ?")
+                .bind(&pid)
+                .bind(&img.content_hash)
+                .fetch_optional(&mut *tx)
+                .await
+                .map_err(backend)?;
+            if let Some(e) = existing {
+                out.push(InsertOutcome::Duplicate(uuid(&e)?));
+                continue;
+            }
+            if count as u64 >= max_images {
+                out.push(InsertOutcome::QuotaExceeded);
+                continue;
+            }
+            let id = img.id.to_string();
+            sqlx::query(
+                "INSERT INTO images (id, project_id, created, width, height, mime, byte_size, content_hash, metadata) \
+                 VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            )
+            .bind(&id)
+            .bind(&pid)
+            .bind(ms(&img.created))
+            .bind(img.width as i64)
+            .bind(img.height as i64)
+            .bind(&img.mime)
+            .bind(img.byte_size as i64)
+            .bind(&img.content_hash)
+            .bind(serde_json::to_string(&img.metadata).map_err(backend)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+            for t in &img.tag_ids {
+                sqlx::query("INSERT OR IGNORE INTO image_tags (image_id, tag_id, created) VALUES (?, ?, ?)")
+                    .bind(&id)
+                    .bind(t.to_string())
+                    .bind(ms(&img.created))
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+            }
+            for r in &img.regions {
+                insert_region(&mut tx, img.id, r).await.map_err(map_sqlx)?;
+            }
+            count += 1;
+            out.push(InsertOutcome::Inserted);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn find_image_by_hash(&self, project: Uuid, hash: &str) -> StoreResult<Option<Uuid>> {
+        let id: Option<String> = sqlx::query_scalar("SELECT id FROM images WHERE project_id = ? AND content_hash = ?")
+            .bind(project.to_string())
+            .bind(hash)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        id.as_deref().map(uuid).transpose()
+    }
+
+    async fn get_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM images WHERE project_id = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(id.to_string());
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        let mut found: HashMap<Uuid, ImageRecord> = self.images_from_rows(rows).await?.into_iter().map(|r| (r.id, r)).collect();
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn query_images(&self, project: Uuid, q: &ImageQuery) -> StoreResult<Vec<ImageRecord>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT i.* FROM images i");
+        push_where(&mut qb, project, q);
+        qb.push(match q.order {
+            Order::Newest => " ORDER BY i.created DESC, i.seq DESC",
+            Order::Oldest => " ORDER BY i.created ASC, i.seq ASC",
+        });
+        qb.push(" LIMIT ").push_bind(q.take as i64).push(" OFFSET ").push_bind(q.skip as i64);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        self.images_from_rows(rows).await
+    }
+
+    async fn count_images(&self, project: Uuid, q: &ImageQuery) -> StoreResult<u64> {
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT COUNT(*) FROM images i");
+        push_where(&mut qb, project, q);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.reader).await.map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    async fn delete_images(&self, project: Uuid, ids: Option<&[Uuid]>) -> StoreResult<Vec<Uuid>> {
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM images WHERE project_id = ");
+        qb.push_bind(project.to_string());
+        if let Some(ids) = ids {
+            if ids.is_empty() {
+                return Ok(Vec::new());
+            }
+            qb.push(" AND id IN (");
+            let mut sep = qb.separated(", ");
+            for id in ids {
+                sep.push_bind(id.to_string());
+            }
+            qb.push(")");
+        }
+        qb.push(" RETURNING id");
+        let deleted: Vec<String> = qb.build_query_scalar().fetch_all(&self.writer).await.map_err(backend)?;
+        deleted.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn existing_image_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
+        if candidates.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM images WHERE project_id = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in candidates {
+            sep.push_bind(id.to_string());
+        }
+        qb.push(")");
+        let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await.map_err(backend)?;
+        ids.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn set_metadata(&self, project: Uuid, updates: &[(Uuid, Metadata)]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        for (id, m) in updates {
+            sqlx::query("UPDATE images SET metadata = ? WHERE project_id = ? AND id = ?")
+                .bind(serde_json::to_string(m).map_err(backend)?)
+                .bind(project.to_string())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn add_image_tags(&self, project: Uuid, links: &[(Uuid, Uuid, Time)]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        for (image, tag, t) in links {
+            sqlx::query(
+                "INSERT OR IGNORE INTO image_tags (image_id, tag_id, created) SELECT ?, ?, ? WHERE EXISTS \
+                 (SELECT 1 FROM images WHERE id = ? AND project_id = ?)",
+            )
+            .bind(image.to_string())
+            .bind(tag.to_string())
+            .bind(ms(t))
+            .bind(image.to_string())
+            .bind(project.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn delete_image_tags(&self, project: Uuid, images: &[Uuid], tags: &[Uuid]) -> StoreResult<()> {
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM image_tags WHERE image_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in images {
+            sep.push_bind(id.to_string());
+        }
+        qb.push(") AND tag_id IN (");
+        let mut sep = qb.separated(", ");
+        for id in tags {
+            sep.push_bind(id.to_string());
+        }
+        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ").push_bind(project.to_string()).push(")");
+        qb.build().execute(&self.writer).await.map(|_| ()).map_err(backend)
+    }
+
+    async fn add_regions(&self, _project: Uuid, regions: &[(Uuid, NewRegion)]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        for (image, r) in regions {
+            insert_region(&mut tx, *image, r).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn delete_regions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<()> {
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM regions WHERE id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(id.to_string());
+        }
+        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ").push_bind(project.to_string()).push(")");
+        qb.build().execute(&self.writer).await.map(|_| ()).map_err(backend)
+    }
+
+    async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = ? AND id = ?")
+            .bind(project.to_string())
+            .bind(iteration.to_string())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn count_iterations(&self, project: Uuid) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = ?")
+            .bind(project.to_string())
+            .fetch_one(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(n as u64)
+    }
+}

@@ -1,1 +1,151 @@
-fn main() {}
+//! `argus`: the Argus command-line entry point.
+//!
+//! - `argus serve` runs the HTTP server (Custom Vision Training API, signed blob links, health checks).
+//! - `argus keys` prints the keys of a data directory.
+//! - `argus bench` measures upload and listing speed against an in-process server.
+
+mod bench;
+mod config;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use argus_core::{Argus, ServiceConfig};
+use argus_server::{AppState, GuardedFetcher, Keys};
+use argus_store::{ObjectBlobStore, SqliteStore};
+use clap::{Parser, Subcommand};
+
+use crate::config::{load_or_create_secrets, ServeArgs, Settings};
+
+/// Argus: a self-hosted computer-vision platform that speaks the Custom Vision REST API.
+#[derive(Debug, Parser)]
+#[command(name = "argus", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the HTTP server.
+    Serve(ServeArgs),
+    /// Print the API keys of a data directory (generating them if it is new).
+    Keys {
+        /// Data directory. [default: ./argus-data]
+        #[arg(long, env = "ARGUS_DATA_DIR", default_value = "argus-data")]
+        data_dir: std::path::PathBuf,
+    },
+    /// Benchmark 64-image batch uploads and 256-image listings against an in-process server.
+    Bench(bench::BenchArgs),
+}
+
+fn init_logging(format: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARGUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Opens the stores of `settings` and builds the shared state.
+pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
+    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let (mut secrets, fresh) = load_or_create_secrets(&settings.data_dir)?;
+    if let Ok(k) = std::env::var("ARGUS_TRAINING_KEY") {
+        if !k.is_empty() {
+            secrets.training_key = k;
+        }
+    }
+    if let Ok(k) = std::env::var("ARGUS_PREDICTION_KEY") {
+        if !k.is_empty() {
+            secrets.prediction_key = k;
+        }
+    }
+    let store = SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?;
+    let blobs = ObjectBlobStore::local(settings.data_dir.join("blobs")).context("opening the blob store")?;
+    let argus = Argus {
+        store: Arc::new(store),
+        blobs: Arc::new(blobs),
+        fetcher: Arc::new(GuardedFetcher::new(settings.allow_private_urls)),
+        signer: argus_core::signing::UrlSigner::new(secrets.signing_key.as_bytes()),
+        config: ServiceConfig { url_ttl_secs: settings.signed_url_ttl_secs, max_projects: settings.max_projects, ..Default::default() },
+    };
+    let state = AppState {
+        argus,
+        keys: Arc::new(Keys { training: secrets.training_key.clone(), prediction: secrets.prediction_key.clone() }),
+        public_url: settings.public_url.clone(),
+    };
+    Ok((state, fresh))
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { _ = ctrl_c => {}, _ = term => {} }
+    tracing::info!("shutting down");
+}
+
+async fn serve(args: ServeArgs) -> Result<()> {
+    let settings = Settings::resolve(&args)?;
+    init_logging(&settings.log_format);
+    let (state, fresh) = build_state(&settings).await?;
+    if fresh {
+        println!("New data directory {}: generated API keys (also in secrets.json there).", settings.data_dir.display());
+        println!("  Training-Key:   {}", state.keys.training);
+        println!("  Prediction-Key: {}", state.keys.prediction);
+    }
+    // Nothing is in flight before the listener opens, so every orphan can go now.
+    match state.argus.sweep_orphans(chrono::Duration::zero()).await {
+        Ok(r) => tracing::info!(examined = r.examined, deleted = r.deleted, "start-up orphan sweep"),
+        Err(e) => tracing::warn!(error = %e.message, "start-up orphan sweep failed"),
+    }
+    let sweeper = state.argus.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = sweeper.sweep_orphans(chrono::Duration::hours(1)).await {
+                tracing::warn!(error = %e.message, "orphan sweep failed");
+            }
+        }
+    });
+    let listener = tokio::net::TcpListener::bind(settings.bind).await.with_context(|| format!("binding {}", settings.bind))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, data_dir = %settings.data_dir.display(), "argus listening");
+    println!("Argus listening on http://{addr}");
+    argus_server::serve(listener, state, shutdown_signal()).await.context("serving")?;
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(args).await,
+        Command::Keys { data_dir } => {
+            std::fs::create_dir_all(&data_dir)?;
+            let (s, _) = load_or_create_secrets(&data_dir)?;
+            println!("Training-Key:   {}", s.training_key);
+            println!("Prediction-Key: {}", s.prediction_key);
+            Ok(())
+        }
+        Command::Bench(args) => bench::run(args).await,
+    }
+}

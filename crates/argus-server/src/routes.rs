@@ -1,0 +1,446 @@
+//! Route table and handlers of the Training API data plane, the signed blob route, and health checks.
+
+use argus_core::limits::{MAX_IMAGES_PER_BATCH, MAX_TRAINING_IMAGE_BYTES};
+use argus_core::model::{
+    ImageCreateStatus, ImageFileCreateBatch, ImageIdCreateBatch, ImageRegionCreateBatch, ImageTagCreateBatch, ImageUrlCreateBatch,
+    Metadata, ProjectUpdate, TagUpdate,
+};
+use argus_core::service::{ImageListing, NewProject, UploadItem};
+use argus_core::store::TaggingStatus;
+use argus_core::{ApiError, ErrorCode};
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use tower_http::trace::TraceLayer;
+
+use crate::error::{method_not_allowed, not_found, HttpError, HttpResult};
+use crate::extract::{check_key, json_body, path_id, BaseUrl, Query};
+use crate::AppState;
+
+/// Largest upload request: 64 images of 6 MB, base64-encoded in JSON, with room for the envelope.
+const MAX_UPLOAD_REQUEST_BYTES: usize = MAX_IMAGES_PER_BATCH * MAX_TRAINING_IMAGE_BYTES * 4 / 3 + (1 << 20);
+/// Largest request elsewhere.
+const MAX_REQUEST_BYTES: usize = 4 << 20;
+
+pub(crate) fn router(state: AppState) -> Router {
+    let uploads = Router::new()
+        .route("/projects/{project}/images", post(create_images_from_data).get(get_images).delete(delete_images))
+        .route("/projects/{project}/images/files", post(create_images_from_files))
+        .layer(DefaultBodyLimit::max(MAX_UPLOAD_REQUEST_BYTES));
+    let training = Router::new()
+        .route("/domains", get(get_domains))
+        .route("/domains/{domain}", get(get_domain))
+        .route("/projects", get(get_projects).post(create_project))
+        .route("/projects/import", post(import_project))
+        .route("/projects/{project}", get(get_project).delete(delete_project).patch(update_project))
+        .route("/projects/{project}/export", get(export_project))
+        .route("/projects/{project}/artifacts", get(get_artifact))
+        .route("/projects/{project}/tags", get(get_tags).post(create_tag))
+        .route("/projects/{project}/tags/{tag}", get(get_tag).delete(delete_tag).patch(update_tag))
+        .route("/projects/{project}/images/count", get(get_image_count))
+        .route("/projects/{project}/images/id", get(get_images_by_ids))
+        .route("/projects/{project}/images/metadata", post(update_image_metadata))
+        .route("/projects/{project}/images/predictions", post(create_images_from_predictions))
+        .route("/projects/{project}/images/tagged", get(get_tagged_images))
+        .route("/projects/{project}/images/tagged/count", get(get_tagged_image_count))
+        .route("/projects/{project}/images/untagged", get(get_untagged_images))
+        .route("/projects/{project}/images/untagged/count", get(get_untagged_image_count))
+        .route("/projects/{project}/images/urls", post(create_images_from_urls))
+        .route("/projects/{project}/images/tags", post(create_image_tags).delete(delete_image_tags))
+        .route("/projects/{project}/images/regions", post(create_image_regions).delete(delete_image_regions))
+        .route("/projects/{project}/images/{image}/regionproposals", post(get_image_region_proposals))
+        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .merge(uploads)
+        .method_not_allowed_fallback(method_not_allowed)
+        .route_layer(middleware::from_fn_with_state(state.clone(), training_auth));
+    Router::new()
+        .nest("/customvision/v3.3/training", training)
+        .route("/blobs/{*key}", get(get_blob))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(readyz))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn training_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check_key(req.headers(), "Training-Key", &state.keys.training) {
+        Ok(()) => next.run(req).await,
+        Err(e) => HttpError(e).into_response(),
+    }
+}
+
+async fn readyz(State(s): State<AppState>) -> Response {
+    match s.argus.ready().await {
+        Ok(()) => (StatusCode::OK, "ready").into_response(),
+        Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
+    }
+}
+
+fn sniff_mime(bytes: &[u8]) -> &'static str {
+    match bytes {
+        [0xFF, 0xD8, ..] => "image/jpeg",
+        [0x89, b'P', b'N', b'G', ..] => "image/png",
+        [b'G', b'I', b'F', b'8', ..] => "image/gif",
+        [b'B', b'M', ..] => "image/bmp",
+        [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => "image/webp",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn get_blob(State(s): State<AppState>, Path(key): Path<String>, q: Query) -> HttpResult<Response> {
+    let expires = q.int("se")?.unwrap_or(0);
+    let sig = q.str("sig").unwrap_or("");
+    if !s.argus.verify_blob_signature(&key, expires, sig) {
+        return Err(ApiError::with_status(ErrorCode::Forbidden, 403, "The link is invalid or has expired.").into());
+    }
+    let data = s.argus.read_blob(&key).await?;
+    let mime = if key.ends_with(".tar") { "application/x-tar" } else { sniff_mime(&data) };
+    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, max-age=3600")], data).into_response())
+}
+
+fn ok_json<T: serde::Serialize>(v: T) -> Response {
+    Json(v).into_response()
+}
+
+fn status_json<T: serde::Serialize>(status: StatusCode, v: T) -> Response {
+    (status, Json(v)).into_response()
+}
+
+// ---- domains ----
+
+async fn get_domains(State(s): State<AppState>) -> Response {
+    ok_json(s.argus.domains())
+}
+
+async fn get_domain(State(s): State<AppState>, Path(id): Path<String>) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.domain(path_id("domainId", &id)?)?))
+}
+
+// ---- projects ----
+
+async fn get_projects(State(s): State<AppState>) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.projects().await?))
+}
+
+async fn create_project(State(s): State<AppState>, q: Query) -> HttpResult<Response> {
+    // SDK 3.1.x may send a JSON body {exportModelContainerUri, notificationQueueUri}; it is accepted and ignored.
+    let input = NewProject {
+        name: q.str("name").map(String::from),
+        description: q.str("description").map(String::from),
+        domain_id: match q.uuid("domainId") {
+            Ok(d) => d,
+            Err(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestProjectUnknownDomain,
+                    format!("'{}' is not a valid domain id.", q.str("domainId").unwrap_or("")),
+                )
+                .into())
+            }
+        },
+        classification_type: q.str("classificationType").map(String::from),
+        target_export_platforms: q.strings("targetExportPlatforms"),
+    };
+    Ok(ok_json(s.argus.create_project(input).await?))
+}
+
+async fn get_project(State(s): State<AppState>, Path(p): Path<String>) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.get_project(path_id("projectId", &p)?).await?))
+}
+
+async fn delete_project(State(s): State<AppState>, Path(p): Path<String>) -> HttpResult<StatusCode> {
+    s.argus.delete_project(path_id("projectId", &p)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_project(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let id = path_id("projectId", &p)?;
+    let update: ProjectUpdate = json_body(&headers, &body)?;
+    Ok(ok_json(s.argus.update_project(id, update).await?))
+}
+
+async fn export_project(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.export_project(&ctx, path_id("projectId", &p)?).await?))
+}
+
+async fn import_project(State(s): State<AppState>, q: Query) -> HttpResult<Response> {
+    let token = q.required("token")?;
+    Ok(ok_json(s.argus.import_project(token, q.str("name")).await?))
+}
+
+async fn get_artifact(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let id = path_id("projectId", &p)?;
+    let data = s.argus.get_artifact(id, q.required("path")?).await?;
+    Ok(([(header::CONTENT_TYPE, "application/octet-stream")], data).into_response())
+}
+
+// ---- tags ----
+
+async fn get_tags(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.tags(path_id("projectId", &p)?, q.uuid("iterationId")?).await?))
+}
+
+async fn get_tag(State(s): State<AppState>, Path((p, t)): Path<(String, String)>, q: Query) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.tag(path_id("projectId", &p)?, path_id("tagId", &t)?, q.uuid("iterationId")?).await?))
+}
+
+async fn create_tag(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let id = path_id("projectId", &p)?;
+    Ok(ok_json(s.argus.create_tag(id, q.str("name"), q.str("description"), q.str("type")).await?))
+}
+
+async fn delete_tag(State(s): State<AppState>, Path((p, t)): Path<(String, String)>) -> HttpResult<StatusCode> {
+    s.argus.delete_tag(path_id("projectId", &p)?, path_id("tagId", &t)?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_tag(State(s): State<AppState>, Path((p, t)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let (p, t) = (path_id("projectId", &p)?, path_id("tagId", &t)?);
+    let update: TagUpdate = json_body(&headers, &body)?;
+    Ok(ok_json(s.argus.update_tag(p, t, update).await?))
+}
+
+// ---- images: uploads ----
+
+fn summary_response(summary: argus_core::model::ImageCreateSummary) -> Response {
+    let status = if summary.is_batch_successful { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    status_json(status, summary)
+}
+
+async fn read_multipart(req: Request) -> HttpResult<Vec<UploadItem>> {
+    let mut mp = Multipart::from_request(req, &())
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}")))?;
+    let mut items = Vec::new();
+    loop {
+        let field = mp
+            .next_field()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}")))?;
+        let Some(mut field) = field else { break };
+        let source = field.file_name().map(|f| format!("\"{f}\"")).unwrap_or_default();
+        let mut data = Vec::new();
+        let mut too_large = false;
+        while let Some(chunk) = field
+            .chunk()
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}")))?
+        {
+            if too_large || data.len() + chunk.len() > MAX_TRAINING_IMAGE_BYTES {
+                too_large = true;
+                data.clear();
+                continue;
+            }
+            data.extend_from_slice(&chunk);
+        }
+        if items.len() >= MAX_IMAGES_PER_BATCH {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestExceededBatchSize,
+                format!("A batch can contain at most {MAX_IMAGES_PER_BATCH} images."),
+            )
+            .into());
+        }
+        let bytes = if too_large { Err(ImageCreateStatus::ErrorImageSize) } else { Ok(Bytes::from(data)) };
+        items.push(UploadItem { source, bytes, tag_ids: Vec::new(), regions: Vec::new() });
+    }
+    Ok(items)
+}
+
+async fn create_images_from_data(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    q: Query,
+    req: Request,
+) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let tags = q.uuids("tagIds")?;
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let items = if ct.starts_with("multipart/form-data") {
+        read_multipart(req).await?
+    } else if ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
+        let body = axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?;
+        let bytes = if body.len() > MAX_TRAINING_IMAGE_BYTES { Err(ImageCreateStatus::ErrorImageSize) } else { Ok(body) };
+        vec![UploadItem { source: String::new(), bytes, tag_ids: Vec::new(), regions: Vec::new() }]
+    } else {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("Send images as multipart/form-data (field imageData) or application/octet-stream, not '{ct}'."),
+        )
+        .into());
+    };
+    Ok(summary_response(s.argus.create_images(&ctx, project, tags, Metadata::new(), items).await?))
+}
+
+async fn create_images_from_files(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let batch: ImageFileCreateBatch = json_body(&headers, &body)?;
+    let entries = batch.images.unwrap_or_default();
+    let items = entries
+        .into_iter()
+        .map(|e| {
+            let bytes = match e.contents.as_deref() {
+                None | Some("") => Err(ImageCreateStatus::ErrorSource),
+                Some(c) => match base64::engine::general_purpose::STANDARD.decode(c.trim()) {
+                    Ok(b) if b.len() > MAX_TRAINING_IMAGE_BYTES => Err(ImageCreateStatus::ErrorImageSize),
+                    Ok(b) => Ok(Bytes::from(b)),
+                    Err(_) => Err(ImageCreateStatus::ErrorImageFormat),
+                },
+            };
+            UploadItem { source: e.name.unwrap_or_default(), bytes, tag_ids: e.tag_ids.unwrap_or_default(), regions: e.regions.unwrap_or_default() }
+        })
+        .collect();
+    let summary = s.argus.create_images(&ctx, project, batch.tag_ids.unwrap_or_default(), batch.metadata.unwrap_or_default(), items).await?;
+    Ok(summary_response(summary))
+}
+
+async fn create_images_from_urls(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let batch: ImageUrlCreateBatch = json_body(&headers, &body)?;
+    Ok(summary_response(s.argus.create_images_from_urls(&ctx, project, batch).await?))
+}
+
+async fn create_images_from_predictions(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    s.argus.get_project(project).await?;
+    let batch: ImageIdCreateBatch = json_body(&headers, &body)?;
+    let entries = batch.images.unwrap_or_default();
+    if entries.len() > MAX_IMAGES_PER_BATCH {
+        return Err(ApiError::new(ErrorCode::BadRequestExceededBatchSize, format!("A batch can contain at most {MAX_IMAGES_PER_BATCH} images.")).into());
+    }
+    // Stored predictions arrive with the Prediction API; until then no prediction id can exist.
+    let first = entries.iter().find_map(|e| e.id).map(|id| id.to_string()).unwrap_or_default();
+    Err(ApiError::new(ErrorCode::NotFound, format!("Stored prediction {first} was not found.")).into())
+}
+
+// ---- images: listings ----
+
+fn listing(q: &Query, with_filter: bool) -> Result<ImageListing, ApiError> {
+    Ok(ImageListing {
+        iteration: q.uuid("iterationId")?,
+        tag_ids: q.uuids("tagIds")?,
+        tagging: q.str("taggingStatus").map(String::from),
+        filter: if with_filter { q.str("$filter").map(String::from) } else { None },
+        order_by: q.str("orderBy").map(String::from),
+        take: q.int("take")?,
+        skip: q.int("skip")?,
+    })
+}
+
+async fn list(s: &AppState, ctx: &argus_core::UrlContext, p: &str, q: &Query, default: TaggingStatus, all: bool) -> HttpResult<Response> {
+    let project = path_id("projectId", p)?;
+    let mut l = listing(q, all)?;
+    if !all {
+        l.tagging = None;
+    }
+    Ok(ok_json(s.argus.list_images(ctx, project, l, default).await?))
+}
+
+async fn count(s: &AppState, p: &str, q: &Query, default: TaggingStatus, all: bool) -> HttpResult<Response> {
+    let project = path_id("projectId", p)?;
+    let mut l = listing(q, all)?;
+    if !all {
+        l.tagging = None;
+    }
+    Ok(ok_json(s.argus.count_images(project, l, default).await?))
+}
+
+async fn get_images(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    list(&s, &ctx, &p, &q, TaggingStatus::All, true).await
+}
+
+async fn get_tagged_images(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    list(&s, &ctx, &p, &q, TaggingStatus::Tagged, false).await
+}
+
+async fn get_untagged_images(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let mut q = q;
+    q.0.retain(|(k, _)| !k.eq_ignore_ascii_case("tagIds"));
+    list(&s, &ctx, &p, &q, TaggingStatus::Untagged, false).await
+}
+
+async fn get_image_count(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    count(&s, &p, &q, TaggingStatus::All, true).await
+}
+
+async fn get_tagged_image_count(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    count(&s, &p, &q, TaggingStatus::Tagged, false).await
+}
+
+async fn get_untagged_image_count(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let mut q = q;
+    q.0.retain(|(k, _)| !k.eq_ignore_ascii_case("tagIds"));
+    count(&s, &p, &q, TaggingStatus::Untagged, false).await
+}
+
+async fn get_images_by_ids(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    Ok(ok_json(s.argus.images_by_ids(&ctx, project, q.uuids("imageIds")?, q.uuid("iterationId")?).await?))
+}
+
+async fn delete_images(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<StatusCode> {
+    let project = path_id("projectId", &p)?;
+    let all = q.bool("allImages")?.unwrap_or(false) || q.bool("allIterations")?.unwrap_or(false);
+    s.argus.delete_images(project, q.uuids("imageIds")?, all).await?;
+    Ok(if all { StatusCode::ACCEPTED } else { StatusCode::NO_CONTENT })
+}
+
+// ---- labels ----
+
+async fn update_image_metadata(State(s): State<AppState>, Path(p): Path<String>, q: Query, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let ids = q.uuids("imageIds")?;
+    let metadata: Metadata = json_body(&headers, &body)?;
+    let summary = s.argus.update_image_metadata(project, ids, metadata).await?;
+    let status = if summary.is_batch_successful { StatusCode::OK } else { StatusCode::MULTI_STATUS };
+    Ok(status_json(status, summary))
+}
+
+async fn create_image_tags(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let batch: ImageTagCreateBatch = json_body(&headers, &body)?;
+    Ok(ok_json(s.argus.create_image_tags(project, batch.tags.unwrap_or_default()).await?))
+}
+
+async fn delete_image_tags(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<StatusCode> {
+    let project = path_id("projectId", &p)?;
+    s.argus.delete_image_tags(project, q.uuids("imageIds")?, q.uuids("tagIds")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn create_image_regions(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let batch: ImageRegionCreateBatch = json_body(&headers, &body)?;
+    let (summary, all_created) = s.argus.create_image_regions(project, batch.regions.unwrap_or_default()).await?;
+    Ok(status_json(if all_created { StatusCode::OK } else { StatusCode::MULTI_STATUS }, summary))
+}
+
+async fn delete_image_regions(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<StatusCode> {
+    let project = path_id("projectId", &p)?;
+    s.argus.delete_image_regions(project, q.uuids("regionIds")?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn get_image_region_proposals(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.region_proposals(path_id("projectId", &p)?, path_id("imageId", &i)?).await?))
+}

@@ -1,0 +1,177 @@
+//! Configuration: command-line flags > environment (`ARGUS_*`) > a TOML file > defaults. Defaults work with
+//! no file at all. Keys come from `ARGUS_TRAINING_KEY` / `ARGUS_PREDICTION_KEY`, else from the data
+//! directory, where a fresh directory gets generated keys (printed once).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use serde::{Deserialize, Serialize};
+
+/// Flags (and their environment variables) of `argus serve`.
+#[derive(Debug, Clone, Args, Default)]
+pub struct ServeArgs {
+    /// Data directory: the SQLite database, blobs and keys. [default: ./argus-data]
+    #[arg(long, env = "ARGUS_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Address to listen on. [default: 127.0.0.1:8080]
+    #[arg(long, env = "ARGUS_BIND")]
+    pub bind: Option<SocketAddr>,
+    /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
+    /// max_projects, log_format). [default: ./argus.toml when it exists]
+    #[arg(long, env = "ARGUS_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Base URL clients use to reach this server, used in signed image links (default: the request's Host).
+    #[arg(long, env = "ARGUS_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Let image URLs point at loopback and private networks (off by default: SSRF protection).
+    #[arg(long, env = "ARGUS_ALLOW_PRIVATE_URLS")]
+    pub allow_private_urls: Option<bool>,
+    /// Lifetime of signed image links, in seconds. [default: 86400]
+    #[arg(long, env = "ARGUS_SIGNED_URL_TTL_SECS")]
+    pub signed_url_ttl_secs: Option<i64>,
+    /// Projects allowed on this server. [default: 1000]
+    #[arg(long, env = "ARGUS_MAX_PROJECTS")]
+    pub max_projects: Option<u64>,
+    /// Log format: text or json. [default: text]
+    #[arg(long, env = "ARGUS_LOG_FORMAT")]
+    pub log_format: Option<String>,
+}
+
+/// The TOML file's shape.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    data_dir: Option<PathBuf>,
+    bind: Option<SocketAddr>,
+    public_url: Option<String>,
+    allow_private_urls: Option<bool>,
+    signed_url_ttl_secs: Option<i64>,
+    max_projects: Option<u64>,
+    log_format: Option<String>,
+}
+
+/// The resolved configuration.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Listen address.
+    pub bind: SocketAddr,
+    /// Public base URL.
+    pub public_url: Option<String>,
+    /// SSRF guard off.
+    pub allow_private_urls: bool,
+    /// Signed-link lifetime.
+    pub signed_url_ttl_secs: i64,
+    /// Project quota.
+    pub max_projects: u64,
+    /// `text` or `json`.
+    pub log_format: String,
+}
+
+impl Settings {
+    /// Resolves flags/env over the TOML file over defaults.
+    pub fn resolve(args: &ServeArgs) -> Result<Self> {
+        let file = match &args.config {
+            Some(p) => Some(p.clone()),
+            None => Some(PathBuf::from("argus.toml")).filter(|p| p.exists()),
+        };
+        let fc: FileConfig = match &file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+                toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))?
+            }
+            None => FileConfig::default(),
+        };
+        let log_format = args.log_format.clone().or(fc.log_format).unwrap_or_else(|| "text".into());
+        if log_format != "text" && log_format != "json" {
+            anyhow::bail!("log format must be 'text' or 'json', not '{log_format}'");
+        }
+        let ttl = args.signed_url_ttl_secs.or(fc.signed_url_ttl_secs).unwrap_or(86_400);
+        if ttl <= 0 {
+            anyhow::bail!("signed_url_ttl_secs must be positive");
+        }
+        Ok(Self {
+            data_dir: args.data_dir.clone().or(fc.data_dir).unwrap_or_else(|| PathBuf::from("argus-data")),
+            bind: args.bind.or(fc.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
+            public_url: args.public_url.clone().or(fc.public_url),
+            allow_private_urls: args.allow_private_urls.or(fc.allow_private_urls).unwrap_or(false),
+            signed_url_ttl_secs: ttl,
+            max_projects: args.max_projects.or(fc.max_projects).unwrap_or(argus_core::limits::DEFAULT_MAX_PROJECTS),
+            log_format,
+        })
+    }
+}
+
+/// Keys and the signing secret kept in the data directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Secrets {
+    /// Training-Key.
+    pub training_key: String,
+    /// Prediction-Key.
+    pub prediction_key: String,
+    /// HMAC secret for signed links.
+    pub signing_key: String,
+}
+
+fn random_key() -> String {
+    format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())[..32].to_string()
+}
+
+/// Loads the secrets file of `data_dir`, creating it (mode 0600, written atomically) when missing.
+/// Returns the secrets and whether they were generated now.
+pub fn load_or_create_secrets(data_dir: &Path) -> Result<(Secrets, bool)> {
+    let path = data_dir.join("secrets.json");
+    if path.exists() {
+        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let s: Secrets = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+        return Ok((s, false));
+    }
+    let s = Secrets { training_key: random_key(), prediction_key: random_key(), signing_key: random_key() + &random_key() };
+    let tmp = data_dir.join("secrets.json.tmp");
+    {
+        use std::io::Write;
+        let mut opts = std::fs::OpenOptions::new();
+        opts.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+        f.write_all(serde_json::to_string_pretty(&s)?.as_bytes())?;
+        f.sync_all()?;
+    }
+    std::fs::rename(&tmp, &path)?;
+    Ok((s, true))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_over_defaults() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("argus.toml");
+        std::fs::write(&file, "bind = \"0.0.0.0:9000\"\nmax_projects = 7\n").expect("write");
+        let args = ServeArgs { config: Some(file.clone()), max_projects: Some(3), ..Default::default() };
+        let s = Settings::resolve(&args).expect("resolve");
+        assert_eq!(s.bind.port(), 9000);
+        assert_eq!(s.max_projects, 3);
+        assert_eq!(s.data_dir, PathBuf::from("argus-data"));
+        std::fs::write(&file, "nonsense = 1\n").expect("write");
+        assert!(Settings::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn secrets_are_generated_once() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let (a, fresh) = load_or_create_secrets(dir.path()).expect("create");
+        assert!(fresh);
+        let (b, fresh) = load_or_create_secrets(dir.path()).expect("load");
+        assert!(!fresh);
+        assert_eq!(a.training_key, b.training_key);
+        assert_eq!(a.training_key.len(), 32);
+    }
+}

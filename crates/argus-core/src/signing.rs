@@ -26,7 +26,8 @@ impl UrlSigner {
 
     fn mac(&self, subject: &str, expires: i64) -> HmacSha256 {
         // new_from_slice only fails for algorithms with a fixed key size, which HMAC is not.
-        let mut mac = HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC takes any key size"));
+        let mut mac =
+            HmacSha256::new_from_slice(&self.secret).unwrap_or_else(|_| unreachable!("HMAC takes any key size"));
         mac.update(subject.as_bytes());
         mac.update(b"\n");
         mac.update(expires.to_string().as_bytes());

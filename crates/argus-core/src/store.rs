@@ -189,7 +189,12 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Inserts images atomically (one transaction), each with its tags and regions. Images whose hash is
     /// already in the project are not inserted ([`InsertOutcome::Duplicate`]); images past `max_images` in
     /// the project are refused ([`InsertOutcome::QuotaExceeded`]).
-    async fn insert_images(&self, project: Uuid, images: &[NewImage], max_images: u64) -> StoreResult<Vec<InsertOutcome>>;
+    async fn insert_images(
+        &self,
+        project: Uuid,
+        images: &[NewImage],
+        max_images: u64,
+    ) -> StoreResult<Vec<InsertOutcome>>;
     /// The image with these bytes, if any.
     async fn find_image_by_hash(&self, project: Uuid, hash: &str) -> StoreResult<Option<Uuid>>;
     /// Images by id, in the order of `ids`; unknown ids are skipped.

@@ -33,7 +33,11 @@ pub async fn not_found() -> HttpError {
 
 /// 405 for a known path with another method.
 pub async fn method_not_allowed() -> HttpError {
-    HttpError(ApiError::with_status(ErrorCode::BadRequestNotSupported, 405, "This method is not supported on this path."))
+    HttpError(ApiError::with_status(
+        ErrorCode::BadRequestNotSupported,
+        405,
+        "This method is not supported on this path.",
+    ))
 }
 
 /// `BadRequestInvalidIds` for a malformed GUID.

@@ -39,7 +39,10 @@ impl Query {
     /// A required value.
     pub fn required(&self, name: &str) -> ApiResult<&str> {
         self.str(name).filter(|v| !v.is_empty()).ok_or_else(|| {
-            ApiError::new(ErrorCode::BadRequestRequiredParamIsNull, format!("The query parameter '{name}' is required."))
+            ApiError::new(
+                ErrorCode::BadRequestRequiredParamIsNull,
+                format!("The query parameter '{name}' is required."),
+            )
         })
     }
 
@@ -82,7 +85,10 @@ impl Query {
     pub fn int(&self, name: &str) -> ApiResult<Option<i64>> {
         match self.str(name).map(str::trim).filter(|v| !v.is_empty()) {
             None => Ok(None),
-            Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("'{name}' must be an integer, not '{v}'."))),
+            Some(v) => v
+                .parse()
+                .map(Some)
+                .map_err(|_| ApiError::bad_request(format!("'{name}' must be an integer, not '{v}'."))),
         }
     }
 }
@@ -97,7 +103,10 @@ pub fn json_body<T: DeserializeOwned>(headers: &HeaderMap, body: &[u8]) -> ApiRe
     if let Some(ct) = headers.get(axum::http::header::CONTENT_TYPE) {
         let ct = ct.to_str().unwrap_or("").to_ascii_lowercase();
         if !ct.is_empty() && !ct.contains("json") {
-            return Err(ApiError::new(ErrorCode::UnsupportedMediaType, format!("Expected an application/json body, got '{ct}'.")));
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                format!("Expected an application/json body, got '{ct}'."),
+            ));
         }
     }
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -133,7 +142,13 @@ pub fn key_matches(presented: &str, expected: &str) -> bool {
 pub fn check_key(headers: &HeaderMap, header: &str, expected: &str) -> ApiResult<()> {
     match headers.get(header).and_then(|v| v.to_str().ok()) {
         Some(k) if key_matches(k.trim(), expected) => Ok(()),
-        Some(_) => Err(ApiError::with_status(ErrorCode::Forbidden, 401, format!("Access denied: the {header} is not valid."))),
-        None => Err(ApiError::with_status(ErrorCode::Forbidden, 401, format!("Access denied: the {header} header is missing."))),
+        Some(_) => {
+            Err(ApiError::with_status(ErrorCode::Forbidden, 401, format!("Access denied: the {header} is not valid.")))
+        }
+        None => Err(ApiError::with_status(
+            ErrorCode::Forbidden,
+            401,
+            format!("Access denied: the {header} header is missing."),
+        )),
     }
 }

@@ -96,7 +96,8 @@ impl GuardedFetcher {
         let mut current = Url::parse(url).map_err(|e| FetchError::Refused(format!("not a valid URL: {e}")))?;
         for _ in 0..=URL_MAX_REDIRECTS {
             let addr = self.resolve(&current).await?;
-            let mut builder = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(self.timeout);
+            let mut builder =
+                reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).timeout(self.timeout);
             if let Some(domain) = current.domain() {
                 builder = builder.resolve(domain, addr);
             }
@@ -148,7 +149,20 @@ mod tests {
 
     #[test]
     fn private_and_special_ranges_are_not_public() {
-        for ip in ["127.0.0.1", "10.1.2.3", "172.16.0.1", "192.168.1.1", "169.254.169.254", "100.64.0.1", "0.0.0.0", "::1", "fd00::1", "fe80::1", "::ffff:127.0.0.1", "224.0.0.1"] {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "::1",
+            "fd00::1",
+            "fe80::1",
+            "::ffff:127.0.0.1",
+            "224.0.0.1",
+        ] {
             assert!(!is_public(ip.parse().expect("ip")), "{ip}");
         }
         for ip in ["8.8.8.8", "1.1.1.1", "2606:4700::1111"] {

@@ -100,9 +100,18 @@ mod tests {
 
     #[test]
     fn versions_and_case_are_normalised() {
-        assert_eq!(normalize_path("/customvision/v3.4-preview/training/projects").as_deref(), Some("/customvision/v3.3/training/projects"));
-        assert_eq!(normalize_path("/customvision/v3.3/Training/projects/x").as_deref(), Some("/customvision/v3.3/training/projects/x"));
-        assert_eq!(normalize_path("//customvision/v3.3/training/domains").as_deref(), Some("/customvision/v3.3/training/domains"));
+        assert_eq!(
+            normalize_path("/customvision/v3.4-preview/training/projects").as_deref(),
+            Some("/customvision/v3.3/training/projects")
+        );
+        assert_eq!(
+            normalize_path("/customvision/v3.3/Training/projects/x").as_deref(),
+            Some("/customvision/v3.3/training/projects/x")
+        );
+        assert_eq!(
+            normalize_path("//customvision/v3.3/training/domains").as_deref(),
+            Some("/customvision/v3.3/training/domains")
+        );
         assert_eq!(normalize_path("/customvision/v9.9/training/projects"), None);
         assert_eq!(normalize_path("/healthz"), None);
     }

@@ -2,8 +2,8 @@
 
 use argus_core::limits::{MAX_IMAGES_PER_BATCH, MAX_TRAINING_IMAGE_BYTES};
 use argus_core::model::{
-    ImageCreateStatus, ImageFileCreateBatch, ImageIdCreateBatch, ImageRegionCreateBatch, ImageTagCreateBatch, ImageUrlCreateBatch,
-    Metadata, ProjectUpdate, TagUpdate,
+    ImageCreateStatus, ImageFileCreateBatch, ImageIdCreateBatch, ImageRegionCreateBatch, ImageTagCreateBatch,
+    ImageUrlCreateBatch, Metadata, ProjectUpdate, TagUpdate,
 };
 use argus_core::service::{ImageListing, NewProject, UploadItem};
 use argus_core::store::TaggingStatus;
@@ -159,13 +159,22 @@ async fn delete_project(State(s): State<AppState>, Path(p): Path<String>) -> Htt
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn update_project(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn update_project(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let id = path_id("projectId", &p)?;
     let update: ProjectUpdate = json_body(&headers, &body)?;
     Ok(ok_json(s.argus.update_project(id, update).await?))
 }
 
-async fn export_project(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>) -> HttpResult<Response> {
+async fn export_project(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+) -> HttpResult<Response> {
     Ok(ok_json(s.argus.export_project(&ctx, path_id("projectId", &p)?).await?))
 }
 
@@ -200,7 +209,12 @@ async fn delete_tag(State(s): State<AppState>, Path((p, t)): Path<(String, Strin
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn update_tag(State(s): State<AppState>, Path((p, t)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn update_tag(
+    State(s): State<AppState>,
+    Path((p, t)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let (p, t) = (path_id("projectId", &p)?, path_id("tagId", &t)?);
     let update: TagUpdate = json_body(&headers, &body)?;
     Ok(ok_json(s.argus.update_tag(p, t, update).await?))
@@ -214,24 +228,21 @@ fn summary_response(summary: argus_core::model::ImageCreateSummary) -> Response 
 }
 
 async fn read_multipart(req: Request) -> HttpResult<Vec<UploadItem>> {
-    let mut mp = Multipart::from_request(req, &())
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}")))?;
+    let mut mp = Multipart::from_request(req, &()).await.map_err(|e| {
+        ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}"))
+    })?;
     let mut items = Vec::new();
     loop {
-        let field = mp
-            .next_field()
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}")))?;
+        let field = mp.next_field().await.map_err(|e| {
+            ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}"))
+        })?;
         let Some(mut field) = field else { break };
         let source = field.file_name().map(|f| format!("\"{f}\"")).unwrap_or_default();
         let mut data = Vec::new();
         let mut too_large = false;
-        while let Some(chunk) = field
-            .chunk()
-            .await
-            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}")))?
-        {
+        while let Some(chunk) = field.chunk().await.map_err(|e| {
+            ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}"))
+        })? {
             if too_large || data.len() + chunk.len() > MAX_TRAINING_IMAGE_BYTES {
                 too_large = true;
                 data.clear();
@@ -268,7 +279,8 @@ async fn create_images_from_data(
         let body = axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
             .await
             .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?;
-        let bytes = if body.len() > MAX_TRAINING_IMAGE_BYTES { Err(ImageCreateStatus::ErrorImageSize) } else { Ok(body) };
+        let bytes =
+            if body.len() > MAX_TRAINING_IMAGE_BYTES { Err(ImageCreateStatus::ErrorImageSize) } else { Ok(body) };
         vec![UploadItem { source: String::new(), bytes, tag_ids: Vec::new(), regions: Vec::new() }]
     } else {
         return Err(ApiError::new(
@@ -301,10 +313,18 @@ async fn create_images_from_files(
                     Err(_) => Err(ImageCreateStatus::ErrorImageFormat),
                 },
             };
-            UploadItem { source: e.name.unwrap_or_default(), bytes, tag_ids: e.tag_ids.unwrap_or_default(), regions: e.regions.unwrap_or_default() }
+            UploadItem {
+                source: e.name.unwrap_or_default(),
+                bytes,
+                tag_ids: e.tag_ids.unwrap_or_default(),
+                regions: e.regions.unwrap_or_default(),
+            }
         })
         .collect();
-    let summary = s.argus.create_images(&ctx, project, batch.tag_ids.unwrap_or_default(), batch.metadata.unwrap_or_default(), items).await?;
+    let summary = s
+        .argus
+        .create_images(&ctx, project, batch.tag_ids.unwrap_or_default(), batch.metadata.unwrap_or_default(), items)
+        .await?;
     Ok(summary_response(summary))
 }
 
@@ -320,13 +340,22 @@ async fn create_images_from_urls(
     Ok(summary_response(s.argus.create_images_from_urls(&ctx, project, batch).await?))
 }
 
-async fn create_images_from_predictions(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn create_images_from_predictions(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     s.argus.get_project(project).await?;
     let batch: ImageIdCreateBatch = json_body(&headers, &body)?;
     let entries = batch.images.unwrap_or_default();
     if entries.len() > MAX_IMAGES_PER_BATCH {
-        return Err(ApiError::new(ErrorCode::BadRequestExceededBatchSize, format!("A batch can contain at most {MAX_IMAGES_PER_BATCH} images.")).into());
+        return Err(ApiError::new(
+            ErrorCode::BadRequestExceededBatchSize,
+            format!("A batch can contain at most {MAX_IMAGES_PER_BATCH} images."),
+        )
+        .into());
     }
     // Stored predictions arrive with the Prediction API; until then no prediction id can exist.
     let first = entries.iter().find_map(|e| e.id).map(|id| id.to_string()).unwrap_or_default();
@@ -347,7 +376,14 @@ fn listing(q: &Query, with_filter: bool) -> Result<ImageListing, ApiError> {
     })
 }
 
-async fn list(s: &AppState, ctx: &argus_core::UrlContext, p: &str, q: &Query, default: TaggingStatus, all: bool) -> HttpResult<Response> {
+async fn list(
+    s: &AppState,
+    ctx: &argus_core::UrlContext,
+    p: &str,
+    q: &Query,
+    default: TaggingStatus,
+    all: bool,
+) -> HttpResult<Response> {
     let project = path_id("projectId", p)?;
     let mut l = listing(q, all)?;
     if !all {
@@ -365,15 +401,30 @@ async fn count(s: &AppState, p: &str, q: &Query, default: TaggingStatus, all: bo
     Ok(ok_json(s.argus.count_images(project, l, default).await?))
 }
 
-async fn get_images(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+async fn get_images(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    q: Query,
+) -> HttpResult<Response> {
     list(&s, &ctx, &p, &q, TaggingStatus::All, true).await
 }
 
-async fn get_tagged_images(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+async fn get_tagged_images(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    q: Query,
+) -> HttpResult<Response> {
     list(&s, &ctx, &p, &q, TaggingStatus::Tagged, false).await
 }
 
-async fn get_untagged_images(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+async fn get_untagged_images(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    q: Query,
+) -> HttpResult<Response> {
     let mut q = q;
     q.0.retain(|(k, _)| !k.eq_ignore_ascii_case("tagIds"));
     list(&s, &ctx, &p, &q, TaggingStatus::Untagged, false).await
@@ -393,7 +444,12 @@ async fn get_untagged_image_count(State(s): State<AppState>, Path(p): Path<Strin
     count(&s, &p, &q, TaggingStatus::Untagged, false).await
 }
 
-async fn get_images_by_ids(State(s): State<AppState>, BaseUrl(ctx): BaseUrl, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+async fn get_images_by_ids(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    q: Query,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     Ok(ok_json(s.argus.images_by_ids(&ctx, project, q.uuids("imageIds")?, q.uuid("iterationId")?).await?))
 }
@@ -407,7 +463,13 @@ async fn delete_images(State(s): State<AppState>, Path(p): Path<String>, q: Quer
 
 // ---- labels ----
 
-async fn update_image_metadata(State(s): State<AppState>, Path(p): Path<String>, q: Query, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn update_image_metadata(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     let ids = q.uuids("imageIds")?;
     let metadata: Metadata = json_body(&headers, &body)?;
@@ -416,7 +478,12 @@ async fn update_image_metadata(State(s): State<AppState>, Path(p): Path<String>,
     Ok(status_json(status, summary))
 }
 
-async fn create_image_tags(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn create_image_tags(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     let batch: ImageTagCreateBatch = json_body(&headers, &body)?;
     Ok(ok_json(s.argus.create_image_tags(project, batch.tags.unwrap_or_default()).await?))
@@ -428,7 +495,12 @@ async fn delete_image_tags(State(s): State<AppState>, Path(p): Path<String>, q: 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn create_image_regions(State(s): State<AppState>, Path(p): Path<String>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn create_image_regions(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     let batch: ImageRegionCreateBatch = json_body(&headers, &body)?;
     let (summary, all_created) = s.argus.create_image_regions(project, batch.regions.unwrap_or_default()).await?;
@@ -441,6 +513,9 @@ async fn delete_image_regions(State(s): State<AppState>, Path(p): Path<String>, 
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn get_image_region_proposals(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<Response> {
+async fn get_image_region_proposals(
+    State(s): State<AppState>,
+    Path((p, i)): Path<(String, String)>,
+) -> HttpResult<Response> {
     Ok(ok_json(s.argus.region_proposals(path_id("projectId", &p)?, path_id("imageId", &i)?).await?))
 }

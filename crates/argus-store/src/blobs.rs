@@ -100,7 +100,10 @@ impl BlobStore for ObjectBlobStore {
     async fn list(&self, prefix: &str) -> StoreResult<Vec<BlobMeta>> {
         let p = path(prefix.trim_end_matches('/'))?;
         let items: Vec<_> = self.store.list(Some(&p)).try_collect().await.map_err(backend)?;
-        Ok(items.into_iter().map(|m| BlobMeta { key: m.location.to_string(), last_modified: m.last_modified }).collect())
+        Ok(items
+            .into_iter()
+            .map(|m| BlobMeta { key: m.location.to_string(), last_modified: m.last_modified })
+            .collect())
     }
 }
 

@@ -12,8 +12,8 @@ use std::time::Duration;
 use argus_core::filter::MetadataFilter;
 use argus_core::model::{ImageRegion, ImageTag, Metadata, Project, ProjectSettings, Tag, TagType, Time};
 use argus_core::store::{
-    ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, StoreError, StoreResult, TagRecord,
-    TaggingStatus,
+    ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, StoreError, StoreResult,
+    TagRecord, TaggingStatus,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -95,7 +95,9 @@ fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &MetadataFilter) {
             qb.push("(json_extract(i.metadata, ").push_bind(json_path(k)).push(") = ").push_bind(v.clone()).push(")");
         }
         MetadataFilter::Ne(k, v) => {
-            qb.push("(json_extract(i.metadata, ").push_bind(json_path(k)).push(") IS NULL OR json_extract(i.metadata, ");
+            qb.push("(json_extract(i.metadata, ")
+                .push_bind(json_path(k))
+                .push(") IS NULL OR json_extract(i.metadata, ");
             qb.push_bind(json_path(k)).push(") <> ").push_bind(v.clone()).push(")");
         }
         MetadataFilter::And(a, b) | MetadataFilter::Or(a, b) => {
@@ -150,13 +152,18 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Full)
             .foreign_keys(true)
             .busy_timeout(Duration::from_secs(10));
-        let writer = SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(backend)?;
+        let writer =
+            SqlitePoolOptions::new().max_connections(1).connect_with(options.clone()).await.map_err(backend)?;
         MIGRATOR.run(&writer).await.map_err(backend)?;
-        let reader = SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await.map_err(backend)?;
+        let reader =
+            SqlitePoolOptions::new().max_connections(4).connect_with(options.read_only(true)).await.map_err(backend)?;
         Ok(Self { reader, writer })
     }
 
-    async fn load_labels(&self, ids: &[String]) -> StoreResult<(HashMap<String, Vec<ImageTag>>, HashMap<String, Vec<ImageRegion>>)> {
+    async fn load_labels(
+        &self,
+        ids: &[String],
+    ) -> StoreResult<(HashMap<String, Vec<ImageTag>>, HashMap<String, Vec<ImageRegion>>)> {
         let mut tags: HashMap<String, Vec<ImageTag>> = HashMap::new();
         let mut regions: HashMap<String, Vec<ImageRegion>> = HashMap::new();
         if ids.is_empty() {
@@ -265,7 +272,11 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn get_project(&self, id: Uuid) -> StoreResult<Option<Project>> {
-        let row = sqlx::query("SELECT * FROM projects WHERE id = ?").bind(id.to_string()).fetch_optional(&self.reader).await.map_err(backend)?;
+        let row = sqlx::query("SELECT * FROM projects WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
         row.as_ref().map(project_from).transpose()
     }
 
@@ -275,31 +286,39 @@ impl MetadataStore for SqliteStore {
     }
 
     async fn count_projects(&self) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(&self.reader).await.map_err(backend)?;
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(&self.reader).await.map_err(backend)?;
         Ok(n as u64)
     }
 
     async fn update_project(&self, p: &Project) -> StoreResult<()> {
-        sqlx::query("UPDATE projects SET name = ?, description = ?, settings = ?, last_modified = ?, status = ? WHERE id = ?")
-            .bind(&p.name)
-            .bind(&p.description)
-            .bind(serde_json::to_string(&p.settings).map_err(backend)?)
-            .bind(ms(&p.last_modified))
-            .bind(&p.status)
-            .bind(p.id.to_string())
-            .execute(&self.writer)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx)
+        sqlx::query(
+            "UPDATE projects SET name = ?, description = ?, settings = ?, last_modified = ?, status = ? WHERE id = ?",
+        )
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(serde_json::to_string(&p.settings).map_err(backend)?)
+        .bind(ms(&p.last_modified))
+        .bind(&p.status)
+        .bind(p.id.to_string())
+        .execute(&self.writer)
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
     }
 
     async fn delete_project(&self, id: Uuid) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM projects WHERE id = ?").bind(id.to_string()).execute(&self.writer).await.map_err(backend)?;
+        let r = sqlx::query("DELETE FROM projects WHERE id = ?")
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
 
     async fn project_ids(&self) -> StoreResult<HashSet<Uuid>> {
-        let ids: Vec<String> = sqlx::query_scalar("SELECT id FROM projects").fetch_all(&self.reader).await.map_err(backend)?;
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM projects").fetch_all(&self.reader).await.map_err(backend)?;
         ids.iter().map(|s| uuid(s)).collect()
     }
 
@@ -325,7 +344,12 @@ impl MetadataStore for SqliteStore {
 
     async fn get_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<Option<Tag>> {
         let sql = format!("{TAG_SELECT} WHERE t.project_id = ? AND t.id = ?");
-        let row = sqlx::query(&sql).bind(project.to_string()).bind(tag.to_string()).fetch_optional(&self.reader).await.map_err(backend)?;
+        let row = sqlx::query(&sql)
+            .bind(project.to_string())
+            .bind(tag.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
         row.as_ref().map(tag_from).transpose()
     }
 
@@ -352,7 +376,12 @@ impl MetadataStore for SqliteStore {
         Ok(r.rows_affected() > 0)
     }
 
-    async fn insert_images(&self, project: Uuid, images: &[NewImage], max_images: u64) -> StoreResult<Vec<InsertOutcome>> {
+    async fn insert_images(
+        &self,
+        project: Uuid,
+        images: &[NewImage],
+        max_images: u64,
+    ) -> StoreResult<Vec<InsertOutcome>> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let pid = project.to_string();
         let mut count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE project_id = ?")
@@ -362,12 +391,13 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?;
         let mut out = Vec::with_capacity(images.len());
         for img in images {
-            let existing: Option<String> = sqlx::query_scalar("SELECT id FROM images WHERE project_id = ? AND content_hash = ?")
-                .bind(&pid)
-                .bind(&img.content_hash)
-                .fetch_optional(&mut *tx)
-                .await
-                .map_err(backend)?;
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM images WHERE project_id = ? AND content_hash = ?")
+                    .bind(&pid)
+                    .bind(&img.content_hash)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
             if let Some(e) = existing {
                 out.push(InsertOutcome::Duplicate(uuid(&e)?));
                 continue;
@@ -434,7 +464,8 @@ impl MetadataStore for SqliteStore {
         }
         qb.push(")");
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        let mut found: HashMap<Uuid, ImageRecord> = self.images_from_rows(rows).await?.into_iter().map(|r| (r.id, r)).collect();
+        let mut found: HashMap<Uuid, ImageRecord> =
+            self.images_from_rows(rows).await?.into_iter().map(|r| (r.id, r)).collect();
         Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
     }
 
@@ -535,7 +566,9 @@ impl MetadataStore for SqliteStore {
         for id in tags {
             sep.push_bind(id.to_string());
         }
-        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ").push_bind(project.to_string()).push(")");
+        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
+            .push_bind(project.to_string())
+            .push(")");
         qb.build().execute(&self.writer).await.map(|_| ()).map_err(backend)
     }
 
@@ -553,7 +586,9 @@ impl MetadataStore for SqliteStore {
         for id in ids {
             sep.push_bind(id.to_string());
         }
-        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ").push_bind(project.to_string()).push(")");
+        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
+            .push_bind(project.to_string())
+            .push(")");
         qb.build().execute(&self.writer).await.map(|_| ()).map_err(backend)
     }
 

@@ -86,9 +86,8 @@ pub fn decode_oriented(bytes: &[u8], limits: &ImageLimits) -> Result<(DynamicIma
     if bytes.len() > limits.max_bytes {
         return Err(ImageError::TooLarge { size: bytes.len(), limit: limits.max_bytes });
     }
-    let reader = ImageReader::new(Cursor::new(bytes))
-        .with_guessed_format()
-        .map_err(|e| ImageError::Format(e.to_string()))?;
+    let reader =
+        ImageReader::new(Cursor::new(bytes)).with_guessed_format().map_err(|e| ImageError::Format(e.to_string()))?;
     let format = reader.format().ok_or_else(|| ImageError::Format("unrecognised image format".into()))?;
     let mime = mime_of(format).ok_or_else(|| ImageError::Format(format!("{format:?} images are not supported")))?;
     let mut decoder = reader.into_decoder().map_err(|e| ImageError::Format(e.to_string()))?;

@@ -65,7 +65,10 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 fn bar(len: usize, msg: &'static str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64).with_message(msg);
-    pb.set_style(ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}").unwrap_or_else(|_| ProgressStyle::default_bar()));
+    pb.set_style(
+        ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
     pb
 }
 
@@ -130,7 +133,12 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         for img in batch {
             form = form.part("imageData", reqwest::multipart::Part::bytes(img.clone()));
         }
-        let resp = client.post(format!("{base}/projects/{pid}/images")).header("Training-Key", &key).multipart(form).send().await?;
+        let resp = client
+            .post(format!("{base}/projects/{pid}/images"))
+            .header("Training-Key", &key)
+            .multipart(form)
+            .send()
+            .await?;
         anyhow::ensure!(resp.status().as_u16() == 200, "upload answered {}", resp.status());
         up.inc(batch.len() as u64);
     }
@@ -143,12 +151,17 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let lb = bar(args.list_runs, "listing 256 images");
     for _ in 0..args.list_runs {
         let t = Instant::now();
-        let resp = client.get(format!("{base}/projects/{pid}/images?take=256")).header("Training-Key", &key).send().await?;
+        let resp =
+            client.get(format!("{base}/projects/{pid}/images?take=256")).header("Training-Key", &key).send().await?;
         let body = resp.bytes().await?;
         http.push(t.elapsed());
         anyhow::ensure!(body.len() > 2, "empty listing");
         let t = Instant::now();
-        let rows = argus.store.query_images(pid_uuid, &ImageQuery { take: 256, ..Default::default() }).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+        let rows = argus
+            .store
+            .query_images(pid_uuid, &ImageQuery { take: 256, ..Default::default() })
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
         direct.push(t.elapsed());
         anyhow::ensure!(rows.len() == 256.min(args.images), "store returned {} rows", rows.len());
         lb.inc(1);
@@ -157,7 +170,10 @@ pub async fn run(args: BenchArgs) -> Result<()> {
     let (http_med, direct_med) = (median(http), median(direct));
 
     println!();
-    println!("Argus bench: {} images of {}x{} JPEG (mean {:.0} KiB), {} worker threads", args.images, args.width, args.height, mean_kb, workers);
+    println!(
+        "Argus bench: {} images of {}x{} JPEG (mean {:.0} KiB), {} worker threads",
+        args.images, args.width, args.height, mean_kb, workers
+    );
     println!("| measurement | Argus | reference | ratio |");
     println!("|---|---|---|---|");
     println!(

@@ -80,7 +80,8 @@ impl Settings {
         };
         let fc: FileConfig = match &file {
             Some(p) => {
-                let text = std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
+                let text =
+                    std::fs::read_to_string(p).with_context(|| format!("reading config file {}", p.display()))?;
                 toml::from_str(&text).with_context(|| format!("parsing config file {}", p.display()))?
             }
             None => FileConfig::default(),
@@ -130,7 +131,8 @@ pub fn load_or_create_secrets(data_dir: &Path) -> Result<(Secrets, bool)> {
         let s: Secrets = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
         return Ok((s, false));
     }
-    let s = Secrets { training_key: random_key(), prediction_key: random_key(), signing_key: random_key() + &random_key() };
+    let s =
+        Secrets { training_key: random_key(), prediction_key: random_key(), signing_key: random_key() + &random_key() };
     let tmp = data_dir.join("secrets.json.tmp");
     {
         use std::io::Write;

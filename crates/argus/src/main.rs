@@ -53,7 +53,8 @@ fn init_logging(format: &str) {
 
 /// Opens the stores of `settings` and builds the shared state.
 pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
-    std::fs::create_dir_all(&settings.data_dir).with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
     let (mut secrets, fresh) = load_or_create_secrets(&settings.data_dir)?;
     if let Ok(k) = std::env::var("ARGUS_TRAINING_KEY") {
         if !k.is_empty() {
@@ -72,7 +73,11 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
         blobs: Arc::new(blobs),
         fetcher: Arc::new(GuardedFetcher::new(settings.allow_private_urls)),
         signer: argus_core::signing::UrlSigner::new(secrets.signing_key.as_bytes()),
-        config: ServiceConfig { url_ttl_secs: settings.signed_url_ttl_secs, max_projects: settings.max_projects, ..Default::default() },
+        config: ServiceConfig {
+            url_ttl_secs: settings.signed_url_ttl_secs,
+            max_projects: settings.max_projects,
+            ..Default::default()
+        },
     };
     let state = AppState {
         argus,
@@ -106,7 +111,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
     init_logging(&settings.log_format);
     let (state, fresh) = build_state(&settings).await?;
     if fresh {
-        println!("New data directory {}: generated API keys (also in secrets.json there).", settings.data_dir.display());
+        println!(
+            "New data directory {}: generated API keys (also in secrets.json there).",
+            settings.data_dir.display()
+        );
         println!("  Training-Key:   {}", state.keys.training);
         println!("  Prediction-Key: {}", state.keys.prediction);
     }
@@ -126,7 +134,8 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         }
     });
-    let listener = tokio::net::TcpListener::bind(settings.bind).await.with_context(|| format!("binding {}", settings.bind))?;
+    let listener =
+        tokio::net::TcpListener::bind(settings.bind).await.with_context(|| format!("binding {}", settings.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "argus listening");
     println!("Argus listening on http://{addr}");

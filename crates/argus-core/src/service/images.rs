@@ -124,12 +124,18 @@ impl Argus {
         let tags = self.tag_map(project).await?;
         for id in batch_tags.iter().chain(items.iter().flat_map(|i| i.tag_ids.iter())) {
             if !tags.contains_key(id) {
-                return Err(ApiError::new(ErrorCode::BadRequestImageTags, format!("Tag {id} does not exist in this project.")));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestImageTags,
+                    format!("Tag {id} does not exist in this project."),
+                ));
             }
         }
         for r in items.iter().flat_map(|i| i.regions.iter()) {
             if !tags.contains_key(&r.tag_id) {
-                return Err(ApiError::new(ErrorCode::BadRequestImageRegions, format!("Tag {} of a region does not exist in this project.", r.tag_id)));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestImageRegions,
+                    format!("Tag {} of a region does not exist in this project.", r.tag_id),
+                ));
             }
             if !valid_box(r.left, r.top, r.width, r.height) {
                 return Err(ApiError::new(
@@ -172,7 +178,8 @@ impl Argus {
         }
 
         // Decode and derive off the async runtime, a few images at a time.
-        let limits = ImageLimits { max_bytes: MAX_TRAINING_IMAGE_BYTES, max_side: MAX_IMAGE_SIDE, ..ImageLimits::default() };
+        let limits =
+            ImageLimits { max_bytes: MAX_TRAINING_IMAGE_BYTES, max_side: MAX_IMAGE_SIDE, ..ImageLimits::default() };
         let todo: Vec<(usize, Bytes)> = items
             .iter()
             .enumerate()
@@ -188,7 +195,9 @@ impl Argus {
                 .await;
                 let mapped = match res {
                     Ok(Ok(p)) => Ok(p),
-                    Ok(Err(ImageError::TooLarge { .. } | ImageError::DimensionsTooLarge { .. })) => Err(ImageCreateStatus::ErrorImageSize),
+                    Ok(Err(ImageError::TooLarge { .. } | ImageError::DimensionsTooLarge { .. })) => {
+                        Err(ImageCreateStatus::ErrorImageSize)
+                    }
                     Ok(Err(ImageError::Format(_))) => Err(ImageCreateStatus::ErrorImageFormat),
                     Err(e) => {
                         tracing::error!(error = %e, "image preparation task failed");
@@ -229,7 +238,7 @@ impl Argus {
 
         let created = now();
         let blobs = Arc::clone(&self.blobs);
-        let writes = stream::iter(fresh.into_iter().map(|p| {
+        let mut writes = stream::iter(fresh.into_iter().map(|p| {
             let blobs = Arc::clone(&blobs);
             async move {
                 let id = Uuid::new_v4();
@@ -245,6 +254,8 @@ impl Argus {
         .buffer_unordered(4)
         .collect::<Vec<_>>()
         .await;
+        // Commit in input order, so quotas and duplicates are decided as the client listed the images.
+        writes.sort_by_key(|(_, p, _)| p.index);
 
         let mut rows: Vec<NewImage> = Vec::new();
         let mut row_index: Vec<usize> = Vec::new();
@@ -372,13 +383,19 @@ impl Argus {
                             }
                         }
                     };
-                    UploadItem { source: url, bytes, tag_ids: e.tag_ids.unwrap_or_default(), regions: e.regions.unwrap_or_default() }
+                    UploadItem {
+                        source: url,
+                        bytes,
+                        tag_ids: e.tag_ids.unwrap_or_default(),
+                        regions: e.regions.unwrap_or_default(),
+                    }
                 }
             })
             .buffered(8)
             .collect()
             .await;
-        self.create_images(ctx, project, batch.tag_ids.unwrap_or_default(), batch.metadata.unwrap_or_default(), items).await
+        self.create_images(ctx, project, batch.tag_ids.unwrap_or_default(), batch.metadata.unwrap_or_default(), items)
+            .await
     }
 
     pub(crate) async fn remove_image_blobs(&self, project: Uuid, image: Uuid) {
@@ -401,12 +418,18 @@ impl Argus {
             Some("all") => TaggingStatus::All,
             Some("tagged") => TaggingStatus::Tagged,
             Some("untagged") => TaggingStatus::Untagged,
-            Some(other) => return Err(ApiError::bad_request(format!("taggingStatus must be All, Tagged or Untagged, not '{other}'."))),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "taggingStatus must be All, Tagged or Untagged, not '{other}'."
+                )))
+            }
         };
         let order = match l.order_by.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("") | Some("newest") => Order::Newest,
             Some("oldest") => Order::Oldest,
-            Some(other) => return Err(ApiError::bad_request(format!("orderBy must be Newest or Oldest, not '{other}'."))),
+            Some(other) => {
+                return Err(ApiError::bad_request(format!("orderBy must be Newest or Oldest, not '{other}'.")))
+            }
         };
         let take = l.take.unwrap_or(DEFAULT_TAKE as i64);
         if !(0..=MAX_TAKE as i64).contains(&take) {
@@ -424,7 +447,13 @@ impl Argus {
     }
 
     /// GetImages / GetTaggedImages / GetUntaggedImages: `default_tagging` is what the route implies.
-    pub async fn list_images(&self, ctx: &UrlContext, project: Uuid, l: ImageListing, default_tagging: TaggingStatus) -> ApiResult<Vec<Image>> {
+    pub async fn list_images(
+        &self,
+        ctx: &UrlContext,
+        project: Uuid,
+        l: ImageListing,
+        default_tagging: TaggingStatus,
+    ) -> ApiResult<Vec<Image>> {
         self.project(project).await?;
         self.check_iteration(project, l.iteration).await?;
         let q = self.image_query(&l, default_tagging)?;
@@ -441,7 +470,13 @@ impl Argus {
     }
 
     /// GetImagesByIds.
-    pub async fn images_by_ids(&self, ctx: &UrlContext, project: Uuid, ids: Vec<Uuid>, iteration: Option<Uuid>) -> ApiResult<Vec<Image>> {
+    pub async fn images_by_ids(
+        &self,
+        ctx: &UrlContext,
+        project: Uuid,
+        ids: Vec<Uuid>,
+        iteration: Option<Uuid>,
+    ) -> ApiResult<Vec<Image>> {
         self.project(project).await?;
         self.check_iteration(project, iteration).await?;
         if ids.len() > MAX_IMAGE_IDS {
@@ -467,7 +502,8 @@ impl Argus {
                 format!("At most {MAX_IMAGE_IDS} image ids can be deleted at once; got {}.", ids.len()),
             ));
         }
-        let deleted = self.store.delete_images(project, if all { None } else { Some(&ids) }).await.map_err(store_err)?;
+        let deleted =
+            self.store.delete_images(project, if all { None } else { Some(&ids) }).await.map_err(store_err)?;
         for id in &deleted {
             self.remove_image_blobs(project, *id).await;
         }

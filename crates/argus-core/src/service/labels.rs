@@ -9,15 +9,18 @@ use super::{store_err, valid_box, Argus};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::*;
 use crate::model::{
-    now, BoundingBox, ImageMetadataUpdateEntry, ImageMetadataUpdateSummary, ImageRegionCreateEntry, ImageRegionCreateResult,
-    ImageRegionCreateSummary, ImageRegionProposal, ImageTagCreateEntry, ImageTagCreateSummary, Metadata, MetadataUpdateStatus,
-    TagType,
+    now, BoundingBox, ImageMetadataUpdateEntry, ImageMetadataUpdateSummary, ImageRegionCreateEntry,
+    ImageRegionCreateResult, ImageRegionCreateSummary, ImageRegionProposal, ImageTagCreateEntry, ImageTagCreateSummary,
+    Metadata, MetadataUpdateStatus, TagType,
 };
 use crate::store::{ImageRecord, NewRegion};
 
 fn same_box(a: &BoundingBox, b: &BoundingBox) -> bool {
     let eps = BOX_EPSILON;
-    (a.left - b.left).abs() < eps && (a.top - b.top).abs() < eps && (a.width - b.width).abs() < eps && (a.height - b.height).abs() < eps
+    (a.left - b.left).abs() < eps
+        && (a.top - b.top).abs() < eps
+        && (a.width - b.width).abs() < eps
+        && (a.height - b.height).abs() < eps
 }
 
 impl Argus {
@@ -26,13 +29,21 @@ impl Argus {
         let found: HashMap<Uuid, ImageRecord> =
             self.store.get_images(project, &unique).await.map_err(store_err)?.into_iter().map(|r| (r.id, r)).collect();
         if let Some(missing) = unique.iter().find(|id| !found.contains_key(id)) {
-            return Err(ApiError::new(ErrorCode::NotFoundImage, format!("Image {missing} was not found in this project.")));
+            return Err(ApiError::new(
+                ErrorCode::NotFoundImage,
+                format!("Image {missing} was not found in this project."),
+            ));
         }
         Ok(found)
     }
 
     /// UpdateImageMetadata: merges `metadata` into each image (at most 64 images, 50 pairs per image).
-    pub async fn update_image_metadata(&self, project: Uuid, ids: Vec<Uuid>, metadata: Metadata) -> ApiResult<ImageMetadataUpdateSummary> {
+    pub async fn update_image_metadata(
+        &self,
+        project: Uuid,
+        ids: Vec<Uuid>,
+        metadata: Metadata,
+    ) -> ApiResult<ImageMetadataUpdateSummary> {
         self.project(project).await?;
         if ids.is_empty() {
             return Err(ApiError::new(ErrorCode::BadRequestInvalidIds, "imageIds is required."));
@@ -50,16 +61,28 @@ impl Argus {
         let mut updates = Vec::new();
         for id in ids {
             let Some(img) = found.get(&id) else {
-                entries.push(ImageMetadataUpdateEntry { image_id: id, status: MetadataUpdateStatus::ErrorImageNotFound, metadata: None });
+                entries.push(ImageMetadataUpdateEntry {
+                    image_id: id,
+                    status: MetadataUpdateStatus::ErrorImageNotFound,
+                    metadata: None,
+                });
                 continue;
             };
             let mut merged = img.metadata.clone();
             merged.extend(metadata.iter().map(|(k, v)| (k.clone(), v.clone())));
             if merged.len() > MAX_METADATA_PAIRS {
-                entries.push(ImageMetadataUpdateEntry { image_id: id, status: MetadataUpdateStatus::ErrorLimitExceed, metadata: None });
+                entries.push(ImageMetadataUpdateEntry {
+                    image_id: id,
+                    status: MetadataUpdateStatus::ErrorLimitExceed,
+                    metadata: None,
+                });
                 continue;
             }
-            entries.push(ImageMetadataUpdateEntry { image_id: id, status: MetadataUpdateStatus::Ok, metadata: Some(merged.clone()) });
+            entries.push(ImageMetadataUpdateEntry {
+                image_id: id,
+                status: MetadataUpdateStatus::Ok,
+                metadata: Some(merged.clone()),
+            });
             updates.push((id, merged));
         }
         self.store.set_metadata(project, &updates).await.map_err(store_err)?;
@@ -68,7 +91,11 @@ impl Argus {
     }
 
     /// CreateImageTags (at most 128 entries).
-    pub async fn create_image_tags(&self, project: Uuid, entries: Vec<ImageTagCreateEntry>) -> ApiResult<ImageTagCreateSummary> {
+    pub async fn create_image_tags(
+        &self,
+        project: Uuid,
+        entries: Vec<ImageTagCreateEntry>,
+    ) -> ApiResult<ImageTagCreateSummary> {
         self.project(project).await?;
         if entries.is_empty() {
             return Err(ApiError::new(ErrorCode::BadRequestImageTags, "The batch contains no tags."));
@@ -81,7 +108,10 @@ impl Argus {
         }
         let tags = self.tag_map(project).await?;
         if let Some(e) = entries.iter().find(|e| !tags.contains_key(&e.tag_id)) {
-            return Err(ApiError::new(ErrorCode::BadRequestImageTags, format!("Tag {} does not exist in this project.", e.tag_id)));
+            return Err(ApiError::new(
+                ErrorCode::BadRequestImageTags,
+                format!("Tag {} does not exist in this project.", e.tag_id),
+            ));
         }
         let images = self.images_of(project, &entries.iter().map(|e| e.image_id).collect::<Vec<_>>()).await?;
         let mut current: HashMap<Uuid, Vec<Uuid>> =
@@ -95,7 +125,8 @@ impl Argus {
                 summary.duplicated.push(e);
                 continue;
             }
-            let kinds: Vec<TagType> = have.iter().chain(std::iter::once(&e.tag_id)).filter_map(|id| tags.get(id).map(|t| t.kind)).collect();
+            let kinds: Vec<TagType> =
+                have.iter().chain(std::iter::once(&e.tag_id)).filter_map(|id| tags.get(id).map(|t| t.kind)).collect();
             if kinds.contains(&TagType::Negative) && kinds.iter().any(|k| *k != TagType::Negative) {
                 return Err(ApiError::new(
                     ErrorCode::BadRequestNegativeAndRegularTagOnSameImage,
@@ -131,7 +162,11 @@ impl Argus {
 
     /// CreateImageRegions (at most 64 entries): created, duplicated (same image, tag and box) and exceeded
     /// (per-image region limit). The bool is true when everything was created (200) rather than 207.
-    pub async fn create_image_regions(&self, project: Uuid, entries: Vec<ImageRegionCreateEntry>) -> ApiResult<(ImageRegionCreateSummary, bool)> {
+    pub async fn create_image_regions(
+        &self,
+        project: Uuid,
+        entries: Vec<ImageRegionCreateEntry>,
+    ) -> ApiResult<(ImageRegionCreateSummary, bool)> {
         self.project(project).await?;
         if entries.is_empty() {
             return Err(ApiError::new(ErrorCode::BadRequestImageRegions, "The batch contains no regions."));
@@ -145,7 +180,10 @@ impl Argus {
         let tags = self.tag_map(project).await?;
         for e in &entries {
             if !tags.contains_key(&e.tag_id) {
-                return Err(ApiError::new(ErrorCode::BadRequestImageRegions, format!("Tag {} does not exist in this project.", e.tag_id)));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestImageRegions,
+                    format!("Tag {} does not exist in this project.", e.tag_id),
+                ));
             }
             if !valid_box(e.left, e.top, e.width, e.height) {
                 return Err(ApiError::new(

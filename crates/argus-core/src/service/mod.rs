@@ -160,7 +160,10 @@ impl Argus {
             && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
             && !path.contains('\\');
         if !clean {
-            return Err(ApiError::new(ErrorCode::BadRequestInvalidArtifactUri, format!("'{path}' is not a valid artifact path.")));
+            return Err(ApiError::new(
+                ErrorCode::BadRequestInvalidArtifactUri,
+                format!("'{path}' is not a valid artifact path."),
+            ));
         }
         self.read_blob(&format!("{}{path}", project_prefix(project))).await
     }

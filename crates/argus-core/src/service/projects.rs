@@ -47,7 +47,8 @@ fn check_description(d: &str) -> ApiResult<String> {
 }
 
 fn domain(id: Uuid) -> ApiResult<&'static Domain> {
-    find_domain(id).ok_or_else(|| ApiError::new(ErrorCode::BadRequestProjectUnknownDomain, format!("Unknown domain {id}.")))
+    find_domain(id)
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequestProjectUnknownDomain, format!("Unknown domain {id}.")))
 }
 
 fn classification(domain: &Domain, requested: Option<&str>) -> ApiResult<Option<ClassificationType>> {

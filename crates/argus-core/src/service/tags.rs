@@ -11,7 +11,10 @@ use crate::store::{StoreError, TagRecord};
 fn check_name(name: &str) -> ApiResult<String> {
     let name = name.trim();
     if name.is_empty() || name.chars().count() > MAX_TAG_NAME_LEN {
-        return Err(ApiError::new(ErrorCode::BadRequestTagName, format!("The tag name must be 1 to {MAX_TAG_NAME_LEN} characters.")));
+        return Err(ApiError::new(
+            ErrorCode::BadRequestTagName,
+            format!("The tag name must be 1 to {MAX_TAG_NAME_LEN} characters."),
+        ));
     }
     Ok(name.to_string())
 }
@@ -30,13 +33,19 @@ fn parse_type(s: Option<&str>) -> ApiResult<TagType> {
     match s {
         None | Some("") => Ok(TagType::Regular),
         Some(s) => TagType::parse(s).ok_or_else(|| {
-            ApiError::new(ErrorCode::BadRequestTagType, format!("Unknown tag type '{s}' (use Regular, Negative or GeneralProduct)."))
+            ApiError::new(
+                ErrorCode::BadRequestTagType,
+                format!("Unknown tag type '{s}' (use Regular, Negative or GeneralProduct)."),
+            )
         }),
     }
 }
 
 fn conflict(name: &str) -> ApiError {
-    ApiError::new(ErrorCode::BadRequestTagNameNotUnique, format!("A tag named '{name}' already exists in this project."))
+    ApiError::new(
+        ErrorCode::BadRequestTagNameNotUnique,
+        format!("A tag named '{name}' already exists in this project."),
+    )
 }
 
 fn single_special(tags: &[Tag], kind: TagType, except: Option<Uuid>) -> ApiResult<()> {
@@ -73,7 +82,13 @@ impl Argus {
     }
 
     /// CreateTag.
-    pub async fn create_tag(&self, project: Uuid, name: Option<&str>, description: Option<&str>, kind: Option<&str>) -> ApiResult<Tag> {
+    pub async fn create_tag(
+        &self,
+        project: Uuid,
+        name: Option<&str>,
+        description: Option<&str>,
+        kind: Option<&str>,
+    ) -> ApiResult<Tag> {
         self.project(project).await?;
         let name = check_name(name.unwrap_or(""))?;
         let description = check_description(description.unwrap_or(""))?;

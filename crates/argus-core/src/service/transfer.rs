@@ -103,12 +103,8 @@ impl Argus {
         let mut region_count = 0i64;
         let mut skip = 0u32;
         loop {
-            let q = crate::store::ImageQuery {
-                order: crate::store::Order::Oldest,
-                skip,
-                take: 256,
-                ..Default::default()
-            };
+            let q =
+                crate::store::ImageQuery { order: crate::store::Order::Oldest, skip, take: 256, ..Default::default() };
             let page = self.store.query_images(project_id, &q).await.map_err(store_err)?;
             if page.is_empty() {
                 break;
@@ -149,7 +145,15 @@ impl Argus {
             name: project.name.clone(),
             description: project.description.clone(),
             settings: project.settings.clone(),
-            tags: tags.iter().map(|t| ManifestTag { id: t.id, name: t.name.clone(), description: t.description.clone(), kind: t.kind }).collect(),
+            tags: tags
+                .iter()
+                .map(|t| ManifestTag {
+                    id: t.id,
+                    name: t.name.clone(),
+                    description: t.description.clone(),
+                    kind: t.kind,
+                })
+                .collect(),
             images,
         };
         let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?;
@@ -160,7 +164,8 @@ impl Argus {
         let expires = chrono::Utc::now().timestamp() + TOKEN_TTL_SECS;
         let key = export_key(export);
         let url = format!("{}/blobs/{key}?se={expires}&sig={}", ctx.base_url, self.signer.sign(&key, expires));
-        let token = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Token { v: 1, export, url }).map_err(ApiError::internal)?);
+        let token =
+            URL_SAFE_NO_PAD.encode(serde_json::to_vec(&Token { v: 1, export, url }).map_err(ApiError::internal)?);
         let image_count = manifest.images.len() as i64;
         tracing::info!(project = %project_id, export = %export, images = image_count, "project exported");
         Ok(ProjectExport {
@@ -180,12 +185,14 @@ impl Argus {
         let package = match self.blobs.get(&export_key(token.export)).await.map_err(store_err)? {
             Some(p) => p,
             None => self.fetcher.fetch(&token.url, MAX_PACKAGE_BYTES).await.map_err(|e| {
-                ApiError::new(ErrorCode::BadRequestInvalidImportToken, format!("The export package could not be fetched: {e}"))
+                ApiError::new(
+                    ErrorCode::BadRequestInvalidImportToken,
+                    format!("The export package could not be fetched: {e}"),
+                )
             })?,
         };
-        let (manifest, files) = tokio::task::spawn_blocking(move || read_package(&package))
-            .await
-            .map_err(ApiError::internal)??;
+        let (manifest, files) =
+            tokio::task::spawn_blocking(move || read_package(&package)).await.map_err(ApiError::internal)??;
         let mut input = super::NewProject {
             name: Some(name.filter(|n| !n.trim().is_empty()).unwrap_or(&manifest.name).to_string()),
             description: Some(manifest.description.clone()),
@@ -212,14 +219,27 @@ impl Argus {
         }
     }
 
-    async fn fill_import(&self, project: &Project, manifest: Manifest, mut files: HashMap<String, Bytes>) -> ApiResult<()> {
+    async fn fill_import(
+        &self,
+        project: &Project,
+        manifest: Manifest,
+        mut files: HashMap<String, Bytes>,
+    ) -> ApiResult<()> {
         let mut tag_ids = HashMap::new();
         for t in &manifest.tags {
-            let record = TagRecord { id: Uuid::new_v4(), name: t.name.clone(), description: t.description.clone(), kind: t.kind, created: now() };
+            let record = TagRecord {
+                id: Uuid::new_v4(),
+                name: t.name.clone(),
+                description: t.description.clone(),
+                kind: t.kind,
+                created: now(),
+            };
             self.store.insert_tag(project.id, &record).await.map_err(store_err)?;
             tag_ids.insert(t.id, record.id);
         }
-        let map_tag = |id: &Uuid| tag_ids.get(id).copied().ok_or_else(|| invalid_token(format!("the package names unknown tag {id}")));
+        let map_tag = |id: &Uuid| {
+            tag_ids.get(id).copied().ok_or_else(|| invalid_token(format!("the package names unknown tag {id}")))
+        };
         let mut rows = Vec::new();
         for img in manifest.images {
             let id = Uuid::new_v4();
@@ -250,7 +270,14 @@ impl Argus {
                 regions: img
                     .regions
                     .iter()
-                    .map(|r| Ok(NewRegion { id: Uuid::new_v4(), tag_id: map_tag(&r.tag_id)?, bbox: r.bbox, created: img.created }))
+                    .map(|r| {
+                        Ok(NewRegion {
+                            id: Uuid::new_v4(),
+                            tag_id: map_tag(&r.tag_id)?,
+                            bbox: r.bbox,
+                            created: img.created,
+                        })
+                    })
                     .collect::<ApiResult<_>>()?,
             });
         }

@@ -1,0 +1,141 @@
+//! A real Argus server on a free loopback port over a temporary data directory, for integration tests.
+
+#![allow(dead_code)]
+
+use std::io::Cursor;
+use std::path::Path;
+use std::sync::Arc;
+
+use argus_core::signing::UrlSigner;
+use argus_core::{Argus, ServiceConfig};
+use argus_server::{AppState, GuardedFetcher, Keys};
+use argus_store::{ObjectBlobStore, SqliteStore};
+use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+
+pub const KEY: &str = "test-training-key";
+pub const SIGNING: &str = "test-signing-secret";
+
+pub struct TestServer {
+    pub base: String,
+    pub root: String,
+    pub argus: Argus,
+    pub client: reqwest::Client,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+}
+
+pub struct Options {
+    pub allow_private_urls: bool,
+    pub max_images_per_project: u64,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Self { allow_private_urls: false, max_images_per_project: argus_core::limits::MAX_IMAGES_PER_PROJECT }
+    }
+}
+
+impl TestServer {
+    pub async fn start(dir: &Path) -> Self {
+        Self::start_with(dir, Options::default()).await
+    }
+
+    pub async fn start_with(dir: &Path, opts: Options) -> Self {
+        let store = SqliteStore::open(&dir.join("argus.db")).await.expect("open store");
+        let blobs = ObjectBlobStore::local(dir.join("blobs")).expect("blobs");
+        let argus = Argus {
+            store: Arc::new(store),
+            blobs: Arc::new(blobs),
+            fetcher: Arc::new(GuardedFetcher::new(opts.allow_private_urls)),
+            signer: UrlSigner::new(SIGNING),
+            config: ServiceConfig { max_images_per_project: opts.max_images_per_project, ..Default::default() },
+        };
+        let state = AppState {
+            argus: argus.clone(),
+            keys: Arc::new(Keys { training: KEY.into(), prediction: "p".into() }),
+            public_url: None,
+        };
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let task = tokio::spawn(argus_server::serve(listener, state, async move {
+            let _ = rx.await;
+        }));
+        Self {
+            base: format!("http://{addr}/customvision/v3.3/training"),
+            root: format!("http://{addr}"),
+            argus,
+            client: reqwest::Client::new(),
+            stop: Some(tx),
+            task: Some(task),
+        }
+    }
+
+    pub async fn stop(mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
+        }
+    }
+
+    pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
+        self.client.request(method, format!("{}{}", self.base, path)).header("Training-Key", KEY)
+    }
+
+    /// Sends and returns (status, JSON body or Null).
+    pub async fn send(&self, rb: reqwest::RequestBuilder) -> (StatusCode, Value) {
+        let resp = rb.send().await.expect("send");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("body");
+        (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+    }
+
+    pub async fn call(&self, method: Method, path: &str) -> (StatusCode, Value) {
+        self.send(self.req(method, path)).await
+    }
+
+    pub async fn project(&self, query: &str) -> String {
+        let (s, v) = self.call(Method::POST, &format!("/projects?{query}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn tag(&self, project: &str, name: &str) -> String {
+        let (s, v) = self.call(Method::POST, &format!("/projects/{project}/tags?name={name}")).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+        v["id"].as_str().expect("id").to_string()
+    }
+
+    pub async fn upload(&self, project: &str, images: Vec<Vec<u8>>, query: &str) -> (StatusCode, Value) {
+        let mut form = reqwest::multipart::Form::new();
+        for img in images {
+            form = form.part("imageData", reqwest::multipart::Part::bytes(img));
+        }
+        self.send(self.req(Method::POST, &format!("/projects/{project}/images?{query}")).multipart(form)).await
+    }
+}
+
+/// Asserts an error response: status and official code.
+pub fn assert_error(resp: &(StatusCode, Value), status: u16, code: &str) {
+    assert_eq!(resp.0.as_u16(), status, "body: {}", resp.1);
+    assert_eq!(resp.1["code"], code, "body: {}", resp.1);
+    assert!(resp.1["message"].as_str().is_some_and(|m| !m.is_empty()));
+}
+
+/// A distinct image per seed, encoded in `format`.
+pub fn image_bytes(seed: u32, w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
+    let img = RgbImage::from_fn(w, h, |x, y| {
+        Rgb([((x * 7 + seed * 31) % 256) as u8, ((y * 5 + seed * 17) % 256) as u8, (seed % 256) as u8])
+    });
+    let mut out = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(img).write_to(&mut out, format).expect("encode");
+    out.into_inner()
+}
+
+pub fn jpeg(seed: u32) -> Vec<u8> {
+    image_bytes(seed, 64, 48, ImageFormat::Jpeg)
+}

@@ -45,11 +45,13 @@ pub const TRAINING_VERSIONS: &[&str] = &["v3.0", "v3.1", "v3.2", "v3.3", "v3.4-p
 pub fn normalize_path(path: &str) -> Option<String> {
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     let collapsed = format!("/{}", segs.join("/"));
-    if segs.len() >= 3 && segs[0].eq_ignore_ascii_case("customvision") && segs[2].eq_ignore_ascii_case("training") {
-        if TRAINING_VERSIONS.iter().any(|v| v.eq_ignore_ascii_case(segs[1])) {
-            let rest = segs[3..].join("/");
-            return Some(format!("/customvision/v3.3/training/{rest}").trim_end_matches('/').to_string());
-        }
+    if segs.len() >= 3
+        && segs[0].eq_ignore_ascii_case("customvision")
+        && segs[2].eq_ignore_ascii_case("training")
+        && TRAINING_VERSIONS.iter().any(|v| v.eq_ignore_ascii_case(segs[1]))
+    {
+        let rest = segs[3..].join("/");
+        return Some(format!("/customvision/v3.3/training/{rest}").trim_end_matches('/').to_string());
     }
     (collapsed != path && path != "/").then_some(collapsed)
 }

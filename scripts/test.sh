@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Argus test command (the README's "test" command; CI runs it through .ci/run).
+# On a fresh machine it fetches everything it needs: Rust crates through cargo, and the official Custom Vision
+# Python SDK (3.0.0 and 3.1.1) into local virtualenvs. Then it runs the Rust unit and integration tests and
+# drives a real `argus serve` with each SDK version.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --locked --all-targets -- -D warnings
+echo "==> cargo test"
+cargo test --locked --workspace
+cargo build --locked --bin argus
+
+for v in 3.0.0 3.1.1; do
+  venv=".venv-sdk-$v"
+  echo "==> official Python SDK azure-cognitiveservices-vision-customvision==$v"
+  [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check \
+    "azure-cognitiveservices-vision-customvision==$v" pytest pillow requests
+  ARGUS_BIN="$PWD/target/debug/argus" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk
+done
+echo "==> all tests passed"

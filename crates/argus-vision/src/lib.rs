@@ -1,7 +1,8 @@
-//! Argus pure compute. For now: decoding uploaded images safely (format sniffing, size limits before the
-//! pixels are decoded, EXIF orientation) and producing the resized copy and thumbnail that the store keeps.
-//! The pretrained backbone, heads, metrics and segmentation engines will live here too.
+//! Argus pure compute: decoding uploaded images safely (format sniffing, size limits before the pixels are
+//! decoded, EXIF orientation, derivatives), the pretrained EfficientNet-Lite0 backbone and its weights.
 
+pub mod backbone;
 pub mod imageio;
+pub mod weights;
 
 pub use imageio::{prepare_image, ImageError, ImageLimits, PreparedImage};

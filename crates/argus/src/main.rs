@@ -2,10 +2,12 @@
 //!
 //! - `argus serve` runs the HTTP server (Custom Vision Training API, signed blob links, health checks).
 //! - `argus keys` prints the keys of a data directory.
+//! - `argus models pull` fetches and converts the pretrained backbone weights.
 //! - `argus bench` measures upload and listing speed against an in-process server.
 
 mod bench;
 mod config;
+mod models;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +40,9 @@ enum Command {
     },
     /// Benchmark 64-image batch uploads and 256-image listings against an in-process server.
     Bench(bench::BenchArgs),
+    /// Manage pretrained model weights.
+    #[command(subcommand)]
+    Models(models::ModelsCommand),
 }
 
 fn init_logging(format: &str) {
@@ -156,5 +161,7 @@ async fn main() -> Result<()> {
             Ok(())
         }
         Command::Bench(args) => bench::run(args).await,
+        Command::Models(models::ModelsCommand::Pull(args)) => models::pull(args),
+        Command::Models(models::ModelsCommand::Status(args)) => models::status(args),
     }
 }

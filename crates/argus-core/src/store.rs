@@ -8,7 +8,7 @@ use bytes::Bytes;
 use uuid::Uuid;
 
 use crate::filter::MetadataFilter;
-use crate::model::{BoundingBox, ImageRegion, ImageTag, Metadata, Project, Tag, TagType, Time};
+use crate::model::{BoundingBox, ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, TagType, Time};
 
 /// A store failure.
 #[derive(Debug, thiserror::Error)]
@@ -221,6 +221,21 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool>;
     /// Number of iterations of the project.
     async fn count_iterations(&self, project: Uuid) -> StoreResult<u64>;
+
+    /// Inserts an iteration with the snapshot of what it trains on.
+    async fn insert_iteration(&self, iteration: &Iteration, snapshot: &serde_json::Value) -> StoreResult<()>;
+    /// One iteration and its snapshot.
+    async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>>;
+    /// Iterations of a project, oldest first.
+    async fn list_iterations(&self, project: Uuid) -> StoreResult<Vec<Iteration>>;
+    /// Saves an iteration's fields (name, status, times, publish state, progress).
+    async fn update_iteration(&self, iteration: &Iteration) -> StoreResult<()>;
+    /// Stores the held-out evaluation of an iteration.
+    async fn set_evaluation(&self, project: Uuid, id: Uuid, evaluation: &serde_json::Value) -> StoreResult<()>;
+    /// The held-out evaluation of an iteration.
+    async fn get_evaluation(&self, project: Uuid, id: Uuid) -> StoreResult<Option<serde_json::Value>>;
+    /// Deletes an iteration; false when it did not exist.
+    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool>;
 }
 
 /// A blob listed by [`BlobStore::list`].

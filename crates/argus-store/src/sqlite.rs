@@ -10,7 +10,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use argus_core::filter::MetadataFilter;
-use argus_core::model::{ImageRegion, ImageTag, Metadata, Project, ProjectSettings, Tag, TagType, Time};
+use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
+use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, ProjectSettings, Tag, TagType, Time};
 use argus_core::store::{
     ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, StoreError, StoreResult,
     TagRecord, TaggingStatus,
@@ -609,5 +610,311 @@ impl MetadataStore for SqliteStore {
             .await
             .map_err(backend)?;
         Ok(n as u64)
+    }
+
+    async fn insert_iteration(&self, it: &Iteration, snapshot: &serde_json::Value) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(it.id.to_string())
+        .bind(it.project_id.to_string())
+        .bind(&it.name)
+        .bind(&it.status)
+        .bind(ms(&it.created))
+        .bind(ms(&it.last_modified))
+        .bind(it.trained_at.as_ref().map(ms))
+        .bind(serde_json::to_string(it).map_err(backend)?)
+        .bind(serde_json::to_string(snapshot).map_err(backend)?)
+        .execute(&self.writer)
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
+    }
+
+    async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>> {
+        let row = sqlx::query("SELECT body, snapshot FROM iterations WHERE project_id = ? AND id = ?")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.map(|r| {
+            let it: Iteration = serde_json::from_str(r.get::<&str, _>("body")).map_err(backend)?;
+            let snap: serde_json::Value = serde_json::from_str(r.get::<&str, _>("snapshot")).map_err(backend)?;
+            Ok((it, snap))
+        })
+        .transpose()
+    }
+
+    async fn list_iterations(&self, project: Uuid) -> StoreResult<Vec<Iteration>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT body FROM iterations WHERE project_id = ? ORDER BY seq")
+            .bind(project.to_string())
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|b| serde_json::from_str(b).map_err(backend)).collect()
+    }
+
+    async fn update_iteration(&self, it: &Iteration) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE iterations SET name = ?, status = ?, last_modified = ?, trained_at = ?, body = ? \
+             WHERE project_id = ? AND id = ?",
+        )
+        .bind(&it.name)
+        .bind(&it.status)
+        .bind(ms(&it.last_modified))
+        .bind(it.trained_at.as_ref().map(ms))
+        .bind(serde_json::to_string(it).map_err(backend)?)
+        .bind(it.project_id.to_string())
+        .bind(it.id.to_string())
+        .execute(&self.writer)
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
+    }
+
+    async fn set_evaluation(&self, project: Uuid, id: Uuid, evaluation: &serde_json::Value) -> StoreResult<()> {
+        sqlx::query("UPDATE iterations SET evaluation = ? WHERE project_id = ? AND id = ?")
+            .bind(serde_json::to_string(evaluation).map_err(backend)?)
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    async fn get_evaluation(&self, project: Uuid, id: Uuid) -> StoreResult<Option<serde_json::Value>> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar("SELECT evaluation FROM iterations WHERE project_id = ? AND id = ?")
+                .bind(project.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&self.reader)
+                .await
+                .map_err(backend)?;
+        v.flatten().map(|s| serde_json::from_str(&s).map_err(backend)).transpose()
+    }
+
+    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM iterations WHERE project_id = ? AND id = ?")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+}
+
+fn job_from(row: &SqliteRow) -> StoreResult<Job> {
+    Ok(Job {
+        id: uuid(row.get("id"))?,
+        kind: row.get("kind"),
+        scope: row.get("scope"),
+        payload: serde_json::from_str(row.get::<&str, _>("payload")).map_err(backend)?,
+        status: JobStatus::parse(row.get("status")),
+        attempts: row.get::<i64, _>("attempts") as u32,
+        max_attempts: row.get::<i64, _>("max_attempts") as u32,
+        progress: row.get("progress"),
+        message: row.get("message"),
+        result: row.get::<Option<String>, _>("result").and_then(|r| serde_json::from_str(&r).ok()),
+        created: time(row.get("created")),
+        updated: time(row.get("updated")),
+    })
+}
+
+fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[async_trait]
+impl JobQueue for SqliteStore {
+    async fn enqueue(&self, job: NewJob) -> StoreResult<Job> {
+        let id = Uuid::new_v4();
+        let t = now_ms();
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, scope, payload, status, max_attempts, created, updated) \
+             VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?)",
+        )
+        .bind(id.to_string())
+        .bind(&job.kind)
+        .bind(&job.scope)
+        .bind(serde_json::to_string(&job.payload).map_err(backend)?)
+        .bind(job.max_attempts.max(1) as i64)
+        .bind(t)
+        .bind(t)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        self.get_job(id).await?.ok_or_else(|| backend("job vanished after insert"))
+    }
+
+    async fn claim(&self, kinds: &[String], worker: &str, lease_ms: i64) -> StoreResult<Option<Claimed>> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        let t = now_ms();
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM jobs WHERE kind IN (");
+        let mut sep = qb.separated(", ");
+        for k in kinds {
+            sep.push_bind(k.clone());
+        }
+        qb.push(") AND (status = 'Queued' OR (status = 'Running' AND lease_expires < ")
+            .push_bind(t)
+            .push(")) ORDER BY seq LIMIT 1");
+        let Some(row) = qb.build().fetch_optional(&mut *tx).await.map_err(backend)? else {
+            return Ok(None);
+        };
+        let job = job_from(&row)?;
+        let claimed = if job.status == JobStatus::Running && job.attempts >= job.max_attempts {
+            let reason = format!(
+                "the worker running this job stopped (attempt {} of {}); giving up",
+                job.attempts, job.max_attempts
+            );
+            sqlx::query("UPDATE jobs SET status = 'Failed', message = ?, lease_owner = NULL, updated = ? WHERE id = ?")
+                .bind(&reason)
+                .bind(t)
+                .bind(job.id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+            Claimed::Abandoned(Job { status: JobStatus::Failed, message: Some(reason), ..job })
+        } else {
+            sqlx::query(
+                "UPDATE jobs SET status = 'Running', attempts = attempts + 1, lease_owner = ?, lease_expires = ?, \
+                 updated = ? WHERE id = ?",
+            )
+            .bind(worker)
+            .bind(t + lease_ms)
+            .bind(t)
+            .bind(job.id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+            Claimed::Run(Job { status: JobStatus::Running, attempts: job.attempts + 1, ..job })
+        };
+        tx.commit().await.map_err(backend)?;
+        Ok(Some(claimed))
+    }
+
+    async fn heartbeat(&self, id: Uuid, worker: &str, progress: f64, message: Option<&str>, lease_ms: i64) -> StoreResult<bool> {
+        let t = now_ms();
+        let r = sqlx::query(
+            "UPDATE jobs SET progress = ?, message = COALESCE(?, message), lease_expires = ?, updated = ? \
+             WHERE id = ? AND lease_owner = ? AND status = 'Running'",
+        )
+        .bind(progress)
+        .bind(message)
+        .bind(t + lease_ms)
+        .bind(t)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn complete(&self, id: Uuid, worker: &str, result: &serde_json::Value) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = 'Completed', progress = 1, result = ?, lease_owner = NULL, updated = ? \
+             WHERE id = ? AND lease_owner = ? AND status = 'Running'",
+        )
+        .bind(serde_json::to_string(result).map_err(backend)?)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn fail(&self, id: Uuid, worker: &str, message: &str, retry: bool) -> StoreResult<bool> {
+        let r = sqlx::query(
+            "UPDATE jobs SET status = CASE WHEN ? AND attempts < max_attempts THEN 'Queued' ELSE 'Failed' END, \
+             message = ?, lease_owner = NULL, updated = ? WHERE id = ? AND lease_owner = ? AND status = 'Running'",
+        )
+        .bind(retry)
+        .bind(message)
+        .bind(now_ms())
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    async fn active_jobs(&self, kind: &str, scope: &str) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE kind = ? AND scope = ? AND status IN ('Queued', 'Running')",
+        )
+        .bind(kind)
+        .bind(scope)
+        .fetch_one(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(n as u64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn job(kind: &str) -> NewJob {
+        NewJob { kind: kind.into(), scope: "p".into(), payload: serde_json::json!({"x": 1}), max_attempts: 2 }
+    }
+
+    #[tokio::test]
+    async fn jobs_are_claimed_once_and_survive_dead_workers() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("db")).await.expect("open");
+        let kinds = vec!["train".to_string()];
+        let a = store.enqueue(job("train")).await.expect("enqueue");
+        store.enqueue(job("other")).await.expect("enqueue");
+        assert_eq!(store.active_jobs("train", "p").await.expect("active"), 1);
+        let Some(Claimed::Run(j)) = store.claim(&kinds, "w1", 60_000).await.expect("claim") else { panic!("no job") };
+        assert_eq!((j.id, j.attempts), (a.id, 1));
+        assert!(store.claim(&kinds, "w2", 60_000).await.expect("claim").is_none(), "leased job claimed twice");
+        assert!(store.heartbeat(j.id, "w1", 0.5, Some("half"), 60_000).await.expect("hb"));
+        assert!(!store.heartbeat(j.id, "w2", 0.5, None, 60_000).await.expect("hb"), "stranger renewed the lease");
+        // w1 dies: once the lease lapses the job runs again (attempt 2), then is abandoned.
+        assert!(store.heartbeat(j.id, "w1", 0.5, None, -1).await.expect("expire"));
+        let Some(Claimed::Run(j2)) = store.claim(&kinds, "w2", -1).await.expect("claim") else { panic!("not rerun") };
+        assert_eq!(j2.attempts, 2);
+        let Some(Claimed::Abandoned(j3)) = store.claim(&kinds, "w3", 60_000).await.expect("claim") else {
+            panic!("not abandoned")
+        };
+        assert_eq!(j3.status, JobStatus::Failed);
+        assert!(!store.complete(j3.id, "w2", &serde_json::json!(null)).await.expect("complete"));
+        assert_eq!(store.get_job(a.id).await.expect("get").map(|j| j.status), Some(JobStatus::Failed));
+    }
+
+    #[tokio::test]
+    async fn failure_retries_then_completes() {
+        let dir = tempfile::tempdir().expect("tmp");
+        let store = SqliteStore::open(&dir.path().join("db")).await.expect("open");
+        let kinds = vec!["train".to_string()];
+        let a = store.enqueue(job("train")).await.expect("enqueue");
+        let Some(Claimed::Run(j)) = store.claim(&kinds, "w", 60_000).await.expect("claim") else { panic!() };
+        assert!(store.fail(j.id, "w", "transient", true).await.expect("fail"));
+        let Some(Claimed::Run(j)) = store.claim(&kinds, "w", 60_000).await.expect("claim") else { panic!() };
+        assert!(store.complete(j.id, "w", &serde_json::json!({"ok": true})).await.expect("complete"));
+        let done = store.get_job(a.id).await.expect("get").expect("job");
+        assert_eq!((done.status, done.progress), (JobStatus::Completed, 1.0));
+        assert_eq!(store.active_jobs("train", "p").await.expect("active"), 0);
     }
 }

@@ -2,7 +2,9 @@
 //! decoded, EXIF orientation, derivatives), the pretrained EfficientNet-Lite0 backbone and its weights.
 
 pub mod backbone;
+pub mod classifier;
 pub mod imageio;
+pub mod metrics;
 pub mod weights;
 
 pub use imageio::{prepare_image, ImageError, ImageLimits, PreparedImage};

@@ -1,0 +1,151 @@
+//! The durable job queue contract and the job-handler contract.
+//!
+//! Jobs live in the metadata store. A worker claims a job with a lease and renews it with heartbeats while it
+//! runs; a job whose worker dies (crash, kill, restart) becomes claimable again once its lease expires, and
+//! after `max_attempts` it is handed to its handler's [`JobHandler::abandoned`] so that what it was doing
+//! (an iteration in `Training`, say) is marked failed with a reason instead of staying stuck. The SQLite store
+//! implements the queue for one process; PostgreSQL (`FOR UPDATE SKIP LOCKED`) serves many worker processes
+//! through the same trait.
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use serde::Serialize;
+use uuid::Uuid;
+
+use crate::model::Time;
+use crate::store::StoreResult;
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub enum JobStatus {
+    /// Waiting for a worker.
+    Queued,
+    /// A worker holds its lease.
+    Running,
+    /// Done.
+    Completed,
+    /// Failed for good.
+    Failed,
+}
+
+impl JobStatus {
+    /// Wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "Queued",
+            Self::Running => "Running",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+        }
+    }
+
+    /// Parses the wire name.
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "Running" => Self::Running,
+            "Completed" => Self::Completed,
+            "Failed" => Self::Failed,
+            _ => Self::Queued,
+        }
+    }
+}
+
+/// A job to enqueue.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// Handler kind, e.g. `train`.
+    pub kind: String,
+    /// What the job belongs to (a project id), for caps and lookups.
+    pub scope: String,
+    /// Handler input.
+    pub payload: serde_json::Value,
+    /// Attempts before the job is abandoned.
+    pub max_attempts: u32,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone)]
+pub struct Job {
+    /// Id.
+    pub id: Uuid,
+    /// Handler kind.
+    pub kind: String,
+    /// Scope.
+    pub scope: String,
+    /// Handler input.
+    pub payload: serde_json::Value,
+    /// Status.
+    pub status: JobStatus,
+    /// Attempts started so far.
+    pub attempts: u32,
+    /// Attempts allowed.
+    pub max_attempts: u32,
+    /// Progress in [0, 1].
+    pub progress: f64,
+    /// Last progress message or failure reason.
+    pub message: Option<String>,
+    /// Handler output once completed.
+    pub result: Option<serde_json::Value>,
+    /// Enqueue time.
+    pub created: Time,
+    /// Last change.
+    pub updated: Time,
+}
+
+/// What [`JobQueue::claim`] hands a worker.
+#[derive(Debug, Clone)]
+pub enum Claimed {
+    /// Run it (the worker holds the lease).
+    Run(Job),
+    /// Its last worker died and no attempts are left: it is now `Failed`; tell the handler.
+    Abandoned(Job),
+}
+
+/// The durable queue.
+#[async_trait]
+pub trait JobQueue: Send + Sync + 'static {
+    /// Adds a job in `Queued`.
+    async fn enqueue(&self, job: NewJob) -> StoreResult<Job>;
+    /// Claims the oldest runnable job of one of `kinds` for `worker`, leased for `lease_ms`.
+    async fn claim(&self, kinds: &[String], worker: &str, lease_ms: i64) -> StoreResult<Option<Claimed>>;
+    /// Renews the lease and records progress; false when the worker no longer holds the job.
+    async fn heartbeat(&self, id: Uuid, worker: &str, progress: f64, message: Option<&str>, lease_ms: i64) -> StoreResult<bool>;
+    /// Marks the job completed; false when the worker no longer holds it.
+    async fn complete(&self, id: Uuid, worker: &str, result: &serde_json::Value) -> StoreResult<bool>;
+    /// Marks the job failed (`retry`: back to `Queued` while attempts remain); false when not held.
+    async fn fail(&self, id: Uuid, worker: &str, message: &str, retry: bool) -> StoreResult<bool>;
+    /// One job.
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>>;
+    /// Jobs of `kind` in `scope` that are queued or running.
+    async fn active_jobs(&self, kind: &str, scope: &str) -> StoreResult<u64>;
+}
+
+/// Progress a running handler reports; the worker's heartbeat persists it.
+#[derive(Debug, Clone, Default)]
+pub struct Progress(Arc<Mutex<(f64, Option<String>)>>);
+
+impl Progress {
+    /// Records progress in [0, 1] and a short message.
+    pub fn set(&self, fraction: f64, message: impl Into<String>) {
+        if let Ok(mut g) = self.0.lock() {
+            *g = (fraction.clamp(0.0, 1.0), Some(message.into()));
+        }
+    }
+
+    /// The last reported progress.
+    pub fn get(&self) -> (f64, Option<String>) {
+        self.0.lock().map(|g| g.clone()).unwrap_or_default()
+    }
+}
+
+/// Runs jobs of one kind.
+#[async_trait]
+pub trait JobHandler: Send + Sync + 'static {
+    /// The kind this handler runs.
+    fn kind(&self) -> &'static str;
+    /// Runs one attempt. `Err(message, retry)` fails it, retrying while attempts remain when `retry`.
+    async fn run(&self, job: &Job, progress: Progress) -> Result<serde_json::Value, (String, bool)>;
+    /// Called once when a job is given up for good, by failure or because its workers kept dying.
+    async fn abandoned(&self, job: &Job, reason: &str);
+}

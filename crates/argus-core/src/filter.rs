@@ -155,6 +155,16 @@ pub fn parse_filter(s: &str) -> Result<MetadataFilter, ApiError> {
     Ok(e)
 }
 
+/// Evaluates a filter against one image's metadata (for views held outside the store).
+pub fn matches(f: &MetadataFilter, metadata: &crate::model::Metadata) -> bool {
+    match f {
+        MetadataFilter::Eq(k, v) => metadata.get(k) == Some(v),
+        MetadataFilter::Ne(k, v) => metadata.get(k) != Some(v),
+        MetadataFilter::And(a, b) => matches(a, metadata) && matches(b, metadata),
+        MetadataFilter::Or(a, b) => matches(a, metadata) || matches(b, metadata),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,8 @@ use argus_core::model::{
     ImageCreateStatus, ImageFileCreateBatch, ImageIdCreateBatch, ImageRegionCreateBatch, ImageTagCreateBatch,
     ImageUrlCreateBatch, Metadata, ProjectUpdate, TagUpdate,
 };
-use argus_core::service::{ImageListing, NewProject, UploadItem};
+use argus_core::model::IterationUpdate;
+use argus_core::service::{ImageListing, NewProject, TrainRequest, UploadItem};
 use argus_core::store::TaggingStatus;
 use argus_core::{ApiError, ErrorCode};
 use axum::body::Bytes;
@@ -31,6 +32,7 @@ pub(crate) fn router(state: AppState) -> Router {
     let uploads = Router::new()
         .route("/projects/{project}/images", post(create_images_from_data).get(get_images).delete(delete_images))
         .route("/projects/{project}/images/files", post(create_images_from_files))
+        .route("/projects/{project}/quicktest/image", post(quick_test_image))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_REQUEST_BYTES));
     let training = Router::new()
         .route("/domains", get(get_domains))
@@ -54,6 +56,17 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/projects/{project}/images/tags", post(create_image_tags).delete(delete_image_tags))
         .route("/projects/{project}/images/regions", post(create_image_regions).delete(delete_image_regions))
         .route("/projects/{project}/images/{image}/regionproposals", post(get_image_region_proposals))
+        .route("/projects/{project}/train", post(train_project))
+        .route("/projects/{project}/iterations", get(get_iterations))
+        .route(
+            "/projects/{project}/iterations/{iteration}",
+            get(get_iteration).delete(delete_iteration).patch(update_iteration),
+        )
+        .route("/projects/{project}/iterations/{iteration}/publish", post(publish_iteration).delete(unpublish_iteration))
+        .route("/projects/{project}/iterations/{iteration}/performance", get(get_iteration_performance))
+        .route("/projects/{project}/iterations/{iteration}/performance/images", get(get_image_performances))
+        .route("/projects/{project}/iterations/{iteration}/performance/images/count", get(get_image_performance_count))
+        .route("/projects/{project}/quicktest/url", post(quick_test_url))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .merge(uploads)
         .method_not_allowed_fallback(method_not_allowed)
@@ -518,4 +531,148 @@ async fn get_image_region_proposals(
     Path((p, i)): Path<(String, String)>,
 ) -> HttpResult<Response> {
     Ok(ok_json(s.argus.region_proposals(path_id("projectId", &p)?, path_id("imageId", &i)?).await?))
+}
+
+// ---- training and iterations ----
+
+#[derive(serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct TrainingParameters {
+    selected_tags: Option<Vec<uuid::Uuid>>,
+}
+
+async fn train_project(State(s): State<AppState>, Path(p): Path<String>, q: Query, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    // The SDK sends an empty body (with a JSON content type) when there are no parameters.
+    let params: Option<TrainingParameters> =
+        if body.iter().all(u8::is_ascii_whitespace) { None } else { Some(json_body(&headers, &body)?) };
+    let req = TrainRequest {
+        training_type: q.str("trainingType").map(String::from),
+        reserved_budget_in_hours: q.int("reservedBudgetInHours")?.unwrap_or(0),
+        force_train: q.bool("forceTrain")?.unwrap_or(false),
+        notification_email_address: q.str("notificationEmailAddress").map(String::from),
+        selected_tags: params.and_then(|p| p.selected_tags),
+    };
+    Ok(ok_json(s.argus.train_project(project, req).await?))
+}
+
+fn ids(p: &str, i: &str) -> Result<(uuid::Uuid, uuid::Uuid), ApiError> {
+    Ok((path_id("projectId", p)?, path_id("iterationId", i)?))
+}
+
+async fn get_iterations(State(s): State<AppState>, Path(p): Path<String>) -> HttpResult<Response> {
+    Ok(ok_json(s.argus.iterations(path_id("projectId", &p)?).await?))
+}
+
+async fn get_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    Ok(ok_json(s.argus.iteration(p, i).await?))
+}
+
+async fn delete_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<StatusCode> {
+    let (p, i) = ids(&p, &i)?;
+    s.argus.delete_iteration(p, i).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn update_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    let update: IterationUpdate = json_body(&headers, &body)?;
+    Ok(ok_json(s.argus.update_iteration(p, i, update).await?))
+}
+
+async fn publish_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, q: Query) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    let overwrite = q.bool("overwrite")?.unwrap_or(false);
+    Ok(ok_json(s.argus.publish_iteration(p, i, q.str("publishName"), q.str("predictionId"), overwrite).await?))
+}
+
+async fn unpublish_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<StatusCode> {
+    let (p, i) = ids(&p, &i)?;
+    s.argus.unpublish_iteration(p, i).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn float(q: &Query, name: &str) -> Result<Option<f64>, ApiError> {
+    match q.str(name).map(str::trim).filter(|v| !v.is_empty()) {
+        None => Ok(None),
+        Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("'{name}' must be a number, not '{v}'."))),
+    }
+}
+
+async fn get_iteration_performance(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, q: Query) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    // overlapThreshold applies to detection iterations; classification ignores it.
+    float(&q, "overlapThreshold")?;
+    Ok(ok_json(s.argus.iteration_performance(p, i, float(&q, "threshold")?).await?))
+}
+
+async fn get_image_performances(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path((p, i)): Path<(String, String)>,
+    q: Query,
+) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    let list = s.argus.image_performances(&ctx, p, i, q.uuids("tagIds")?, q.str("orderBy"), q.int("take")?, q.int("skip")?).await?;
+    Ok(ok_json(list))
+}
+
+async fn get_image_performance_count(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, q: Query) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    Ok(ok_json(s.argus.image_performance_count(p, i, q.uuids("tagIds")?).await?))
+}
+
+/// Reads one image from a multipart (`imageData`) or raw body.
+async fn single_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+    let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
+    let bytes = if ct.starts_with("multipart/form-data") {
+        let items = read_multipart(req).await.map_err(|e| e.0)?;
+        match items.into_iter().next() {
+            Some(UploadItem { bytes: Ok(b), .. }) => b,
+            Some(_) => return Err(ApiError::new(ErrorCode::BadRequestImageSizeBytes, format!("The image exceeds {limit} bytes."))),
+            None => return Err(ApiError::new(ErrorCode::BadRequestImageStream, "The multipart body holds no image.")),
+        }
+    } else if ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
+        axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
+            .await
+            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?
+    } else {
+        return Err(ApiError::new(
+            ErrorCode::UnsupportedMediaType,
+            format!("Send the image as multipart/form-data (field imageData) or application/octet-stream, not '{ct}'."),
+        ));
+    };
+    if bytes.len() > limit {
+        return Err(ApiError::new(ErrorCode::BadRequestImageSizeBytes, format!("The image is {} bytes; the limit is {limit}.", bytes.len())));
+    }
+    Ok(bytes)
+}
+
+async fn quick_test_image(State(s): State<AppState>, Path(p): Path<String>, q: Query, req: Request) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let iteration = q.uuid("iterationId")?;
+    q.bool("store")?;
+    let bytes = single_image(req, MAX_TRAINING_IMAGE_BYTES).await?;
+    Ok(ok_json(s.argus.quick_test(project, iteration, bytes).await?))
+}
+
+#[derive(serde::Deserialize)]
+struct ImageUrl {
+    url: Option<String>,
+}
+
+async fn quick_test_url(State(s): State<AppState>, Path(p): Path<String>, q: Query, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let iteration = q.uuid("iterationId")?;
+    q.bool("store")?;
+    let u: ImageUrl = json_body(&headers, &body)?;
+    let url = u.url.filter(|u| !u.trim().is_empty()).ok_or_else(|| ApiError::new(ErrorCode::BadRequestImageUrl, "url is required."))?;
+    let bytes = s
+        .argus
+        .fetcher
+        .fetch(&url, MAX_TRAINING_IMAGE_BYTES)
+        .await
+        .map_err(|e| ApiError::new(ErrorCode::BadRequestImageUrl, format!("The image could not be downloaded: {e}")))?;
+    Ok(ok_json(s.argus.quick_test(project, iteration, bytes).await?))
 }

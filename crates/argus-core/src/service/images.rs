@@ -455,17 +455,43 @@ impl Argus {
         default_tagging: TaggingStatus,
     ) -> ApiResult<Vec<Image>> {
         self.project(project).await?;
-        self.check_iteration(project, l.iteration).await?;
         let q = self.image_query(&l, default_tagging)?;
+        if let Some(it) = l.iteration {
+            let all = self.iteration_view(ctx, project, it, &q).await?;
+            return Ok(all.into_iter().skip(q.skip as usize).take(q.take as usize).collect());
+        }
         let records = self.store.query_images(project, &q).await.map_err(store_err)?;
         Ok(records.into_iter().map(|r| self.render_image(ctx, r)).collect())
+    }
+
+    /// The images an iteration trained on that match `q` (tags, tagging status, metadata filter), in order.
+    async fn iteration_view(&self, ctx: &UrlContext, project: Uuid, it: Uuid, q: &ImageQuery) -> ApiResult<Vec<Image>> {
+        let mut all = self.iteration_images(ctx, project, it).await?;
+        // Every image of an iteration was tagged when it trained.
+        if q.tagging == TaggingStatus::Untagged {
+            all.clear();
+        }
+        if !q.tag_ids.is_empty() {
+            all.retain(|i| i.tags.iter().any(|t| q.tag_ids.contains(&t.tag_id)));
+        }
+        if let Some(f) = &q.filter {
+            all.retain(|i| crate::filter::matches(f, &i.metadata));
+        }
+        all.sort_by_key(|i| (i.created, i.id));
+        if q.order == Order::Newest {
+            all.reverse();
+        }
+        Ok(all)
     }
 
     /// GetImageCount / GetTaggedImageCount / GetUntaggedImageCount.
     pub async fn count_images(&self, project: Uuid, l: ImageListing, default_tagging: TaggingStatus) -> ApiResult<u64> {
         self.project(project).await?;
-        self.check_iteration(project, l.iteration).await?;
         let q = self.image_query(&l, default_tagging)?;
+        if let Some(it) = l.iteration {
+            let ctx = UrlContext { base_url: String::new() };
+            return Ok(self.iteration_view(&ctx, project, it, &q).await?.len() as u64);
+        }
         self.store.count_images(project, &q).await.map_err(store_err)
     }
 
@@ -478,12 +504,15 @@ impl Argus {
         iteration: Option<Uuid>,
     ) -> ApiResult<Vec<Image>> {
         self.project(project).await?;
-        self.check_iteration(project, iteration).await?;
         if ids.len() > MAX_IMAGE_IDS {
             return Err(ApiError::new(
                 ErrorCode::BadRequestExceededBatchSize,
                 format!("At most {MAX_IMAGE_IDS} image ids can be given; got {}.", ids.len()),
             ));
+        }
+        if let Some(it) = iteration {
+            let view = self.iteration_images(ctx, project, it).await?;
+            return Ok(ids.iter().filter_map(|id| view.iter().find(|i| i.id == *id).cloned()).collect());
         }
         let records = self.store.get_images(project, &ids).await.map_err(store_err)?;
         Ok(records.into_iter().map(|r| self.render_image(ctx, r)).collect())

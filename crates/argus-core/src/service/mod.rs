@@ -4,8 +4,10 @@
 mod images;
 mod labels;
 mod maintenance;
+mod models;
 mod projects;
 mod tags;
+mod training;
 mod transfer;
 
 use std::sync::Arc;
@@ -15,11 +17,14 @@ use uuid::Uuid;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::model::{Image, Project};
 use crate::signing::UrlSigner;
+use crate::jobs::JobQueue;
 use crate::store::{BlobStore, ImageRecord, MetadataStore, StoreError, UrlFetcher};
 
 pub use images::{ImageListing, UploadItem};
 pub use maintenance::SweepReport;
+pub use models::ModelHub;
 pub use projects::NewProject;
+pub use training::{TrainRequest, TrainingJobs, TRAIN_JOB};
 
 /// Tunables of the services.
 #[derive(Debug, Clone)]
@@ -61,6 +66,10 @@ pub struct Argus {
     pub blobs: Arc<dyn BlobStore>,
     /// URL downloader (SSRF-guarded).
     pub fetcher: Arc<dyn UrlFetcher>,
+    /// Durable job queue.
+    pub jobs: Arc<dyn JobQueue>,
+    /// Pretrained backbone and trained heads.
+    pub models: Arc<ModelHub>,
     /// Signer of blob URLs and export tokens.
     pub signer: UrlSigner,
     /// Tunables.
@@ -103,15 +112,6 @@ impl Argus {
             .await
             .map_err(store_err)?
             .ok_or_else(|| ApiError::new(ErrorCode::NotFoundProject, format!("Project {id} was not found.")))
-    }
-
-    pub(crate) async fn check_iteration(&self, project: Uuid, iteration: Option<Uuid>) -> ApiResult<()> {
-        if let Some(it) = iteration {
-            if !self.store.iteration_exists(project, it).await.map_err(store_err)? {
-                return Err(ApiError::new(ErrorCode::NotFoundIteration, format!("Iteration {it} was not found.")));
-            }
-        }
-        Ok(())
     }
 
     /// A signed, expiring absolute URL for a blob key.

@@ -66,14 +66,23 @@ impl Argus {
     /// GetTags (`iterationId` selects the tags an iteration was trained with).
     pub async fn tags(&self, project: Uuid, iteration: Option<Uuid>) -> ApiResult<Vec<Tag>> {
         self.project(project).await?;
-        self.check_iteration(project, iteration).await?;
-        self.store.list_tags(project).await.map_err(store_err)
+        match iteration {
+            Some(it) => self.iteration_tags(project, it).await,
+            None => self.store.list_tags(project).await.map_err(store_err),
+        }
     }
 
     /// GetTag.
     pub async fn tag(&self, project: Uuid, tag: Uuid, iteration: Option<Uuid>) -> ApiResult<Tag> {
         self.project(project).await?;
-        self.check_iteration(project, iteration).await?;
+        if let Some(it) = iteration {
+            return self
+                .iteration_tags(project, it)
+                .await?
+                .into_iter()
+                .find(|t| t.id == tag)
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFoundTag, format!("Tag {tag} was not in iteration {it}.")));
+        }
         self.store
             .get_tag(project, tag)
             .await

@@ -7,6 +7,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use argus_core::signing::UrlSigner;
+use argus_core::service::ModelHub;
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, SqliteStore};
@@ -43,10 +44,12 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: &Path, opts: Options) -> Self {
-        let store = SqliteStore::open(&dir.join("argus.db")).await.expect("open store");
+        let store = Arc::new(SqliteStore::open(&dir.join("argus.db")).await.expect("open store"));
         let blobs = ObjectBlobStore::local(dir.join("blobs")).expect("blobs");
         let argus = Argus {
-            store: Arc::new(store),
+            store: store.clone(),
+            jobs: store,
+            models: Arc::new(ModelHub::new(argus_vision_models_dir())),
             blobs: Arc::new(blobs),
             fetcher: Arc::new(GuardedFetcher::new(opts.allow_private_urls)),
             signer: UrlSigner::new(SIGNING),
@@ -138,4 +141,11 @@ pub fn image_bytes(seed: u32, w: u32, h: u32, format: ImageFormat) -> Vec<u8> {
 
 pub fn jpeg(seed: u32) -> Vec<u8> {
     image_bytes(seed, 64, 48, ImageFormat::Jpeg)
+}
+
+/// The models directory of the tests (ARGUS_MODELS_DIR or `<workspace>/argus-models`).
+pub fn argus_vision_models_dir() -> std::path::PathBuf {
+    std::env::var_os("ARGUS_MODELS_DIR")
+        .map(Into::into)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../argus-models"))
 }

@@ -1,0 +1,82 @@
+//! Loaded models: the pretrained backbone (loaded once, on first use) and an LRU cache of trained heads.
+
+use std::collections::VecDeque;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use argus_vision::backbone::EfficientNetLite0;
+use argus_vision::classifier::LinearHead;
+use argus_vision::weights::WEIGHTS_FILE;
+use uuid::Uuid;
+
+use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// Heads kept in memory.
+const HEAD_CACHE: usize = 16;
+
+/// Where models come from and the ones already loaded.
+pub struct ModelHub {
+    dir: PathBuf,
+    backbone: OnceLock<Arc<EfficientNetLite0>>,
+    heads: Mutex<VecDeque<(Uuid, Arc<LinearHead>)>>,
+}
+
+impl std::fmt::Debug for ModelHub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ModelHub({})", self.dir.display())
+    }
+}
+
+impl ModelHub {
+    /// Models under `dir` (the `--models-dir`).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { dir: dir.into(), backbone: OnceLock::new(), heads: Mutex::new(VecDeque::new()) }
+    }
+
+    /// The backbone, loading it on first use. Missing weights are a clear error saying how to get them.
+    pub fn backbone(&self) -> ApiResult<Arc<EfficientNetLite0>> {
+        if let Some(b) = self.backbone.get() {
+            return Ok(Arc::clone(b));
+        }
+        let path = self.dir.join(WEIGHTS_FILE);
+        if !path.exists() {
+            return Err(ApiError::new(
+                ErrorCode::ErrorFeaturizationServiceUnavailable,
+                format!(
+                    "The pretrained backbone weights are missing ({}). Run `argus models pull --models-dir {}` and retry.",
+                    path.display(),
+                    self.dir.display()
+                ),
+            ));
+        }
+        let net = EfficientNetLite0::from_file(&path).map_err(|e| {
+            ApiError::new(ErrorCode::ErrorFeaturizationInvalidFeaturizer, format!("{} is unreadable: {e}", path.display()))
+        })?;
+        Ok(Arc::clone(self.backbone.get_or_init(|| Arc::new(net))))
+    }
+
+    /// A cached head, or `load` it and cache it.
+    pub fn head(&self, id: Uuid, load: impl FnOnce() -> ApiResult<LinearHead>) -> ApiResult<Arc<LinearHead>> {
+        if let Ok(mut cache) = self.heads.lock() {
+            if let Some(pos) = cache.iter().position(|(k, _)| *k == id) {
+                let entry = cache.remove(pos).ok_or_else(|| ApiError::internal("head cache"))?;
+                let head = Arc::clone(&entry.1);
+                cache.push_front(entry);
+                return Ok(head);
+            }
+        }
+        let head = Arc::new(load()?);
+        if let Ok(mut cache) = self.heads.lock() {
+            cache.push_front((id, Arc::clone(&head)));
+            cache.truncate(HEAD_CACHE);
+        }
+        Ok(head)
+    }
+
+    /// Forgets a head (its iteration was deleted).
+    pub fn evict(&self, id: Uuid) {
+        if let Ok(mut cache) = self.heads.lock() {
+            cache.retain(|(k, _)| *k != id);
+        }
+    }
+}

@@ -1,0 +1,817 @@
+//! Training: TrainProject, the training job, iterations (list, get, update, delete, publish, unpublish),
+//! honest evaluation (k-fold cross-validation; GetIterationPerformance, GetImagePerformances) and QuickTest.
+//!
+//! TrainProject freezes a snapshot of the tagged images and tags, creates the iteration in `Training` and
+//! enqueues a durable job. The job featurises every image under fixed augmented views with the frozen
+//! EfficientNet-Lite0 backbone, runs stratified k-fold cross-validation (each image is predicted by a head
+//! that never saw it), trains the final head on everything, writes the head to the blob store and the
+//! held-out predictions to the iteration, and marks it `Completed`.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::{resized_key, store_err, thumbnail_key, Argus, UrlContext};
+use crate::domains::{find_domain, DomainType};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::jobs::{Job, JobHandler, NewJob, Progress};
+use crate::limits::{DEFAULT_TAKE, MAX_TAGS_PER_BATCH, MAX_TAKE};
+use crate::model::{
+    now, ClassificationType, Image, ImagePerformance, ImagePrediction, ImageRegion, ImageTag, Iteration,
+    IterationPerformance, IterationUpdate, Prediction, Tag, TagPerformance, TagType, Time,
+};
+use crate::store::{ImageQuery, Order, TaggingStatus};
+use argus_vision::classifier::{features, view, HeadKind, LinearHead, TrainingRecipe};
+use argus_vision::metrics::{average_precision, precision_recall, std_dev};
+
+/// Job kind of training.
+pub const TRAIN_JOB: &str = "train";
+/// Images a tag needs before a classifier can be trained.
+pub const MIN_IMAGES_PER_TAG: usize = 5;
+const MAX_FOLDS: usize = 5;
+
+/// Inputs of TrainProject.
+#[derive(Debug, Clone, Default)]
+pub struct TrainRequest {
+    /// `trainingType`.
+    pub training_type: Option<String>,
+    /// `reservedBudgetInHours`.
+    pub reserved_budget_in_hours: i64,
+    /// `forceTrain`.
+    pub force_train: bool,
+    /// `notificationEmailAddress`.
+    pub notification_email_address: Option<String>,
+    /// `selectedTags` of the body.
+    pub selected_tags: Option<Vec<Uuid>>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapTag {
+    id: Uuid,
+    name: String,
+    description: String,
+    #[serde(rename = "type")]
+    kind: TagType,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SnapImage {
+    id: Uuid,
+    created: Time,
+    width: u32,
+    height: u32,
+    tags: Vec<ImageTag>,
+    regions: Vec<ImageRegion>,
+}
+
+/// What an iteration was trained on.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Snapshot {
+    fingerprint: String,
+    advanced: bool,
+    multilabel: bool,
+    tags: Vec<SnapTag>,
+    images: Vec<SnapImage>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct EvalImage {
+    image_id: Uuid,
+    fold: usize,
+    scores: Vec<f32>,
+}
+
+/// Held-out predictions of an iteration: one score per class (in `classes` order) per image.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Evaluation {
+    folds: usize,
+    classes: Vec<Uuid>,
+    images: Vec<EvalImage>,
+}
+
+fn model_key(project: Uuid, iteration: Uuid) -> String {
+    format!("projects/{project}/iterations/{iteration}/classifier.safetensors")
+}
+
+fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
+    serde_json::from_value(v).map_err(ApiError::internal)
+}
+
+fn not_trained(id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::BadRequestIterationIsNotTrained, format!("Iteration {id} has not finished training."))
+}
+
+impl Argus {
+    /// The iteration, with live progress while it trains.
+    pub(crate) async fn iteration_record(&self, project: Uuid, id: Uuid) -> ApiResult<(Iteration, serde_json::Value)> {
+        let (mut it, snap) = self
+            .store
+            .get_iteration(project, id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFoundIteration, format!("Iteration {id} was not found.")))?;
+        self.attach_progress(&mut it).await;
+        Ok((it, snap))
+    }
+
+    async fn attach_progress(&self, it: &mut Iteration) {
+        if it.status != "Training" {
+            return;
+        }
+        if let Some(job) = it.job_id {
+            if let Ok(Some(j)) = self.jobs.get_job(job).await {
+                it.training_progress = Some((j.progress * 1000.0).round() / 10.0);
+                it.training_message = j.message;
+            }
+        }
+    }
+
+    /// TrainProject.
+    pub async fn train_project(&self, project_id: Uuid, req: TrainRequest) -> ApiResult<Iteration> {
+        let project = self.project(project_id).await?;
+        let domain = find_domain(project.settings.domain_id).ok_or_else(|| {
+            ApiError::new(ErrorCode::ErrorProjectInvalidDomain, "The project's domain is unknown to this server.")
+        })?;
+        let advanced = match req.training_type.as_deref().map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("regular") => false,
+            Some("advanced") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!("trainingType must be Regular or Advanced, not '{other}'.")))
+            }
+        };
+        if advanced && req.reserved_budget_in_hours < 1 {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestReservedBudgetInHoursNotEnoughForAdvancedTraining,
+                "Advanced training needs reservedBudgetInHours of at least 1.",
+            ));
+        }
+        if req.reserved_budget_in_hours < 0 {
+            return Err(ApiError::bad_request("reservedBudgetInHours must not be negative."));
+        }
+        if let Some(email) = req.notification_email_address.as_deref().filter(|e| !e.is_empty()) {
+            let ok = email.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.') && !b.starts_with('.'));
+            if !ok {
+                return Err(ApiError::new(ErrorCode::BadRequestInvalidEmailAddress, format!("'{email}' is not an email address.")));
+            }
+        }
+        if self.jobs.active_jobs(TRAIN_JOB, &project_id.to_string()).await.map_err(store_err)? > 0 {
+            return Err(ApiError::new(ErrorCode::BadRequestTrainingAlreadyInProgress, "This project is already training."));
+        }
+        if domain.kind == DomainType::ObjectDetection {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestNotSupported,
+                "Training object detectors is not available in this Argus release yet; classification projects train.",
+            ));
+        }
+        let multilabel = project.settings.classification_type == Some(ClassificationType::Multilabel);
+
+        // Snapshot: tags (selected or all) and every tagged image.
+        let all_tags = self.store.list_tags(project_id).await.map_err(store_err)?;
+        let selected: Vec<Tag> = match &req.selected_tags {
+            Some(ids) if !ids.is_empty() => {
+                if let Some(bad) = ids.iter().find(|id| !all_tags.iter().any(|t| t.id == **id)) {
+                    return Err(ApiError::new(ErrorCode::NotFoundTag, format!("Selected tag {bad} was not found.")));
+                }
+                all_tags.iter().filter(|t| ids.contains(&t.id)).cloned().collect()
+            }
+            _ => all_tags.clone(),
+        };
+        let selected_ids: HashSet<Uuid> = selected.iter().map(|t| t.id).collect();
+        let mut images = Vec::new();
+        let mut skip = 0;
+        loop {
+            let q = ImageQuery { tagging: TaggingStatus::Tagged, order: Order::Oldest, skip, take: 256, ..Default::default() };
+            let page = self.store.query_images(project_id, &q).await.map_err(store_err)?;
+            if page.is_empty() {
+                break;
+            }
+            skip += page.len() as u32;
+            for r in page {
+                let tags: Vec<ImageTag> = r.tags.into_iter().filter(|t| selected_ids.contains(&t.tag_id)).collect();
+                if !tags.is_empty() {
+                    images.push(SnapImage { id: r.id, created: r.created, width: r.width, height: r.height, tags, regions: r.regions });
+                }
+            }
+        }
+        let mut counts: HashMap<Uuid, usize> = HashMap::new();
+        for img in &images {
+            for t in &img.tags {
+                *counts.entry(t.tag_id).or_default() += 1;
+            }
+        }
+        let used: Vec<&Tag> = selected.iter().filter(|t| counts.get(&t.id).copied().unwrap_or(0) > 0).collect();
+        let too_few: Vec<String> = used
+            .iter()
+            .filter(|t| counts.get(&t.id).copied().unwrap_or(0) < MIN_IMAGES_PER_TAG)
+            .map(|t| format!("'{}' ({})", t.name, counts.get(&t.id).copied().unwrap_or(0)))
+            .collect();
+        if !too_few.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestClassificationTrainingValidationFailed,
+                format!("Every tag needs at least {MIN_IMAGES_PER_TAG} images; too few for {}.", too_few.join(", ")),
+            ));
+        }
+        let regular = used.iter().filter(|t| t.kind != TagType::Negative).count();
+        if !multilabel && used.len() < 2 {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestMultiClassClassificationTrainingValidationFailed,
+                "A multiclass project needs at least 2 tags with images.",
+            ));
+        }
+        if regular < 1 {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestTrainingValidationFailed,
+                "Tag at least 5 images with a regular (non-Negative) tag.",
+            ));
+        }
+        let tags: Vec<SnapTag> = used
+            .iter()
+            .map(|t| SnapTag { id: t.id, name: t.name.clone(), description: t.description.clone(), kind: t.kind })
+            .collect();
+        let fingerprint = {
+            let mut h = Sha256::new();
+            h.update(if advanced { b"advanced" as &[u8] } else { b"regular" });
+            h.update(if multilabel { b"multilabel" as &[u8] } else { b"multiclass" });
+            for t in &tags {
+                h.update(t.id.as_bytes());
+            }
+            for i in &images {
+                h.update(i.id.as_bytes());
+                for t in &i.tags {
+                    h.update(t.tag_id.as_bytes());
+                }
+            }
+            hex::encode(h.finalize())
+        };
+        let iterations = self.store.list_iterations(project_id).await.map_err(store_err)?;
+        if !req.force_train {
+            for it in iterations.iter().rev().filter(|i| i.status == "Completed").take(1) {
+                if let Some((_, snap)) = self.store.get_iteration(project_id, it.id).await.map_err(store_err)? {
+                    if snapshot_of(snap)?.fingerprint == fingerprint {
+                        return Err(ApiError::new(
+                            ErrorCode::BadRequestTrainingNotNeeded,
+                            "Nothing changed since the last trained iteration; pass forceTrain=true to train again.",
+                        ));
+                    }
+                }
+            }
+        }
+        let t = now();
+        let id = Uuid::new_v4();
+        let mut iteration = Iteration {
+            id,
+            name: format!("Iteration {}", iterations.len() + 1),
+            status: "Training".into(),
+            created: t,
+            last_modified: t,
+            trained_at: None,
+            project_id,
+            exportable: false,
+            exportable_to: Vec::new(),
+            domain_id: Some(domain.id),
+            classification_type: project.settings.classification_type,
+            training_type: if advanced { "Advanced" } else { "Regular" }.into(),
+            reserved_budget_in_hours: req.reserved_budget_in_hours.clamp(0, i32::MAX as i64) as i32,
+            training_time_in_minutes: 0,
+            publish_name: String::new(),
+            original_publish_resource_id: String::new(),
+            training_progress: Some(0.0),
+            training_message: Some("queued".into()),
+            job_id: None,
+        };
+        let snapshot = Snapshot { fingerprint, advanced, multilabel, tags, images };
+        self.store
+            .insert_iteration(&iteration, &serde_json::to_value(&snapshot).map_err(ApiError::internal)?)
+            .await
+            .map_err(store_err)?;
+        let job = self
+            .jobs
+            .enqueue(NewJob {
+                kind: TRAIN_JOB.into(),
+                scope: project_id.to_string(),
+                payload: serde_json::json!({"project": project_id, "iteration": id}),
+                max_attempts: 2,
+            })
+            .await
+            .map_err(store_err)?;
+        iteration.job_id = Some(job.id);
+        self.store.update_iteration(&iteration).await.map_err(store_err)?;
+        tracing::info!(project = %project_id, iteration = %id, images = snapshot.images.len(), advanced, "training queued");
+        Ok(iteration)
+    }
+
+    /// Runs one training attempt (called by the job handler).
+    async fn run_training(&self, project: Uuid, iteration: Uuid, progress: Progress) -> ApiResult<()> {
+        let started = std::time::Instant::now();
+        let (_, snap) = self.iteration_record(project, iteration).await?;
+        let snap = snapshot_of(snap)?;
+        let backbone = self.models.backbone()?;
+        progress.set(0.02, "loading images");
+        let mut images = Vec::with_capacity(snap.images.len());
+        for img in &snap.images {
+            let bytes = self.blobs.get(&resized_key(project, img.id)).await.map_err(store_err)?.ok_or_else(|| {
+                ApiError::new(ErrorCode::ErrorFeaturizationUnrecognizedJob, format!("Image {} is no longer stored.", img.id))
+            })?;
+            images.push(bytes);
+        }
+        let classes: Vec<Uuid> = snap.tags.iter().map(|t| t.id).collect();
+        let targets: Vec<Vec<f32>> = snap
+            .images
+            .iter()
+            .map(|img| {
+                let have: Vec<bool> = classes.iter().map(|c| img.tags.iter().any(|t| t.tag_id == *c)).collect();
+                let k = have.iter().filter(|h| **h).count().max(1) as f32;
+                have.iter().map(|h| if *h { if snap.multilabel { 1.0 } else { 1.0 / k } } else { 0.0 }).collect()
+            })
+            .collect();
+        // Stratified folds: images grouped by their first tag, dealt round-robin.
+        let min_per_class = classes
+            .iter()
+            .map(|c| snap.images.iter().filter(|i| i.tags.iter().any(|t| t.tag_id == *c)).count())
+            .min()
+            .unwrap_or(0);
+        let folds = min_per_class.clamp(2, MAX_FOLDS);
+        let mut order: Vec<usize> = (0..snap.images.len()).collect();
+        let primary = |i: usize| classes.iter().position(|c| snap.images[i].tags.iter().any(|t| t.tag_id == *c)).unwrap_or(0);
+        order.sort_by_key(|i| (primary(*i), *i));
+        let mut fold_of = vec![0usize; snap.images.len()];
+        for (rank, i) in order.iter().enumerate() {
+            fold_of[*i] = rank % folds;
+        }
+        let recipe = if snap.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
+        let kind = if snap.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };
+        let p = progress.clone();
+        let (head, evaluation) = tokio::task::spawn_blocking(move || -> Result<(LinearHead, Evaluation), String> {
+            let n = images.len();
+            let mut feats: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n);
+            for (i, bytes) in images.iter().enumerate() {
+                let img = argus_vision::image::load_from_memory(bytes).map_err(|e| format!("decoding a stored image: {e}"))?.to_rgb8();
+                let views: Vec<_> = (0..recipe.views).map(|v| view(&img, v)).collect();
+                feats.push(features(&backbone, &views, recipe.input_size).map_err(|e| e.to_string())?);
+                p.set(0.05 + 0.8 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
+            }
+            let fit = |rows: &[usize]| -> Result<LinearHead, String> {
+                let x: Vec<Vec<f32>> = rows.iter().flat_map(|i| feats[*i].iter().cloned()).collect();
+                let y: Vec<Vec<f32>> = rows.iter().flat_map(|i| std::iter::repeat_n(targets[*i].clone(), feats[*i].len())).collect();
+                LinearHead::fit(&x, &y, kind, &recipe).map_err(|e| e.to_string())
+            };
+            let mut eval = vec![Vec::new(); n];
+            for f in 0..folds {
+                let train: Vec<usize> = (0..n).filter(|i| fold_of[*i] != f).collect();
+                let head = fit(&train)?;
+                for i in (0..n).filter(|i| fold_of[*i] == f) {
+                    eval[i] = head.predict(&feats[i][0]);
+                }
+                p.set(0.85 + 0.1 * (f + 1) as f64 / folds as f64, format!("cross-validating (fold {}/{folds})", f + 1));
+            }
+            let all: Vec<usize> = (0..n).collect();
+            let head = fit(&all)?;
+            let evaluation = Evaluation {
+                folds,
+                classes: classes.clone(),
+                images: eval.into_iter().enumerate().map(|(i, scores)| EvalImage { image_id: Uuid::nil(), fold: fold_of[i], scores }).collect(),
+            };
+            Ok((head, evaluation))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(ErrorCode::ErrorProjectTrainingRequestFailed, e))?;
+        let mut evaluation = evaluation;
+        for (e, img) in evaluation.images.iter_mut().zip(&snap.images) {
+            e.image_id = img.id;
+        }
+        progress.set(0.97, "saving the model");
+        let bytes = head.to_bytes().map_err(ApiError::internal)?;
+        self.blobs.put(&model_key(project, iteration), Bytes::from(bytes)).await.map_err(store_err)?;
+        // The iteration may have been deleted while it trained: then there is nothing to complete.
+        let Some((mut it, _)) = self.store.get_iteration(project, iteration).await.map_err(store_err)? else {
+            let _ = self.blobs.delete_prefix(&format!("projects/{project}/iterations/{iteration}/")).await;
+            return Ok(());
+        };
+        self.store
+            .set_evaluation(project, iteration, &serde_json::to_value(&evaluation).map_err(ApiError::internal)?)
+            .await
+            .map_err(store_err)?;
+        let t = now();
+        it.status = "Completed".into();
+        it.trained_at = Some(t);
+        it.last_modified = t;
+        it.training_time_in_minutes = started.elapsed().as_secs().div_ceil(60).max(1) as i32;
+        it.training_progress = Some(100.0);
+        it.training_message = Some(format!("trained on {} images, {} tags, {folds}-fold cross-validated", snap.images.len(), snap.tags.len()));
+        self.store.update_iteration(&it).await.map_err(store_err)?;
+        tracing::info!(project = %project, iteration = %iteration, secs = started.elapsed().as_secs_f64(), "training completed");
+        Ok(())
+    }
+
+    async fn mark_failed(&self, project: Uuid, iteration: Uuid, reason: &str) {
+        if let Ok(Some((mut it, _))) = self.store.get_iteration(project, iteration).await {
+            it.status = "Failed".into();
+            it.last_modified = now();
+            it.training_progress = None;
+            it.training_message = Some(reason.to_string());
+            if let Err(e) = self.store.update_iteration(&it).await {
+                tracing::error!(error = %e, "could not mark the iteration failed");
+            }
+        }
+        tracing::warn!(project = %project, iteration = %iteration, reason, "training failed");
+    }
+
+    /// GetIterations.
+    pub async fn iterations(&self, project: Uuid) -> ApiResult<Vec<Iteration>> {
+        self.project(project).await?;
+        let mut its = self.store.list_iterations(project).await.map_err(store_err)?;
+        for it in its.iter_mut() {
+            self.attach_progress(it).await;
+        }
+        Ok(its)
+    }
+
+    /// GetIteration.
+    pub async fn iteration(&self, project: Uuid, id: Uuid) -> ApiResult<Iteration> {
+        self.project(project).await?;
+        Ok(self.iteration_record(project, id).await?.0)
+    }
+
+    /// UpdateIteration (name only).
+    pub async fn update_iteration(&self, project: Uuid, id: Uuid, update: IterationUpdate) -> ApiResult<Iteration> {
+        let mut it = self.iteration(project, id).await?;
+        if let Some(name) = update.name {
+            let name = name.trim().to_string();
+            if name.is_empty() || name.chars().count() > 200 {
+                return Err(ApiError::new(ErrorCode::BadRequestIterationName, "The iteration name must be 1 to 200 characters."));
+            }
+            let others = self.store.list_iterations(project).await.map_err(store_err)?;
+            if others.iter().any(|o| o.id != id && o.name.eq_ignore_ascii_case(&name)) {
+                return Err(ApiError::new(ErrorCode::BadRequestIterationNameNotUnique, format!("An iteration is already named '{name}'.")));
+            }
+            it.name = name;
+        }
+        it.last_modified = now();
+        self.store.update_iteration(&it).await.map_err(store_err)?;
+        Ok(it)
+    }
+
+    /// DeleteIteration (not while published).
+    pub async fn delete_iteration(&self, project: Uuid, id: Uuid) -> ApiResult<()> {
+        let it = self.iteration(project, id).await?;
+        if !it.publish_name.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestIterationIsPublished,
+                format!("Iteration {id} is published as '{}'; unpublish it first.", it.publish_name),
+            ));
+        }
+        self.store.delete_iteration(project, id).await.map_err(store_err)?;
+        self.models.evict(id);
+        if let Err(e) = self.blobs.delete_prefix(&format!("projects/{project}/iterations/{id}/")).await {
+            tracing::warn!(error = %e, "iteration blob cleanup failed; the sweep will retry");
+        }
+        Ok(())
+    }
+
+    /// PublishIteration.
+    pub async fn publish_iteration(&self, project: Uuid, id: Uuid, name: Option<&str>, resource: Option<&str>, overwrite: bool) -> ApiResult<bool> {
+        let mut it = self.iteration(project, id).await?;
+        let name = name.map(str::trim).unwrap_or("");
+        if name.is_empty() || name.chars().count() > 256 || name.contains('/') {
+            return Err(ApiError::new(ErrorCode::BadRequestInvalidPublishName, "publishName must be 1 to 256 characters without '/'."));
+        }
+        let resource = resource.map(str::trim).unwrap_or("");
+        if resource.is_empty() {
+            return Err(ApiError::new(ErrorCode::BadRequestInvalidPublishTarget, "predictionId (the prediction resource id) is required."));
+        }
+        if it.status != "Completed" {
+            return Err(not_trained(id));
+        }
+        for mut other in self.store.list_iterations(project).await.map_err(store_err)? {
+            if other.id != id && other.publish_name == name {
+                if !overwrite {
+                    return Err(ApiError::new(
+                        ErrorCode::BadRequestInvalidPublishName,
+                        format!("'{name}' is already used by {}; pass overwrite=true to move it.", other.name),
+                    ));
+                }
+                other.publish_name.clear();
+                other.original_publish_resource_id.clear();
+                self.store.update_iteration(&other).await.map_err(store_err)?;
+            }
+        }
+        it.publish_name = name.to_string();
+        it.original_publish_resource_id = resource.to_string();
+        it.last_modified = now();
+        self.store.update_iteration(&it).await.map_err(store_err)?;
+        Ok(true)
+    }
+
+    /// UnpublishIteration.
+    pub async fn unpublish_iteration(&self, project: Uuid, id: Uuid) -> ApiResult<()> {
+        let mut it = self.iteration(project, id).await?;
+        if it.publish_name.is_empty() {
+            return Err(ApiError::new(ErrorCode::BadRequestIterationNotPublished, format!("Iteration {id} is not published.")));
+        }
+        it.publish_name.clear();
+        it.original_publish_resource_id.clear();
+        it.last_modified = now();
+        self.store.update_iteration(&it).await.map_err(store_err)
+    }
+
+    async fn evaluation(&self, project: Uuid, id: Uuid) -> ApiResult<(Iteration, Snapshot, Evaluation)> {
+        let (it, snap) = self.iteration_record(project, id).await?;
+        if it.status != "Completed" {
+            return Err(not_trained(id));
+        }
+        let eval = self
+            .store
+            .get_evaluation(project, id)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFoundIterationPerformance, "This iteration has no evaluation."))?;
+        Ok((it, snapshot_of(snap)?, serde_json::from_value(eval).map_err(ApiError::internal)?))
+    }
+
+    /// GetIterationPerformance: recomputed from the held-out predictions at `threshold` (default 0.5).
+    pub async fn iteration_performance(&self, project: Uuid, id: Uuid, threshold: Option<f64>) -> ApiResult<IterationPerformance> {
+        self.project(project).await?;
+        let threshold = threshold.unwrap_or(0.5);
+        if !(0.0..=1.0).contains(&threshold) {
+            return Err(ApiError::bad_request("threshold must be between 0 and 1."));
+        }
+        let (_, snap, eval) = self.evaluation(project, id).await?;
+        let truth: HashMap<Uuid, HashSet<Uuid>> =
+            snap.images.iter().map(|i| (i.id, i.tags.iter().map(|t| t.tag_id).collect())).collect();
+        let has = |img: &Uuid, tag: &Uuid| truth.get(img).is_some_and(|s| s.contains(tag));
+        let mut per_tag = Vec::new();
+        let mut pooled_all = Vec::new();
+        let mut positives_all = 0;
+        let mut fold_pooled: Vec<(Vec<(f64, bool)>, usize)> = vec![(Vec::new(), 0); eval.folds];
+        for (c, tag) in eval.classes.iter().enumerate() {
+            let Some(st) = snap.tags.iter().find(|t| t.id == *tag) else { continue };
+            if st.kind == TagType::Negative {
+                continue;
+            }
+            let scored: Vec<(f64, bool)> =
+                eval.images.iter().map(|e| (e.scores.get(c).copied().unwrap_or(0.0) as f64, has(&e.image_id, tag))).collect();
+            let positives = scored.iter().filter(|s| s.1).count();
+            let (precision, recall) = precision_recall(&scored, positives, threshold);
+            let mut fp = Vec::new();
+            let mut fr = Vec::new();
+            for f in 0..eval.folds {
+                let s: Vec<(f64, bool)> = eval
+                    .images
+                    .iter()
+                    .zip(&scored)
+                    .filter(|(e, _)| e.fold == f)
+                    .map(|(_, s)| *s)
+                    .collect();
+                let pos = s.iter().filter(|x| x.1).count();
+                let (p, r) = precision_recall(&s, pos, threshold);
+                fp.push(p);
+                fr.push(r);
+                fold_pooled[f].0.extend(s);
+                fold_pooled[f].1 += pos;
+            }
+            per_tag.push(TagPerformance {
+                id: st.id,
+                name: st.name.clone(),
+                precision,
+                precision_std_deviation: std_dev(&fp),
+                recall,
+                recall_std_deviation: std_dev(&fr),
+                average_precision: average_precision(&scored, positives),
+            });
+            positives_all += positives;
+            pooled_all.extend(scored);
+        }
+        let (precision, recall) = precision_recall(&pooled_all, positives_all, threshold);
+        let folds: Vec<(f64, f64)> = fold_pooled.iter().map(|(s, p)| precision_recall(s, *p, threshold)).collect();
+        let map = if per_tag.is_empty() { 0.0 } else { per_tag.iter().map(|t| t.average_precision).sum::<f64>() / per_tag.len() as f64 };
+        Ok(IterationPerformance {
+            precision,
+            precision_std_deviation: std_dev(&folds.iter().map(|f| f.0).collect::<Vec<_>>()),
+            recall,
+            recall_std_deviation: std_dev(&folds.iter().map(|f| f.1).collect::<Vec<_>>()),
+            average_precision: map,
+            per_tag_performance: per_tag,
+        })
+    }
+
+    async fn performance_images(&self, project: Uuid, id: Uuid, tag_ids: &[Uuid]) -> ApiResult<(Snapshot, Evaluation, Vec<usize>)> {
+        self.project(project).await?;
+        if tag_ids.len() > MAX_TAGS_PER_BATCH {
+            return Err(ApiError::new(ErrorCode::BadRequestExceededBatchSize, format!("At most {MAX_TAGS_PER_BATCH} tag ids can be given.")));
+        }
+        let (_, snap, eval) = self.evaluation(project, id).await?;
+        let keep: Vec<usize> = (0..eval.images.len())
+            .filter(|i| {
+                tag_ids.is_empty()
+                    || snap.images.iter().find(|s| s.id == eval.images[*i].image_id).is_some_and(|s| s.tags.iter().any(|t| tag_ids.contains(&t.tag_id)))
+            })
+            .collect();
+        Ok((snap, eval, keep))
+    }
+
+    /// GetImagePerformanceCount.
+    pub async fn image_performance_count(&self, project: Uuid, id: Uuid, tag_ids: Vec<Uuid>) -> ApiResult<u64> {
+        Ok(self.performance_images(project, id, &tag_ids).await?.2.len() as u64)
+    }
+
+    /// GetImagePerformances: held-out images with their predictions, newest first by default.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn image_performances(
+        &self,
+        ctx: &UrlContext,
+        project: Uuid,
+        id: Uuid,
+        tag_ids: Vec<Uuid>,
+        order_by: Option<&str>,
+        take: Option<i64>,
+        skip: Option<i64>,
+    ) -> ApiResult<Vec<ImagePerformance>> {
+        let take = take.unwrap_or(DEFAULT_TAKE as i64);
+        if !(0..=MAX_TAKE as i64).contains(&take) {
+            return Err(ApiError::bad_request(format!("take must be between 0 and {MAX_TAKE}.")));
+        }
+        let skip = skip.unwrap_or(0).max(0) as usize;
+        let oldest = match order_by.map(str::to_ascii_lowercase).as_deref() {
+            None | Some("") | Some("newest") => false,
+            Some("oldest") => true,
+            Some(o) => return Err(ApiError::bad_request(format!("orderBy must be Newest or Oldest, not '{o}'."))),
+        };
+        let (snap, eval, mut keep) = self.performance_images(project, id, &tag_ids).await?;
+        let by_id: HashMap<Uuid, &SnapImage> = snap.images.iter().map(|i| (i.id, i)).collect();
+        keep.sort_by_key(|i| by_id.get(&eval.images[*i].image_id).map(|s| (s.created, s.id)));
+        if !oldest {
+            keep.reverse();
+        }
+        let names: HashMap<Uuid, &SnapTag> = snap.tags.iter().map(|t| (t.id, t)).collect();
+        Ok(keep
+            .into_iter()
+            .skip(skip)
+            .take(take as usize)
+            .filter_map(|i| {
+                let e = &eval.images[i];
+                let s = by_id.get(&e.image_id)?;
+                Some(ImagePerformance {
+                    predictions: predictions(&eval.classes, &e.scores, &names),
+                    id: s.id,
+                    created: s.created,
+                    width: s.width,
+                    height: s.height,
+                    image_uri: self.signed_url(ctx, &resized_key(project, s.id)),
+                    thumbnail_uri: self.signed_url(ctx, &thumbnail_key(project, s.id)),
+                    tags: s.tags.clone(),
+                    regions: s.regions.clone(),
+                })
+            })
+            .collect())
+    }
+
+    /// QuickTestImage / QuickTestImageUrl: runs a trained iteration (the latest by default) on an image.
+    pub async fn quick_test(&self, project: Uuid, iteration: Option<Uuid>, bytes: Bytes) -> ApiResult<ImagePrediction> {
+        self.project(project).await?;
+        let id = match iteration {
+            Some(id) => id,
+            None => self
+                .store
+                .list_iterations(project)
+                .await
+                .map_err(store_err)?
+                .into_iter()
+                .rev()
+                .find(|i| i.status == "Completed")
+                .map(|i| i.id)
+                .ok_or_else(|| ApiError::new(ErrorCode::NotFoundProjectDefaultIteration, "The project has no trained iteration yet."))?,
+        };
+        let (it, snap) = self.iteration_record(project, id).await?;
+        if it.status != "Completed" {
+            return Err(not_trained(id));
+        }
+        let snap = snapshot_of(snap)?;
+        let preds = self.classify(project, id, &snap, bytes, crate::limits::MAX_TRAINING_IMAGE_BYTES).await?;
+        Ok(ImagePrediction { id: Uuid::new_v4(), project, iteration: id, created: now(), predictions: preds })
+    }
+
+    async fn classify(&self, project: Uuid, iteration: Uuid, snap: &Snapshot, bytes: Bytes, max_bytes: usize) -> ApiResult<Vec<Prediction>> {
+        let blobs = Arc::clone(&self.blobs);
+        let key = model_key(project, iteration);
+        let stored = blobs.get(&key).await.map_err(store_err)?;
+        let head = self.models.head(iteration, || {
+            let b = stored.ok_or_else(|| ApiError::new(ErrorCode::ErrorPredictionModelNotFound, "The model of this iteration is missing."))?;
+            LinearHead::from_bytes(&b).map_err(ApiError::internal)
+        })?;
+        let backbone = self.models.backbone()?;
+        let limits = argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
+        let scores = tokio::task::spawn_blocking(move || -> ApiResult<Vec<f32>> {
+            let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| match e {
+                argus_vision::ImageError::TooLarge { .. } => ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string()),
+                argus_vision::ImageError::DimensionsTooLarge { .. } => ApiError::new(ErrorCode::BadRequestImageDimensions, e.to_string()),
+                argus_vision::ImageError::Format(_) => ApiError::new(ErrorCode::BadRequestImageFormat, e.to_string()),
+            })?;
+            let f = features(&backbone, &[img.to_rgb8()], head.input_size).map_err(ApiError::internal)?;
+            Ok(head.predict(&f[0]))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        let names: HashMap<Uuid, &SnapTag> = snap.tags.iter().map(|t| (t.id, t)).collect();
+        let classes: Vec<Uuid> = snap.tags.iter().map(|t| t.id).collect();
+        Ok(predictions(&classes, &scores, &names))
+    }
+
+    /// Tags as an iteration saw them (GetTags / GetTag with `iterationId`).
+    pub(crate) async fn iteration_tags(&self, project: Uuid, iteration: Uuid) -> ApiResult<Vec<Tag>> {
+        let (_, snap) = self.iteration_record(project, iteration).await?;
+        let snap = snapshot_of(snap)?;
+        Ok(snap
+            .tags
+            .iter()
+            .map(|t| Tag {
+                id: t.id,
+                name: t.name.clone(),
+                description: t.description.clone(),
+                kind: t.kind,
+                image_count: snap.images.iter().filter(|i| i.tags.iter().any(|x| x.tag_id == t.id)).count() as i64,
+            })
+            .collect())
+    }
+
+    /// Images as an iteration saw them (tags and regions at training time), for `iterationId` listings.
+    pub(crate) async fn iteration_images(&self, ctx: &UrlContext, project: Uuid, iteration: Uuid) -> ApiResult<Vec<Image>> {
+        let (_, snap) = self.iteration_record(project, iteration).await?;
+        let snap = snapshot_of(snap)?;
+        let ids: Vec<Uuid> = snap.images.iter().map(|i| i.id).collect();
+        let mut current: HashMap<Uuid, _> = HashMap::new();
+        for chunk in ids.chunks(256) {
+            for r in self.store.get_images(project, chunk).await.map_err(store_err)? {
+                current.insert(r.id, r);
+            }
+        }
+        Ok(snap
+            .images
+            .into_iter()
+            .filter_map(|s| {
+                let mut r = current.remove(&s.id)?;
+                r.tags = s.tags;
+                r.regions = s.regions;
+                Some(self.render_image(ctx, r))
+            })
+            .collect())
+    }
+}
+
+fn predictions(classes: &[Uuid], scores: &[f32], names: &HashMap<Uuid, &SnapTag>) -> Vec<Prediction> {
+    let mut p: Vec<Prediction> = classes
+        .iter()
+        .zip(scores)
+        .map(|(c, s)| Prediction {
+            probability: *s as f64,
+            tag_id: *c,
+            tag_name: names.get(c).map(|t| t.name.clone()).unwrap_or_default(),
+            bounding_box: None,
+            tag_type: names.get(c).map(|t| t.kind),
+        })
+        .collect();
+    p.sort_by(|a, b| b.probability.total_cmp(&a.probability));
+    p
+}
+
+/// Runs `train` jobs.
+pub struct TrainingJobs(pub Argus);
+
+#[derive(Deserialize)]
+struct TrainPayload {
+    project: Uuid,
+    iteration: Uuid,
+}
+
+#[async_trait]
+impl JobHandler for TrainingJobs {
+    fn kind(&self) -> &'static str {
+        TRAIN_JOB
+    }
+
+    async fn run(&self, job: &Job, progress: Progress) -> Result<serde_json::Value, (String, bool)> {
+        let p: TrainPayload = serde_json::from_value(job.payload.clone()).map_err(|e| (format!("bad payload: {e}"), false))?;
+        match self.0.run_training(p.project, p.iteration, progress).await {
+            Ok(()) => Ok(serde_json::json!({"iteration": p.iteration})),
+            // Missing weights, a vanished image or a failed fit will not go better on a second attempt.
+            Err(e) => Err((e.message, false)),
+        }
+    }
+
+    async fn abandoned(&self, job: &Job, reason: &str) {
+        if let Ok(p) = serde_json::from_value::<TrainPayload>(job.payload.clone()) {
+            self.0.mark_failed(p.project, p.iteration, reason).await;
+        }
+    }
+}
+

@@ -110,7 +110,14 @@ pub trait JobQueue: Send + Sync + 'static {
     /// Claims the oldest runnable job of one of `kinds` for `worker`, leased for `lease_ms`.
     async fn claim(&self, kinds: &[String], worker: &str, lease_ms: i64) -> StoreResult<Option<Claimed>>;
     /// Renews the lease and records progress; false when the worker no longer holds the job.
-    async fn heartbeat(&self, id: Uuid, worker: &str, progress: f64, message: Option<&str>, lease_ms: i64) -> StoreResult<bool>;
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        worker: &str,
+        progress: f64,
+        message: Option<&str>,
+        lease_ms: i64,
+    ) -> StoreResult<bool>;
     /// Marks the job completed; false when the worker no longer holds it.
     async fn complete(&self, id: Uuid, worker: &str, result: &serde_json::Value) -> StoreResult<bool>;
     /// Marks the job failed (`retry`: back to `Queued` while attempts remain); false when not held.

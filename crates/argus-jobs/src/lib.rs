@@ -62,7 +62,8 @@ pub fn start(
     let tasks = (0..config.concurrency.max(1))
         .map(|n| {
             let worker = format!("{}-{n}", uuid::Uuid::new_v4().simple());
-            let (queue, handlers, kinds, stop) = (Arc::clone(&queue), Arc::clone(&handlers), Arc::clone(&kinds), stop.clone());
+            let (queue, handlers, kinds, stop) =
+                (Arc::clone(&queue), Arc::clone(&handlers), Arc::clone(&kinds), stop.clone());
             tokio::spawn(worker_loop(worker, queue, handlers, kinds, config, stop))
         })
         .collect();
@@ -185,11 +186,21 @@ mod tests {
         let store = Arc::new(argus_store::SqliteStore::open(&dir.path().join("db")).await.expect("open"));
         let queue: Arc<dyn JobQueue> = store;
         let ok = queue
-            .enqueue(NewJob { kind: "flaky".into(), scope: "s".into(), payload: serde_json::json!({"ok": true}), max_attempts: 2 })
+            .enqueue(NewJob {
+                kind: "flaky".into(),
+                scope: "s".into(),
+                payload: serde_json::json!({"ok": true}),
+                max_attempts: 2,
+            })
             .await
             .expect("enqueue");
         let bad = queue
-            .enqueue(NewJob { kind: "flaky".into(), scope: "s".into(), payload: serde_json::json!({"ok": false}), max_attempts: 2 })
+            .enqueue(NewJob {
+                kind: "flaky".into(),
+                scope: "s".into(),
+                payload: serde_json::json!({"ok": false}),
+                max_attempts: 2,
+            })
             .await
             .expect("enqueue");
         let handler = Arc::new(Flaky { abandoned: Mutex::new(Vec::new()) });

@@ -1,11 +1,11 @@
 //! Route table and handlers of the Training API data plane, the signed blob route, and health checks.
 
 use argus_core::limits::{MAX_IMAGES_PER_BATCH, MAX_TRAINING_IMAGE_BYTES};
+use argus_core::model::IterationUpdate;
 use argus_core::model::{
     ImageCreateStatus, ImageFileCreateBatch, ImageIdCreateBatch, ImageRegionCreateBatch, ImageTagCreateBatch,
     ImageUrlCreateBatch, Metadata, ProjectUpdate, TagUpdate,
 };
-use argus_core::model::IterationUpdate;
 use argus_core::service::{ImageListing, NewProject, TrainRequest, UploadItem};
 use argus_core::store::TaggingStatus;
 use argus_core::{ApiError, ErrorCode};
@@ -62,7 +62,10 @@ pub(crate) fn router(state: AppState) -> Router {
             "/projects/{project}/iterations/{iteration}",
             get(get_iteration).delete(delete_iteration).patch(update_iteration),
         )
-        .route("/projects/{project}/iterations/{iteration}/publish", post(publish_iteration).delete(unpublish_iteration))
+        .route(
+            "/projects/{project}/iterations/{iteration}/publish",
+            post(publish_iteration).delete(unpublish_iteration),
+        )
         .route("/projects/{project}/iterations/{iteration}/performance", get(get_iteration_performance))
         .route("/projects/{project}/iterations/{iteration}/performance/images", get(get_image_performances))
         .route("/projects/{project}/iterations/{iteration}/performance/images/count", get(get_image_performance_count))
@@ -541,7 +544,13 @@ struct TrainingParameters {
     selected_tags: Option<Vec<uuid::Uuid>>,
 }
 
-async fn train_project(State(s): State<AppState>, Path(p): Path<String>, q: Query, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn train_project(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     // The SDK sends an empty body (with a JSON content type) when there are no parameters.
     let params: Option<TrainingParameters> =
@@ -575,19 +584,31 @@ async fn delete_iteration(State(s): State<AppState>, Path((p, i)): Path<(String,
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn update_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn update_iteration(
+    State(s): State<AppState>,
+    Path((p, i)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let (p, i) = ids(&p, &i)?;
     let update: IterationUpdate = json_body(&headers, &body)?;
     Ok(ok_json(s.argus.update_iteration(p, i, update).await?))
 }
 
-async fn publish_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, q: Query) -> HttpResult<Response> {
+async fn publish_iteration(
+    State(s): State<AppState>,
+    Path((p, i)): Path<(String, String)>,
+    q: Query,
+) -> HttpResult<Response> {
     let (p, i) = ids(&p, &i)?;
     let overwrite = q.bool("overwrite")?.unwrap_or(false);
     Ok(ok_json(s.argus.publish_iteration(p, i, q.str("publishName"), q.str("predictionId"), overwrite).await?))
 }
 
-async fn unpublish_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<StatusCode> {
+async fn unpublish_iteration(
+    State(s): State<AppState>,
+    Path((p, i)): Path<(String, String)>,
+) -> HttpResult<StatusCode> {
     let (p, i) = ids(&p, &i)?;
     s.argus.unpublish_iteration(p, i).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -596,11 +617,17 @@ async fn unpublish_iteration(State(s): State<AppState>, Path((p, i)): Path<(Stri
 fn float(q: &Query, name: &str) -> Result<Option<f64>, ApiError> {
     match q.str(name).map(str::trim).filter(|v| !v.is_empty()) {
         None => Ok(None),
-        Some(v) => v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("'{name}' must be a number, not '{v}'."))),
+        Some(v) => {
+            v.parse().map(Some).map_err(|_| ApiError::bad_request(format!("'{name}' must be a number, not '{v}'.")))
+        }
     }
 }
 
-async fn get_iteration_performance(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, q: Query) -> HttpResult<Response> {
+async fn get_iteration_performance(
+    State(s): State<AppState>,
+    Path((p, i)): Path<(String, String)>,
+    q: Query,
+) -> HttpResult<Response> {
     let (p, i) = ids(&p, &i)?;
     // overlapThreshold applies to detection iterations; classification ignores it.
     float(&q, "overlapThreshold")?;
@@ -614,11 +641,18 @@ async fn get_image_performances(
     q: Query,
 ) -> HttpResult<Response> {
     let (p, i) = ids(&p, &i)?;
-    let list = s.argus.image_performances(&ctx, p, i, q.uuids("tagIds")?, q.str("orderBy"), q.int("take")?, q.int("skip")?).await?;
+    let list = s
+        .argus
+        .image_performances(&ctx, p, i, q.uuids("tagIds")?, q.str("orderBy"), q.int("take")?, q.int("skip")?)
+        .await?;
     Ok(ok_json(list))
 }
 
-async fn get_image_performance_count(State(s): State<AppState>, Path((p, i)): Path<(String, String)>, q: Query) -> HttpResult<Response> {
+async fn get_image_performance_count(
+    State(s): State<AppState>,
+    Path((p, i)): Path<(String, String)>,
+    q: Query,
+) -> HttpResult<Response> {
     let (p, i) = ids(&p, &i)?;
     Ok(ok_json(s.argus.image_performance_count(p, i, q.uuids("tagIds")?).await?))
 }
@@ -630,7 +664,12 @@ async fn single_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         let items = read_multipart(req).await.map_err(|e| e.0)?;
         match items.into_iter().next() {
             Some(UploadItem { bytes: Ok(b), .. }) => b,
-            Some(_) => return Err(ApiError::new(ErrorCode::BadRequestImageSizeBytes, format!("The image exceeds {limit} bytes."))),
+            Some(_) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestImageSizeBytes,
+                    format!("The image exceeds {limit} bytes."),
+                ))
+            }
             None => return Err(ApiError::new(ErrorCode::BadRequestImageStream, "The multipart body holds no image.")),
         }
     } else if ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
@@ -644,12 +683,20 @@ async fn single_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
         ));
     };
     if bytes.len() > limit {
-        return Err(ApiError::new(ErrorCode::BadRequestImageSizeBytes, format!("The image is {} bytes; the limit is {limit}.", bytes.len())));
+        return Err(ApiError::new(
+            ErrorCode::BadRequestImageSizeBytes,
+            format!("The image is {} bytes; the limit is {limit}.", bytes.len()),
+        ));
     }
     Ok(bytes)
 }
 
-async fn quick_test_image(State(s): State<AppState>, Path(p): Path<String>, q: Query, req: Request) -> HttpResult<Response> {
+async fn quick_test_image(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    q: Query,
+    req: Request,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     let iteration = q.uuid("iterationId")?;
     q.bool("store")?;
@@ -662,17 +709,24 @@ struct ImageUrl {
     url: Option<String>,
 }
 
-async fn quick_test_url(State(s): State<AppState>, Path(p): Path<String>, q: Query, headers: HeaderMap, body: Bytes) -> HttpResult<Response> {
+async fn quick_test_url(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     let iteration = q.uuid("iterationId")?;
     q.bool("store")?;
     let u: ImageUrl = json_body(&headers, &body)?;
-    let url = u.url.filter(|u| !u.trim().is_empty()).ok_or_else(|| ApiError::new(ErrorCode::BadRequestImageUrl, "url is required."))?;
-    let bytes = s
-        .argus
-        .fetcher
-        .fetch(&url, MAX_TRAINING_IMAGE_BYTES)
-        .await
-        .map_err(|e| ApiError::new(ErrorCode::BadRequestImageUrl, format!("The image could not be downloaded: {e}")))?;
+    let url = u
+        .url
+        .filter(|u| !u.trim().is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequestImageUrl, "url is required."))?;
+    let bytes =
+        s.argus.fetcher.fetch(&url, MAX_TRAINING_IMAGE_BYTES).await.map_err(|e| {
+            ApiError::new(ErrorCode::BadRequestImageUrl, format!("The image could not be downloaded: {e}"))
+        })?;
     Ok(ok_json(s.argus.quick_test(project, iteration, bytes).await?))
 }

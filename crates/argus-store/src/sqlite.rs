@@ -799,7 +799,14 @@ impl JobQueue for SqliteStore {
         Ok(Some(claimed))
     }
 
-    async fn heartbeat(&self, id: Uuid, worker: &str, progress: f64, message: Option<&str>, lease_ms: i64) -> StoreResult<bool> {
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        worker: &str,
+        progress: f64,
+        message: Option<&str>,
+        lease_ms: i64,
+    ) -> StoreResult<bool> {
         let t = now_ms();
         let r = sqlx::query(
             "UPDATE jobs SET progress = ?, message = COALESCE(?, message), lease_expires = ?, updated = ? \

@@ -99,7 +99,12 @@ pub struct LinearHead {
 
 impl LinearHead {
     /// Trains a head on `x` (rows of features) with `targets` (rows of 0/1 per class).
-    pub fn fit(x: &[Vec<f32>], targets: &[Vec<f32>], kind: HeadKind, recipe: &TrainingRecipe) -> candle_core::Result<Self> {
+    pub fn fit(
+        x: &[Vec<f32>],
+        targets: &[Vec<f32>],
+        kind: HeadKind,
+        recipe: &TrainingRecipe,
+    ) -> candle_core::Result<Self> {
         let n = x.len();
         let classes = targets.first().map(Vec::len).unwrap_or(0);
         if n == 0 || classes == 0 {
@@ -153,7 +158,10 @@ impl LinearHead {
     pub fn predict(&self, feature: &[f32]) -> Vec<f32> {
         let z: Vec<f32> = feature.iter().zip(&self.mean).zip(&self.inv_std).map(|((v, m), s)| (v - m) * s).collect();
         let logits: Vec<f32> = (0..self.classes)
-            .map(|c| self.bias[c] + self.weight[c * z.len()..(c + 1) * z.len()].iter().zip(&z).map(|(w, x)| w * x).sum::<f32>())
+            .map(|c| {
+                self.bias[c]
+                    + self.weight[c * z.len()..(c + 1) * z.len()].iter().zip(&z).map(|(w, x)| w * x).sum::<f32>()
+            })
             .collect();
         match self.kind {
             HeadKind::Multiclass => {
@@ -170,7 +178,8 @@ impl LinearHead {
     pub fn to_bytes(&self) -> candle_core::Result<Vec<u8>> {
         let dev = Device::Cpu;
         let dim = self.mean.len();
-        let meta = [self.classes as f32, self.input_size as f32, if self.kind == HeadKind::Multiclass { 0.0 } else { 1.0 }];
+        let meta =
+            [self.classes as f32, self.input_size as f32, if self.kind == HeadKind::Multiclass { 0.0 } else { 1.0 }];
         let tensors: HashMap<String, Tensor> = [
             ("mean".to_string(), Tensor::from_slice(&self.mean, dim, &dev)?),
             ("inv_std".to_string(), Tensor::from_slice(&self.inv_std, dim, &dev)?),
@@ -190,7 +199,10 @@ impl LinearHead {
     pub fn from_bytes(bytes: &[u8]) -> candle_core::Result<Self> {
         let t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
         let get = |k: &str| -> candle_core::Result<Vec<f32>> {
-            t.get(k).ok_or_else(|| candle_core::Error::Msg(format!("head tensor {k} missing")))?.flatten_all()?.to_vec1()
+            t.get(k)
+                .ok_or_else(|| candle_core::Error::Msg(format!("head tensor {k} missing")))?
+                .flatten_all()?
+                .to_vec1()
         };
         let meta = get("meta")?;
         if meta.len() != 3 {

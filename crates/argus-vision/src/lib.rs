@@ -7,5 +7,5 @@ pub mod imageio;
 pub mod metrics;
 pub mod weights;
 
-pub use imageio::{prepare_image, ImageError, ImageLimits, PreparedImage};
 pub use image;
+pub use imageio::{prepare_image, ImageError, ImageLimits, PreparedImage};

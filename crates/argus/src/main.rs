@@ -72,7 +72,8 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             secrets.prediction_key = k;
         }
     }
-    let store = Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
+    let store =
+        Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
     let blobs = ObjectBlobStore::local(settings.data_dir.join("blobs")).context("opening the blob store")?;
     let argus = Argus {
         store: store.clone(),

@@ -15,9 +15,9 @@ use std::sync::Arc;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::jobs::JobQueue;
 use crate::model::{Image, Project};
 use crate::signing::UrlSigner;
-use crate::jobs::JobQueue;
 use crate::store::{BlobStore, ImageRecord, MetadataStore, StoreError, UrlFetcher};
 
 pub use images::{ImageListing, UploadItem};

@@ -50,7 +50,10 @@ impl ModelHub {
             ));
         }
         let net = EfficientNetLite0::from_file(&path).map_err(|e| {
-            ApiError::new(ErrorCode::ErrorFeaturizationInvalidFeaturizer, format!("{} is unreadable: {e}", path.display()))
+            ApiError::new(
+                ErrorCode::ErrorFeaturizationInvalidFeaturizer,
+                format!("{} is unreadable: {e}", path.display()),
+            )
         })?;
         Ok(Arc::clone(self.backbone.get_or_init(|| Arc::new(net))))
     }

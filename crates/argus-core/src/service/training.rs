@@ -159,13 +159,20 @@ impl Argus {
             return Err(ApiError::bad_request("reservedBudgetInHours must not be negative."));
         }
         if let Some(email) = req.notification_email_address.as_deref().filter(|e| !e.is_empty()) {
-            let ok = email.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.') && !b.starts_with('.'));
+            let ok =
+                email.split_once('@').is_some_and(|(a, b)| !a.is_empty() && b.contains('.') && !b.starts_with('.'));
             if !ok {
-                return Err(ApiError::new(ErrorCode::BadRequestInvalidEmailAddress, format!("'{email}' is not an email address.")));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestInvalidEmailAddress,
+                    format!("'{email}' is not an email address."),
+                ));
             }
         }
         if self.jobs.active_jobs(TRAIN_JOB, &project_id.to_string()).await.map_err(store_err)? > 0 {
-            return Err(ApiError::new(ErrorCode::BadRequestTrainingAlreadyInProgress, "This project is already training."));
+            return Err(ApiError::new(
+                ErrorCode::BadRequestTrainingAlreadyInProgress,
+                "This project is already training.",
+            ));
         }
         if domain.kind == DomainType::ObjectDetection {
             return Err(ApiError::new(
@@ -190,7 +197,13 @@ impl Argus {
         let mut images = Vec::new();
         let mut skip = 0;
         loop {
-            let q = ImageQuery { tagging: TaggingStatus::Tagged, order: Order::Oldest, skip, take: 256, ..Default::default() };
+            let q = ImageQuery {
+                tagging: TaggingStatus::Tagged,
+                order: Order::Oldest,
+                skip,
+                take: 256,
+                ..Default::default()
+            };
             let page = self.store.query_images(project_id, &q).await.map_err(store_err)?;
             if page.is_empty() {
                 break;
@@ -199,7 +212,14 @@ impl Argus {
             for r in page {
                 let tags: Vec<ImageTag> = r.tags.into_iter().filter(|t| selected_ids.contains(&t.tag_id)).collect();
                 if !tags.is_empty() {
-                    images.push(SnapImage { id: r.id, created: r.created, width: r.width, height: r.height, tags, regions: r.regions });
+                    images.push(SnapImage {
+                        id: r.id,
+                        created: r.created,
+                        width: r.width,
+                        height: r.height,
+                        tags,
+                        regions: r.regions,
+                    });
                 }
             }
         }
@@ -320,7 +340,10 @@ impl Argus {
         let mut images = Vec::with_capacity(snap.images.len());
         for img in &snap.images {
             let bytes = self.blobs.get(&resized_key(project, img.id)).await.map_err(store_err)?.ok_or_else(|| {
-                ApiError::new(ErrorCode::ErrorFeaturizationUnrecognizedJob, format!("Image {} is no longer stored.", img.id))
+                ApiError::new(
+                    ErrorCode::ErrorFeaturizationUnrecognizedJob,
+                    format!("Image {} is no longer stored.", img.id),
+                )
             })?;
             images.push(bytes);
         }
@@ -331,7 +354,19 @@ impl Argus {
             .map(|img| {
                 let have: Vec<bool> = classes.iter().map(|c| img.tags.iter().any(|t| t.tag_id == *c)).collect();
                 let k = have.iter().filter(|h| **h).count().max(1) as f32;
-                have.iter().map(|h| if *h { if snap.multilabel { 1.0 } else { 1.0 / k } } else { 0.0 }).collect()
+                have.iter()
+                    .map(|h| {
+                        if *h {
+                            if snap.multilabel {
+                                1.0
+                            } else {
+                                1.0 / k
+                            }
+                        } else {
+                            0.0
+                        }
+                    })
+                    .collect()
             })
             .collect();
         // Stratified folds: images grouped by their first tag, dealt round-robin.
@@ -342,7 +377,8 @@ impl Argus {
             .unwrap_or(0);
         let folds = min_per_class.clamp(2, MAX_FOLDS);
         let mut order: Vec<usize> = (0..snap.images.len()).collect();
-        let primary = |i: usize| classes.iter().position(|c| snap.images[i].tags.iter().any(|t| t.tag_id == *c)).unwrap_or(0);
+        let primary =
+            |i: usize| classes.iter().position(|c| snap.images[i].tags.iter().any(|t| t.tag_id == *c)).unwrap_or(0);
         order.sort_by_key(|i| (primary(*i), *i));
         let mut fold_of = vec![0usize; snap.images.len()];
         for (rank, i) in order.iter().enumerate() {
@@ -355,14 +391,17 @@ impl Argus {
             let n = images.len();
             let mut feats: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n);
             for (i, bytes) in images.iter().enumerate() {
-                let img = argus_vision::image::load_from_memory(bytes).map_err(|e| format!("decoding a stored image: {e}"))?.to_rgb8();
+                let img = argus_vision::image::load_from_memory(bytes)
+                    .map_err(|e| format!("decoding a stored image: {e}"))?
+                    .to_rgb8();
                 let views: Vec<_> = (0..recipe.views).map(|v| view(&img, v)).collect();
                 feats.push(features(&backbone, &views, recipe.input_size).map_err(|e| e.to_string())?);
                 p.set(0.05 + 0.8 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
             }
             let fit = |rows: &[usize]| -> Result<LinearHead, String> {
                 let x: Vec<Vec<f32>> = rows.iter().flat_map(|i| feats[*i].iter().cloned()).collect();
-                let y: Vec<Vec<f32>> = rows.iter().flat_map(|i| std::iter::repeat_n(targets[*i].clone(), feats[*i].len())).collect();
+                let y: Vec<Vec<f32>> =
+                    rows.iter().flat_map(|i| std::iter::repeat_n(targets[*i].clone(), feats[*i].len())).collect();
                 LinearHead::fit(&x, &y, kind, &recipe).map_err(|e| e.to_string())
             };
             let mut eval = vec![Vec::new(); n];
@@ -379,7 +418,11 @@ impl Argus {
             let evaluation = Evaluation {
                 folds,
                 classes: classes.clone(),
-                images: eval.into_iter().enumerate().map(|(i, scores)| EvalImage { image_id: Uuid::nil(), fold: fold_of[i], scores }).collect(),
+                images: eval
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, scores)| EvalImage { image_id: Uuid::nil(), fold: fold_of[i], scores })
+                    .collect(),
             };
             Ok((head, evaluation))
         })
@@ -408,7 +451,11 @@ impl Argus {
         it.last_modified = t;
         it.training_time_in_minutes = started.elapsed().as_secs().div_ceil(60).max(1) as i32;
         it.training_progress = Some(100.0);
-        it.training_message = Some(format!("trained on {} images, {} tags, {folds}-fold cross-validated", snap.images.len(), snap.tags.len()));
+        it.training_message = Some(format!(
+            "trained on {} images, {} tags, {folds}-fold cross-validated",
+            snap.images.len(),
+            snap.tags.len()
+        ));
         self.store.update_iteration(&it).await.map_err(store_err)?;
         tracing::info!(project = %project, iteration = %iteration, secs = started.elapsed().as_secs_f64(), "training completed");
         Ok(())
@@ -449,11 +496,17 @@ impl Argus {
         if let Some(name) = update.name {
             let name = name.trim().to_string();
             if name.is_empty() || name.chars().count() > 200 {
-                return Err(ApiError::new(ErrorCode::BadRequestIterationName, "The iteration name must be 1 to 200 characters."));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestIterationName,
+                    "The iteration name must be 1 to 200 characters.",
+                ));
             }
             let others = self.store.list_iterations(project).await.map_err(store_err)?;
             if others.iter().any(|o| o.id != id && o.name.eq_ignore_ascii_case(&name)) {
-                return Err(ApiError::new(ErrorCode::BadRequestIterationNameNotUnique, format!("An iteration is already named '{name}'.")));
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestIterationNameNotUnique,
+                    format!("An iteration is already named '{name}'."),
+                ));
             }
             it.name = name;
         }
@@ -480,15 +533,28 @@ impl Argus {
     }
 
     /// PublishIteration.
-    pub async fn publish_iteration(&self, project: Uuid, id: Uuid, name: Option<&str>, resource: Option<&str>, overwrite: bool) -> ApiResult<bool> {
+    pub async fn publish_iteration(
+        &self,
+        project: Uuid,
+        id: Uuid,
+        name: Option<&str>,
+        resource: Option<&str>,
+        overwrite: bool,
+    ) -> ApiResult<bool> {
         let mut it = self.iteration(project, id).await?;
         let name = name.map(str::trim).unwrap_or("");
         if name.is_empty() || name.chars().count() > 256 || name.contains('/') {
-            return Err(ApiError::new(ErrorCode::BadRequestInvalidPublishName, "publishName must be 1 to 256 characters without '/'."));
+            return Err(ApiError::new(
+                ErrorCode::BadRequestInvalidPublishName,
+                "publishName must be 1 to 256 characters without '/'.",
+            ));
         }
         let resource = resource.map(str::trim).unwrap_or("");
         if resource.is_empty() {
-            return Err(ApiError::new(ErrorCode::BadRequestInvalidPublishTarget, "predictionId (the prediction resource id) is required."));
+            return Err(ApiError::new(
+                ErrorCode::BadRequestInvalidPublishTarget,
+                "predictionId (the prediction resource id) is required.",
+            ));
         }
         if it.status != "Completed" {
             return Err(not_trained(id));
@@ -517,7 +583,10 @@ impl Argus {
     pub async fn unpublish_iteration(&self, project: Uuid, id: Uuid) -> ApiResult<()> {
         let mut it = self.iteration(project, id).await?;
         if it.publish_name.is_empty() {
-            return Err(ApiError::new(ErrorCode::BadRequestIterationNotPublished, format!("Iteration {id} is not published.")));
+            return Err(ApiError::new(
+                ErrorCode::BadRequestIterationNotPublished,
+                format!("Iteration {id} is not published."),
+            ));
         }
         it.publish_name.clear();
         it.original_publish_resource_id.clear();
@@ -530,17 +599,19 @@ impl Argus {
         if it.status != "Completed" {
             return Err(not_trained(id));
         }
-        let eval = self
-            .store
-            .get_evaluation(project, id)
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| ApiError::new(ErrorCode::NotFoundIterationPerformance, "This iteration has no evaluation."))?;
+        let eval = self.store.get_evaluation(project, id).await.map_err(store_err)?.ok_or_else(|| {
+            ApiError::new(ErrorCode::NotFoundIterationPerformance, "This iteration has no evaluation.")
+        })?;
         Ok((it, snapshot_of(snap)?, serde_json::from_value(eval).map_err(ApiError::internal)?))
     }
 
     /// GetIterationPerformance: recomputed from the held-out predictions at `threshold` (default 0.5).
-    pub async fn iteration_performance(&self, project: Uuid, id: Uuid, threshold: Option<f64>) -> ApiResult<IterationPerformance> {
+    pub async fn iteration_performance(
+        &self,
+        project: Uuid,
+        id: Uuid,
+        threshold: Option<f64>,
+    ) -> ApiResult<IterationPerformance> {
         self.project(project).await?;
         let threshold = threshold.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&threshold) {
@@ -559,26 +630,24 @@ impl Argus {
             if st.kind == TagType::Negative {
                 continue;
             }
-            let scored: Vec<(f64, bool)> =
-                eval.images.iter().map(|e| (e.scores.get(c).copied().unwrap_or(0.0) as f64, has(&e.image_id, tag))).collect();
+            let scored: Vec<(f64, bool)> = eval
+                .images
+                .iter()
+                .map(|e| (e.scores.get(c).copied().unwrap_or(0.0) as f64, has(&e.image_id, tag)))
+                .collect();
             let positives = scored.iter().filter(|s| s.1).count();
             let (precision, recall) = precision_recall(&scored, positives, threshold);
             let mut fp = Vec::new();
             let mut fr = Vec::new();
-            for f in 0..eval.folds {
-                let s: Vec<(f64, bool)> = eval
-                    .images
-                    .iter()
-                    .zip(&scored)
-                    .filter(|(e, _)| e.fold == f)
-                    .map(|(_, s)| *s)
-                    .collect();
+            for (f, pooled) in fold_pooled.iter_mut().enumerate() {
+                let s: Vec<(f64, bool)> =
+                    eval.images.iter().zip(&scored).filter(|(e, _)| e.fold == f).map(|(_, s)| *s).collect();
                 let pos = s.iter().filter(|x| x.1).count();
                 let (p, r) = precision_recall(&s, pos, threshold);
                 fp.push(p);
                 fr.push(r);
-                fold_pooled[f].0.extend(s);
-                fold_pooled[f].1 += pos;
+                pooled.0.extend(s);
+                pooled.1 += pos;
             }
             per_tag.push(TagPerformance {
                 id: st.id,
@@ -594,7 +663,11 @@ impl Argus {
         }
         let (precision, recall) = precision_recall(&pooled_all, positives_all, threshold);
         let folds: Vec<(f64, f64)> = fold_pooled.iter().map(|(s, p)| precision_recall(s, *p, threshold)).collect();
-        let map = if per_tag.is_empty() { 0.0 } else { per_tag.iter().map(|t| t.average_precision).sum::<f64>() / per_tag.len() as f64 };
+        let map = if per_tag.is_empty() {
+            0.0
+        } else {
+            per_tag.iter().map(|t| t.average_precision).sum::<f64>() / per_tag.len() as f64
+        };
         Ok(IterationPerformance {
             precision,
             precision_std_deviation: std_dev(&folds.iter().map(|f| f.0).collect::<Vec<_>>()),
@@ -605,16 +678,28 @@ impl Argus {
         })
     }
 
-    async fn performance_images(&self, project: Uuid, id: Uuid, tag_ids: &[Uuid]) -> ApiResult<(Snapshot, Evaluation, Vec<usize>)> {
+    async fn performance_images(
+        &self,
+        project: Uuid,
+        id: Uuid,
+        tag_ids: &[Uuid],
+    ) -> ApiResult<(Snapshot, Evaluation, Vec<usize>)> {
         self.project(project).await?;
         if tag_ids.len() > MAX_TAGS_PER_BATCH {
-            return Err(ApiError::new(ErrorCode::BadRequestExceededBatchSize, format!("At most {MAX_TAGS_PER_BATCH} tag ids can be given.")));
+            return Err(ApiError::new(
+                ErrorCode::BadRequestExceededBatchSize,
+                format!("At most {MAX_TAGS_PER_BATCH} tag ids can be given."),
+            ));
         }
         let (_, snap, eval) = self.evaluation(project, id).await?;
         let keep: Vec<usize> = (0..eval.images.len())
             .filter(|i| {
                 tag_ids.is_empty()
-                    || snap.images.iter().find(|s| s.id == eval.images[*i].image_id).is_some_and(|s| s.tags.iter().any(|t| tag_ids.contains(&t.tag_id)))
+                    || snap
+                        .images
+                        .iter()
+                        .find(|s| s.id == eval.images[*i].image_id)
+                        .is_some_and(|s| s.tags.iter().any(|t| tag_ids.contains(&t.tag_id)))
             })
             .collect();
         Ok((snap, eval, keep))
@@ -690,7 +775,12 @@ impl Argus {
                 .rev()
                 .find(|i| i.status == "Completed")
                 .map(|i| i.id)
-                .ok_or_else(|| ApiError::new(ErrorCode::NotFoundProjectDefaultIteration, "The project has no trained iteration yet."))?,
+                .ok_or_else(|| {
+                    ApiError::new(
+                        ErrorCode::NotFoundProjectDefaultIteration,
+                        "The project has no trained iteration yet.",
+                    )
+                })?,
         };
         let (it, snap) = self.iteration_record(project, id).await?;
         if it.status != "Completed" {
@@ -701,20 +791,34 @@ impl Argus {
         Ok(ImagePrediction { id: Uuid::new_v4(), project, iteration: id, created: now(), predictions: preds })
     }
 
-    async fn classify(&self, project: Uuid, iteration: Uuid, snap: &Snapshot, bytes: Bytes, max_bytes: usize) -> ApiResult<Vec<Prediction>> {
+    async fn classify(
+        &self,
+        project: Uuid,
+        iteration: Uuid,
+        snap: &Snapshot,
+        bytes: Bytes,
+        max_bytes: usize,
+    ) -> ApiResult<Vec<Prediction>> {
         let blobs = Arc::clone(&self.blobs);
         let key = model_key(project, iteration);
         let stored = blobs.get(&key).await.map_err(store_err)?;
         let head = self.models.head(iteration, || {
-            let b = stored.ok_or_else(|| ApiError::new(ErrorCode::ErrorPredictionModelNotFound, "The model of this iteration is missing."))?;
+            let b = stored.ok_or_else(|| {
+                ApiError::new(ErrorCode::ErrorPredictionModelNotFound, "The model of this iteration is missing.")
+            })?;
             LinearHead::from_bytes(&b).map_err(ApiError::internal)
         })?;
         let backbone = self.models.backbone()?;
-        let limits = argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
+        let limits =
+            argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
         let scores = tokio::task::spawn_blocking(move || -> ApiResult<Vec<f32>> {
             let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| match e {
-                argus_vision::ImageError::TooLarge { .. } => ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string()),
-                argus_vision::ImageError::DimensionsTooLarge { .. } => ApiError::new(ErrorCode::BadRequestImageDimensions, e.to_string()),
+                argus_vision::ImageError::TooLarge { .. } => {
+                    ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string())
+                }
+                argus_vision::ImageError::DimensionsTooLarge { .. } => {
+                    ApiError::new(ErrorCode::BadRequestImageDimensions, e.to_string())
+                }
                 argus_vision::ImageError::Format(_) => ApiError::new(ErrorCode::BadRequestImageFormat, e.to_string()),
             })?;
             let f = features(&backbone, &[img.to_rgb8()], head.input_size).map_err(ApiError::internal)?;
@@ -745,7 +849,12 @@ impl Argus {
     }
 
     /// Images as an iteration saw them (tags and regions at training time), for `iterationId` listings.
-    pub(crate) async fn iteration_images(&self, ctx: &UrlContext, project: Uuid, iteration: Uuid) -> ApiResult<Vec<Image>> {
+    pub(crate) async fn iteration_images(
+        &self,
+        ctx: &UrlContext,
+        project: Uuid,
+        iteration: Uuid,
+    ) -> ApiResult<Vec<Image>> {
         let (_, snap) = self.iteration_record(project, iteration).await?;
         let snap = snapshot_of(snap)?;
         let ids: Vec<Uuid> = snap.images.iter().map(|i| i.id).collect();
@@ -800,7 +909,8 @@ impl JobHandler for TrainingJobs {
     }
 
     async fn run(&self, job: &Job, progress: Progress) -> Result<serde_json::Value, (String, bool)> {
-        let p: TrainPayload = serde_json::from_value(job.payload.clone()).map_err(|e| (format!("bad payload: {e}"), false))?;
+        let p: TrainPayload =
+            serde_json::from_value(job.payload.clone()).map_err(|e| (format!("bad payload: {e}"), false))?;
         match self.0.run_training(p.project, p.iteration, progress).await {
             Ok(()) => Ok(serde_json::json!({"iteration": p.iteration})),
             // Missing weights, a vanished image or a failed fit will not go better on a second attempt.
@@ -814,4 +924,3 @@ impl JobHandler for TrainingJobs {
         }
     }
 }
-

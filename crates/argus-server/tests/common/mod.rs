@@ -6,8 +6,8 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
-use argus_core::signing::UrlSigner;
 use argus_core::service::ModelHub;
+use argus_core::signing::UrlSigner;
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, SqliteStore};
@@ -24,6 +24,7 @@ pub struct TestServer {
     pub argus: Argus,
     pub client: reqwest::Client,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
+    workers: Option<(tokio::sync::watch::Sender<bool>, argus_jobs::WorkerPool)>,
     task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
@@ -60,6 +61,13 @@ impl TestServer {
             keys: Arc::new(Keys { training: KEY.into(), prediction: "p".into() }),
             public_url: None,
         };
+        let (wtx, wrx) = tokio::sync::watch::channel(false);
+        let pool = argus_jobs::start(
+            argus.jobs.clone(),
+            vec![Arc::new(argus_core::service::TrainingJobs(argus.clone()))],
+            argus_jobs::PoolConfig { idle_poll: std::time::Duration::from_millis(50), ..Default::default() },
+            wrx,
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
@@ -72,6 +80,7 @@ impl TestServer {
             argus,
             client: reqwest::Client::new(),
             stop: Some(tx),
+            workers: Some((wtx, pool)),
             task: Some(task),
         }
     }
@@ -82,6 +91,10 @@ impl TestServer {
         }
         if let Some(t) = self.task.take() {
             let _ = t.await;
+        }
+        if let Some((tx, pool)) = self.workers.take() {
+            let _ = tx.send(true);
+            pool.join().await;
         }
     }
 
@@ -148,4 +161,41 @@ pub fn argus_vision_models_dir() -> std::path::PathBuf {
     std::env::var_os("ARGUS_MODELS_DIR")
         .map(Into::into)
         .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../argus-models"))
+}
+
+/// A real photograph shipped with scikit-image (fetched by scripts/fetch-test-photos.sh).
+pub fn photo(name: &str) -> image::RgbImage {
+    let path = argus_vision_models_dir().join("photos").join(name);
+    image::open(&path)
+        .unwrap_or_else(|e| panic!("{}: {e} (run scripts/fetch-test-photos.sh)", path.display()))
+        .to_rgb8()
+}
+
+/// JPEG bytes of a crop of `img` (fractions of its size).
+pub fn crop_jpeg(img: &image::RgbImage, x: f32, y: f32, w: f32, h: f32) -> Vec<u8> {
+    let (iw, ih) = img.dimensions();
+    let c = image::imageops::crop_imm(
+        img,
+        (iw as f32 * x) as u32,
+        (ih as f32 * y) as u32,
+        (iw as f32 * w) as u32,
+        (ih as f32 * h) as u32,
+    )
+    .to_image();
+    let mut out = Cursor::new(Vec::new());
+    DynamicImage::ImageRgb8(c).write_to(&mut out, ImageFormat::Jpeg).expect("encode");
+    out.into_inner()
+}
+
+/// Waits until the iteration leaves `Training`; returns it.
+pub async fn wait_trained(s: &TestServer, project: &str, iteration: &str) -> Value {
+    for _ in 0..1200 {
+        let (st, it) = s.call(Method::GET, &format!("/projects/{project}/iterations/{iteration}")).await;
+        assert_eq!(st, StatusCode::OK, "{it}");
+        if it["status"] != "Training" {
+            return it;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("training did not finish in 120 s");
 }

@@ -1,0 +1,188 @@
+//! Training over real HTTP with real photographs and the real pretrained backbone: TrainProject → durable
+//! job → Completed iteration with cross-validated performance → publish → quick test.
+
+mod common;
+
+use common::*;
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+
+const CROPS: [(f32, f32, f32, f32); 6] = [
+    (0.0, 0.0, 0.8, 0.8),
+    (0.2, 0.2, 0.8, 0.8),
+    (0.1, 0.0, 0.85, 0.9),
+    (0.0, 0.15, 0.9, 0.85),
+    (0.15, 0.1, 0.7, 0.75),
+    (0.05, 0.05, 0.9, 0.9),
+];
+
+async fn two_tag_project(s: &TestServer, query: &str) -> (String, String, String) {
+    let p = s.project(query).await;
+    let cat = s.tag(&p, "cat").await;
+    let coffee = s.tag(&p, "coffee").await;
+    let (chelsea, cup) = (photo("chelsea.png"), photo("coffee.png"));
+    let cats = CROPS.iter().map(|c| crop_jpeg(&chelsea, c.0, c.1, c.2, c.3)).collect();
+    let cups = CROPS.iter().map(|c| crop_jpeg(&cup, c.0, c.1, c.2, c.3)).collect();
+    assert_eq!(s.upload(&p, cats, &format!("tagIds={cat}")).await.0, 200);
+    assert_eq!(s.upload(&p, cups, &format!("tagIds={coffee}")).await.0, 200);
+    (p, cat, coffee)
+}
+
+#[tokio::test]
+async fn classification_trains_evaluates_publishes_and_quick_tests() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(dir.path()).await;
+    let (p, cat, coffee) = two_tag_project(&s, "name=T").await;
+
+    // Validation before anything is queued.
+    let lonely = s.project("name=Lonely").await;
+    let t = s.tag(&lonely, "only").await;
+    s.upload(&lonely, (0..5).map(jpeg).collect(), &format!("tagIds={t}")).await;
+    assert_error(
+        &s.call(Method::POST, &format!("/projects/{lonely}/train")).await,
+        400,
+        "BadRequestMultiClassClassificationTrainingValidationFailed",
+    );
+    let few = s.tag(&lonely, "few").await;
+    s.upload(&lonely, (10..12).map(jpeg).collect(), &format!("tagIds={few}")).await;
+    assert_error(
+        &s.call(Method::POST, &format!("/projects/{lonely}/train")).await,
+        400,
+        "BadRequestClassificationTrainingValidationFailed",
+    );
+    assert_error(
+        &s.call(Method::POST, &format!("/projects/{p}/train?trainingType=Advanced")).await,
+        400,
+        "BadRequestReservedBudgetInHoursNotEnoughForAdvancedTraining",
+    );
+
+    let r = s
+        .send(
+            s.req(Method::POST, &format!("/projects/{p}/train?reservedBudgetInHours=0&forceTrain=false"))
+                .header("content-type", "application/json"),
+        )
+        .await;
+    assert_eq!(r.0, 200, "{}", r.1);
+    assert_eq!(r.1["status"], "Training");
+    let it = r.1["id"].as_str().expect("id").to_string();
+    assert_error(
+        &s.call(Method::POST, &format!("/projects/{p}/train")).await,
+        400,
+        "BadRequestTrainingAlreadyInProgress",
+    );
+    let done = wait_trained(&s, &p, &it).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert!(done["trainedAt"].is_string());
+    assert_error(&s.call(Method::POST, &format!("/projects/{p}/train")).await, 400, "BadRequestTrainingNotNeeded");
+
+    // Honest evaluation: every image predicted by a head that never saw it.
+    let (st, perf) = s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance")).await;
+    assert_eq!(st, 200, "{perf}");
+    assert_eq!(perf["perTagPerformance"].as_array().map(Vec::len), Some(2));
+    assert!(perf["precision"].as_f64().unwrap_or(0.0) >= 0.9, "{perf}");
+    assert!(perf["averagePrecision"].as_f64().unwrap_or(0.0) >= 0.9, "{perf}");
+    let (_, strict) =
+        s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance?threshold=0.999999")).await;
+    assert!(strict["recall"].as_f64().unwrap_or(1.0) <= perf["recall"].as_f64().unwrap_or(0.0));
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance/images/count")).await.1, 12);
+    assert_eq!(
+        s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance/images/count?tagIds={cat}")).await.1,
+        6
+    );
+    let (_, imgs) =
+        s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance/images?take=3&orderBy=Oldest")).await;
+    let imgs = imgs.as_array().expect("array");
+    assert_eq!(imgs.len(), 3);
+    assert_eq!(imgs[0]["predictions"].as_array().map(Vec::len), Some(2));
+    assert!(imgs[0]["imageUri"].is_string() && imgs[0]["tags"][0]["tagName"].is_string());
+
+    // The iteration's view stays true after the workspace changes.
+    let (_, all) = s.call(Method::GET, &format!("/projects/{p}/images/tagged?tagIds={coffee}&take=1")).await;
+    let first = all[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(
+        s.call(Method::DELETE, &format!("/projects/{p}/images/tags?imageIds={first}&tagIds={coffee}")).await.0,
+        204
+    );
+    let (_, tags) = s.call(Method::GET, &format!("/projects/{p}/tags?iterationId={it}")).await;
+    let coffee_then =
+        tags.as_array().expect("tags").iter().find(|t| t["name"] == "coffee").cloned().unwrap_or(Value::Null);
+    assert_eq!(coffee_then["imageCount"], 6);
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/tags/{coffee}")).await.1["imageCount"], 5);
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/images/tagged/count?iterationId={it}")).await.1, 12);
+
+    // Rename, publish, quick test, unpublish, delete.
+    let r =
+        s.send(s.req(Method::PATCH, &format!("/projects/{p}/iterations/{it}")).json(&json!({"name": "First"}))).await;
+    assert_eq!(r.1["name"], "First");
+    assert_error(
+        &s.call(Method::POST, &format!("/projects/{p}/iterations/{it}/publish?publishName=m")).await,
+        400,
+        "BadRequestInvalidPublishTarget",
+    );
+    let r = s
+        .call(
+            Method::POST,
+            &format!("/projects/{p}/iterations/{it}/publish?publishName=catOrCoffee&predictionId=local"),
+        )
+        .await;
+    assert_eq!(r, (StatusCode::OK, json!(true)));
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/iterations/{it}")).await.1["publishName"], "catOrCoffee");
+    assert_error(
+        &s.call(Method::DELETE, &format!("/projects/{p}/iterations/{it}")).await,
+        400,
+        "BadRequestIterationIsPublished",
+    );
+
+    let full_cat = crop_jpeg(&photo("chelsea.png"), 0.0, 0.0, 1.0, 1.0);
+    let (st, pred) = s
+        .send(
+            s.req(Method::POST, &format!("/projects/{p}/quicktest/image"))
+                .header("content-type", "application/octet-stream")
+                .body(full_cat),
+        )
+        .await;
+    assert_eq!(st, 200, "{pred}");
+    assert_eq!(pred["predictions"][0]["tagName"], "cat", "{pred}");
+    assert_eq!(pred["iteration"], it.as_str());
+    let r = s
+        .send(
+            s.req(Method::POST, &format!("/projects/{p}/quicktest/image"))
+                .header("content-type", "application/octet-stream")
+                .body(b"nope".to_vec()),
+        )
+        .await;
+    assert_error(&r, 400, "BadRequestImageFormat");
+
+    assert_eq!(s.call(Method::DELETE, &format!("/projects/{p}/iterations/{it}/publish")).await.0, 204);
+    assert_error(
+        &s.call(Method::DELETE, &format!("/projects/{p}/iterations/{it}/publish")).await,
+        400,
+        "BadRequestIterationNotPublished",
+    );
+    assert_eq!(s.call(Method::DELETE, &format!("/projects/{p}/iterations/{it}")).await.0, 204);
+    assert_error(&s.call(Method::GET, &format!("/projects/{p}/iterations/{it}")).await, 404, "NotFoundIteration");
+    assert_error(&s.call(Method::POST, &format!("/projects/{p}/quicktest/image")).await, 415, "UnsupportedMediaType");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn multilabel_trains_too() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(dir.path()).await;
+    let (p, _, _) = two_tag_project(&s, "name=M&classificationType=Multilabel").await;
+    let (st, it) = s.call(Method::POST, &format!("/projects/{p}/train")).await;
+    assert_eq!(st, 200, "{it}");
+    let done = wait_trained(&s, &p, it["id"].as_str().expect("id")).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(done["classificationType"], "Multilabel");
+    let full_cup = crop_jpeg(&photo("coffee.png"), 0.0, 0.0, 1.0, 1.0);
+    let (_, pred) = s
+        .send(
+            s.req(Method::POST, &format!("/projects/{p}/quicktest/image"))
+                .header("content-type", "application/octet-stream")
+                .body(full_cup),
+        )
+        .await;
+    assert_eq!(pred["predictions"][0]["tagName"], "coffee", "{pred}");
+    s.stop().await;
+}

@@ -16,6 +16,7 @@ import requests
 from PIL import Image, ImageDraw
 
 TRAINING_KEY = "sdk-test-training-key"
+MODELS_DIR = os.environ.get("ARGUS_MODELS_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "argus-models"))
 PREDICTION_KEY = "sdk-test-prediction-key"
 
 
@@ -44,7 +45,8 @@ def server():
     binary = os.environ.get("ARGUS_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "argus"))
     data_dir = tempfile.mkdtemp(prefix="argus-sdk-")
     port = free_port()
-    env = dict(os.environ, ARGUS_TRAINING_KEY=TRAINING_KEY, ARGUS_PREDICTION_KEY=PREDICTION_KEY, ARGUS_LOG="warn")
+    env = dict(os.environ, ARGUS_TRAINING_KEY=TRAINING_KEY, ARGUS_PREDICTION_KEY=PREDICTION_KEY, ARGUS_LOG="warn",
+               ARGUS_MODELS_DIR=MODELS_DIR)
     proc = subprocess.Popen(
         [binary, "serve", "--data-dir", data_dir, "--bind", f"127.0.0.1:{port}", "--allow-private-urls", "true"],
         env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
@@ -92,3 +94,13 @@ def image_host():
     threading.Thread(target=srv.serve_forever, daemon=True).start()
     yield f"http://127.0.0.1:{srv.server_address[1]}"
     srv.shutdown()
+
+
+def photo_crop_jpeg(name, box):
+    """JPEG bytes of a crop (fractions x, y, w, h) of a real photograph shipped with scikit-image."""
+    img = Image.open(os.path.join(MODELS_DIR, "photos", name)).convert("RGB")
+    w, h = img.size
+    x, y, cw, ch = box
+    buf = io.BytesIO()
+    img.crop((int(w * x), int(h * y), int(w * (x + cw)), int(h * (y + ch)))).save(buf, "JPEG", quality=90)
+    return buf.getvalue()

@@ -62,7 +62,7 @@ fn fold(w: &Weights, conv: &str, bn: &str) -> candle_core::Result<(Tensor, Tenso
 #[derive(Debug, Clone)]
 struct ConvBn {
     weight: Tensor,
-    bias: Tensor,
+    bias_vec: Vec<f32>,
     k: usize,
     stride: usize,
     relu6: bool,
@@ -72,7 +72,7 @@ impl ConvBn {
     fn load(w: &Weights, conv: &str, bn: &str, stride: usize, relu6: bool) -> candle_core::Result<Self> {
         let (weight, bias) = fold(w, conv, bn)?;
         let k = weight.dim(3)?;
-        Ok(Self { weight, bias, k, stride, relu6 })
+        Ok(Self { weight, bias_vec: bias.to_vec1()?, k, stride, relu6 })
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
@@ -86,12 +86,40 @@ impl ConvBn {
             let (_, pl, pr) = same_padding(wd, self.k, self.stride);
             x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
         };
-        let y = y.broadcast_add(&self.bias.reshape((1, (), 1, 1))?)?;
-        if self.relu6 {
-            y.clamp(0f32, 6f32)
-        } else {
-            Ok(y)
+        y.contiguous()?.apply_op1_no_bwd(&BiasAct { bias: &self.bias_vec, relu6: self.relu6 })
+    }
+}
+
+/// Adds a per-channel bias and optionally applies ReLU6, in one pass (NCHW, f32, CPU).
+struct BiasAct<'a> {
+    bias: &'a [f32],
+    relu6: bool,
+}
+
+impl CustomOp1 for BiasAct<'_> {
+    fn name(&self) -> &'static str {
+        "bias-relu6"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        let CpuStorage::F32(data) = storage else { candle_core::bail!("bias: f32 input expected") };
+        let Some((a, b)) = layout.contiguous_offsets() else { candle_core::bail!("bias: contiguous input expected") };
+        let (_, c, h, w) = layout.shape().dims4()?;
+        if self.bias.len() != c {
+            candle_core::bail!("bias: {c} channels but {} biases", self.bias.len());
         }
+        let mut out = data[a..b].to_vec();
+        let plane = h * w;
+        let relu6 = self.relu6;
+        out.par_chunks_mut(plane).enumerate().for_each(|(nc, o)| {
+            let bias = self.bias[nc % c];
+            if relu6 {
+                o.iter_mut().for_each(|v| *v = (*v + bias).clamp(0.0, 6.0));
+            } else {
+                o.iter_mut().for_each(|v| *v += bias);
+            }
+        });
+        Ok((CpuStorage::F32(out), layout.shape().clone()))
     }
 }
 
@@ -139,8 +167,8 @@ impl Depthwise {
                             *o += wv * i;
                         }
                     } else {
-                        for (j, o) in orow[lo..hi].iter_mut().enumerate() {
-                            *o += wv * irow[start + j * s];
+                        for (o, i) in orow[lo..hi].iter_mut().zip(irow[start..].iter().step_by(s)) {
+                            *o += wv * i;
                         }
                     }
                 }
@@ -254,6 +282,23 @@ impl EfficientNetLite0 {
         }
         let top = self.head.forward(&h)?;
         Ok((s16.unwrap_or_else(|| top.clone()), top))
+    }
+
+    /// Wall time of each stage for one input, in milliseconds: stem, the 16 blocks, head (profiling aid).
+    pub fn stage_times(&self, x: &Tensor) -> candle_core::Result<Vec<(String, f64)>> {
+        let mut out = Vec::new();
+        let t = std::time::Instant::now();
+        let mut h = self.stem.forward(x)?;
+        out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
+        for (i, b) in self.blocks.iter().enumerate() {
+            let t = std::time::Instant::now();
+            h = b.forward(&h)?;
+            out.push((format!("block {i}"), t.elapsed().as_secs_f64() * 1e3));
+        }
+        let t = std::time::Instant::now();
+        self.head.forward(&h)?;
+        out.push(("head".to_string(), t.elapsed().as_secs_f64() * 1e3));
+        Ok(out)
     }
 
     /// Globally average-pooled features, (N, 1280).

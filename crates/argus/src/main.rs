@@ -6,6 +6,8 @@
 //! - `argus bench` measures upload and listing speed against an in-process server.
 
 mod bench;
+mod bench_backbone;
+mod bench_training;
 mod config;
 mod models;
 
@@ -30,6 +32,16 @@ struct Cli {
 }
 
 #[derive(Debug, Subcommand)]
+enum BenchCommand {
+    /// 64-image batch uploads (images/s) and 256-image listings (median latency).
+    Data(bench::BenchArgs),
+    /// Training wall time, held-out accuracy and peak memory.
+    Training(bench_training::TrainBenchArgs),
+    /// Backbone forward time beside ONNX Runtime on the same network.
+    Backbone(bench_backbone::BackboneBenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
 enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
@@ -39,8 +51,9 @@ enum Command {
         #[arg(long, env = "ARGUS_DATA_DIR", default_value = "argus-data")]
         data_dir: std::path::PathBuf,
     },
-    /// Benchmark 64-image batch uploads and 256-image listings against an in-process server.
-    Bench(bench::BenchArgs),
+    /// Benchmarks against an in-process server.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Manage pretrained model weights.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -177,7 +190,9 @@ async fn main() -> Result<()> {
             println!("Prediction-Key: {}", s.prediction_key);
             Ok(())
         }
-        Command::Bench(args) => bench::run(args).await,
+        Command::Bench(BenchCommand::Data(args)) => bench::run(args).await,
+        Command::Bench(BenchCommand::Training(args)) => bench_training::run(args).await,
+        Command::Bench(BenchCommand::Backbone(args)) => bench_backbone::run(args),
         Command::Models(models::ModelsCommand::Pull(args)) => models::pull(args),
         Command::Models(models::ModelsCommand::Status(args)) => models::status(args),
     }

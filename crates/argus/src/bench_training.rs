@@ -1,0 +1,224 @@
+//! `argus bench training`: end-to-end training through the HTTP API of an in-process server (upload, train,
+//! poll, quick test), on crops of real photographs shipped with scikit-image.
+//!
+//! - Wall time of Regular and Advanced training for 2 tags × 20 images (chelsea vs coffee crops).
+//! - Held-out accuracy with 5, 10 and 20 training images per tag on 4 tags (crops of chelsea, coffee,
+//!   astronaut, rocket), scored on 10 crops per tag drawn with another seed and never uploaded.
+//! - Peak resident memory of the process (VmHWM).
+//!
+//! Crops of one photo per tag make this an instance-recognition task: a smoke test of the pipeline's
+//! quality, not a substitute for a benchmark on many distinct photographs.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use image::RgbImage;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::config::{ServeArgs, Settings};
+
+/// Flags of `argus bench training`.
+#[derive(Debug, Clone, Args)]
+pub struct TrainBenchArgs {
+    /// Directory of model weights.
+    #[arg(long, env = "ARGUS_MODELS_DIR", default_value = "argus-models")]
+    pub models_dir: PathBuf,
+    /// Directory of the photographs (scripts/fetch-test-photos.sh).
+    #[arg(long, default_value = "argus-models/photos")]
+    pub photos: PathBuf,
+    /// Skip the Advanced timing run.
+    #[arg(long)]
+    pub skip_advanced: bool,
+}
+
+fn crop(img: &RgbImage, rng: &mut rand::rngs::StdRng) -> Vec<u8> {
+    let (w, h) = img.dimensions();
+    let s: f32 = rng.gen_range(0.45..0.8);
+    let (cw, ch) = ((w as f32 * s) as u32, (h as f32 * s) as u32);
+    let (x, y) = (rng.gen_range(0..=w - cw), rng.gen_range(0..=h - ch));
+    let mut c = image::imageops::crop_imm(img, x, y, cw, ch).to_image();
+    if rng.gen_bool(0.5) {
+        c = image::imageops::flip_horizontal(&c);
+    }
+    let mut out = Vec::new();
+    let enc = image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90);
+    let _ = image::DynamicImage::ImageRgb8(c).write_with_encoder(enc);
+    out
+}
+
+struct Client {
+    http: reqwest::Client,
+    base: String,
+    key: String,
+}
+
+impl Client {
+    async fn json(&self, rb: reqwest::RequestBuilder) -> Result<Value> {
+        let resp = rb.header("Training-Key", &self.key).send().await?;
+        let status = resp.status();
+        let body: Value = resp.json().await.unwrap_or(Value::Null);
+        if !status.is_success() {
+            bail!("{status}: {body}");
+        }
+        Ok(body)
+    }
+
+    async fn project(&self, name: &str, tags: &[&str]) -> Result<(String, Vec<String>)> {
+        let p = self.json(self.http.post(format!("{}/projects?name={name}", self.base))).await?;
+        let pid = p["id"].as_str().context("id")?.to_string();
+        let mut ids = Vec::new();
+        for t in tags {
+            let v = self.json(self.http.post(format!("{}/projects/{pid}/tags?name={t}", self.base))).await?;
+            ids.push(v["id"].as_str().context("tag id")?.to_string());
+        }
+        Ok((pid, ids))
+    }
+
+    async fn upload(&self, pid: &str, tag: &str, images: Vec<Vec<u8>>) -> Result<()> {
+        for chunk in images.chunks(64) {
+            let mut form = reqwest::multipart::Form::new();
+            for img in chunk {
+                form = form.part("imageData", reqwest::multipart::Part::bytes(img.clone()));
+            }
+            self.json(self.http.post(format!("{}/projects/{pid}/images?tagIds={tag}", self.base)).multipart(form))
+                .await?;
+        }
+        Ok(())
+    }
+
+    async fn train(&self, pid: &str, query: &str) -> Result<(String, Duration)> {
+        let t0 = Instant::now();
+        let it = self.json(self.http.post(format!("{}/projects/{pid}/train?{query}", self.base))).await?;
+        let id = it["id"].as_str().context("iteration id")?.to_string();
+        loop {
+            let it = self.json(self.http.get(format!("{}/projects/{pid}/iterations/{id}", self.base))).await?;
+            match it["status"].as_str() {
+                Some("Completed") => return Ok((id, t0.elapsed())),
+                Some("Training") => tokio::time::sleep(Duration::from_millis(100)).await,
+                _ => bail!("training failed: {it}"),
+            }
+        }
+    }
+
+    async fn top_tag(&self, pid: &str, iteration: &str, img: Vec<u8>) -> Result<String> {
+        let v = self
+            .json(
+                self.http
+                    .post(format!("{}/projects/{pid}/quicktest/image?iterationId={iteration}&store=false", self.base))
+                    .header("content-type", "application/octet-stream")
+                    .body(img),
+            )
+            .await?;
+        Ok(v["predictions"][0]["tagId"].as_str().unwrap_or_default().to_string())
+    }
+}
+
+fn peak_rss_mib() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// Runs the training benchmark.
+pub async fn run(args: TrainBenchArgs) -> Result<()> {
+    let load = |n: &str| -> Result<RgbImage> {
+        Ok(image::open(args.photos.join(n))
+            .with_context(|| format!("{n}: run scripts/fetch-test-photos.sh"))?
+            .to_rgb8())
+    };
+    let photos = ["chelsea.png", "coffee.png", "astronaut.png", "rocket.jpg"];
+    let imgs: Vec<RgbImage> = photos.iter().map(|p| load(p)).collect::<Result<_>>()?;
+
+    let tmp = tempfile::tempdir()?;
+    let settings = Settings::resolve(&ServeArgs {
+        data_dir: Some(tmp.path().to_path_buf()),
+        models_dir: Some(args.models_dir.clone()),
+        ..Default::default()
+    })?;
+    let (state, _) = crate::build_state(&settings).await?;
+    state.argus.models.backbone().map_err(|e| anyhow::anyhow!(e.message))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let pool = argus_jobs::start(
+        state.argus.jobs.clone(),
+        vec![std::sync::Arc::new(argus_core::service::TrainingJobs(state.argus.clone()))],
+        argus_jobs::PoolConfig { idle_poll: Duration::from_millis(20), ..Default::default() },
+        stop_rx,
+    );
+    let key = state.keys.training.clone();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (srv_tx, srv_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(argus_server::serve(listener, state, async move {
+        let _ = srv_rx.await;
+    }));
+    let c = Client { http: reqwest::Client::new(), base: format!("http://{addr}/customvision/v3.3/training"), key };
+
+    // Wall time: 2 tags x 20 images.
+    let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+    let mut timing = Vec::new();
+    for (label, query) in
+        [("Regular", "trainingType=Regular"), ("Advanced", "trainingType=Advanced&reservedBudgetInHours=1")]
+    {
+        if label == "Advanced" && args.skip_advanced {
+            continue;
+        }
+        let (pid, tags) = c.project(&format!("time-{label}"), &["cat", "coffee"]).await?;
+        for (t, img) in tags.iter().zip(&imgs[..2]) {
+            c.upload(&pid, t, (0..20).map(|_| crop(img, &mut rng)).collect()).await?;
+        }
+        let (_, took) = c.train(&pid, query).await?;
+        println!("{label} training, 2 tags x 20 images: {:.1} s", took.as_secs_f64());
+        timing.push((label, took));
+    }
+
+    // Accuracy on held-out crops, 4 tags.
+    let mut test_rng = rand::rngs::StdRng::seed_from_u64(999);
+    let tests: Vec<Vec<Vec<u8>>> = imgs.iter().map(|img| (0..10).map(|_| crop(img, &mut test_rng)).collect()).collect();
+    let mut accuracy = Vec::new();
+    for n in [5usize, 10, 20] {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(100 + n as u64);
+        let (pid, tags) = c.project(&format!("acc-{n}"), &["chelsea", "coffee", "astronaut", "rocket"]).await?;
+        for (t, img) in tags.iter().zip(&imgs) {
+            c.upload(&pid, t, (0..n).map(|_| crop(img, &mut rng)).collect()).await?;
+        }
+        let (it, _) = c.train(&pid, "trainingType=Regular").await?;
+        let (mut right, mut total) = (0, 0);
+        for (t, set) in tags.iter().zip(&tests) {
+            for img in set {
+                total += 1;
+                if c.top_tag(&pid, &it, img.clone()).await? == *t {
+                    right += 1;
+                }
+            }
+        }
+        let acc = right as f64 / total as f64;
+        println!("{n} images/tag: held-out accuracy {:.1}% ({right}/{total})", acc * 100.0);
+        accuracy.push((n, acc));
+    }
+    let peak = peak_rss_mib();
+
+    println!();
+    println!("| measurement | value |");
+    println!("|---|---|");
+    for (label, took) in &timing {
+        println!(
+            "| {label} training, 2 tags × 20 images (upload excluded, HTTP + job + k-fold) | {:.1} s |",
+            took.as_secs_f64()
+        );
+    }
+    for (n, acc) in &accuracy {
+        println!("| held-out accuracy, 4 tags × {n} images (40 unseen crops) | {:.1} % |", acc * 100.0);
+    }
+    if let Some(p) = peak {
+        println!("| peak resident memory of the whole process | {p:.0} MiB |");
+    }
+    let _ = stop_tx.send(true);
+    pool.join().await;
+    let _ = srv_tx.send(());
+    let _ = server.await;
+    Ok(())
+}

@@ -644,8 +644,8 @@ pub struct Iteration {
     pub training_progress: Option<f64>,
     /// Argus extension: what training is doing now, or why it failed.
     pub training_message: Option<String>,
-    /// Argus extension: the job that trains it.
-    #[serde(skip_serializing)]
+    /// The job that trains it (kept by the store, not part of the API).
+    #[serde(skip)]
     pub job_id: Option<Uuid>,
 }
 

@@ -41,6 +41,13 @@ pub struct WorkerPool {
 }
 
 impl WorkerPool {
+    /// Kills every loop at once, mid-job, as a crash would (leases are left to lapse).
+    pub fn abort(self) {
+        for t in self.tasks {
+            t.abort();
+        }
+    }
+
     /// Waits for every loop to finish (after a stop signal).
     pub async fn join(self) {
         for t in self.tasks {

@@ -186,3 +186,31 @@ async fn multilabel_trains_too() {
     assert_eq!(pred["predictions"][0]["tagName"], "coffee", "{pred}");
     s.stop().await;
 }
+
+#[tokio::test]
+async fn training_survives_a_crash_mid_job() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let lease = std::time::Duration::from_millis(800);
+    let s = TestServer::start_with(dir.path(), Options { lease, ..Default::default() }).await;
+    let (p, _, _) = two_tag_project(&s, "name=Crash").await;
+    let (st, it) = s.call(Method::POST, &format!("/projects/{p}/train")).await;
+    assert_eq!(st, 200, "{it}");
+    let it = it["id"].as_str().expect("id").to_string();
+    // Wait until a worker has started on it, then crash.
+    for _ in 0..200 {
+        let (_, v) = s.call(Method::GET, &format!("/projects/{p}/iterations/{it}")).await;
+        if v["trainingProgress"].as_f64().unwrap_or(0.0) > 0.0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    s.kill().await;
+
+    let s = TestServer::start_with(dir.path(), Options { lease, ..Default::default() }).await;
+    let (_, during) = s.call(Method::GET, &format!("/projects/{p}/iterations/{it}")).await;
+    assert_eq!(during["status"], "Training");
+    let done = wait_trained(&s, &p, &it).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance")).await.0, 200);
+    s.stop().await;
+}

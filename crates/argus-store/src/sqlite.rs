@@ -624,7 +624,7 @@ impl MetadataStore for SqliteStore {
         .bind(ms(&it.created))
         .bind(ms(&it.last_modified))
         .bind(it.trained_at.as_ref().map(ms))
-        .bind(serde_json::to_string(it).map_err(backend)?)
+        .bind(iteration_body(it)?)
         .bind(serde_json::to_string(snapshot).map_err(backend)?)
         .execute(&self.writer)
         .await
@@ -640,7 +640,7 @@ impl MetadataStore for SqliteStore {
             .await
             .map_err(backend)?;
         row.map(|r| {
-            let it: Iteration = serde_json::from_str(r.get::<&str, _>("body")).map_err(backend)?;
+            let it = iteration_from(r.get::<&str, _>("body"))?;
             let snap: serde_json::Value = serde_json::from_str(r.get::<&str, _>("snapshot")).map_err(backend)?;
             Ok((it, snap))
         })
@@ -653,7 +653,7 @@ impl MetadataStore for SqliteStore {
             .fetch_all(&self.reader)
             .await
             .map_err(backend)?;
-        rows.iter().map(|b| serde_json::from_str(b).map_err(backend)).collect()
+        rows.iter().map(|b| iteration_from(b)).collect()
     }
 
     async fn update_iteration(&self, it: &Iteration) -> StoreResult<()> {
@@ -665,7 +665,7 @@ impl MetadataStore for SqliteStore {
         .bind(&it.status)
         .bind(ms(&it.last_modified))
         .bind(it.trained_at.as_ref().map(ms))
-        .bind(serde_json::to_string(it).map_err(backend)?)
+        .bind(iteration_body(it)?)
         .bind(it.project_id.to_string())
         .bind(it.id.to_string())
         .execute(&self.writer)
@@ -705,6 +705,23 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
+}
+
+/// An iteration's stored body: its API fields plus the id of the job that trains it.
+fn iteration_body(it: &Iteration) -> StoreResult<String> {
+    let mut v = serde_json::to_value(it).map_err(backend)?;
+    if let (Some(obj), Some(job)) = (v.as_object_mut(), it.job_id) {
+        obj.insert("jobId".into(), serde_json::Value::String(job.to_string()));
+    }
+    serde_json::to_string(&v).map_err(backend)
+}
+
+fn iteration_from(body: &str) -> StoreResult<Iteration> {
+    let v: serde_json::Value = serde_json::from_str(body).map_err(backend)?;
+    let job = v.get("jobId").and_then(|j| j.as_str()).and_then(|j| Uuid::parse_str(j).ok());
+    let mut it: Iteration = serde_json::from_value(v).map_err(backend)?;
+    it.job_id = job;
+    Ok(it)
 }
 
 fn job_from(row: &SqliteRow) -> StoreResult<Job> {

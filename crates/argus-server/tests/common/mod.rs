@@ -31,11 +31,16 @@ pub struct TestServer {
 pub struct Options {
     pub allow_private_urls: bool,
     pub max_images_per_project: u64,
+    pub lease: std::time::Duration,
 }
 
 impl Default for Options {
     fn default() -> Self {
-        Self { allow_private_urls: false, max_images_per_project: argus_core::limits::MAX_IMAGES_PER_PROJECT }
+        Self {
+            allow_private_urls: false,
+            max_images_per_project: argus_core::limits::MAX_IMAGES_PER_PROJECT,
+            lease: std::time::Duration::from_secs(30),
+        }
     }
 }
 
@@ -65,7 +70,12 @@ impl TestServer {
         let pool = argus_jobs::start(
             argus.jobs.clone(),
             vec![Arc::new(argus_core::service::TrainingJobs(argus.clone()))],
-            argus_jobs::PoolConfig { idle_poll: std::time::Duration::from_millis(50), ..Default::default() },
+            argus_jobs::PoolConfig {
+                idle_poll: std::time::Duration::from_millis(50),
+                lease: opts.lease,
+                heartbeat: opts.lease / 4,
+                ..Default::default()
+            },
             wrx,
         );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -82,6 +92,23 @@ impl TestServer {
             stop: Some(tx),
             workers: Some((wtx, pool)),
             task: Some(task),
+        }
+    }
+
+    /// Simulates a crash: the workers die mid-job and the server stops.
+    pub async fn kill(mut self) {
+        if let Some((_, pool)) = self.workers.take() {
+            pool.abort();
+        }
+        self.stop_now().await;
+    }
+
+    async fn stop_now(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.task.take() {
+            let _ = t.await;
         }
     }
 

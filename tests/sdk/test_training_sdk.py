@@ -4,7 +4,10 @@ import time
 
 import pytest
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
-from azure.cognitiveservices.vision.customvision.training.models import CustomVisionErrorException, ImageUrl
+from azure.cognitiveservices.vision.customvision.training.models import (
+    CustomVisionErrorException,
+    SuggestedTagAndRegionQueryToken,
+)
 from msrest.authentication import ApiKeyCredentials
 
 from conftest import TRAINING_KEY, photo_crop_jpeg
@@ -55,6 +58,19 @@ def test_train_evaluate_publish_quick_test(trainer, image_host):
     assert result.iteration == iteration.id
     by_url = trainer.quick_test_image_url(project.id, url=f"{image_host}/img/7.jpg")
     assert len(by_url.predictions) == 2
+
+    # Smart labeler on two new, untagged photographs.
+    new_cat = trainer.create_images_from_data(project.id, photo_crop_jpeg("chelsea.png", (0.3, 0.25, 0.65, 0.7))).images[0].image
+    new_cup = trainer.create_images_from_data(project.id, photo_crop_jpeg("coffee.png", (0.25, 0.3, 0.7, 0.65))).images[0].image
+    suggestions = trainer.suggest_tags_and_regions(project.id, iteration.id, [new_cat.id, new_cup.id])
+    assert {s.id: s.predictions[0].tag_name for s in suggestions} == {new_cat.id: "cat", new_cup.id: "coffee"}
+    assert all(0.0 <= s.prediction_uncertainty <= 1.0 for s in suggestions)
+    found = trainer.query_suggested_images(
+        project.id, iteration.id, SuggestedTagAndRegionQueryToken(tag_ids=[cat.id], threshold=0.5, max_count=10))
+    assert [r.id for r in found.results] == [new_cat.id]
+    assert found.results[0].thumbnail_uri.startswith("http")
+    counts = trainer.query_suggested_image_count(project.id, iteration.id, tag_ids=[cat.id, cup.id], threshold=0.5)
+    assert counts == {cat.id: 1, cup.id: 1}
 
     with pytest.raises(CustomVisionErrorException) as e:
         trainer.delete_iteration(project.id, iteration.id)

@@ -753,3 +753,98 @@ pub struct ImagePrediction {
     /// Predictions, most probable first.
     pub predictions: Vec<Prediction>,
 }
+
+/// Result of SuggestTagsAndRegions for one image.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuggestedTagAndRegion {
+    /// The image id.
+    pub id: Uuid,
+    /// Project.
+    pub project: Uuid,
+    /// Iteration that made the suggestion.
+    pub iteration: Uuid,
+    /// When.
+    #[serde(serialize_with = "ser_time")]
+    pub created: Time,
+    /// Suggested tags, most probable first.
+    pub predictions: Vec<Prediction>,
+    /// Normalised entropy of the prediction in [0, 1]: high means worth labelling by hand.
+    pub prediction_uncertainty: f64,
+}
+
+/// A suggestion with its image, from QuerySuggestedImages.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredSuggestedTagAndRegion {
+    /// Width.
+    pub width: u32,
+    /// Height.
+    pub height: u32,
+    /// Signed URL of the resized image.
+    pub resized_image_uri: String,
+    /// Signed URL of the thumbnail.
+    pub thumbnail_uri: String,
+    /// Signed URL of the original.
+    pub original_image_uri: String,
+    /// Domain of the iteration.
+    pub domain: Uuid,
+    /// The image id.
+    pub id: Uuid,
+    /// Project.
+    pub project: Uuid,
+    /// Iteration.
+    pub iteration: Uuid,
+    /// When the suggestion was made.
+    #[serde(serialize_with = "ser_time")]
+    pub created: Time,
+    /// Suggested tags.
+    pub predictions: Vec<Prediction>,
+    /// Normalised entropy of the prediction.
+    pub prediction_uncertainty: f64,
+}
+
+/// Query and paging state of QuerySuggestedImages.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SuggestedTagAndRegionQueryToken {
+    /// Tags to match (empty: any).
+    #[serde(default)]
+    pub tag_ids: Option<Vec<Uuid>>,
+    /// Minimum probability for a tag to match.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+    /// Echoed.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Opaque position of the next page; empty: no more.
+    #[serde(default)]
+    pub continuation: Option<String>,
+    /// Page size.
+    #[serde(default)]
+    pub max_count: Option<i64>,
+    /// UncertaintyAscending or UncertaintyDescending.
+    #[serde(default)]
+    pub sort_by: Option<String>,
+}
+
+/// Result of QuerySuggestedImages.
+#[derive(Debug, Clone, Serialize)]
+pub struct SuggestedTagAndRegionQuery {
+    /// Send back to get the next page.
+    pub token: SuggestedTagAndRegionQueryToken,
+    /// This page.
+    pub results: Vec<StoredSuggestedTagAndRegion>,
+}
+
+/// Body of QuerySuggestedImageCount.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TagFilter {
+    /// Tags to count.
+    #[serde(default)]
+    pub tag_ids: Option<Vec<Uuid>>,
+    /// Minimum probability.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}

@@ -236,6 +236,24 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn get_evaluation(&self, project: Uuid, id: Uuid) -> StoreResult<Option<serde_json::Value>>;
     /// Deletes an iteration; false when it did not exist.
     async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool>;
+
+    /// Saves (replacing) smart-labeler suggestions of an iteration for images.
+    async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()>;
+    /// Every stored suggestion of an iteration for images that currently carry no tag and no region.
+    async fn untagged_suggestions(&self, project: Uuid, iteration: Uuid) -> StoreResult<Vec<Suggestion>>;
+}
+
+/// A stored smart-labeler suggestion.
+#[derive(Debug, Clone)]
+pub struct Suggestion {
+    /// Image.
+    pub image_id: Uuid,
+    /// When it was computed.
+    pub created: Time,
+    /// Normalised entropy of the prediction, in [0, 1].
+    pub uncertainty: f64,
+    /// Predictions, most probable first.
+    pub predictions: Vec<crate::model::Prediction>,
 }
 
 /// A blob listed by [`BlobStore::list`].

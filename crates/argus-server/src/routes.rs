@@ -70,6 +70,9 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/projects/{project}/iterations/{iteration}/performance/images", get(get_image_performances))
         .route("/projects/{project}/iterations/{iteration}/performance/images/count", get(get_image_performance_count))
         .route("/projects/{project}/quicktest/url", post(quick_test_url))
+        .route("/projects/{project}/tagsandregions/suggestions", post(suggest_tags_and_regions))
+        .route("/projects/{project}/images/suggested", post(query_suggested_images))
+        .route("/projects/{project}/images/suggested/count", post(query_suggested_image_count))
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .merge(uploads)
         .method_not_allowed_fallback(method_not_allowed)
@@ -729,4 +732,44 @@ async fn quick_test_url(
             ApiError::new(ErrorCode::BadRequestImageUrl, format!("The image could not be downloaded: {e}"))
         })?;
     Ok(ok_json(s.argus.quick_test(project, iteration, bytes).await?))
+}
+
+// ---- smart labeler ----
+
+fn required_iteration(q: &Query) -> Result<uuid::Uuid, ApiError> {
+    q.uuid("iterationId")?
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequestRequiredParamIsNull, "iterationId is required."))
+}
+
+async fn suggest_tags_and_regions(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let it = required_iteration(&q)?;
+    Ok(ok_json(s.argus.suggest_tags_and_regions(project, it, q.uuids("imageIds")?).await?))
+}
+
+async fn query_suggested_images(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let it = required_iteration(&q)?;
+    let token: argus_core::model::SuggestedTagAndRegionQueryToken = json_body(&headers, &body)?;
+    Ok(ok_json(s.argus.query_suggested_images(&ctx, project, it, token).await?))
+}
+
+async fn query_suggested_image_count(
+    State(s): State<AppState>,
+    Path(p): Path<String>,
+    q: Query,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let it = required_iteration(&q)?;
+    let filter: argus_core::model::TagFilter = json_body(&headers, &body)?;
+    Ok(ok_json(s.argus.query_suggested_image_count(project, it, filter).await?))
 }

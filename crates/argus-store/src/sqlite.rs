@@ -14,7 +14,7 @@ use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, ProjectSettings, Tag, TagType, Time};
 use argus_core::store::{
     ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, StoreError, StoreResult,
-    TagRecord, TaggingStatus,
+    Suggestion, TagRecord, TaggingStatus,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -694,6 +694,50 @@ impl MetadataStore for SqliteStore {
                 .await
                 .map_err(backend)?;
         v.flatten().map(|s| serde_json::from_str(&s).map_err(backend)).transpose()
+    }
+
+    async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        for r in rows {
+            sqlx::query(
+                "INSERT OR REPLACE INTO suggestions (iteration_id, image_id, project_id, created, uncertainty, predictions) \
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(iteration.to_string())
+            .bind(r.image_id.to_string())
+            .bind(project.to_string())
+            .bind(ms(&r.created))
+            .bind(r.uncertainty)
+            .bind(serde_json::to_string(&r.predictions).map_err(backend)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn untagged_suggestions(&self, project: Uuid, iteration: Uuid) -> StoreResult<Vec<Suggestion>> {
+        let rows = sqlx::query(
+            "SELECT s.image_id, s.created, s.uncertainty, s.predictions FROM suggestions s \
+             WHERE s.project_id = ? AND s.iteration_id = ? \
+             AND NOT EXISTS (SELECT 1 FROM image_tags x WHERE x.image_id = s.image_id) \
+             AND NOT EXISTS (SELECT 1 FROM regions x WHERE x.image_id = s.image_id) ORDER BY s.created, s.image_id",
+        )
+        .bind(project.to_string())
+        .bind(iteration.to_string())
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Suggestion {
+                    image_id: uuid(r.get("image_id"))?,
+                    created: time(r.get("created")),
+                    uncertainty: r.get("uncertainty"),
+                    predictions: serde_json::from_str(r.get::<&str, _>("predictions")).map_err(backend)?,
+                })
+            })
+            .collect()
     }
 
     async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {

@@ -6,6 +6,7 @@ mod labels;
 mod maintenance;
 mod models;
 mod projects;
+mod suggestions;
 mod tags;
 mod training;
 mod transfer;

@@ -74,7 +74,7 @@ struct SnapImage {
 /// What an iteration was trained on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct Snapshot {
+pub(super) struct Snapshot {
     fingerprint: String,
     advanced: bool,
     multilabel: bool,
@@ -103,7 +103,7 @@ fn model_key(project: Uuid, iteration: Uuid) -> String {
     format!("projects/{project}/iterations/{iteration}/classifier.safetensors")
 }
 
-fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
+pub(super) fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
     serde_json::from_value(v).map_err(ApiError::internal)
 }
 
@@ -791,7 +791,7 @@ impl Argus {
         Ok(ImagePrediction { id: Uuid::new_v4(), project, iteration: id, created: now(), predictions: preds })
     }
 
-    async fn classify(
+    pub(super) async fn classify(
         &self,
         project: Uuid,
         iteration: Uuid,

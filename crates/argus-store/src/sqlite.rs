@@ -112,6 +112,14 @@ fn push_filter(qb: &mut QueryBuilder<'_, Sqlite>, f: &MetadataFilter) {
     }
 }
 
+/// Binds `values` as a comma-separated list; the caller writes the parentheses around it.
+fn push_list<T: ToString>(qb: &mut QueryBuilder<'_, Sqlite>, values: impl IntoIterator<Item = T>) {
+    let mut sep = qb.separated(", ");
+    for v in values {
+        sep.push_bind(v.to_string());
+    }
+}
+
 fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, project: Uuid, q: &ImageQuery) {
     qb.push(" WHERE i.project_id = ").push_bind(project.to_string());
     const LABELLED: &str = "(EXISTS (SELECT 1 FROM image_tags x WHERE x.image_id = i.id) \
@@ -129,10 +137,7 @@ fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, project: Uuid, q: &ImageQuery) 
         for (table, first) in [("image_tags", true), ("regions", false)] {
             qb.push(if first { " AND (EXISTS (SELECT 1 FROM " } else { " OR EXISTS (SELECT 1 FROM " });
             qb.push(table).push(" x WHERE x.image_id = i.id AND x.tag_id IN (");
-            let mut sep = qb.separated(", ");
-            for t in &q.tag_ids {
-                sep.push_bind(t.to_string());
-            }
+            push_list(qb, &q.tag_ids);
             qb.push("))");
         }
         qb.push(")");
@@ -175,10 +180,7 @@ impl SqliteStore {
              SELECT image_id, tag_id, created FROM image_tags UNION ALL SELECT image_id, tag_id, created FROM regions) l \
              JOIN tags t ON t.id = l.tag_id WHERE l.image_id IN (",
         );
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(id.clone());
-        }
+        push_list(&mut qb, ids);
         qb.push(") GROUP BY l.image_id, l.tag_id ORDER BY created, t.seq");
         for row in qb.build().fetch_all(&self.reader).await.map_err(backend)? {
             tags.entry(row.get("image_id")).or_default().push(ImageTag {
@@ -191,10 +193,7 @@ impl SqliteStore {
             "SELECT r.id, r.image_id, r.tag_id, t.name, r.x, r.y, r.w, r.h, r.created FROM regions r \
              JOIN tags t ON t.id = r.tag_id WHERE r.image_id IN (",
         );
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(id.clone());
-        }
+        push_list(&mut qb, ids);
         qb.push(") ORDER BY r.seq");
         for row in qb.build().fetch_all(&self.reader).await.map_err(backend)? {
             regions.entry(row.get("image_id")).or_default().push(ImageRegion {
@@ -459,10 +458,7 @@ impl MetadataStore for SqliteStore {
         }
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM images WHERE project_id = ");
         qb.push_bind(project.to_string()).push(" AND id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(id.to_string());
-        }
+        push_list(&mut qb, ids);
         qb.push(")");
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         let mut found: HashMap<Uuid, ImageRecord> =
@@ -497,10 +493,7 @@ impl MetadataStore for SqliteStore {
                 return Ok(Vec::new());
             }
             qb.push(" AND id IN (");
-            let mut sep = qb.separated(", ");
-            for id in ids {
-                sep.push_bind(id.to_string());
-            }
+            push_list(&mut qb, ids);
             qb.push(")");
         }
         qb.push(" RETURNING id");
@@ -514,10 +507,7 @@ impl MetadataStore for SqliteStore {
         }
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM images WHERE project_id = ");
         qb.push_bind(project.to_string()).push(" AND id IN (");
-        let mut sep = qb.separated(", ");
-        for id in candidates {
-            sep.push_bind(id.to_string());
-        }
+        push_list(&mut qb, candidates);
         qb.push(")");
         let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await.map_err(backend)?;
         ids.iter().map(|s| uuid(s)).collect()
@@ -558,15 +548,9 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_image_tags(&self, project: Uuid, images: &[Uuid], tags: &[Uuid]) -> StoreResult<()> {
         let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM image_tags WHERE image_id IN (");
-        let mut sep = qb.separated(", ");
-        for id in images {
-            sep.push_bind(id.to_string());
-        }
+        push_list(&mut qb, images);
         qb.push(") AND tag_id IN (");
-        let mut sep = qb.separated(", ");
-        for id in tags {
-            sep.push_bind(id.to_string());
-        }
+        push_list(&mut qb, tags);
         qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
             .push_bind(project.to_string())
             .push(")");
@@ -583,10 +567,7 @@ impl MetadataStore for SqliteStore {
 
     async fn delete_regions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<()> {
         let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM regions WHERE id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(id.to_string());
-        }
+        push_list(&mut qb, ids);
         qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
             .push_bind(project.to_string())
             .push(")");
@@ -818,10 +799,7 @@ impl JobQueue for SqliteStore {
         let t = now_ms();
         let mut tx = self.writer.begin().await.map_err(backend)?;
         let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM jobs WHERE kind IN (");
-        let mut sep = qb.separated(", ");
-        for k in kinds {
-            sep.push_bind(k.clone());
-        }
+        push_list(&mut qb, kinds);
         qb.push(") AND (status = 'Queued' OR (status = 'Running' AND lease_expires < ")
             .push_bind(t)
             .push(")) ORDER BY seq LIMIT 1");

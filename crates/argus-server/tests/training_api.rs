@@ -409,8 +409,20 @@ async fn regions_created_duplicated_exceeded() {
     assert_eq!(imgv[0]["regions"].as_array().map(Vec::len), Some(197));
     assert_error(&s.call(Method::DELETE, &format!("/projects/{p}/images/regions")).await, 400, "BadRequestInvalidIds");
     let (st, v) = s.call(Method::POST, &format!("/projects/{p}/images/{img}/regionproposals")).await;
-    assert_eq!(st, 200);
-    assert_eq!(v["proposals"], json!([]));
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(v["imageId"], img.as_str());
+    for prop in v["proposals"].as_array().expect("proposals") {
+        let b = &prop["boundingBox"];
+        let (l, w) = (b["left"].as_f64().unwrap_or(-1.0), b["width"].as_f64().unwrap_or(-1.0));
+        assert!(l >= 0.0 && w > 0.0 && l + w <= 1.0 + 1e-9, "{prop}");
+        assert!((0.0..=1.0).contains(&prop["confidence"].as_f64().unwrap_or(-1.0)));
+    }
+    let unknown = uuid::Uuid::new_v4();
+    assert_error(
+        &s.call(Method::POST, &format!("/projects/{p}/images/{unknown}/regionproposals")).await,
+        404,
+        "NotFoundImage",
+    );
     s.stop().await;
 }
 

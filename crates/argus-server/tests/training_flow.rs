@@ -110,6 +110,11 @@ async fn classification_trains_evaluates_publishes_and_quick_tests() {
     assert_eq!(s.call(Method::GET, &format!("/projects/{p}/tags/{coffee}")).await.1["imageCount"], 5);
     assert_eq!(s.call(Method::GET, &format!("/projects/{p}/images/tagged/count?iterationId={it}")).await.1, 12);
 
+    // Region proposals on a real photograph.
+    let (st, props) = s.call(Method::POST, &format!("/projects/{p}/images/{first}/regionproposals")).await;
+    assert_eq!(st, 200, "{props}");
+    assert!(!props["proposals"].as_array().expect("proposals").is_empty(), "{props}");
+
     // Rename, publish, quick test, unpublish, delete.
     let r =
         s.send(s.req(Method::PATCH, &format!("/projects/{p}/iterations/{it}")).json(&json!({"name": "First"}))).await;

@@ -5,6 +5,7 @@ pub mod backbone;
 pub mod classifier;
 pub mod imageio;
 pub mod metrics;
+pub mod proposals;
 pub mod weights;
 
 pub use image;

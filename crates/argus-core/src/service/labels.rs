@@ -11,7 +11,7 @@ use crate::limits::*;
 use crate::model::{
     now, BoundingBox, ImageMetadataUpdateEntry, ImageMetadataUpdateSummary, ImageRegionCreateEntry,
     ImageRegionCreateResult, ImageRegionCreateSummary, ImageRegionProposal, ImageTagCreateEntry, ImageTagCreateSummary,
-    Metadata, MetadataUpdateStatus, TagType,
+    Metadata, MetadataUpdateStatus, RegionProposal, TagType,
 };
 use crate::store::{ImageRecord, NewRegion};
 
@@ -247,11 +247,31 @@ impl Argus {
         self.store.delete_regions(project, &ids).await.map_err(store_err)
     }
 
-    /// GetImageRegionProposals. Proposals come from a trained model's objectness; a project without one
-    /// gets an empty list (as the hosted service answers for a fresh project).
+    /// GetImageRegionProposals: class-agnostic boxes from the pretrained backbone's activations, best first.
     pub async fn region_proposals(&self, project: Uuid, image: Uuid) -> ApiResult<ImageRegionProposal> {
         self.project(project).await?;
         self.images_of(project, &[image]).await?;
-        Ok(ImageRegionProposal { project_id: project, image_id: image, proposals: Vec::new() })
+        let bytes = self
+            .blobs
+            .get(&super::resized_key(project, image))
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::internal(format!("resized copy of {image} missing")))?;
+        let net = self.models.backbone()?;
+        let boxes = tokio::task::spawn_blocking(move || -> ApiResult<Vec<argus_vision::proposals::Proposal>> {
+            let img = argus_vision::image::load_from_memory(&bytes).map_err(ApiError::internal)?.to_rgb8();
+            argus_vision::proposals::propose(&net, &img, 10)
+                .map_err(|e| ApiError::new(ErrorCode::ErrorRegionProposal, format!("Region proposal failed: {e}")))
+        })
+        .await
+        .map_err(ApiError::internal)??;
+        let proposals = boxes
+            .into_iter()
+            .map(|b| RegionProposal {
+                confidence: b.confidence,
+                bounding_box: BoundingBox { left: b.left, top: b.top, width: b.width, height: b.height },
+            })
+            .collect();
+        Ok(ImageRegionProposal { project_id: project, image_id: image, proposals })
     }
 }

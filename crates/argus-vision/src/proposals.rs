@@ -1,0 +1,150 @@
+//! Class-agnostic region proposals from the backbone's activations ("objectness"): the stride-16 feature
+//! map's mean absolute activation is normalised, thresholded at several levels, split into connected
+//! components, and each component's bounding box is scored by its mean activation; overlapping boxes are
+//! suppressed. A heuristic for labelling help (GetImageRegionProposals), not a trained detector.
+
+use candle_core::Tensor;
+use image::RgbImage;
+
+use crate::backbone::{tensor_from_rgb, EfficientNetLite0};
+
+/// A proposed box, normalised to [0, 1], with a confidence in [0, 1].
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Proposal {
+    /// Left edge.
+    pub left: f64,
+    /// Top edge.
+    pub top: f64,
+    /// Width.
+    pub width: f64,
+    /// Height.
+    pub height: f64,
+    /// Confidence.
+    pub confidence: f64,
+}
+
+/// Intersection over union of two proposals.
+pub fn iou(a: &Proposal, b: &Proposal) -> f64 {
+    let x0 = a.left.max(b.left);
+    let y0 = a.top.max(b.top);
+    let x1 = (a.left + a.width).min(b.left + b.width);
+    let y1 = (a.top + a.height).min(b.top + b.height);
+    let inter = (x1 - x0).max(0.0) * (y1 - y0).max(0.0);
+    let union = a.width * a.height + b.width * b.height - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+/// Greedy non-maximum suppression: keeps the most confident boxes, dropping any that overlap a kept one by
+/// more than `threshold` IoU.
+pub fn nms(mut boxes: Vec<Proposal>, threshold: f64) -> Vec<Proposal> {
+    boxes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
+    let mut kept: Vec<Proposal> = Vec::new();
+    for b in boxes {
+        if kept.iter().all(|k| iou(k, &b) <= threshold) {
+            kept.push(b);
+        }
+    }
+    kept
+}
+
+/// Proposals from an activation map (row-major `h × w`, any scale).
+pub fn proposals_from_energy(energy: &[f32], w: usize, h: usize, max: usize) -> Vec<Proposal> {
+    let hi = energy.iter().copied().fold(f32::MIN, f32::max);
+    let lo = energy.iter().copied().fold(f32::MAX, f32::min);
+    if energy.is_empty() || hi <= lo {
+        return Vec::new();
+    }
+    let norm: Vec<f32> = energy.iter().map(|e| (e - lo) / (hi - lo)).collect();
+    let mut boxes = Vec::new();
+    for level in [0.3f32, 0.45, 0.6, 0.75] {
+        let mut seen = vec![false; w * h];
+        for start in 0..w * h {
+            if seen[start] || norm[start] < level {
+                continue;
+            }
+            let (mut x0, mut y0, mut x1, mut y1, mut sum, mut n) = (w, h, 0, 0, 0f32, 0usize);
+            let mut stack = vec![start];
+            seen[start] = true;
+            while let Some(i) = stack.pop() {
+                let (x, y) = (i % w, i / w);
+                (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x), y1.max(y));
+                sum += norm[i];
+                n += 1;
+                let mut push = |j: usize| {
+                    if !seen[j] && norm[j] >= level {
+                        seen[j] = true;
+                        stack.push(j);
+                    }
+                };
+                if x > 0 {
+                    push(i - 1);
+                }
+                if x + 1 < w {
+                    push(i + 1);
+                }
+                if y > 0 {
+                    push(i - w);
+                }
+                if y + 1 < h {
+                    push(i + w);
+                }
+            }
+            if n < 2 {
+                continue;
+            }
+            boxes.push(Proposal {
+                left: x0 as f64 / w as f64,
+                top: y0 as f64 / h as f64,
+                width: (x1 - x0 + 1) as f64 / w as f64,
+                height: (y1 - y0 + 1) as f64 / h as f64,
+                confidence: (sum / n as f32) as f64,
+            });
+        }
+    }
+    let mut kept = nms(boxes, 0.7);
+    kept.truncate(max);
+    kept
+}
+
+/// Region proposals for an image.
+pub fn propose(net: &EfficientNetLite0, img: &RgbImage, max: usize) -> candle_core::Result<Vec<Proposal>> {
+    let resized = image::imageops::resize(img, 320, 320, image::imageops::FilterType::Triangle);
+    let x = tensor_from_rgb(&resized)?;
+    let (s16, _) = net.feature_maps(&x)?;
+    let (_, _, h, w) = s16.dims4()?;
+    let energy: Tensor = s16.abs()?.mean(1)?.flatten_all()?;
+    Ok(proposals_from_energy(&energy.to_vec1::<f32>()?, w, h, max))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_bright_blob_becomes_a_box() {
+        let (w, h) = (10, 10);
+        let mut e = vec![0.1f32; w * h];
+        for y in 2..5 {
+            for x in 6..9 {
+                e[y * w + x] = 1.0;
+            }
+        }
+        let p = proposals_from_energy(&e, w, h, 5);
+        let best = p.first().copied().expect("a proposal");
+        assert!((best.left - 0.6).abs() < 1e-9 && (best.top - 0.2).abs() < 1e-9, "{best:?}");
+        assert!((best.width - 0.3).abs() < 1e-9 && (best.height - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn nms_drops_overlaps() {
+        let a = Proposal { left: 0.0, top: 0.0, width: 0.5, height: 0.5, confidence: 0.9 };
+        let b = Proposal { confidence: 0.8, left: 0.01, ..a };
+        let c = Proposal { left: 0.5, top: 0.5, width: 0.5, height: 0.5, confidence: 0.7 };
+        assert_eq!(nms(vec![b, c, a], 0.5), vec![a, c]);
+        assert!((iou(&a, &a) - 1.0).abs() < 1e-12);
+    }
+}

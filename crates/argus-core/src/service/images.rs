@@ -12,7 +12,7 @@ use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{original_key, resized_key, store_err, thumbnail_key, valid_box, Argus, UrlContext};
+use super::{check_box, check_tag_filter, original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::filter::parse_filter;
 use crate::limits::*;
@@ -137,15 +137,7 @@ impl Argus {
                     format!("Tag {} of a region does not exist in this project.", r.tag_id),
                 ));
             }
-            if !valid_box(r.left, r.top, r.width, r.height) {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequestImageRegions,
-                    format!(
-                        "Region ({}, {}, {}, {}) is not a box inside the image: left, top >= 0, width, height > 0, left + width <= 1, top + height <= 1.",
-                        r.left, r.top, r.width, r.height
-                    ),
-                ));
-            }
+            check_box(r.left, r.top, r.width, r.height)?;
         }
 
         let n = items.len();
@@ -407,12 +399,7 @@ impl Argus {
     }
 
     fn image_query(&self, l: &ImageListing, default_tagging: TaggingStatus) -> ApiResult<ImageQuery> {
-        if l.tag_ids.len() > MAX_TAGS_PER_BATCH {
-            return Err(ApiError::new(
-                ErrorCode::BadRequestExceededBatchSize,
-                format!("At most {MAX_TAGS_PER_BATCH} tag ids can be given; got {}.", l.tag_ids.len()),
-            ));
-        }
+        check_tag_filter(&l.tag_ids)?;
         let tagging = match l.tagging.as_deref().map(str::to_ascii_lowercase).as_deref() {
             None | Some("") => default_tagging,
             Some("all") => TaggingStatus::All,

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::images::check_metadata_pairs;
-use super::{store_err, valid_box, Argus};
+use super::{check_box, store_err, Argus};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::*;
 use crate::model::{
@@ -185,15 +185,7 @@ impl Argus {
                     format!("Tag {} does not exist in this project.", e.tag_id),
                 ));
             }
-            if !valid_box(e.left, e.top, e.width, e.height) {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequestImageRegions,
-                    format!(
-                        "Region ({}, {}, {}, {}) is not a box inside the image: left, top >= 0, width, height > 0, left + width <= 1, top + height <= 1.",
-                        e.left, e.top, e.width, e.height
-                    ),
-                ));
-            }
+            check_box(e.left, e.top, e.width, e.height)?;
         }
         let images = self.images_of(project, &entries.iter().map(|e| e.image_id).collect::<Vec<_>>()).await?;
         let mut current: HashMap<Uuid, Vec<(Uuid, BoundingBox)>> =

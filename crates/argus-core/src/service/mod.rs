@@ -170,14 +170,36 @@ impl Argus {
     }
 }
 
-/// Validates a normalised box: inside [0, 1], positive size.
-pub(crate) fn valid_box(left: f64, top: f64, width: f64, height: f64) -> bool {
+/// Checks a `tagIds` filter: at most 20 tags, else `BadRequestExceededBatchSize`.
+pub(crate) fn check_tag_filter(tags: &[Uuid]) -> ApiResult<()> {
+    let max = crate::limits::MAX_TAGS_PER_BATCH;
+    if tags.len() > max {
+        return Err(ApiError::new(
+            ErrorCode::BadRequestExceededBatchSize,
+            format!("At most {max} tag ids can be given; got {}.", tags.len()),
+        ));
+    }
+    Ok(())
+}
+
+/// Validates a normalised box (inside [0, 1], positive size); `BadRequestImageRegions` otherwise.
+pub(crate) fn check_box(left: f64, top: f64, width: f64, height: f64) -> ApiResult<()> {
     let eps = crate::limits::BOX_EPSILON;
-    [left, top, width, height].iter().all(|v| v.is_finite())
+    let valid = [left, top, width, height].iter().all(|v| v.is_finite())
         && left >= -eps
         && top >= -eps
         && width > 0.0
         && height > 0.0
         && left + width <= 1.0 + eps
-        && top + height <= 1.0 + eps
+        && top + height <= 1.0 + eps;
+    if valid {
+        return Ok(());
+    }
+    Err(ApiError::new(
+        ErrorCode::BadRequestImageRegions,
+        format!(
+            "Region ({left}, {top}, {width}, {height}) is not a box inside the image: left, top >= 0, width, height > 0, \
+             left + width <= 1, top + height <= 1."
+        ),
+    ))
 }

@@ -8,9 +8,9 @@ use base64::Engine;
 use uuid::Uuid;
 
 use super::training::snapshot_of;
-use super::{original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
+use super::{check_tag_filter, original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::limits::{MAX_IMAGES_PER_BATCH, MAX_TAGS_PER_BATCH, MAX_TAKE};
+use crate::limits::{MAX_IMAGES_PER_BATCH, MAX_TAKE};
 use crate::model::{
     now, ClassificationType, Prediction, StoredSuggestedTagAndRegion, SuggestedTagAndRegion,
     SuggestedTagAndRegionQuery, SuggestedTagAndRegionQueryToken, TagFilter,
@@ -112,12 +112,7 @@ impl Argus {
         mut token: SuggestedTagAndRegionQueryToken,
     ) -> ApiResult<SuggestedTagAndRegionQuery> {
         let tags = token.tag_ids.clone().unwrap_or_default();
-        if tags.len() > MAX_TAGS_PER_BATCH {
-            return Err(ApiError::new(
-                ErrorCode::BadRequestExceededBatchSize,
-                format!("At most {MAX_TAGS_PER_BATCH} tag ids can be given."),
-            ));
-        }
+        check_tag_filter(&tags)?;
         let threshold = token.threshold.unwrap_or(0.0);
         let max = token.max_count.filter(|m| *m > 0).unwrap_or(50).min(MAX_TAKE as i64) as usize;
         let descending = match token.sort_by.as_deref().map(str::to_ascii_lowercase).as_deref() {
@@ -182,12 +177,7 @@ impl Argus {
         filter: TagFilter,
     ) -> ApiResult<HashMap<Uuid, u64>> {
         let tags = filter.tag_ids.unwrap_or_default();
-        if tags.len() > MAX_TAGS_PER_BATCH {
-            return Err(ApiError::new(
-                ErrorCode::BadRequestExceededBatchSize,
-                format!("At most {MAX_TAGS_PER_BATCH} tag ids can be given."),
-            ));
-        }
+        check_tag_filter(&tags)?;
         let threshold = filter.threshold.unwrap_or(0.0);
         let (_, rows) = self.suggestions(project, iteration).await?;
         Ok(tags.iter().map(|t| (*t, rows.iter().filter(|s| matches(s, &[*t], threshold)).count() as u64)).collect())

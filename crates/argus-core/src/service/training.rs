@@ -16,11 +16,11 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{resized_key, store_err, thumbnail_key, Argus, UrlContext};
+use super::{check_tag_filter, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::domains::{find_domain, DomainType};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::{Job, JobHandler, NewJob, Progress};
-use crate::limits::{DEFAULT_TAKE, MAX_TAGS_PER_BATCH, MAX_TAKE};
+use crate::limits::{DEFAULT_TAKE, MAX_TAKE};
 use crate::model::{
     now, ClassificationType, Image, ImagePerformance, ImagePrediction, ImageRegion, ImageTag, Iteration,
     IterationPerformance, IterationUpdate, Prediction, Tag, TagPerformance, TagType, Time,
@@ -685,12 +685,7 @@ impl Argus {
         tag_ids: &[Uuid],
     ) -> ApiResult<(Snapshot, Evaluation, Vec<usize>)> {
         self.project(project).await?;
-        if tag_ids.len() > MAX_TAGS_PER_BATCH {
-            return Err(ApiError::new(
-                ErrorCode::BadRequestExceededBatchSize,
-                format!("At most {MAX_TAGS_PER_BATCH} tag ids can be given."),
-            ));
-        }
+        check_tag_filter(tag_ids)?;
         let (_, snap, eval) = self.evaluation(project, id).await?;
         let keep: Vec<usize> = (0..eval.images.len())
             .filter(|i| {

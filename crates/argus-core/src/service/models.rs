@@ -58,22 +58,23 @@ impl ModelHub {
         Ok(Arc::clone(self.backbone.get_or_init(|| Arc::new(net))))
     }
 
-    /// A cached head, or `load` it and cache it.
-    pub fn head(&self, id: Uuid, load: impl FnOnce() -> ApiResult<LinearHead>) -> ApiResult<Arc<LinearHead>> {
+    /// A cached head, most recently used first.
+    pub fn cached_head(&self, id: Uuid) -> Option<Arc<LinearHead>> {
+        let mut cache = self.heads.lock().ok()?;
+        let pos = cache.iter().position(|(k, _)| *k == id)?;
+        let entry = cache.remove(pos)?;
+        let head = Arc::clone(&entry.1);
+        cache.push_front(entry);
+        Some(head)
+    }
+
+    /// Caches a loaded head, evicting the least recently used past the cache size.
+    pub fn cache_head(&self, id: Uuid, head: Arc<LinearHead>) {
         if let Ok(mut cache) = self.heads.lock() {
-            if let Some(pos) = cache.iter().position(|(k, _)| *k == id) {
-                let entry = cache.remove(pos).ok_or_else(|| ApiError::internal("head cache"))?;
-                let head = Arc::clone(&entry.1);
-                cache.push_front(entry);
-                return Ok(head);
-            }
-        }
-        let head = Arc::new(load()?);
-        if let Ok(mut cache) = self.heads.lock() {
-            cache.push_front((id, Arc::clone(&head)));
+            cache.retain(|(k, _)| *k != id);
+            cache.push_front((id, head));
             cache.truncate(HEAD_CACHE);
         }
-        Ok(head)
     }
 
     /// Forgets a head (its iteration was deleted).

@@ -794,15 +794,22 @@ impl Argus {
         bytes: Bytes,
         max_bytes: usize,
     ) -> ApiResult<Vec<Prediction>> {
-        let blobs = Arc::clone(&self.blobs);
-        let key = model_key(project, iteration);
-        let stored = blobs.get(&key).await.map_err(store_err)?;
-        let head = self.models.head(iteration, || {
-            let b = stored.ok_or_else(|| {
-                ApiError::new(ErrorCode::ErrorPredictionModelNotFound, "The model of this iteration is missing.")
-            })?;
-            LinearHead::from_bytes(&b).map_err(ApiError::internal)
-        })?;
+        // The blob store is read only when the head is not cached yet.
+        let head = match self.models.cached_head(iteration) {
+            Some(head) => head,
+            None => {
+                let stored =
+                    self.blobs.get(&model_key(project, iteration)).await.map_err(store_err)?.ok_or_else(|| {
+                        ApiError::new(
+                            ErrorCode::ErrorPredictionModelNotFound,
+                            "The model of this iteration is missing.",
+                        )
+                    })?;
+                let head = Arc::new(LinearHead::from_bytes(&stored).map_err(ApiError::internal)?);
+                self.models.cache_head(iteration, Arc::clone(&head));
+                head
+            }
+        };
         let backbone = self.models.backbone()?;
         let limits =
             argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };

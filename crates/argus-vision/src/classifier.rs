@@ -189,10 +189,8 @@ impl LinearHead {
         ]
         .into_iter()
         .collect();
-        let mut buf = Vec::new();
         let views: Vec<(String, Tensor)> = tensors.into_iter().collect();
-        safetensors_bytes(&views, &mut buf)?;
-        Ok(buf)
+        safetensors_bytes(&views)
     }
 
     /// Reads a head written by [`LinearHead::to_bytes`].
@@ -218,21 +216,10 @@ impl LinearHead {
     }
 }
 
-fn safetensors_bytes(tensors: &[(String, Tensor)], out: &mut Vec<u8>) -> candle_core::Result<()> {
-    // candle writes safetensors to files only; go through a temporary file.
-    let tmp = std::env::temp_dir().join(format!("argus-head-{}-{}.safetensors", std::process::id(), unique()));
-    let map: HashMap<String, Tensor> = tensors.iter().cloned().collect();
-    candle_core::safetensors::save(&map, &tmp)?;
-    let read = std::fs::read(&tmp);
-    let _ = std::fs::remove_file(&tmp);
-    out.extend(read?);
-    Ok(())
-}
-
-fn unique() -> u64 {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static N: AtomicU64 = AtomicU64::new(0);
-    N.fetch_add(1, Ordering::Relaxed)
+/// Serialises named tensors to safetensors bytes, in memory.
+pub(crate) fn safetensors_bytes(tensors: &[(String, Tensor)]) -> candle_core::Result<Vec<u8>> {
+    safetensors::serialize(tensors.iter().map(|(k, v)| (k.as_str(), v)), None)
+        .map_err(|e| candle_core::Error::Msg(format!("serialising tensors: {e}")))
 }
 
 /// Feature dimension of the backbone.

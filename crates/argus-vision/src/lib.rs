@@ -3,6 +3,8 @@
 
 pub mod backbone;
 pub mod classifier;
+pub mod composite;
+pub mod detector;
 pub mod imageio;
 pub mod metrics;
 pub mod proposals;

@@ -1,0 +1,47 @@
+//! The detector learns real objects: trained on scenes composited from scikit-image photographs (objects
+//! pasted on one set of backgrounds), it must find them on scenes built on backgrounds it never saw.
+
+use argus_vision::backbone::EfficientNetLite0;
+use argus_vision::composite::{detection_set, scenes};
+use argus_vision::detector::{detection_view, feature_grids, mean_average_precision, DetectionRecipe, DetectorHead};
+use argus_vision::weights::{test_models_dir, WEIGHTS_FILE};
+
+#[test]
+fn detector_finds_pasted_objects_on_unseen_backgrounds() {
+    let path = test_models_dir().join(WEIGHTS_FILE);
+    assert!(path.exists(), "{} is missing: run `cargo run -- models pull` (scripts/test.sh does)", path.display());
+    let net = EfficientNetLite0::from_file(&path).expect("load weights");
+    let set = detection_set(&test_models_dir().join("photos")).expect("photos (run scripts/fetch-test-photos.sh)");
+    let classes = set.objects.len();
+    let per_tag: usize = std::env::var("ARGUS_DET_PER_TAG").ok().and_then(|v| v.parse().ok()).unwrap_or(15);
+    let train = scenes(&set.objects, &set.train_backgrounds, per_tag, 512, 1);
+    let test = scenes(&set.objects, &set.test_backgrounds, 8, 512, 2);
+    let recipe = DetectionRecipe::regular();
+    let t = std::time::Instant::now();
+    let mut views = Vec::new();
+    let mut boxes = Vec::new();
+    for s in &train {
+        for v in 0..recipe.views {
+            let (img, b) = detection_view(&s.image, &s.boxes, v);
+            views.push(img);
+            boxes.push(b);
+        }
+    }
+    let grids = feature_grids(&net, &views, recipe.input_size).expect("features");
+    let featurised = t.elapsed();
+    let refs: Vec<_> = grids.iter().collect();
+    let head = DetectorHead::fit(&refs, &boxes, classes, &recipe, &|_| {}).expect("fit");
+    let trained = t.elapsed();
+    let dets: Vec<_> = test.iter().map(|s| head.detect_image(&net, &s.image).expect("detect")).collect();
+    let truth: Vec<_> = test.iter().map(|s| s.boxes.clone()).collect();
+    let (map, aps) = mean_average_precision(&dets, &truth, classes, 0.5);
+    eprintln!(
+        "{per_tag}/tag: mAP@0.5 {map:.3} per tag {aps:?}; featurise {:.1}s, fit {:.1}s ({} views)",
+        featurised.as_secs_f64(),
+        (trained - featurised).as_secs_f64(),
+        views.len()
+    );
+    assert!(map >= 0.5, "mAP@0.5 {map:.3} on unseen backgrounds is too low");
+    let again = DetectorHead::from_bytes(&head.to_bytes().expect("bytes")).expect("load");
+    assert_eq!(again.detect_image(&net, &test[0].image).expect("detect"), dets[0]);
+}

@@ -19,7 +19,7 @@ pub struct Scene {
 
 /// Pastes `object` (alpha-blended) at (x, y) with size (w, h) into `canvas`, scaled and optionally
 /// mirrored, with a brightness factor.
-fn paste(canvas: &mut RgbImage, object: &RgbaImage, x: u32, y: u32, w: u32, h: u32, flip: bool, gain: f32) {
+fn paste(canvas: &mut RgbImage, object: &RgbaImage, (x, y, w, h): (u32, u32, u32, u32), flip: bool, gain: f32) {
     let mut obj = imageops::resize(object, w, h, imageops::FilterType::Triangle);
     if flip {
         obj = imageops::flip_horizontal(&obj);
@@ -112,7 +112,7 @@ pub fn scenes(objects: &[RgbaImage], backgrounds: &[RgbImage], per_class: usize,
                     if overlaps {
                         continue;
                     }
-                    paste(&mut canvas, obj, x, y, w, h, flip, rng.gen_range(0.8..1.15));
+                    paste(&mut canvas, obj, (x, y, w, h), flip, rng.gen_range(0.8..1.15));
                     boxes.push(b);
                     break;
                 }

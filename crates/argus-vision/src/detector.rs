@@ -288,7 +288,7 @@ impl DetectorHead {
         let mut k = 0usize;
         for g in grids {
             for cell in g.data.chunks_exact(CELL_DIM) {
-                if k % stride == 0 {
+                if k.is_multiple_of(stride) {
                     for (i, v) in cell.iter().enumerate() {
                         mean[i] += *v as f64;
                         sq[i] += (*v as f64) * (*v as f64);

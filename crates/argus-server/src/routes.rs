@@ -634,7 +634,7 @@ async fn get_iteration_performance(
     let (p, i) = ids(&p, &i)?;
     // overlapThreshold applies to detection iterations; classification ignores it.
     float(&q, "overlapThreshold")?;
-    Ok(ok_json(s.argus.iteration_performance(p, i, float(&q, "threshold")?).await?))
+    Ok(ok_json(s.argus.iteration_performance(p, i, float(&q, "threshold")?, float(&q, "overlapThreshold")?).await?))
 }
 
 async fn get_image_performances(

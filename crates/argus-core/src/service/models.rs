@@ -6,10 +6,20 @@ use std::sync::{Arc, Mutex, OnceLock};
 
 use argus_vision::backbone::EfficientNetLite0;
 use argus_vision::classifier::LinearHead;
+use argus_vision::detector::DetectorHead;
 use argus_vision::weights::WEIGHTS_FILE;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
+
+/// A trained iteration's model: the part trained on top of the shared backbone.
+#[derive(Debug)]
+pub enum Head {
+    /// Image classifier.
+    Classifier(LinearHead),
+    /// Object detector.
+    Detector(DetectorHead),
+}
 
 /// Heads kept in memory.
 const HEAD_CACHE: usize = 16;
@@ -18,7 +28,7 @@ const HEAD_CACHE: usize = 16;
 pub struct ModelHub {
     dir: PathBuf,
     backbone: OnceLock<Arc<EfficientNetLite0>>,
-    heads: Mutex<VecDeque<(Uuid, Arc<LinearHead>)>>,
+    heads: Mutex<VecDeque<(Uuid, Arc<Head>)>>,
 }
 
 impl std::fmt::Debug for ModelHub {
@@ -59,7 +69,7 @@ impl ModelHub {
     }
 
     /// A cached head, most recently used first.
-    pub fn cached_head(&self, id: Uuid) -> Option<Arc<LinearHead>> {
+    pub fn cached_head(&self, id: Uuid) -> Option<Arc<Head>> {
         let mut cache = self.heads.lock().ok()?;
         let pos = cache.iter().position(|(k, _)| *k == id)?;
         let entry = cache.remove(pos)?;
@@ -69,7 +79,7 @@ impl ModelHub {
     }
 
     /// Caches a loaded head, evicting the least recently used past the cache size.
-    pub fn cache_head(&self, id: Uuid, head: Arc<LinearHead>) {
+    pub fn cache_head(&self, id: Uuid, head: Arc<Head>) {
         if let Ok(mut cache) = self.heads.lock() {
             cache.retain(|(k, _)| *k != id);
             cache.push_front((id, head));

@@ -24,6 +24,9 @@ fn uncertainty(preds: &[Prediction], multilabel: bool) -> f64 {
         return 0.0;
     }
     if multilabel {
+        // Independent yes/no answers (multilabel tags, or detected boxes): mean binary entropy of the
+        // ten most confident.
+        let preds = &preds[..preds.len().min(10)];
         preds.iter().map(|p| (h(p.probability) + h(1.0 - p.probability)) / 2f64.ln()).sum::<f64>() / preds.len() as f64
     } else if preds.len() < 2 {
         0.0
@@ -62,7 +65,7 @@ impl Argus {
             ));
         }
         let snap = snapshot_of(snap)?;
-        let multilabel = it.classification_type == Some(ClassificationType::Multilabel);
+        let multilabel = it.classification_type == Some(ClassificationType::Multilabel) || snap.is_detection();
         let found = self.store.get_images(project, &images).await.map_err(store_err)?;
         if let Some(missing) = images.iter().find(|id| !found.iter().any(|r| r.id == **id)) {
             return Err(ApiError::new(
@@ -79,7 +82,7 @@ impl Argus {
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| ApiError::internal(format!("resized copy of {} missing", img.id)))?;
-            let predictions = self.classify(project, iteration, &snap, bytes, usize::MAX).await?;
+            let predictions = self.predict_image(project, iteration, &snap, bytes, usize::MAX).await?;
             let u = uncertainty(&predictions, multilabel);
             let created = now();
             rows.push(Suggestion { image_id: img.id, created, uncertainty: u, predictions: predictions.clone() });

@@ -16,24 +16,34 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use super::models::Head;
 use super::{check_tag_filter, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::domains::{find_domain, DomainType};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::{Job, JobHandler, NewJob, Progress};
 use crate::limits::{DEFAULT_TAKE, MAX_TAKE};
 use crate::model::{
-    now, ClassificationType, Image, ImagePerformance, ImagePrediction, ImageRegion, ImageTag, Iteration,
+    now, BoundingBox, ClassificationType, Image, ImagePerformance, ImagePrediction, ImageRegion, ImageTag, Iteration,
     IterationPerformance, IterationUpdate, Prediction, Tag, TagPerformance, TagType, Time,
 };
 use crate::store::{ImageQuery, Order, TaggingStatus};
 use argus_vision::classifier::{features, view, HeadKind, LinearHead, TrainingRecipe};
+use argus_vision::detector::{
+    detection_view, feature_grids, match_detections, Detection, DetectionRecipe, DetectorHead, GtBox,
+};
 use argus_vision::metrics::{average_precision, precision_recall, std_dev};
 
 /// Job kind of training.
 pub const TRAIN_JOB: &str = "train";
 /// Images a tag needs before a classifier can be trained.
 pub const MIN_IMAGES_PER_TAG: usize = 5;
+/// Images a tag needs (with at least one box of it) before a detector can be trained.
+pub const MIN_IMAGES_PER_TAG_DETECTION: usize = 15;
 const MAX_FOLDS: usize = 5;
+/// Detection heads cost more to fit; cross-validation uses fewer folds.
+const MAX_FOLDS_DETECTION: usize = 3;
+/// Default IoU at which a detection counts as finding a labelled box.
+const DEFAULT_OVERLAP: f64 = 0.3;
 
 /// Inputs of TrainProject.
 #[derive(Debug, Clone, Default)]
@@ -78,6 +88,8 @@ pub(super) struct Snapshot {
     fingerprint: String,
     advanced: bool,
     multilabel: bool,
+    #[serde(default)]
+    detection: bool,
     tags: Vec<SnapTag>,
     images: Vec<SnapImage>,
 }
@@ -87,7 +99,20 @@ pub(super) struct Snapshot {
 struct EvalImage {
     image_id: Uuid,
     fold: usize,
+    /// Classification: one score per class.
+    #[serde(default)]
     scores: Vec<f32>,
+    /// Detection: the boxes found, `[class, score, left, top, width, height]`.
+    #[serde(default)]
+    detections: Vec<[f32; 6]>,
+}
+
+fn to_row(d: &Detection) -> [f32; 6] {
+    [d.class as f32, d.score, d.left, d.top, d.width, d.height]
+}
+
+fn from_row(r: &[f32; 6]) -> Detection {
+    Detection { class: r[0] as usize, score: r[1], left: r[2], top: r[3], width: r[4], height: r[5] }
 }
 
 /// Held-out predictions of an iteration: one score per class (in `classes` order) per image.
@@ -99,8 +124,32 @@ struct Evaluation {
     images: Vec<EvalImage>,
 }
 
-fn model_key(project: Uuid, iteration: Uuid) -> String {
-    format!("projects/{project}/iterations/{iteration}/classifier.safetensors")
+fn model_key(project: Uuid, iteration: Uuid, detection: bool) -> String {
+    let file = if detection { "detector" } else { "classifier" };
+    format!("projects/{project}/iterations/{iteration}/{file}.safetensors")
+}
+
+/// The labelled boxes of an image as class-indexed boxes.
+fn gt_boxes(img: &SnapImage, classes: &[Uuid]) -> Vec<GtBox> {
+    img.regions
+        .iter()
+        .filter_map(|r| {
+            Some(GtBox {
+                class: classes.iter().position(|c| *c == r.tag_id)?,
+                left: r.left as f32,
+                top: r.top as f32,
+                width: r.width as f32,
+                height: r.height as f32,
+            })
+        })
+        .collect()
+}
+
+impl Snapshot {
+    /// Whether the iteration is an object detector.
+    pub(super) fn is_detection(&self) -> bool {
+        self.detection
+    }
 }
 
 pub(super) fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
@@ -174,13 +223,8 @@ impl Argus {
                 "This project is already training.",
             ));
         }
-        if domain.kind == DomainType::ObjectDetection {
-            return Err(ApiError::new(
-                ErrorCode::BadRequestNotSupported,
-                "Training object detectors is not available in this Argus release yet; classification projects train.",
-            ));
-        }
-        let multilabel = project.settings.classification_type == Some(ClassificationType::Multilabel);
+        let detection = domain.kind == DomainType::ObjectDetection;
+        let multilabel = !detection && project.settings.classification_type == Some(ClassificationType::Multilabel);
 
         // Snapshot: tags (selected or all) and every tagged image.
         let all_tags = self.store.list_tags(project_id).await.map_err(store_err)?;
@@ -211,38 +255,68 @@ impl Argus {
             skip += page.len() as u32;
             for r in page {
                 let tags: Vec<ImageTag> = r.tags.into_iter().filter(|t| selected_ids.contains(&t.tag_id)).collect();
-                if !tags.is_empty() {
+                let regions: Vec<ImageRegion> =
+                    r.regions.into_iter().filter(|g| selected_ids.contains(&g.tag_id)).collect();
+                // A detector learns from boxes; a classifier from image tags.
+                let usable = if detection { !regions.is_empty() } else { !tags.is_empty() };
+                if usable {
                     images.push(SnapImage {
                         id: r.id,
                         created: r.created,
                         width: r.width,
                         height: r.height,
                         tags,
-                        regions: r.regions,
+                        regions,
                     });
                 }
             }
         }
         let mut counts: HashMap<Uuid, usize> = HashMap::new();
         for img in &images {
-            for t in &img.tags {
-                *counts.entry(t.tag_id).or_default() += 1;
+            let mut seen: HashSet<Uuid> = HashSet::new();
+            if detection {
+                seen.extend(img.regions.iter().map(|r| r.tag_id));
+            } else {
+                seen.extend(img.tags.iter().map(|t| t.tag_id));
+            }
+            for t in seen {
+                *counts.entry(t).or_default() += 1;
             }
         }
         let used: Vec<&Tag> = selected.iter().filter(|t| counts.get(&t.id).copied().unwrap_or(0) > 0).collect();
+        if detection {
+            if let Some(neg) = used.iter().find(|t| t.kind == TagType::Negative) {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestDetectionTrainingNotAllowNegativeTag,
+                    format!("Object detection cannot train on the Negative tag '{}'.", neg.name),
+                ));
+            }
+            if used.is_empty() {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestDetectionTrainingValidationFailed,
+                    format!("Draw regions on at least {MIN_IMAGES_PER_TAG_DETECTION} images per tag before training."),
+                ));
+            }
+        }
+        let (minimum, code) = if detection {
+            (MIN_IMAGES_PER_TAG_DETECTION, ErrorCode::BadRequestDetectionTrainingValidationFailed)
+        } else {
+            (MIN_IMAGES_PER_TAG, ErrorCode::BadRequestClassificationTrainingValidationFailed)
+        };
         let too_few: Vec<String> = used
             .iter()
-            .filter(|t| counts.get(&t.id).copied().unwrap_or(0) < MIN_IMAGES_PER_TAG)
+            .filter(|t| counts.get(&t.id).copied().unwrap_or(0) < minimum)
             .map(|t| format!("'{}' ({})", t.name, counts.get(&t.id).copied().unwrap_or(0)))
             .collect();
         if !too_few.is_empty() {
+            let what = if detection { "images with regions" } else { "images" };
             return Err(ApiError::new(
-                ErrorCode::BadRequestClassificationTrainingValidationFailed,
-                format!("Every tag needs at least {MIN_IMAGES_PER_TAG} images; too few for {}.", too_few.join(", ")),
+                code,
+                format!("Every tag needs at least {minimum} {what}; too few for {}.", too_few.join(", ")),
             ));
         }
         let regular = used.iter().filter(|t| t.kind != TagType::Negative).count();
-        if !multilabel && used.len() < 2 {
+        if !detection && !multilabel && used.len() < 2 {
             return Err(ApiError::new(
                 ErrorCode::BadRequestMultiClassClassificationTrainingValidationFailed,
                 "A multiclass project needs at least 2 tags with images.",
@@ -262,6 +336,7 @@ impl Argus {
             let mut h = Sha256::new();
             h.update(if advanced { b"advanced" as &[u8] } else { b"regular" });
             h.update(if multilabel { b"multilabel" as &[u8] } else { b"multiclass" });
+            h.update(if detection { b"detection" as &[u8] } else { b"classification" });
             for t in &tags {
                 h.update(t.id.as_bytes());
             }
@@ -269,6 +344,12 @@ impl Argus {
                 h.update(i.id.as_bytes());
                 for t in &i.tags {
                     h.update(t.tag_id.as_bytes());
+                }
+                for r in &i.regions {
+                    h.update(r.tag_id.as_bytes());
+                    for v in [r.left, r.top, r.width, r.height] {
+                        h.update(v.to_le_bytes());
+                    }
                 }
             }
             hex::encode(h.finalize())
@@ -309,7 +390,7 @@ impl Argus {
             training_message: Some("queued".into()),
             job_id: None,
         };
-        let snapshot = Snapshot { fingerprint, advanced, multilabel, tags, images };
+        let snapshot = Snapshot { fingerprint, advanced, multilabel, detection, tags, images };
         self.store
             .insert_iteration(&iteration, &serde_json::to_value(&snapshot).map_err(ApiError::internal)?)
             .await
@@ -348,6 +429,17 @@ impl Argus {
             images.push(bytes);
         }
         let classes: Vec<Uuid> = snap.tags.iter().map(|t| t.id).collect();
+        if snap.detection {
+            let boxes: Vec<Vec<GtBox>> = snap.images.iter().map(|i| gt_boxes(i, &classes)).collect();
+            let p = progress.clone();
+            let advanced = snap.advanced;
+            let (model, evaluation) =
+                tokio::task::spawn_blocking(move || train_detector(&backbone, &images, &boxes, classes, advanced, &p))
+                    .await
+                    .map_err(ApiError::internal)?
+                    .map_err(|e| ApiError::new(ErrorCode::ErrorProjectTrainingRequestFailed, e))?;
+            return self.finish_training(project, iteration, &snap, model, evaluation, started, &progress).await;
+        }
         let targets: Vec<Vec<f32>> = snap
             .images
             .iter()
@@ -369,21 +461,19 @@ impl Argus {
                     .collect()
             })
             .collect();
-        // Stratified folds: images grouped by their first tag, dealt round-robin.
-        let min_per_class = classes
+        let labels: Vec<Vec<usize>> = snap
+            .images
             .iter()
-            .map(|c| snap.images.iter().filter(|i| i.tags.iter().any(|t| t.tag_id == *c)).count())
-            .min()
-            .unwrap_or(0);
-        let folds = min_per_class.clamp(2, MAX_FOLDS);
-        let mut order: Vec<usize> = (0..snap.images.len()).collect();
-        let primary =
-            |i: usize| classes.iter().position(|c| snap.images[i].tags.iter().any(|t| t.tag_id == *c)).unwrap_or(0);
-        order.sort_by_key(|i| (primary(*i), *i));
-        let mut fold_of = vec![0usize; snap.images.len()];
-        for (rank, i) in order.iter().enumerate() {
-            fold_of[*i] = rank % folds;
-        }
+            .map(|i| {
+                classes
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, c)| i.tags.iter().any(|t| t.tag_id == **c))
+                    .map(|(k, _)| k)
+                    .collect()
+            })
+            .collect();
+        let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS);
         let recipe = if snap.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
         let kind = if snap.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };
         let p = progress.clone();
@@ -421,7 +511,12 @@ impl Argus {
                 images: eval
                     .into_iter()
                     .enumerate()
-                    .map(|(i, scores)| EvalImage { image_id: Uuid::nil(), fold: fold_of[i], scores })
+                    .map(|(i, scores)| EvalImage {
+                        image_id: Uuid::nil(),
+                        fold: fold_of[i],
+                        scores,
+                        detections: Vec::new(),
+                    })
                     .collect(),
             };
             Ok((head, evaluation))
@@ -429,13 +524,28 @@ impl Argus {
         .await
         .map_err(ApiError::internal)?
         .map_err(|e| ApiError::new(ErrorCode::ErrorProjectTrainingRequestFailed, e))?;
-        let mut evaluation = evaluation;
+        let bytes = head.to_bytes().map_err(ApiError::internal)?;
+        self.finish_training(project, iteration, &snap, bytes, evaluation, started, &progress).await
+    }
+
+    /// Stores a trained model and its held-out evaluation, and completes the iteration.
+    #[allow(clippy::too_many_arguments)]
+    async fn finish_training(
+        &self,
+        project: Uuid,
+        iteration: Uuid,
+        snap: &Snapshot,
+        model: Vec<u8>,
+        mut evaluation: Evaluation,
+        started: std::time::Instant,
+        progress: &Progress,
+    ) -> ApiResult<()> {
         for (e, img) in evaluation.images.iter_mut().zip(&snap.images) {
             e.image_id = img.id;
         }
+        let folds = evaluation.folds;
         progress.set(0.97, "saving the model");
-        let bytes = head.to_bytes().map_err(ApiError::internal)?;
-        self.blobs.put(&model_key(project, iteration), Bytes::from(bytes)).await.map_err(store_err)?;
+        self.blobs.put(&model_key(project, iteration, snap.detection), Bytes::from(model)).await.map_err(store_err)?;
         // The iteration may have been deleted while it trained: then there is nothing to complete.
         let Some((mut it, _)) = self.store.get_iteration(project, iteration).await.map_err(store_err)? else {
             let _ = self.blobs.delete_prefix(&format!("projects/{project}/iterations/{iteration}/")).await;
@@ -605,22 +715,51 @@ impl Argus {
         Ok((it, snapshot_of(snap)?, serde_json::from_value(eval).map_err(ApiError::internal)?))
     }
 
-    /// GetIterationPerformance: recomputed from the held-out predictions at `threshold` (default 0.5).
+    /// GetIterationPerformance: recomputed from the held-out predictions at `threshold` (default 0.5) and,
+    /// for detection, `overlap_threshold` (IoU at which a box counts as found, default 0.3).
     pub async fn iteration_performance(
         &self,
         project: Uuid,
         id: Uuid,
         threshold: Option<f64>,
+        overlap_threshold: Option<f64>,
     ) -> ApiResult<IterationPerformance> {
         self.project(project).await?;
         let threshold = threshold.unwrap_or(0.5);
         if !(0.0..=1.0).contains(&threshold) {
             return Err(ApiError::bad_request("threshold must be between 0 and 1."));
         }
+        let overlap = overlap_threshold.unwrap_or(DEFAULT_OVERLAP);
+        if !(0.0..=1.0).contains(&overlap) {
+            return Err(ApiError::bad_request("overlapThreshold must be between 0 and 1."));
+        }
         let (_, snap, eval) = self.evaluation(project, id).await?;
-        let truth: HashMap<Uuid, HashSet<Uuid>> =
-            snap.images.iter().map(|i| (i.id, i.tags.iter().map(|t| t.tag_id).collect())).collect();
-        let has = |img: &Uuid, tag: &Uuid| truth.get(img).is_some_and(|s| s.contains(tag));
+        // Per class and fold: (score, correct) of every prediction, and the number of things to find.
+        let classes = eval.classes.len();
+        let mut scored = vec![vec![Vec::<(f64, bool)>::new(); eval.folds]; classes];
+        let mut positives = vec![vec![0usize; eval.folds]; classes];
+        let by_id: HashMap<Uuid, &SnapImage> = snap.images.iter().map(|i| (i.id, i)).collect();
+        for e in &eval.images {
+            let (Some(img), true) = (by_id.get(&e.image_id), e.fold < eval.folds) else { continue };
+            if snap.detection {
+                let truth = gt_boxes(img, &eval.classes);
+                for g in &truth {
+                    positives[g.class][e.fold] += 1;
+                }
+                let dets: Vec<Detection> = e.detections.iter().map(from_row).collect();
+                for (score, class, hit) in match_detections(&dets, &truth, overlap) {
+                    if class < classes {
+                        scored[class][e.fold].push((score as f64, hit));
+                    }
+                }
+            } else {
+                for (c, tag) in eval.classes.iter().enumerate() {
+                    let has = img.tags.iter().any(|t| t.tag_id == *tag);
+                    positives[c][e.fold] += has as usize;
+                    scored[c][e.fold].push((e.scores.get(c).copied().unwrap_or(0.0) as f64, has));
+                }
+            }
+        }
         let mut per_tag = Vec::new();
         let mut pooled_all = Vec::new();
         let mut positives_all = 0;
@@ -630,24 +769,17 @@ impl Argus {
             if st.kind == TagType::Negative {
                 continue;
             }
-            let scored: Vec<(f64, bool)> = eval
-                .images
-                .iter()
-                .map(|e| (e.scores.get(c).copied().unwrap_or(0.0) as f64, has(&e.image_id, tag)))
-                .collect();
-            let positives = scored.iter().filter(|s| s.1).count();
-            let (precision, recall) = precision_recall(&scored, positives, threshold);
+            let all: Vec<(f64, bool)> = scored[c].iter().flatten().copied().collect();
+            let found: usize = positives[c].iter().sum();
+            let (precision, recall) = precision_recall(&all, found, threshold);
             let mut fp = Vec::new();
             let mut fr = Vec::new();
             for (f, pooled) in fold_pooled.iter_mut().enumerate() {
-                let s: Vec<(f64, bool)> =
-                    eval.images.iter().zip(&scored).filter(|(e, _)| e.fold == f).map(|(_, s)| *s).collect();
-                let pos = s.iter().filter(|x| x.1).count();
-                let (p, r) = precision_recall(&s, pos, threshold);
+                let (p, r) = precision_recall(&scored[c][f], positives[c][f], threshold);
                 fp.push(p);
                 fr.push(r);
-                pooled.0.extend(s);
-                pooled.1 += pos;
+                pooled.0.extend_from_slice(&scored[c][f]);
+                pooled.1 += positives[c][f];
             }
             per_tag.push(TagPerformance {
                 id: st.id,
@@ -656,10 +788,10 @@ impl Argus {
                 precision_std_deviation: std_dev(&fp),
                 recall,
                 recall_std_deviation: std_dev(&fr),
-                average_precision: average_precision(&scored, positives),
+                average_precision: average_precision(&all, found),
             });
-            positives_all += positives;
-            pooled_all.extend(scored);
+            positives_all += found;
+            pooled_all.extend(all);
         }
         let (precision, recall) = precision_recall(&pooled_all, positives_all, threshold);
         let folds: Vec<(f64, f64)> = fold_pooled.iter().map(|(s, p)| precision_recall(s, *p, threshold)).collect();
@@ -690,11 +822,10 @@ impl Argus {
         let keep: Vec<usize> = (0..eval.images.len())
             .filter(|i| {
                 tag_ids.is_empty()
-                    || snap
-                        .images
-                        .iter()
-                        .find(|s| s.id == eval.images[*i].image_id)
-                        .is_some_and(|s| s.tags.iter().any(|t| tag_ids.contains(&t.tag_id)))
+                    || snap.images.iter().find(|s| s.id == eval.images[*i].image_id).is_some_and(|s| {
+                        s.tags.iter().any(|t| tag_ids.contains(&t.tag_id))
+                            || s.regions.iter().any(|r| tag_ids.contains(&r.tag_id))
+                    })
             })
             .collect();
         Ok((snap, eval, keep))
@@ -741,8 +872,14 @@ impl Argus {
             .filter_map(|i| {
                 let e = &eval.images[i];
                 let s = by_id.get(&e.image_id)?;
+                let predictions = if snap.detection {
+                    let dets: Vec<Detection> = e.detections.iter().map(from_row).collect();
+                    detection_predictions(&dets, &eval.classes, &names)
+                } else {
+                    predictions(&eval.classes, &e.scores, &names)
+                };
                 Some(ImagePerformance {
-                    predictions: predictions(&eval.classes, &e.scores, &names),
+                    predictions,
                     id: s.id,
                     created: s.created,
                     width: s.width,
@@ -782,11 +919,13 @@ impl Argus {
             return Err(not_trained(id));
         }
         let snap = snapshot_of(snap)?;
-        let preds = self.classify(project, id, &snap, bytes, crate::limits::MAX_TRAINING_IMAGE_BYTES).await?;
+        let preds = self.predict_image(project, id, &snap, bytes, crate::limits::MAX_TRAINING_IMAGE_BYTES).await?;
         Ok(ImagePrediction { id: Uuid::new_v4(), project, iteration: id, created: now(), predictions: preds })
     }
 
-    pub(super) async fn classify(
+    /// Runs a trained iteration's model on image bytes: every tag's probability (classification) or the
+    /// boxes found (detection), best first.
+    pub(super) async fn predict_image(
         &self,
         project: Uuid,
         iteration: Uuid,
@@ -798,14 +937,20 @@ impl Argus {
         let head = match self.models.cached_head(iteration) {
             Some(head) => head,
             None => {
-                let stored =
-                    self.blobs.get(&model_key(project, iteration)).await.map_err(store_err)?.ok_or_else(|| {
-                        ApiError::new(
-                            ErrorCode::ErrorPredictionModelNotFound,
-                            "The model of this iteration is missing.",
-                        )
-                    })?;
-                let head = Arc::new(LinearHead::from_bytes(&stored).map_err(ApiError::internal)?);
+                let stored = self
+                    .blobs
+                    .get(&model_key(project, iteration, snap.detection))
+                    .await
+                    .map_err(store_err)?
+                    .ok_or_else(|| {
+                    ApiError::new(ErrorCode::ErrorPredictionModelNotFound, "The model of this iteration is missing.")
+                })?;
+                let head = if snap.detection {
+                    Head::Detector(DetectorHead::from_bytes(&stored).map_err(ApiError::internal)?)
+                } else {
+                    Head::Classifier(LinearHead::from_bytes(&stored).map_err(ApiError::internal)?)
+                };
+                let head = Arc::new(head);
                 self.models.cache_head(iteration, Arc::clone(&head));
                 head
             }
@@ -813,7 +958,13 @@ impl Argus {
         let backbone = self.models.backbone()?;
         let limits =
             argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
-        let scores = tokio::task::spawn_blocking(move || -> ApiResult<Vec<f32>> {
+        let names: HashMap<Uuid, &SnapTag> = snap.tags.iter().map(|t| (t.id, t)).collect();
+        let classes: Vec<Uuid> = snap.tags.iter().map(|t| t.id).collect();
+        enum Out {
+            Scores(Vec<f32>),
+            Boxes(Vec<Detection>),
+        }
+        let out = tokio::task::spawn_blocking(move || -> ApiResult<Out> {
             let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| match e {
                 argus_vision::ImageError::TooLarge { .. } => {
                     ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string())
@@ -823,14 +974,21 @@ impl Argus {
                 }
                 argus_vision::ImageError::Format(_) => ApiError::new(ErrorCode::BadRequestImageFormat, e.to_string()),
             })?;
-            let f = features(&backbone, &[img.to_rgb8()], head.input_size).map_err(ApiError::internal)?;
-            Ok(head.predict(&f[0]))
+            let rgb = img.to_rgb8();
+            match head.as_ref() {
+                Head::Classifier(h) => {
+                    let f = features(&backbone, &[rgb], h.input_size).map_err(ApiError::internal)?;
+                    Ok(Out::Scores(h.predict(&f[0])))
+                }
+                Head::Detector(h) => Ok(Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?)),
+            }
         })
         .await
         .map_err(ApiError::internal)??;
-        let names: HashMap<Uuid, &SnapTag> = snap.tags.iter().map(|t| (t.id, t)).collect();
-        let classes: Vec<Uuid> = snap.tags.iter().map(|t| t.id).collect();
-        Ok(predictions(&classes, &scores, &names))
+        Ok(match out {
+            Out::Scores(scores) => predictions(&classes, &scores, &names),
+            Out::Boxes(dets) => detection_predictions(&dets, &classes, &names),
+        })
     }
 
     /// Tags as an iteration saw them (GetTags / GetTag with `iterationId`).
@@ -877,6 +1035,101 @@ impl Argus {
             })
             .collect())
     }
+}
+
+/// Stratified folds: images grouped by their first class, dealt round-robin. `labels` holds the class indices
+/// of each image; the fold count is the rarest class's image count, between 2 and `max_folds`.
+fn stratified_folds(labels: &[Vec<usize>], classes: usize, max_folds: usize) -> (usize, Vec<usize>) {
+    let min_per_class = (0..classes).map(|c| labels.iter().filter(|l| l.contains(&c)).count()).min().unwrap_or(0);
+    let folds = min_per_class.clamp(2, max_folds);
+    let mut order: Vec<usize> = (0..labels.len()).collect();
+    order.sort_by_key(|i| (labels[*i].iter().min().copied().unwrap_or(0), *i));
+    let mut fold_of = vec![0usize; labels.len()];
+    for (rank, i) in order.iter().enumerate() {
+        fold_of[*i] = rank % folds;
+    }
+    (folds, fold_of)
+}
+
+/// Trains a detector: featurises augmented views once, cross-validates (each image is scored by a head
+/// that never saw it), then fits the final head on everything. Returns the model bytes and the evaluation.
+fn train_detector(
+    backbone: &argus_vision::backbone::EfficientNetLite0,
+    images: &[Bytes],
+    boxes: &[Vec<GtBox>],
+    classes: Vec<Uuid>,
+    advanced: bool,
+    progress: &Progress,
+) -> Result<(Vec<u8>, Evaluation), String> {
+    let recipe = if advanced { DetectionRecipe::advanced() } else { DetectionRecipe::regular() };
+    let n = images.len();
+    let mut grids = Vec::with_capacity(n);
+    let mut view_boxes = Vec::with_capacity(n);
+    for (i, bytes) in images.iter().enumerate() {
+        let img = argus_vision::image::load_from_memory(bytes)
+            .map_err(|e| format!("decoding a stored image: {e}"))?
+            .to_rgb8();
+        let (views, vb): (Vec<_>, Vec<_>) = (0..recipe.views).map(|v| detection_view(&img, &boxes[i], v)).unzip();
+        grids.push(feature_grids(backbone, &views, recipe.input_size).map_err(|e| e.to_string())?);
+        view_boxes.push(vb);
+        progress.set(0.05 + 0.55 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
+    }
+    let labels: Vec<Vec<usize>> = boxes.iter().map(|b| b.iter().map(|g| g.class).collect()).collect();
+    let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS_DETECTION);
+    let fits = folds + 1;
+    let fit = |rows: &[usize], k: usize| -> Result<DetectorHead, String> {
+        let g: Vec<_> = rows.iter().flat_map(|i| grids[*i].iter()).collect();
+        let b: Vec<Vec<GtBox>> = rows.iter().flat_map(|i| view_boxes[*i].iter().cloned()).collect();
+        let report = |f: f64| {
+            progress.set(0.6 + 0.37 * (k as f64 + f) / fits as f64, format!("fitting the detector ({}/{fits})", k + 1))
+        };
+        DetectorHead::fit(&g, &b, classes.len(), &recipe, &report).map_err(|e| e.to_string())
+    };
+    let mut eval = vec![Vec::new(); n];
+    for f in 0..folds {
+        let train: Vec<usize> = (0..n).filter(|i| fold_of[*i] != f).collect();
+        let head = fit(&train, f)?;
+        for i in (0..n).filter(|i| fold_of[*i] == f) {
+            eval[i] = head.detect(&grids[i][0]).map_err(|e| e.to_string())?.iter().map(to_row).collect();
+        }
+    }
+    let all: Vec<usize> = (0..n).collect();
+    let head = fit(&all, folds)?;
+    let evaluation = Evaluation {
+        folds,
+        classes,
+        images: eval
+            .into_iter()
+            .enumerate()
+            .map(|(i, detections)| EvalImage {
+                image_id: Uuid::nil(),
+                fold: fold_of[i],
+                scores: Vec::new(),
+                detections,
+            })
+            .collect(),
+    };
+    Ok((head.to_bytes().map_err(|e| e.to_string())?, evaluation))
+}
+
+fn detection_predictions(dets: &[Detection], classes: &[Uuid], names: &HashMap<Uuid, &SnapTag>) -> Vec<Prediction> {
+    dets.iter()
+        .filter_map(|d| {
+            let c = classes.get(d.class)?;
+            Some(Prediction {
+                probability: d.score as f64,
+                tag_id: *c,
+                tag_name: names.get(c).map(|t| t.name.clone()).unwrap_or_default(),
+                bounding_box: Some(BoundingBox {
+                    left: d.left as f64,
+                    top: d.top as f64,
+                    width: d.width as f64,
+                    height: d.height as f64,
+                }),
+                tag_type: names.get(c).map(|t| t.kind),
+            })
+        })
+        .collect()
 }
 
 fn predictions(classes: &[Uuid], scores: &[f32], names: &HashMap<Uuid, &SnapTag>) -> Vec<Prediction> {

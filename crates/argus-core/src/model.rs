@@ -848,3 +848,84 @@ pub struct TagFilter {
     #[serde(default)]
     pub threshold: Option<f64>,
 }
+
+/// A tag filter of QueryPredictions: some prediction of the tag with a probability in [min, max].
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionQueryTag {
+    /// Tag id.
+    pub id: Uuid,
+    /// Lowest probability (default 0).
+    #[serde(default)]
+    pub min_threshold: Option<f64>,
+    /// Highest probability (default 1).
+    #[serde(default)]
+    pub max_threshold: Option<f64>,
+}
+
+/// Body of QueryPredictions, echoed back (with the next `continuation`) in its result.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PredictionQueryToken {
+    /// Echoed.
+    #[serde(default)]
+    pub session: Option<String>,
+    /// Opaque position of the next page; empty: no more.
+    #[serde(default)]
+    pub continuation: Option<String>,
+    /// Page size.
+    #[serde(default)]
+    pub max_count: Option<i64>,
+    /// Newest, Oldest or Suggested.
+    #[serde(default)]
+    pub order_by: Option<String>,
+    /// Tag filters (at most 2).
+    #[serde(default)]
+    pub tags: Option<Vec<PredictionQueryTag>>,
+    /// Only this iteration's predictions.
+    #[serde(default)]
+    pub iteration_id: Option<Uuid>,
+    /// Created at or after.
+    #[serde(default, serialize_with = "ser_opt_time")]
+    pub start_time: Option<Time>,
+    /// Created at or before.
+    #[serde(default, serialize_with = "ser_opt_time")]
+    pub end_time: Option<Time>,
+    /// Only predictions made with this `application`.
+    #[serde(default)]
+    pub application: Option<String>,
+}
+
+/// A stored prediction as QueryPredictions returns it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoredImagePrediction {
+    /// Signed link to the resized image.
+    pub resized_image_uri: String,
+    /// Signed link to the thumbnail.
+    pub thumbnail_uri: String,
+    /// Signed link to the original image.
+    pub original_image_uri: String,
+    /// Domain of the iteration that predicted.
+    pub domain: Uuid,
+    /// Prediction id.
+    pub id: Uuid,
+    /// Project.
+    pub project: Uuid,
+    /// Iteration.
+    pub iteration: Uuid,
+    /// Time.
+    #[serde(serialize_with = "ser_time")]
+    pub created: Time,
+    /// Predictions, most probable first.
+    pub predictions: Vec<Prediction>,
+}
+
+/// Result of QueryPredictions.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictionQueryResult {
+    /// Send back to get the next page.
+    pub token: PredictionQueryToken,
+    /// This page.
+    pub results: Vec<StoredImagePrediction>,
+}

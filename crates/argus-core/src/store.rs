@@ -241,6 +241,88 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()>;
     /// Every stored suggestion of an iteration for images that currently carry no tag and no region.
     async fn untagged_suggestions(&self, project: Uuid, iteration: Uuid) -> StoreResult<Vec<Suggestion>>;
+
+    /// Stores a prediction (its blobs are already written).
+    async fn insert_prediction(&self, prediction: &PredictionRecord) -> StoreResult<()>;
+    /// Stored predictions matching a query, in its order, after its cursor, at most `limit`.
+    async fn query_predictions(&self, project: Uuid, query: &PredictionQuery) -> StoreResult<Vec<PredictionRecord>>;
+    /// Stored predictions by id (unknown ids are skipped).
+    async fn get_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<PredictionRecord>>;
+    /// Deletes stored predictions; returns the ids that existed.
+    async fn delete_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+    /// Which of `candidates` are stored predictions of the project.
+    async fn existing_prediction_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>>;
+    /// Up to `limit` predictions created before `before`, as (project, prediction).
+    async fn expired_predictions(&self, before: Time, limit: u32) -> StoreResult<Vec<(Uuid, Uuid)>>;
+}
+
+/// A stored prediction: what a published model (or QuickTest) answered for an image.
+#[derive(Debug, Clone)]
+pub struct PredictionRecord {
+    /// Prediction id.
+    pub id: Uuid,
+    /// Project.
+    pub project: Uuid,
+    /// Iteration that answered.
+    pub iteration: Uuid,
+    /// Domain of that iteration.
+    pub domain: Uuid,
+    /// `application` query value of the request ("" when none).
+    pub application: String,
+    /// When it was made.
+    pub created: Time,
+    /// How unsure the model was, in [0, 1] (the `Suggested` order ranks the most unsure first).
+    pub uncertainty: f64,
+    /// Pixel size of the image.
+    pub width: u32,
+    /// Pixel size of the image.
+    pub height: u32,
+    /// Predictions, most probable first.
+    pub predictions: Vec<crate::model::Prediction>,
+}
+
+/// Order of a prediction query.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PredictionOrder {
+    /// Most recent first.
+    #[default]
+    Newest,
+    /// Oldest first.
+    Oldest,
+    /// Most uncertain first (then newest).
+    Suggested,
+}
+
+/// Where the previous page ended: the sort key of its last row.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct PredictionCursor {
+    /// Uncertainty of the last row (used by `Suggested`).
+    pub uncertainty: f64,
+    /// Creation time of the last row, epoch milliseconds.
+    pub created_ms: i64,
+    /// Id of the last row.
+    pub id: Uuid,
+}
+
+/// A stored-prediction query (QueryPredictions).
+#[derive(Debug, Clone, Default)]
+pub struct PredictionQuery {
+    /// Tag filters: some prediction of the tag with a probability within [min, max].
+    pub tags: Vec<(Uuid, f64, f64)>,
+    /// Only predictions of this iteration.
+    pub iteration: Option<Uuid>,
+    /// Only predictions made with this `application`.
+    pub application: Option<String>,
+    /// Created at or after.
+    pub start: Option<Time>,
+    /// Created at or before.
+    pub end: Option<Time>,
+    /// Order.
+    pub order: PredictionOrder,
+    /// Continue after this row.
+    pub after: Option<PredictionCursor>,
+    /// Page size.
+    pub limit: u32,
 }
 
 /// A stored smart-labeler suggestion.

@@ -6,6 +6,7 @@
 pub mod error;
 pub mod extract;
 pub mod fetch;
+mod prediction_routes;
 mod routes;
 
 use std::sync::Arc;
@@ -52,6 +53,13 @@ pub fn normalize_path(path: &str) -> Option<String> {
     {
         let rest = segs[3..].join("/");
         return Some(format!("/customvision/v3.3/training/{rest}").trim_end_matches('/').to_string());
+    }
+    if segs.len() >= 3 && segs[0].eq_ignore_ascii_case("customvision") && segs[2].eq_ignore_ascii_case("prediction") {
+        if let Some(v) = prediction_routes::PREDICTION_VERSIONS.iter().find(|v| v.eq_ignore_ascii_case(segs[1])) {
+            let rest = segs[3..].join("/");
+            let canonical = format!("/customvision/{v}/prediction/{rest}").trim_end_matches('/').to_string();
+            return (canonical != path).then_some(canonical);
+        }
     }
     (collapsed != path && path != "/").then_some(collapsed)
 }

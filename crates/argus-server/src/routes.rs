@@ -4,7 +4,7 @@ use argus_core::limits::{MAX_IMAGES_PER_BATCH, MAX_TRAINING_IMAGE_BYTES};
 use argus_core::model::IterationUpdate;
 use argus_core::model::{
     ImageCreateStatus, ImageFileCreateBatch, ImageIdCreateBatch, ImageRegionCreateBatch, ImageTagCreateBatch,
-    ImageUrlCreateBatch, Metadata, ProjectUpdate, TagUpdate,
+    ImageUrlCreateBatch, Metadata, PredictionQueryToken, ProjectUpdate, TagUpdate,
 };
 use argus_core::service::{ImageListing, NewProject, TrainRequest, UploadItem};
 use argus_core::store::TaggingStatus;
@@ -48,6 +48,8 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/projects/{project}/images/id", get(get_images_by_ids))
         .route("/projects/{project}/images/metadata", post(update_image_metadata))
         .route("/projects/{project}/images/predictions", post(create_images_from_predictions))
+        .route("/projects/{project}/predictions/query", post(query_predictions))
+        .route("/projects/{project}/predictions", axum::routing::delete(delete_predictions))
         .route("/projects/{project}/images/tagged", get(get_tagged_images))
         .route("/projects/{project}/images/tagged/count", get(get_tagged_image_count))
         .route("/projects/{project}/images/untagged", get(get_untagged_images))
@@ -79,6 +81,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route_layer(middleware::from_fn_with_state(state.clone(), training_auth));
     Router::new()
         .nest("/customvision/v3.3/training", training)
+        .merge(crate::prediction_routes::router(state.clone()))
         .route("/blobs/{*key}", get(get_blob))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -124,7 +127,7 @@ async fn get_blob(State(s): State<AppState>, Path(key): Path<String>, q: Query) 
     Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, max-age=3600")], data).into_response())
 }
 
-fn ok_json<T: serde::Serialize>(v: T) -> Response {
+pub(crate) fn ok_json<T: serde::Serialize>(v: T) -> Response {
     Json(v).into_response()
 }
 
@@ -294,7 +297,7 @@ async fn create_images_from_data(
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let items = if ct.starts_with("multipart/form-data") {
         read_multipart(req).await?
-    } else if ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
+    } else if ct.is_empty() || ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
         let body = axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
             .await
             .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?;
@@ -361,24 +364,35 @@ async fn create_images_from_urls(
 
 async fn create_images_from_predictions(
     State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
     Path(p): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
-    s.argus.get_project(project).await?;
     let batch: ImageIdCreateBatch = json_body(&headers, &body)?;
-    let entries = batch.images.unwrap_or_default();
-    if entries.len() > MAX_IMAGES_PER_BATCH {
-        return Err(ApiError::new(
-            ErrorCode::BadRequestExceededBatchSize,
-            format!("A batch can contain at most {MAX_IMAGES_PER_BATCH} images."),
-        )
-        .into());
-    }
-    // Stored predictions arrive with the Prediction API; until then no prediction id can exist.
-    let first = entries.iter().find_map(|e| e.id).map(|id| id.to_string()).unwrap_or_default();
-    Err(ApiError::new(ErrorCode::NotFound, format!("Stored prediction {first} was not found.")).into())
+    Ok(summary_response(s.argus.create_images_from_predictions(&ctx, project, batch).await?))
+}
+
+// ---- stored predictions ----
+
+async fn query_predictions(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    headers: HeaderMap,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let token: PredictionQueryToken = json_body(&headers, &body)?;
+    Ok(ok_json(s.argus.query_predictions(&ctx, project, token).await?))
+}
+
+async fn delete_predictions(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let ids = q.uuids("ids")?;
+    s.argus.delete_predictions(project, ids).await?;
+    Ok(StatusCode::NO_CONTENT.into_response())
 }
 
 // ---- images: listings ----
@@ -661,7 +675,7 @@ async fn get_image_performance_count(
 }
 
 /// Reads one image from a multipart (`imageData`) or raw body.
-async fn single_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
+pub(crate) async fn single_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let bytes = if ct.starts_with("multipart/form-data") {
         let items = read_multipart(req).await.map_err(|e| e.0)?;
@@ -675,7 +689,7 @@ async fn single_image(req: Request, limit: usize) -> Result<Bytes, ApiError> {
             }
             None => return Err(ApiError::new(ErrorCode::BadRequestImageStream, "The multipart body holds no image.")),
         }
-    } else if ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
+    } else if ct.is_empty() || ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
         axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
             .await
             .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?
@@ -702,9 +716,9 @@ async fn quick_test_image(
 ) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     let iteration = q.uuid("iterationId")?;
-    q.bool("store")?;
+    let store = q.bool("store")?.unwrap_or(true);
     let bytes = single_image(req, MAX_TRAINING_IMAGE_BYTES).await?;
-    Ok(ok_json(s.argus.quick_test(project, iteration, bytes).await?))
+    Ok(ok_json(s.argus.quick_test(project, iteration, bytes, store).await?))
 }
 
 #[derive(serde::Deserialize)]
@@ -721,17 +735,10 @@ async fn quick_test_url(
 ) -> HttpResult<Response> {
     let project = path_id("projectId", &p)?;
     let iteration = q.uuid("iterationId")?;
-    q.bool("store")?;
+    let store = q.bool("store")?.unwrap_or(true);
     let u: ImageUrl = json_body(&headers, &body)?;
-    let url = u
-        .url
-        .filter(|u| !u.trim().is_empty())
-        .ok_or_else(|| ApiError::new(ErrorCode::BadRequestImageUrl, "url is required."))?;
-    let bytes =
-        s.argus.fetcher.fetch(&url, MAX_TRAINING_IMAGE_BYTES).await.map_err(|e| {
-            ApiError::new(ErrorCode::BadRequestImageUrl, format!("The image could not be downloaded: {e}"))
-        })?;
-    Ok(ok_json(s.argus.quick_test(project, iteration, bytes).await?))
+    let bytes = s.argus.fetch_image(u.url.as_deref().unwrap_or(""), MAX_TRAINING_IMAGE_BYTES).await?;
+    Ok(ok_json(s.argus.quick_test(project, iteration, bytes, store).await?))
 }
 
 // ---- smart labeler ----

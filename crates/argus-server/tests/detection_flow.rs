@@ -115,6 +115,28 @@ async fn detection_trains_evaluates_publishes_and_finds_objects() {
     let iy = ((t + h).min((b.top + b.height) as f64) - t.max(b.top as f64)).max(0.0);
     let iou = ix * iy / (w * h + (b.width * b.height) as f64 - ix * iy);
     assert!(iou > 0.5, "IoU {iou} of {top} with {b:?}");
+    // Published, it answers on the Prediction API's detect routes (stored and not), not on classify.
+    let (st, _) = s
+        .call(Method::POST, &format!("/projects/{p}/iterations/{id}/publish?publishName=boxes&predictionId=res"))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    for tail in ["image", "image/nostore"] {
+        let r = s
+            .send(s.predict_req("v3.1", &format!("/{p}/detect/iterations/boxes/{tail}")).body(scene_jpeg(cup_scene)))
+            .await;
+        assert_eq!(r.0, StatusCode::OK, "{}", r.1);
+        assert_eq!(r.1["predictions"][0]["tagId"], tags[1].as_str(), "{}", r.1);
+        assert!(r.1["predictions"][0]["boundingBox"]["left"].is_number());
+        assert!(r.1["predictions"].as_array().map(Vec::len).unwrap_or(0) <= 200);
+    }
+    let r = s
+        .send(s.predict_req("v3.1", &format!("/{p}/classify/iterations/boxes/image")).body(scene_jpeg(cup_scene)))
+        .await;
+    assert_error(&r, 400, "BadRequestNotSupported");
+    let (_, stored) = s.send(s.req(Method::POST, &format!("/projects/{p}/predictions/query")).json(&json!({}))).await;
+    // The quick test above and the stored detect call.
+    assert_eq!(stored["results"].as_array().map(Vec::len), Some(2), "{stored}");
+
     // Nothing changed: training again is not needed.
     assert_error(&s.call(Method::POST, &format!("/projects/{p}/train")).await, 400, "BadRequestTrainingNotNeeded");
 }

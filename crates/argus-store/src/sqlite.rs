@@ -13,8 +13,8 @@ use argus_core::filter::MetadataFilter;
 use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, ProjectSettings, Tag, TagType, Time};
 use argus_core::store::{
-    ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, StoreError, StoreResult,
-    Suggestion, TagRecord, TaggingStatus,
+    ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, PredictionOrder,
+    PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -730,6 +730,154 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
+
+    async fn insert_prediction(&self, p: &PredictionRecord) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO predictions (id, project_id, iteration_id, domain_id, application, created, uncertainty, \
+             width, height, predictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(p.id.to_string())
+        .bind(p.project.to_string())
+        .bind(p.iteration.to_string())
+        .bind(p.domain.to_string())
+        .bind(&p.application)
+        .bind(ms(&p.created))
+        .bind(p.uncertainty)
+        .bind(p.width as i64)
+        .bind(p.height as i64)
+        .bind(serde_json::to_string(&p.predictions).map_err(backend)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        if !p.predictions.is_empty() {
+            let mut qb =
+                QueryBuilder::<Sqlite>::new("INSERT INTO prediction_scores (prediction_id, tag_id, probability) ");
+            qb.push_values(&p.predictions, |mut b, pr| {
+                b.push_bind(p.id.to_string()).push_bind(pr.tag_id.to_string()).push_bind(pr.probability);
+            });
+            qb.build().execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn query_predictions(&self, project: Uuid, q: &PredictionQuery) -> StoreResult<Vec<PredictionRecord>> {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {PREDICTION_COLUMNS} FROM predictions p WHERE p.project_id = "
+        ));
+        qb.push_bind(project.to_string());
+        for (tag, min, max) in &q.tags {
+            qb.push(" AND EXISTS (SELECT 1 FROM prediction_scores s WHERE s.prediction_id = p.id AND s.tag_id = ")
+                .push_bind(tag.to_string())
+                .push(" AND s.probability >= ")
+                .push_bind(*min)
+                .push(" AND s.probability <= ")
+                .push_bind(*max)
+                .push(")");
+        }
+        if let Some(it) = q.iteration {
+            qb.push(" AND p.iteration_id = ").push_bind(it.to_string());
+        }
+        if let Some(app) = &q.application {
+            qb.push(" AND p.application = ").push_bind(app.clone());
+        }
+        if let Some(t) = &q.start {
+            qb.push(" AND p.created >= ").push_bind(ms(t));
+        }
+        if let Some(t) = &q.end {
+            qb.push(" AND p.created <= ").push_bind(ms(t));
+        }
+        if let Some(c) = &q.after {
+            match q.order {
+                PredictionOrder::Newest => {
+                    qb.push(" AND (p.created, p.id) < (").push_bind(c.created_ms).push(", ");
+                    qb.push_bind(c.id.to_string()).push(")");
+                }
+                PredictionOrder::Oldest => {
+                    qb.push(" AND (p.created, p.id) > (").push_bind(c.created_ms).push(", ");
+                    qb.push_bind(c.id.to_string()).push(")");
+                }
+                PredictionOrder::Suggested => {
+                    qb.push(" AND (p.uncertainty, p.created, p.id) < (").push_bind(c.uncertainty).push(", ");
+                    qb.push_bind(c.created_ms).push(", ").push_bind(c.id.to_string()).push(")");
+                }
+            }
+        }
+        qb.push(match q.order {
+            PredictionOrder::Newest => " ORDER BY p.created DESC, p.id DESC",
+            PredictionOrder::Oldest => " ORDER BY p.created ASC, p.id ASC",
+            PredictionOrder::Suggested => " ORDER BY p.uncertainty DESC, p.created DESC, p.id DESC",
+        });
+        qb.push(" LIMIT ").push_bind(q.limit as i64);
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(prediction_from).collect()
+    }
+
+    async fn get_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<PredictionRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new(format!(
+            "SELECT {PREDICTION_COLUMNS} FROM predictions p WHERE p.project_id = "
+        ));
+        qb.push_bind(project.to_string()).push(" AND p.id IN (");
+        push_list(&mut qb, ids);
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        rows.iter().map(prediction_from).collect()
+    }
+
+    async fn delete_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM predictions WHERE project_id = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        push_list(&mut qb, ids);
+        qb.push(") RETURNING id");
+        let gone: Vec<String> = qb.build_query_scalar().fetch_all(&self.writer).await.map_err(backend)?;
+        gone.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn existing_prediction_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
+        if candidates.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM predictions WHERE project_id = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        push_list(&mut qb, candidates);
+        qb.push(")");
+        let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await.map_err(backend)?;
+        ids.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn expired_predictions(&self, before: Time, limit: u32) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let rows = sqlx::query("SELECT project_id, id FROM predictions WHERE created < ? ORDER BY created LIMIT ?")
+            .bind(ms(&before))
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|r| Ok((uuid(r.get("project_id"))?, uuid(r.get("id"))?))).collect()
+    }
+}
+
+const PREDICTION_COLUMNS: &str =
+    "p.id, p.project_id, p.iteration_id, p.domain_id, p.application, p.created, p.uncertainty, p.width, p.height, p.predictions";
+
+fn prediction_from(r: &SqliteRow) -> StoreResult<PredictionRecord> {
+    Ok(PredictionRecord {
+        id: uuid(r.get("id"))?,
+        project: uuid(r.get("project_id"))?,
+        iteration: uuid(r.get("iteration_id"))?,
+        domain: uuid(r.get("domain_id"))?,
+        application: r.get("application"),
+        created: time(r.get("created")),
+        uncertainty: r.get("uncertainty"),
+        width: r.get::<i64, _>("width") as u32,
+        height: r.get::<i64, _>("height") as u32,
+        predictions: serde_json::from_str(r.get::<&str, _>("predictions")).map_err(backend)?,
+    })
 }
 
 /// An iteration's stored body: its API fields plus the id of the job that trains it.

@@ -123,7 +123,12 @@ fn shrink(img: &DynamicImage, side: u32) -> DynamicImage {
 /// Validates and decodes `bytes` and produces the stored derivatives.
 pub fn prepare_image(bytes: &[u8], limits: &ImageLimits) -> Result<PreparedImage, ImageError> {
     let (img, mime) = decode_oriented(bytes, limits)?;
-    let resized = shrink(&img, limits.resized_side);
+    derivatives(&img, mime, limits)
+}
+
+/// The stored derivatives of an already decoded, oriented image whose original has MIME type `mime`.
+pub fn derivatives(img: &DynamicImage, mime: &'static str, limits: &ImageLimits) -> Result<PreparedImage, ImageError> {
+    let resized = shrink(img, limits.resized_side);
     let thumb = shrink(&resized, limits.thumbnail_side);
     Ok(PreparedImage {
         width: img.width(),

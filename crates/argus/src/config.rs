@@ -19,7 +19,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGUS_BIND")]
     pub bind: Option<SocketAddr>,
     /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
-    /// max_projects, log_format, models_dir, training_workers). [default: ./argus.toml when it exists]
+    /// max_projects, log_format, models_dir, training_workers, prediction_retention_days).
+    /// [default: ./argus.toml when it exists]
     #[arg(long, env = "ARGUS_CONFIG")]
     pub config: Option<PathBuf>,
     /// Base URL clients use to reach this server, used in signed image links (default: the request's Host).
@@ -43,6 +44,9 @@ pub struct ServeArgs {
     /// Training jobs run at once. [default: 1]
     #[arg(long, env = "ARGUS_TRAINING_WORKERS")]
     pub training_workers: Option<usize>,
+    /// Days stored predictions (and their images) are kept before the hourly sweep removes them. [default: 30]
+    #[arg(long, env = "ARGUS_PREDICTION_RETENTION_DAYS")]
+    pub prediction_retention_days: Option<i64>,
 }
 
 /// The TOML file's shape.
@@ -58,6 +62,7 @@ pub struct FileConfig {
     log_format: Option<String>,
     models_dir: Option<PathBuf>,
     training_workers: Option<usize>,
+    prediction_retention_days: Option<i64>,
 }
 
 /// The resolved configuration.
@@ -81,6 +86,8 @@ pub struct Settings {
     pub models_dir: PathBuf,
     /// Concurrent training jobs.
     pub training_workers: usize,
+    /// Stored-prediction retention in days.
+    pub prediction_retention_days: i64,
 }
 
 impl Settings {
@@ -106,7 +113,12 @@ impl Settings {
         if ttl <= 0 {
             anyhow::bail!("signed_url_ttl_secs must be positive");
         }
+        let retention = args.prediction_retention_days.or(fc.prediction_retention_days).unwrap_or(30);
+        if retention <= 0 {
+            anyhow::bail!("prediction_retention_days must be positive");
+        }
         Ok(Self {
+            prediction_retention_days: retention,
             data_dir: args.data_dir.clone().or(fc.data_dir).unwrap_or_else(|| PathBuf::from("argus-data")),
             bind: args.bind.or(fc.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: args.public_url.clone().or(fc.public_url),

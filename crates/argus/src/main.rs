@@ -98,6 +98,7 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
         config: ServiceConfig {
             url_ttl_secs: settings.signed_url_ttl_secs,
             max_projects: settings.max_projects,
+            prediction_retention_days: settings.prediction_retention_days,
             ..Default::default()
         },
     };
@@ -153,6 +154,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             tick.tick().await;
             if let Err(e) = sweeper.sweep_orphans(chrono::Duration::hours(1)).await {
                 tracing::warn!(error = %e.message, "orphan sweep failed");
+            }
+            let retention = chrono::Duration::days(sweeper.config.prediction_retention_days);
+            if let Err(e) = sweeper.sweep_expired_predictions(retention).await {
+                tracing::warn!(error = %e.message, "prediction retention sweep failed");
             }
         }
     });

@@ -1,5 +1,6 @@
 //! Background maintenance: sweeping blobs that no row refers to (left by a crash between the durable blob
-//! write and the row commit, or by a delete whose blob cleanup failed) and expired export packages.
+//! write and the row commit, or by a delete whose blob cleanup failed; images and stored predictions) and
+//! expired export packages.
 
 use std::collections::{HashMap, HashSet};
 
@@ -27,15 +28,16 @@ impl Argus {
         let projects: HashSet<Uuid> = self.store.project_ids().await.map_err(store_err)?;
         let mut report = SweepReport { examined: blobs.len(), deleted: 0 };
         let mut by_image: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
+        let mut by_prediction: HashMap<Uuid, Vec<(Uuid, String)>> = HashMap::new();
         for b in blobs.into_iter().filter(|b| b.last_modified < cutoff) {
             let parts: Vec<&str> = b.key.split('/').collect();
             let project = parts.get(1).and_then(|p| Uuid::parse_str(p).ok());
             match project {
-                Some(p) if projects.contains(&p) => {
-                    if let (Some(&"images"), Some(Ok(img))) = (parts.get(2), parts.get(3).map(|s| Uuid::parse_str(s))) {
-                        by_image.entry(p).or_default().push((img, b.key));
-                    }
-                }
+                Some(p) if projects.contains(&p) => match (parts.get(2), parts.get(3).map(|s| Uuid::parse_str(s))) {
+                    (Some(&"images"), Some(Ok(img))) => by_image.entry(p).or_default().push((img, b.key)),
+                    (Some(&"predictions"), Some(Ok(id))) => by_prediction.entry(p).or_default().push((id, b.key)),
+                    _ => {}
+                },
                 _ => {
                     self.blobs.delete(&b.key).await.map_err(store_err)?;
                     report.deleted += 1;
@@ -50,6 +52,19 @@ impl Argus {
             }
             for (img, key) in entries {
                 if !existing.contains(&img) {
+                    self.blobs.delete(&key).await.map_err(store_err)?;
+                    report.deleted += 1;
+                }
+            }
+        }
+        for (project, entries) in by_prediction {
+            let candidates: Vec<Uuid> = entries.iter().map(|(i, _)| *i).collect::<HashSet<_>>().into_iter().collect();
+            let mut existing = HashSet::new();
+            for chunk in candidates.chunks(500) {
+                existing.extend(self.store.existing_prediction_ids(project, chunk).await.map_err(store_err)?);
+            }
+            for (id, key) in entries {
+                if !existing.contains(&id) {
                     self.blobs.delete(&key).await.map_err(store_err)?;
                     report.deleted += 1;
                 }

@@ -5,6 +5,7 @@ mod images;
 mod labels;
 mod maintenance;
 mod models;
+mod predictions;
 mod projects;
 mod suggestions;
 mod tags;
@@ -24,6 +25,7 @@ use crate::store::{BlobStore, ImageRecord, MetadataStore, StoreError, UrlFetcher
 pub use images::{ImageListing, UploadItem};
 pub use maintenance::SweepReport;
 pub use models::ModelHub;
+pub use predictions::{prediction_key, PredictRequest, PredictionKind};
 pub use projects::NewProject;
 pub use training::{TrainRequest, TrainingJobs, TRAIN_JOB};
 
@@ -38,6 +40,8 @@ pub struct ServiceConfig {
     pub max_images_per_project: u64,
     /// Threads used to decode and resize the images of one batch.
     pub image_workers: usize,
+    /// How long stored predictions are kept, in days.
+    pub prediction_retention_days: i64,
 }
 
 impl Default for ServiceConfig {
@@ -47,6 +51,7 @@ impl Default for ServiceConfig {
             max_projects: crate::limits::DEFAULT_MAX_PROJECTS,
             max_images_per_project: crate::limits::MAX_IMAGES_PER_PROJECT,
             image_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
+            prediction_retention_days: 30,
         }
     }
 }

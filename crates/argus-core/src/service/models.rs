@@ -29,6 +29,7 @@ pub struct ModelHub {
     dir: PathBuf,
     backbone: OnceLock<Arc<EfficientNetLite0>>,
     heads: Mutex<VecDeque<(Uuid, Arc<Head>)>>,
+    compute: Arc<tokio::sync::Semaphore>,
 }
 
 impl std::fmt::Debug for ModelHub {
@@ -40,7 +41,19 @@ impl std::fmt::Debug for ModelHub {
 impl ModelHub {
     /// Models under `dir` (the `--models-dir`).
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { dir: dir.into(), backbone: OnceLock::new(), heads: Mutex::new(VecDeque::new()) }
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            dir: dir.into(),
+            backbone: OnceLock::new(),
+            heads: Mutex::new(VecDeque::new()),
+            compute: Arc::new(tokio::sync::Semaphore::new(cores)),
+        }
+    }
+
+    /// A slot to run a model in: at most one inference per core at a time, so that a burst of requests
+    /// queues instead of oversubscribing the CPU (each inference already uses the cores it needs).
+    pub async fn compute_permit(&self) -> ApiResult<tokio::sync::OwnedSemaphorePermit> {
+        Arc::clone(&self.compute).acquire_owned().await.map_err(ApiError::internal)
     }
 
     /// The backbone, loading it on first use. Missing weights are a clear error saying how to get them.

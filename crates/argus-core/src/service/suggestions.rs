@@ -7,33 +7,16 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
+use super::predictions::uncertainty;
 use super::training::snapshot_of;
 use super::{check_tag_filter, original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::{MAX_IMAGES_PER_BATCH, MAX_TAKE};
 use crate::model::{
-    now, ClassificationType, Prediction, StoredSuggestedTagAndRegion, SuggestedTagAndRegion,
-    SuggestedTagAndRegionQuery, SuggestedTagAndRegionQueryToken, TagFilter,
+    now, ClassificationType, StoredSuggestedTagAndRegion, SuggestedTagAndRegion, SuggestedTagAndRegionQuery,
+    SuggestedTagAndRegionQueryToken, TagFilter,
 };
 use crate::store::Suggestion;
-
-/// Normalised entropy of a prediction in [0, 1].
-fn uncertainty(preds: &[Prediction], multilabel: bool) -> f64 {
-    let h = |p: f64| if p > 0.0 { -p * p.ln() } else { 0.0 };
-    if preds.is_empty() {
-        return 0.0;
-    }
-    if multilabel {
-        // Independent yes/no answers (multilabel tags, or detected boxes): mean binary entropy of the
-        // ten most confident.
-        let preds = &preds[..preds.len().min(10)];
-        preds.iter().map(|p| (h(p.probability) + h(1.0 - p.probability)) / 2f64.ln()).sum::<f64>() / preds.len() as f64
-    } else if preds.len() < 2 {
-        0.0
-    } else {
-        preds.iter().map(|p| h(p.probability)).sum::<f64>() / (preds.len() as f64).ln()
-    }
-}
 
 fn matches(s: &Suggestion, tags: &[Uuid], threshold: f64) -> bool {
     s.predictions.iter().any(|p| (tags.is_empty() || tags.contains(&p.tag_id)) && p.probability >= threshold)
@@ -184,22 +167,5 @@ impl Argus {
         let threshold = filter.threshold.unwrap_or(0.0);
         let (_, rows) = self.suggestions(project, iteration).await?;
         Ok(tags.iter().map(|t| (*t, rows.iter().filter(|s| matches(s, &[*t], threshold)).count() as u64)).collect())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn p(probability: f64) -> Prediction {
-        Prediction { probability, tag_id: Uuid::nil(), tag_name: String::new(), bounding_box: None, tag_type: None }
-    }
-
-    #[test]
-    fn uncertainty_is_normalised_entropy() {
-        assert!((uncertainty(&[p(0.5), p(0.5)], false) - 1.0).abs() < 1e-12);
-        assert!(uncertainty(&[p(1.0), p(0.0)], false).abs() < 1e-12);
-        assert!((uncertainty(&[p(0.5)], true) - 1.0).abs() < 1e-12);
-        assert!(uncertainty(&[p(0.9), p(0.1)], false) < uncertainty(&[p(0.6), p(0.4)], false));
     }
 }

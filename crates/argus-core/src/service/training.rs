@@ -893,8 +893,15 @@ impl Argus {
             .collect())
     }
 
-    /// QuickTestImage / QuickTestImageUrl: runs a trained iteration (the latest by default) on an image.
-    pub async fn quick_test(&self, project: Uuid, iteration: Option<Uuid>, bytes: Bytes) -> ApiResult<ImagePrediction> {
+    /// QuickTestImage / QuickTestImageUrl: runs a trained iteration (the latest by default) on an image and,
+    /// unless `store` is false, stores the result for QueryPredictions.
+    pub async fn quick_test(
+        &self,
+        project: Uuid,
+        iteration: Option<Uuid>,
+        bytes: Bytes,
+        store: bool,
+    ) -> ApiResult<ImagePrediction> {
         self.project(project).await?;
         let id = match iteration {
             Some(id) => id,
@@ -919,8 +926,17 @@ impl Argus {
             return Err(not_trained(id));
         }
         let snap = snapshot_of(snap)?;
-        let preds = self.predict_image(project, id, &snap, bytes, crate::limits::MAX_TRAINING_IMAGE_BYTES).await?;
-        Ok(ImagePrediction { id: Uuid::new_v4(), project, iteration: id, created: now(), predictions: preds })
+        let original = bytes.clone();
+        let (preds, kept) =
+            self.run_model(project, id, &snap, bytes, crate::limits::MAX_TRAINING_IMAGE_BYTES, store).await?;
+        let result = ImagePrediction { id: Uuid::new_v4(), project, iteration: id, created: now(), predictions: preds };
+        if let Some(prepared) = kept {
+            let independent = snap.detection || snap.multilabel;
+            let u = super::predictions::uncertainty(&result.predictions, independent);
+            self.store_prediction(&result, it.domain_id.unwrap_or_default(), String::new(), u, original, prepared)
+                .await?;
+        }
+        Ok(result)
     }
 
     /// Runs a trained iteration's model on image bytes: every tag's probability (classification) or the
@@ -933,6 +949,20 @@ impl Argus {
         bytes: Bytes,
         max_bytes: usize,
     ) -> ApiResult<Vec<Prediction>> {
+        Ok(self.run_model(project, iteration, snap, bytes, max_bytes, false).await?.0)
+    }
+
+    /// [`Argus::predict_image`], also returning the image's stored derivatives (from the same decode) when
+    /// `keep` is set.
+    pub(super) async fn run_model(
+        &self,
+        project: Uuid,
+        iteration: Uuid,
+        snap: &Snapshot,
+        bytes: Bytes,
+        max_bytes: usize,
+        keep: bool,
+    ) -> ApiResult<(Vec<Prediction>, Option<argus_vision::PreparedImage>)> {
         // The blob store is read only when the head is not cached yet.
         let head = match self.models.cached_head(iteration) {
             Some(head) => head,
@@ -964,8 +994,9 @@ impl Argus {
             Scores(Vec<f32>),
             Boxes(Vec<Detection>),
         }
-        let out = tokio::task::spawn_blocking(move || -> ApiResult<Out> {
-            let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| match e {
+        let permit = self.models.compute_permit().await?;
+        let (out, kept) = tokio::task::spawn_blocking(move || -> ApiResult<(Out, Option<_>)> {
+            let image_error = |e: argus_vision::ImageError| match e {
                 argus_vision::ImageError::TooLarge { .. } => {
                     ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string())
                 }
@@ -973,22 +1004,31 @@ impl Argus {
                     ApiError::new(ErrorCode::BadRequestImageDimensions, e.to_string())
                 }
                 argus_vision::ImageError::Format(_) => ApiError::new(ErrorCode::BadRequestImageFormat, e.to_string()),
-            })?;
+            };
+            let (img, mime) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(image_error)?;
             let rgb = img.to_rgb8();
-            match head.as_ref() {
+            let out = match head.as_ref() {
                 Head::Classifier(h) => {
                     let f = features(&backbone, &[rgb], h.input_size).map_err(ApiError::internal)?;
-                    Ok(Out::Scores(h.predict(&f[0])))
+                    Out::Scores(h.predict(&f[0]))
                 }
-                Head::Detector(h) => Ok(Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?)),
-            }
+                Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),
+            };
+            let kept = if keep {
+                Some(argus_vision::imageio::derivatives(&img, mime, &limits).map_err(image_error)?)
+            } else {
+                None
+            };
+            drop(permit);
+            Ok((out, kept))
         })
         .await
         .map_err(ApiError::internal)??;
-        Ok(match out {
+        let preds = match out {
             Out::Scores(scores) => predictions(&classes, &scores, &names),
             Out::Boxes(dets) => detection_predictions(&dets, &classes, &names),
-        })
+        };
+        Ok((preds, kept))
     }
 
     /// Tags as an iteration saw them (GetTags / GetTag with `iterationId`).

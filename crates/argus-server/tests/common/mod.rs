@@ -17,6 +17,7 @@ use serde_json::Value;
 
 pub const KEY: &str = "test-training-key";
 pub const SIGNING: &str = "test-signing-secret";
+pub const PREDICTION_KEY: &str = "test-prediction-key";
 
 pub struct TestServer {
     pub base: String,
@@ -63,7 +64,7 @@ impl TestServer {
         };
         let state = AppState {
             argus: argus.clone(),
-            keys: Arc::new(Keys { training: KEY.into(), prediction: "p".into() }),
+            keys: Arc::new(Keys { training: KEY.into(), prediction: PREDICTION_KEY.into() }),
             public_url: None,
         };
         let (wtx, wrx) = tokio::sync::watch::channel(false);
@@ -127,6 +128,13 @@ impl TestServer {
 
     pub fn req(&self, method: Method, path: &str) -> reqwest::RequestBuilder {
         self.client.request(method, format!("{}{}", self.base, path)).header("Training-Key", KEY)
+    }
+
+    /// A Prediction API request (`/customvision/{version}/prediction{path}`) with the prediction key.
+    pub fn predict_req(&self, version: &str, path: &str) -> reqwest::RequestBuilder {
+        self.client
+            .post(format!("{}/customvision/{version}/prediction{path}", self.root))
+            .header("Prediction-Key", PREDICTION_KEY)
     }
 
     /// Sends and returns (status, JSON body or Null).

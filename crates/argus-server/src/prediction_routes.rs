@@ -1,0 +1,98 @@
+//! Routes of the Prediction API v3.0 and v3.1: classify or detect with a published iteration, from image
+//! bytes (multipart `imageData` or a raw body) or `{"url": …}`, stored or `/nostore`. `Prediction-Key` auth.
+
+use argus_core::limits::MAX_PREDICTION_IMAGE_BYTES;
+use argus_core::service::{PredictRequest, PredictionKind};
+use argus_core::{ApiError, ErrorCode};
+use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::Router;
+
+use crate::error::{method_not_allowed, HttpError, HttpResult};
+use crate::extract::{check_key, json_body, Query};
+use crate::routes::{ok_json, single_image};
+use crate::AppState;
+
+/// Prediction API versions served (v3.1 adds `tagType` to every prediction).
+pub const PREDICTION_VERSIONS: &[&str] = &["v3.0", "v3.1"];
+
+/// Requests above this many bytes are cut off by the server; between the 4 MB image limit and this the
+/// client gets `BadRequestImageSizeBytes`.
+const MAX_PREDICTION_REQUEST_BYTES: usize = 8 << 20;
+
+pub(crate) fn router(state: AppState) -> Router<AppState> {
+    Router::new()
+        .route("/customvision/{version}/prediction/{project}/{kind}/iterations/{name}/{source}", post(predict_stored))
+        .route(
+            "/customvision/{version}/prediction/{project}/{kind}/iterations/{name}/{source}/nostore",
+            post(predict_nostore),
+        )
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_PREDICTION_REQUEST_BYTES))
+        .route_layer(middleware::from_fn_with_state(state, prediction_auth))
+}
+
+async fn prediction_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    match check_key(req.headers(), "Prediction-Key", &state.keys.prediction) {
+        Ok(()) => next.run(req).await,
+        Err(e) => HttpError(e).into_response(),
+    }
+}
+
+type PredictPath = Path<(String, String, String, String, String)>;
+
+async fn predict_stored(s: State<AppState>, p: PredictPath, q: Query, req: Request) -> HttpResult<Response> {
+    predict(s, p, q, req, true).await
+}
+
+async fn predict_nostore(s: State<AppState>, p: PredictPath, q: Query, req: Request) -> HttpResult<Response> {
+    predict(s, p, q, req, false).await
+}
+
+#[derive(serde::Deserialize)]
+struct ImageUrl {
+    url: Option<String>,
+}
+
+async fn predict(
+    State(s): State<AppState>,
+    Path((version, project, kind, name, source)): PredictPath,
+    q: Query,
+    req: Request,
+    store: bool,
+) -> HttpResult<Response> {
+    let not_found = || HttpError(ApiError::new(ErrorCode::NotFound, "No such Prediction API route."));
+    if !PREDICTION_VERSIONS.contains(&version.as_str()) {
+        return Err(not_found());
+    }
+    let kind = match kind.as_str() {
+        "classify" => PredictionKind::Classify,
+        "detect" => PredictionKind::Detect,
+        _ => return Err(not_found()),
+    };
+    let project = uuid::Uuid::parse_str(&project)
+        .map_err(|_| ApiError::new(ErrorCode::NotFoundProject, format!("Project '{project}' was not found.")))?;
+    let bytes = match source.as_str() {
+        "image" => single_image(req, MAX_PREDICTION_IMAGE_BYTES).await?,
+        "url" => {
+            let headers = req.headers().clone();
+            let body = axum::body::to_bytes(req.into_body(), MAX_PREDICTION_REQUEST_BYTES).await.map_err(|e| {
+                ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}"))
+            })?;
+            let u: ImageUrl = json_body(&headers, &body)?;
+            s.argus.fetch_image(u.url.as_deref().unwrap_or(""), MAX_PREDICTION_IMAGE_BYTES).await?
+        }
+        _ => return Err(not_found()),
+    };
+    let request = PredictRequest {
+        project,
+        published_name: name,
+        kind,
+        application: q.str("application").map(String::from),
+        store,
+        with_tag_type: version != "v3.0",
+    };
+    Ok(ok_json(s.argus.predict(request, bytes).await?))
+}

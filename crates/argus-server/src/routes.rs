@@ -297,7 +297,7 @@ async fn create_images_from_data(
     let ct = req.headers().get(header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("").to_ascii_lowercase();
     let items = if ct.starts_with("multipart/form-data") {
         read_multipart(req).await?
-    } else if ct.is_empty() || ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
+    } else if ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
         let body = axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
             .await
             .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?;
@@ -690,9 +690,17 @@ pub(crate) async fn single_image(req: Request, limit: usize) -> Result<Bytes, Ap
             None => return Err(ApiError::new(ErrorCode::BadRequestImageStream, "The multipart body holds no image.")),
         }
     } else if ct.is_empty() || ct.starts_with("application/octet-stream") || ct.starts_with("image/") {
-        axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
+        let body = axum::body::to_bytes(req.into_body(), MAX_UPLOAD_REQUEST_BYTES)
             .await
-            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?
+            .map_err(|e| ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}")))?;
+        // A body without a content type is taken as the raw image; no body and no type is a wrong request.
+        if ct.is_empty() && body.is_empty() {
+            return Err(ApiError::new(
+                ErrorCode::UnsupportedMediaType,
+                "Send the image as multipart/form-data (field imageData) or application/octet-stream.",
+            ));
+        }
+        body
     } else {
         return Err(ApiError::new(
             ErrorCode::UnsupportedMediaType,

@@ -49,14 +49,15 @@ fn crop(img: &RgbImage, rng: &mut rand::rngs::StdRng) -> Vec<u8> {
     out
 }
 
-struct Client {
-    http: reqwest::Client,
-    base: String,
-    key: String,
+/// A Training API client of the in-process server.
+pub(crate) struct Client {
+    pub(crate) http: reqwest::Client,
+    pub(crate) base: String,
+    pub(crate) key: String,
 }
 
 impl Client {
-    async fn json(&self, rb: reqwest::RequestBuilder) -> Result<Value> {
+    pub(crate) async fn json(&self, rb: reqwest::RequestBuilder) -> Result<Value> {
         let resp = rb.header("Training-Key", &self.key).send().await?;
         let status = resp.status();
         let body: Value = resp.json().await.unwrap_or(Value::Null);
@@ -66,7 +67,7 @@ impl Client {
         Ok(body)
     }
 
-    async fn project(&self, name: &str, tags: &[&str]) -> Result<(String, Vec<String>)> {
+    pub(crate) async fn project(&self, name: &str, tags: &[&str]) -> Result<(String, Vec<String>)> {
         let p = self.json(self.http.post(format!("{}/projects?name={name}", self.base))).await?;
         let pid = p["id"].as_str().context("id")?.to_string();
         let mut ids = Vec::new();
@@ -89,7 +90,7 @@ impl Client {
         Ok(())
     }
 
-    async fn train(&self, pid: &str, query: &str) -> Result<(String, Duration)> {
+    pub(crate) async fn train(&self, pid: &str, query: &str) -> Result<(String, Duration)> {
         let t0 = Instant::now();
         let it = self.json(self.http.post(format!("{}/projects/{pid}/train?{query}", self.base))).await?;
         let id = it["id"].as_str().context("iteration id")?.to_string();
@@ -116,7 +117,7 @@ impl Client {
     }
 }
 
-fn peak_rss_mib() -> Option<f64> {
+pub(crate) fn peak_rss_mib() -> Option<f64> {
     let status = std::fs::read_to_string("/proc/self/status").ok()?;
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
@@ -134,28 +135,8 @@ pub async fn run(args: TrainBenchArgs) -> Result<()> {
     let imgs: Vec<RgbImage> = photos.iter().map(|p| load(p)).collect::<Result<_>>()?;
 
     let tmp = tempfile::tempdir()?;
-    let settings = Settings::resolve(&ServeArgs {
-        data_dir: Some(tmp.path().to_path_buf()),
-        models_dir: Some(args.models_dir.clone()),
-        ..Default::default()
-    })?;
-    let (state, _) = crate::build_state(&settings).await?;
-    state.argus.models.backbone().map_err(|e| anyhow::anyhow!(e.message))?;
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let pool = argus_jobs::start(
-        state.argus.jobs.clone(),
-        vec![std::sync::Arc::new(argus_core::service::TrainingJobs(state.argus.clone()))],
-        argus_jobs::PoolConfig { idle_poll: Duration::from_millis(20), ..Default::default() },
-        stop_rx,
-    );
-    let key = state.keys.training.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (srv_tx, srv_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(argus_server::serve(listener, state, async move {
-        let _ = srv_rx.await;
-    }));
-    let c = Client { http: reqwest::Client::new(), base: format!("http://{addr}/customvision/v3.3/training"), key };
+    let server = BenchServer::start(tmp.path(), &args.models_dir).await?;
+    let c = &server.client;
 
     // Wall time: 2 tags x 20 images.
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -216,9 +197,60 @@ pub async fn run(args: TrainBenchArgs) -> Result<()> {
     if let Some(p) = peak {
         println!("| peak resident memory of the whole process | {p:.0} MiB |");
     }
-    let _ = stop_tx.send(true);
-    pool.join().await;
-    let _ = srv_tx.send(());
-    let _ = server.await;
+    server.stop().await;
     Ok(())
+}
+
+/// An in-process server with a training worker pool, on a loopback port, for benchmarks.
+pub(crate) struct BenchServer {
+    /// Training API client.
+    pub(crate) client: Client,
+    /// `http://127.0.0.1:port`.
+    pub(crate) root: String,
+    /// The Prediction-Key.
+    pub(crate) prediction_key: String,
+    /// The services (for bare-model reference runs).
+    pub(crate) argus: argus_core::Argus,
+    stop_tx: tokio::sync::watch::Sender<bool>,
+    pool: argus_jobs::WorkerPool,
+    srv_tx: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+}
+
+impl BenchServer {
+    pub(crate) async fn start(data_dir: &std::path::Path, models_dir: &std::path::Path) -> Result<Self> {
+        let settings = Settings::resolve(&ServeArgs {
+            data_dir: Some(data_dir.to_path_buf()),
+            models_dir: Some(models_dir.to_path_buf()),
+            ..Default::default()
+        })?;
+        let (state, _) = crate::build_state(&settings).await?;
+        state.argus.models.backbone().map_err(|e| anyhow::anyhow!(e.message))?;
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let pool = argus_jobs::start(
+            state.argus.jobs.clone(),
+            vec![std::sync::Arc::new(argus_core::service::TrainingJobs(state.argus.clone()))],
+            argus_jobs::PoolConfig { idle_poll: Duration::from_millis(20), ..Default::default() },
+            stop_rx,
+        );
+        let key = state.keys.training.clone();
+        let prediction_key = state.keys.prediction.clone();
+        let argus = state.argus.clone();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let (srv_tx, srv_rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(argus_server::serve(listener, state, async move {
+            let _ = srv_rx.await;
+        }));
+        let client =
+            Client { http: reqwest::Client::new(), base: format!("http://{addr}/customvision/v3.3/training"), key };
+        Ok(Self { client, root: format!("http://{addr}"), prediction_key, argus, stop_tx, pool, srv_tx, server })
+    }
+
+    pub(crate) async fn stop(self) {
+        let _ = self.stop_tx.send(true);
+        self.pool.join().await;
+        let _ = self.srv_tx.send(());
+        let _ = self.server.await;
+    }
 }

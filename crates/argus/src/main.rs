@@ -7,6 +7,8 @@
 
 mod bench;
 mod bench_backbone;
+mod bench_detection;
+mod bench_predict;
 mod bench_training;
 mod config;
 mod models;
@@ -37,6 +39,10 @@ enum BenchCommand {
     Data(bench::BenchArgs),
     /// Training wall time, held-out accuracy and peak memory.
     Training(bench_training::TrainBenchArgs),
+    /// Object detection: training time and mAP@0.5 on composited photographs.
+    Detection(bench_detection::DetectionBenchArgs),
+    /// Prediction API load: requests/s and latency at concurrency 1, 4, 16 beside the bare model.
+    Predict(bench_predict::PredictBenchArgs),
     /// Backbone forward time beside ONNX Runtime on the same network.
     Backbone(bench_backbone::BackboneBenchArgs),
 }
@@ -197,6 +203,8 @@ async fn main() -> Result<()> {
         }
         Command::Bench(BenchCommand::Data(args)) => bench::run(args).await,
         Command::Bench(BenchCommand::Training(args)) => bench_training::run(args).await,
+        Command::Bench(BenchCommand::Detection(args)) => bench_detection::run(args).await,
+        Command::Bench(BenchCommand::Predict(args)) => bench_predict::run(args).await,
         Command::Bench(BenchCommand::Backbone(args)) => bench_backbone::run(args),
         Command::Models(models::ModelsCommand::Pull(args)) => models::pull(args),
         Command::Models(models::ModelsCommand::Status(args)) => models::status(args),

@@ -14,6 +14,7 @@ use std::collections::HashMap;
 
 use candle_core::{DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
+use half::f16;
 use image::{imageops, RgbImage};
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
@@ -161,7 +162,8 @@ pub fn detection_view(img: &RgbImage, boxes: &[GtBox], i: usize) -> (RgbImage, V
     (out, kept)
 }
 
-/// Per-cell features of one image: `rows × cols` cells of [`CELL_DIM`] values, row-major.
+/// Per-cell features of one image: `rows × cols` cells of [`CELL_DIM`] values, row-major, kept in half
+/// precision (a training set's grids are the bulk of a detector training's memory).
 #[derive(Debug, Clone)]
 pub struct FeatureGrid {
     /// Cells per column.
@@ -169,7 +171,7 @@ pub struct FeatureGrid {
     /// Cells per row.
     pub cols: usize,
     /// `rows * cols * CELL_DIM` values.
-    pub data: Vec<f32>,
+    pub data: Vec<f16>,
 }
 
 /// Feature grids of images resized to `size` × `size`, batched through the backbone.
@@ -184,7 +186,8 @@ pub fn feature_grids(net: &EfficientNetLite0, images: &[RgbImage], size: u32) ->
         // (N, C, H, W) → (N, H, W, C)
         let cells = Tensor::cat(&[&s16, &up], 1)?.permute((0, 2, 3, 1))?.contiguous()?;
         for n in 0..chunk.len() {
-            let data = cells.get(n)?.flatten_all()?.to_vec1::<f32>()?;
+            let data: Vec<f16> =
+                cells.get(n)?.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f16::from_f32).collect();
             out.push(FeatureGrid { rows, cols, data });
         }
     }
@@ -290,8 +293,9 @@ impl DetectorHead {
             for cell in g.data.chunks_exact(CELL_DIM) {
                 if k.is_multiple_of(stride) {
                     for (i, v) in cell.iter().enumerate() {
-                        mean[i] += *v as f64;
-                        sq[i] += (*v as f64) * (*v as f64);
+                        let v = v.to_f64();
+                        mean[i] += v;
+                        sq[i] += v * v;
                     }
                     seen += 1;
                 }
@@ -348,7 +352,7 @@ impl DetectorHead {
                     if !positive && rng.gen_range(0..NEGATIVE_KEEP) != 0 {
                         continue;
                     }
-                    xs.extend_from_slice(x);
+                    xs.extend(x.iter().map(|v| v.to_f32()));
                     yc.extend_from_slice(&tc[cell * classes..(cell + 1) * classes]);
                     yr.extend_from_slice(&tr[cell * 4..(cell + 1) * 4]);
                     yw.push(tw[cell]);
@@ -405,7 +409,7 @@ impl DetectorHead {
         let xs: Vec<f32> = grid
             .data
             .chunks_exact(CELL_DIM)
-            .flat_map(|cell| cell.iter().zip(&self.mean).zip(&self.inv_std).map(|((v, m), s)| (v - m) * s))
+            .flat_map(|cell| cell.iter().zip(&self.mean).zip(&self.inv_std).map(|((v, m), s)| (v.to_f32() - m) * s))
             .collect();
         let out = self.classes + 4;
         let x = Tensor::from_vec(xs, (cells, CELL_DIM), &dev)?;

@@ -44,29 +44,25 @@ impl Argus {
                 }
             }
         }
-        for (project, entries) in by_image {
-            let candidates: Vec<Uuid> = entries.iter().map(|(i, _)| *i).collect::<HashSet<_>>().into_iter().collect();
-            let mut existing = HashSet::new();
-            for chunk in candidates.chunks(500) {
-                existing.extend(self.store.existing_image_ids(project, chunk).await.map_err(store_err)?);
-            }
-            for (img, key) in entries {
-                if !existing.contains(&img) {
-                    self.blobs.delete(&key).await.map_err(store_err)?;
-                    report.deleted += 1;
+        // Blobs of rows that no longer exist: images and stored predictions, checked per project in chunks.
+        for (owners, predictions) in [(by_image, false), (by_prediction, true)] {
+            for (project, entries) in owners {
+                let candidates: Vec<Uuid> =
+                    entries.iter().map(|(i, _)| *i).collect::<HashSet<_>>().into_iter().collect();
+                let mut existing = HashSet::new();
+                for chunk in candidates.chunks(500) {
+                    let found = if predictions {
+                        self.store.existing_prediction_ids(project, chunk).await
+                    } else {
+                        self.store.existing_image_ids(project, chunk).await
+                    };
+                    existing.extend(found.map_err(store_err)?);
                 }
-            }
-        }
-        for (project, entries) in by_prediction {
-            let candidates: Vec<Uuid> = entries.iter().map(|(i, _)| *i).collect::<HashSet<_>>().into_iter().collect();
-            let mut existing = HashSet::new();
-            for chunk in candidates.chunks(500) {
-                existing.extend(self.store.existing_prediction_ids(project, chunk).await.map_err(store_err)?);
-            }
-            for (id, key) in entries {
-                if !existing.contains(&id) {
-                    self.blobs.delete(&key).await.map_err(store_err)?;
-                    report.deleted += 1;
+                for (id, key) in entries {
+                    if !existing.contains(&id) {
+                        self.blobs.delete(&key).await.map_err(store_err)?;
+                        report.deleted += 1;
+                    }
                 }
             }
         }

@@ -372,13 +372,18 @@ impl Argus {
                 "Every entry needs the id of a stored prediction.",
             ));
         }
+        let ids: Vec<Uuid> = entries.iter().filter_map(|e| e.id).collect();
+        let stored: std::collections::HashSet<Uuid> =
+            self.store.get_predictions(project, &ids).await.map_err(store_err)?.into_iter().map(|r| r.id).collect();
         let mut items = Vec::with_capacity(entries.len());
         for e in entries {
             let id = e.id.unwrap_or_default();
-            let bytes = match self.blobs.get(&prediction_key(project, id, "original")).await.map_err(store_err)? {
-                Some(b) if !self.store.get_predictions(project, &[id]).await.map_err(store_err)?.is_empty() => Ok(b),
-                _ => Err(ImageCreateStatus::ErrorSource),
+            let blob = if stored.contains(&id) {
+                self.blobs.get(&prediction_key(project, id, "original")).await.map_err(store_err)?
+            } else {
+                None
             };
+            let bytes = blob.ok_or(ImageCreateStatus::ErrorSource);
             items.push(UploadItem {
                 source: id.to_string(),
                 bytes,

@@ -91,6 +91,8 @@ def test_detector_and_prediction_client(trainer, predictor, image_host):
     trainer.publish_iteration(project.id, iteration.id, "boxes", "/subscriptions/local/argus")
 
     held_out, truth = scene(random.Random(99), "cup", "motorcycle_left.png")
+    quick = trainer.quick_test_image(project.id, held_out, iteration_id=iteration.id, store=False)
+    assert quick.predictions[0].tag_name == "cup" and quick.predictions[0].bounding_box is not None
     found = predictor.detect_image(project.id, "boxes", held_out, application="sdk")
     best = found.predictions[0]
     assert best.tag_name == "cup" and best.bounding_box is not None

@@ -6,8 +6,10 @@ pub mod classifier;
 pub mod composite;
 pub mod detector;
 pub mod imageio;
+pub mod maxflow;
 pub mod metrics;
 pub mod proposals;
+pub mod segment;
 pub mod weights;
 
 pub use image;

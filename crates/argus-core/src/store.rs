@@ -254,6 +254,92 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn existing_prediction_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>>;
     /// Up to `limit` predictions created before `before`, as (project, prediction).
     async fn expired_predictions(&self, before: Time, limit: u32) -> StoreResult<Vec<(Uuid, Uuid)>>;
+
+    /// Creates a file (metadata; the bytes come later) and returns it with its new id. A duplicate
+    /// external id is a [`StoreError::Conflict`].
+    async fn insert_file(&self, file: &FileRecord) -> StoreResult<FileRecord>;
+    /// Files of a project by id (unknown ids are skipped).
+    async fn files_by_ids(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>>;
+    /// Files of a project by external id (unknown ones are skipped).
+    async fn files_by_external_ids(&self, project: &str, ids: &[String]) -> StoreResult<Vec<FileRecord>>;
+    /// Files of a project with ids above `after`, ascending, at most `limit`.
+    async fn list_files(&self, project: &str, after: i64, limit: u32) -> StoreResult<Vec<FileRecord>>;
+    /// Records that a file's bytes were uploaded.
+    async fn mark_file_uploaded(&self, project: &str, id: i64, size: i64, at: Time) -> StoreResult<()>;
+    /// Deletes files; returns the deleted rows.
+    async fn delete_files(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>>;
+
+    /// Creates a vision job row (status `Queued`) and returns its id.
+    async fn insert_vision_job(&self, project: &str, request: &serde_json::Value, at: Time) -> StoreResult<i64>;
+    /// Links a vision job to its queue job.
+    async fn set_vision_queue_job(&self, id: i64, queue_job: Uuid) -> StoreResult<()>;
+    /// A vision job of a project.
+    async fn get_vision_job(&self, project: &str, id: i64) -> StoreResult<Option<VisionJobRecord>>;
+    /// A vision job by id alone (for workers).
+    async fn vision_job(&self, id: i64) -> StoreResult<Option<VisionJobRecord>>;
+    /// Moves a vision job to `status` at `at`, with its result or error when it ends.
+    async fn update_vision_job(
+        &self,
+        id: i64,
+        status: &str,
+        at: Time,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> StoreResult<()>;
+    /// Deletes finished vision jobs whose status changed before `before`; returns how many.
+    async fn delete_finished_vision_jobs(&self, before: Time) -> StoreResult<u64>;
+}
+
+/// A file of the CDF-style Files API.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileRecord {
+    /// Internal id (assigned on insert).
+    pub id: i64,
+    /// CDF project name.
+    pub project: String,
+    /// External id, unique in the project.
+    pub external_id: Option<String>,
+    /// File name.
+    pub name: String,
+    /// MIME type.
+    pub mime_type: Option<String>,
+    /// Where the bytes are in the blob store.
+    pub blob_key: String,
+    /// Whether the bytes were uploaded.
+    pub uploaded: bool,
+    /// Byte size once uploaded.
+    pub size: Option<i64>,
+    /// Creation time.
+    pub created: Time,
+    /// Last update time.
+    pub updated: Time,
+    /// Upload time.
+    pub uploaded_time: Option<Time>,
+}
+
+/// A vision job as stored.
+#[derive(Debug, Clone)]
+pub struct VisionJobRecord {
+    /// Job id.
+    pub id: i64,
+    /// CDF project name.
+    pub project: String,
+    /// The durable queue job that runs it.
+    pub queue_job: Option<Uuid>,
+    /// The accepted request (with resolved file ids).
+    pub request: serde_json::Value,
+    /// Queued, Running, Completed or Failed.
+    pub status: String,
+    /// Creation time.
+    pub created: Time,
+    /// Start time.
+    pub start_time: Time,
+    /// Last status change.
+    pub status_time: Time,
+    /// Result when completed.
+    pub result: Option<serde_json::Value>,
+    /// Error message when failed.
+    pub error: Option<String>,
 }
 
 /// A stored prediction: what a published model (or QuickTest) answered for an image.

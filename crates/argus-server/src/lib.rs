@@ -8,6 +8,7 @@ pub mod extract;
 pub mod fetch;
 mod prediction_routes;
 mod routes;
+mod vision_routes;
 
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct Keys {
     pub training: String,
     /// `Prediction-Key`.
     pub prediction: String,
+    /// Bearer key of the CDF-style vision API.
+    pub vision: String,
 }
 
 /// Shared state of every handler.

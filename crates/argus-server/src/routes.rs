@@ -82,6 +82,7 @@ pub(crate) fn router(state: AppState) -> Router {
     Router::new()
         .nest("/customvision/v3.3/training", training)
         .merge(crate::prediction_routes::router(state.clone()))
+        .merge(crate::vision_routes::router(state.clone()))
         .route("/blobs/{*key}", get(get_blob))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))

@@ -13,8 +13,8 @@ use argus_core::filter::MetadataFilter;
 use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, ProjectSettings, Tag, TagType, Time};
 use argus_core::store::{
-    ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, PredictionOrder,
-    PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
+    FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, PredictionOrder,
+    PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus, VisionJobRecord,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -860,6 +860,203 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?;
         rows.iter().map(|r| Ok((uuid(r.get("project_id"))?, uuid(r.get("id"))?))).collect()
     }
+
+    async fn insert_file(&self, f: &FileRecord) -> StoreResult<FileRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO files (project, external_id, name, mime_type, blob_key, uploaded, size, created, updated, \
+             uploaded_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&f.project)
+        .bind(&f.external_id)
+        .bind(&f.name)
+        .bind(&f.mime_type)
+        .bind(&f.blob_key)
+        .bind(f.uploaded as i64)
+        .bind(f.size)
+        .bind(ms(&f.created))
+        .bind(ms(&f.updated))
+        .bind(f.uploaded_time.as_ref().map(ms))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(FileRecord { id, ..f.clone() })
+    }
+
+    async fn files_by_ids(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM files WHERE project = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn files_by_external_ids(&self, project: &str, ids: &[String]) -> StoreResult<Vec<FileRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM files WHERE project = ");
+        qb.push_bind(project.to_string()).push(" AND external_id IN (");
+        push_list(&mut qb, ids);
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn list_files(&self, project: &str, after: i64, limit: u32) -> StoreResult<Vec<FileRecord>> {
+        let rows = sqlx::query("SELECT * FROM files WHERE project = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(project)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn mark_file_uploaded(&self, project: &str, id: i64, size: i64, at: Time) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE files SET uploaded = 1, size = ?, uploaded_time = ?, updated = ? WHERE project = ? AND id = ?",
+        )
+        .bind(size)
+        .bind(ms(&at))
+        .bind(ms(&at))
+        .bind(project)
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_files(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM files WHERE project = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") RETURNING *");
+        let rows = qb.build().fetch_all(&self.writer).await.map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn insert_vision_job(&self, project: &str, request: &serde_json::Value, at: Time) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO vision_jobs (project, request, status, created, start_time, status_time) \
+             VALUES (?, ?, 'Queued', ?, ?, ?) RETURNING id",
+        )
+        .bind(project)
+        .bind(serde_json::to_string(request).map_err(backend)?)
+        .bind(ms(&at))
+        .bind(ms(&at))
+        .bind(ms(&at))
+        .fetch_one(&self.writer)
+        .await
+        .map_err(map_sqlx)
+    }
+
+    async fn set_vision_queue_job(&self, id: i64, queue_job: Uuid) -> StoreResult<()> {
+        sqlx::query("UPDATE vision_jobs SET queue_job = ? WHERE id = ?")
+            .bind(queue_job.to_string())
+            .bind(id)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_vision_job(&self, project: &str, id: i64) -> StoreResult<Option<VisionJobRecord>> {
+        let row = sqlx::query("SELECT * FROM vision_jobs WHERE project = ? AND id = ?")
+            .bind(project)
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(vision_job_from).transpose()
+    }
+
+    async fn vision_job(&self, id: i64) -> StoreResult<Option<VisionJobRecord>> {
+        let row = sqlx::query("SELECT * FROM vision_jobs WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(vision_job_from).transpose()
+    }
+
+    async fn update_vision_job(
+        &self,
+        id: i64,
+        status: &str,
+        at: Time,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let result = result.map(serde_json::to_string).transpose().map_err(backend)?;
+        sqlx::query(
+            "UPDATE vision_jobs SET status = ?, status_time = ?, result = COALESCE(?, result), \
+             error = COALESCE(?, error) WHERE id = ?",
+        )
+        .bind(status)
+        .bind(ms(&at))
+        .bind(result)
+        .bind(error)
+        .bind(id)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_finished_vision_jobs(&self, before: Time) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM vision_jobs WHERE status IN ('Completed', 'Failed') AND status_time < ?")
+            .bind(ms(&before))
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
+}
+
+fn file_from(r: &SqliteRow) -> FileRecord {
+    FileRecord {
+        id: r.get("id"),
+        project: r.get("project"),
+        external_id: r.get("external_id"),
+        name: r.get("name"),
+        mime_type: r.get("mime_type"),
+        blob_key: r.get("blob_key"),
+        uploaded: r.get::<i64, _>("uploaded") != 0,
+        size: r.get("size"),
+        created: time(r.get("created")),
+        updated: time(r.get("updated")),
+        uploaded_time: r.get::<Option<i64>, _>("uploaded_time").map(time),
+    }
+}
+
+fn vision_job_from(r: &SqliteRow) -> StoreResult<VisionJobRecord> {
+    Ok(VisionJobRecord {
+        id: r.get("id"),
+        project: r.get("project"),
+        queue_job: r.get::<Option<&str>, _>("queue_job").map(uuid).transpose()?,
+        request: serde_json::from_str(r.get::<&str, _>("request")).map_err(backend)?,
+        status: r.get("status"),
+        created: time(r.get("created")),
+        start_time: time(r.get("start_time")),
+        status_time: time(r.get("status_time")),
+        result: r.get::<Option<&str>, _>("result").map(serde_json::from_str).transpose().map_err(backend)?,
+        error: r.get("error"),
+    })
 }
 
 const PREDICTION_COLUMNS: &str =

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use argus_core::service::{ModelHub, TrainingJobs};
+use argus_core::service::{ModelHub, SegmentJobs, TrainingJobs};
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, SqliteStore};
@@ -110,7 +110,15 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
     };
     let state = AppState {
         argus,
-        keys: Arc::new(Keys { training: secrets.training_key.clone(), prediction: secrets.prediction_key.clone() }),
+        keys: Arc::new(Keys {
+            training: secrets.training_key.clone(),
+            prediction: secrets.prediction_key.clone(),
+            // The vision API's bearer key: ARGUS_VISION_KEY, else the training key.
+            vision: std::env::var("ARGUS_VISION_KEY")
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+                .unwrap_or_else(|| secrets.training_key.clone()),
+        }),
         public_url: settings.public_url.clone(),
     };
     Ok((state, fresh))
@@ -161,6 +169,10 @@ async fn serve(args: ServeArgs) -> Result<()> {
             if let Err(e) = sweeper.sweep_orphans(chrono::Duration::hours(1)).await {
                 tracing::warn!(error = %e.message, "orphan sweep failed");
             }
+            let vision = chrono::Duration::hours(sweeper.config.vision_retention_hours);
+            if let Err(e) = sweeper.sweep_vision_jobs(vision).await {
+                tracing::warn!(error = %e.message, "vision job retention sweep failed");
+            }
             let retention = chrono::Duration::days(sweeper.config.prediction_retention_days);
             if let Err(e) = sweeper.sweep_expired_predictions(retention).await {
                 tracing::warn!(error = %e.message, "prediction retention sweep failed");
@@ -175,6 +187,15 @@ async fn serve(args: ServeArgs) -> Result<()> {
         state.argus.jobs.clone(),
         vec![Arc::new(TrainingJobs(state.argus.clone()))],
         argus_jobs::PoolConfig { concurrency: settings.training_workers, ..Default::default() },
+        stop_rx.clone(),
+    );
+    // Segmentation is interactive: its own pool (one worker per core) that polls often, so a prompt never
+    // waits behind a training run.
+    let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+    let segment_pool = argus_jobs::start(
+        state.argus.jobs.clone(),
+        vec![Arc::new(SegmentJobs(state.argus.clone()))],
+        argus_jobs::PoolConfig { concurrency: cores, idle_poll: Duration::from_millis(20), ..Default::default() },
         stop_rx,
     );
     let listener =
@@ -186,6 +207,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     // Running jobs keep their lease until it lapses; a restarted server resumes them.
     let _ = stop_tx.send(true);
     drop(pool);
+    drop(segment_pool);
     Ok(())
 }
 

@@ -11,6 +11,7 @@ mod suggestions;
 mod tags;
 mod training;
 mod transfer;
+mod vision;
 
 use std::sync::Arc;
 
@@ -28,6 +29,7 @@ pub use models::ModelHub;
 pub use predictions::{prediction_key, PredictRequest, PredictionKind};
 pub use projects::NewProject;
 pub use training::{TrainRequest, TrainingJobs, TRAIN_JOB};
+pub use vision::{vision_max_file_bytes, CdfError, CdfResult, SegmentJobs, CUSTOM_VISION_FILE_PREFIX, SEGMENT_JOB};
 
 /// Tunables of the services.
 #[derive(Debug, Clone)]
@@ -42,6 +44,10 @@ pub struct ServiceConfig {
     pub image_workers: usize,
     /// How long stored predictions are kept, in days.
     pub prediction_retention_days: i64,
+    /// Segmentation jobs a CDF project may have queued or running at once (429 above).
+    pub max_running_vision_jobs: u64,
+    /// How long finished segmentation job results are kept, in hours.
+    pub vision_retention_hours: i64,
 }
 
 impl Default for ServiceConfig {
@@ -52,6 +58,8 @@ impl Default for ServiceConfig {
             max_images_per_project: crate::limits::MAX_IMAGES_PER_PROJECT,
             image_workers: std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2),
             prediction_retention_days: 30,
+            max_running_vision_jobs: 20,
+            vision_retention_hours: 24 * 7,
         }
     }
 }

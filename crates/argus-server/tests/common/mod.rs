@@ -18,6 +18,7 @@ use serde_json::Value;
 pub const KEY: &str = "test-training-key";
 pub const SIGNING: &str = "test-signing-secret";
 pub const PREDICTION_KEY: &str = "test-prediction-key";
+pub const VISION_KEY: &str = "test-vision-key";
 
 pub struct TestServer {
     pub base: String,
@@ -33,6 +34,7 @@ pub struct Options {
     pub allow_private_urls: bool,
     pub max_images_per_project: u64,
     pub lease: std::time::Duration,
+    pub max_running_vision_jobs: u64,
 }
 
 impl Default for Options {
@@ -41,6 +43,7 @@ impl Default for Options {
             allow_private_urls: false,
             max_images_per_project: argus_core::limits::MAX_IMAGES_PER_PROJECT,
             lease: std::time::Duration::from_secs(30),
+            max_running_vision_jobs: 20,
         }
     }
 }
@@ -60,17 +63,24 @@ impl TestServer {
             blobs: Arc::new(blobs),
             fetcher: Arc::new(GuardedFetcher::new(opts.allow_private_urls)),
             signer: UrlSigner::new(SIGNING),
-            config: ServiceConfig { max_images_per_project: opts.max_images_per_project, ..Default::default() },
+            config: ServiceConfig {
+                max_images_per_project: opts.max_images_per_project,
+                max_running_vision_jobs: opts.max_running_vision_jobs,
+                ..Default::default()
+            },
         };
         let state = AppState {
             argus: argus.clone(),
-            keys: Arc::new(Keys { training: KEY.into(), prediction: PREDICTION_KEY.into() }),
+            keys: Arc::new(Keys { training: KEY.into(), prediction: PREDICTION_KEY.into(), vision: VISION_KEY.into() }),
             public_url: None,
         };
         let (wtx, wrx) = tokio::sync::watch::channel(false);
         let pool = argus_jobs::start(
             argus.jobs.clone(),
-            vec![Arc::new(argus_core::service::TrainingJobs(argus.clone()))],
+            vec![
+                Arc::new(argus_core::service::TrainingJobs(argus.clone())),
+                Arc::new(argus_core::service::SegmentJobs(argus.clone())),
+            ],
             argus_jobs::PoolConfig {
                 idle_poll: std::time::Duration::from_millis(50),
                 lease: opts.lease,

@@ -1,0 +1,676 @@
+//! The CDF-style vision surface: a subset of the Files API (create metadata → upload URL → bytes; get, byids,
+//! list, delete, download links) and interactive segmentation jobs (`context/vision/segment`) that run on the
+//! durable job queue with the weight-free GrabCut engine. Custom Vision training images are reachable as
+//! files through the external id `customvision:{projectId}/{imageId}`.
+//!
+//! Errors here use the CDF shape (`{"error": {"code", "message", "missing"?}}`), carried by [`CdfError`].
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use super::{resized_key, store_err, Argus, UrlContext};
+use crate::error::ApiError;
+use crate::jobs::{Job, JobHandler, NewJob, Progress};
+use crate::model::{now, Time};
+use crate::store::{FileRecord, StoreError, VisionJobRecord};
+use argus_vision::segment::{coco_rle, grabcut, mask_polygons, upsample_mask, PromptBox, PromptPoint};
+
+/// Job kind of segmentation.
+pub const SEGMENT_JOB: &str = "segment";
+/// External-id prefix that names a Custom Vision training image: `customvision:{projectId}/{imageId}`.
+pub const CUSTOM_VISION_FILE_PREFIX: &str = "customvision:";
+/// Most prompt points of one request.
+pub const MAX_POINTS: usize = 64;
+/// Largest file upload.
+pub const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
+
+/// [`MAX_FILE_BYTES`], for request-size limits elsewhere.
+pub const fn vision_max_file_bytes() -> usize {
+    MAX_FILE_BYTES
+}
+/// Components smaller than this fraction of the image are not returned as polygons.
+const MIN_COMPONENT_AREA: f64 = 0.0005;
+
+/// An error of the CDF surface: HTTP status, message and, for unknown references, the `missing` items.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CdfError {
+    /// HTTP status (also the body's `code`).
+    pub status: u16,
+    /// Human-readable cause.
+    pub message: String,
+    /// References that matched nothing.
+    pub missing: Option<Vec<Value>>,
+}
+
+impl CdfError {
+    /// A 400 with a message.
+    pub fn bad(message: impl Into<String>) -> Self {
+        Self { status: 400, message: message.into(), missing: None }
+    }
+
+    /// A 400 listing unknown references.
+    pub fn missing(items: Vec<Value>) -> Self {
+        Self { status: 400, message: "Files not found.".into(), missing: Some(items) }
+    }
+
+    /// The JSON body.
+    pub fn body(&self) -> Value {
+        let mut e = json!({"code": self.status, "message": self.message});
+        if let (Some(m), Some(obj)) = (&self.missing, e.as_object_mut()) {
+            obj.insert("missing".into(), Value::Array(m.clone()));
+        }
+        json!({ "error": e })
+    }
+}
+
+impl From<ApiError> for CdfError {
+    fn from(e: ApiError) -> Self {
+        Self { status: e.http_status(), message: e.message, missing: None }
+    }
+}
+
+impl From<StoreError> for CdfError {
+    fn from(e: StoreError) -> Self {
+        store_err(e).into()
+    }
+}
+
+/// Result alias of the CDF surface.
+pub type CdfResult<T> = Result<T, CdfError>;
+
+fn ms(t: &Time) -> i64 {
+    t.timestamp_millis()
+}
+
+/// Checks a CDF project name (letters, digits, `-`, `_`; 1–64 characters).
+pub fn check_project_name(project: &str) -> CdfResult<()> {
+    let ok = !project.is_empty()
+        && project.len() <= 64
+        && project.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if ok {
+        Ok(())
+    } else {
+        Err(CdfError::bad(format!("'{project}' is not a valid project name.")))
+    }
+}
+
+fn file_key(project: &str, id: i64) -> String {
+    format!("vision/{project}/files/{id}")
+}
+
+fn is_segmentable(f: &FileRecord) -> bool {
+    let name = f.name.to_ascii_lowercase();
+    let ext = name.ends_with(".jpg") || name.ends_with(".jpeg") || name.ends_with(".png");
+    let mime = matches!(f.mime_type.as_deref(), Some("image/jpeg") | Some("image/png"));
+    ext && mime
+}
+
+/// A parsed file reference.
+#[derive(Debug, Clone, PartialEq)]
+enum FileRef {
+    Id(i64),
+    External(String),
+    Instance(Value),
+}
+
+fn parse_ref(v: &Value) -> CdfResult<FileRef> {
+    let obj = v.as_object().ok_or_else(|| CdfError::bad("Each item must be an object."))?;
+    if obj.len() != 1 {
+        return Err(CdfError::bad("Each item needs exactly one of fileId, fileExternalId or fileInstanceId."));
+    }
+    if let Some(id) = obj.get("fileId") {
+        return id
+            .as_i64()
+            .filter(|i| *i >= 1)
+            .map(FileRef::Id)
+            .ok_or_else(|| CdfError::bad("fileId must be a positive integer."));
+    }
+    if let Some(x) = obj.get("fileExternalId") {
+        return x
+            .as_str()
+            .filter(|s| !s.is_empty() && s.len() <= 255)
+            .map(|s| FileRef::External(s.to_string()))
+            .ok_or_else(|| CdfError::bad("fileExternalId must be a string of 1 to 255 characters."));
+    }
+    if let Some(x) = obj.get("fileInstanceId") {
+        let ok =
+            x.get("space").and_then(Value::as_str).is_some() && x.get("externalId").and_then(Value::as_str).is_some();
+        return if ok {
+            Ok(FileRef::Instance(x.clone()))
+        } else {
+            Err(CdfError::bad("fileInstanceId needs space and externalId."))
+        };
+    }
+    Err(CdfError::bad("Each item needs exactly one of fileId, fileExternalId or fileInstanceId."))
+}
+
+fn unit(v: Option<&Value>, what: &str) -> CdfResult<f64> {
+    let x =
+        v.and_then(Value::as_f64).ok_or_else(|| CdfError::bad(format!("{what} is required and must be a number.")))?;
+    if (0.0..=1.0).contains(&x) {
+        Ok(x)
+    } else {
+        Err(CdfError::bad(format!("{what} must lie in [0, 1]; got {x}.")))
+    }
+}
+
+/// Validated prompt: points `(x, y, label)` and an optional box `(xMin, yMin, xMax, yMax)`.
+type Prompt = (Vec<(f64, f64, u8)>, Option<(f64, f64, f64, f64)>);
+
+fn parse_prompt(body: &Map<String, Value>) -> CdfResult<Prompt> {
+    let mut points = Vec::new();
+    if let Some(p) = body.get("points").filter(|p| !p.is_null()) {
+        let arr = p.as_array().ok_or_else(|| CdfError::bad("points must be an array."))?;
+        if arr.len() > MAX_POINTS {
+            return Err(CdfError::bad(format!("At most {MAX_POINTS} points; got {}.", arr.len())));
+        }
+        for pt in arr {
+            let x = unit(pt.get("x"), "points[].x")?;
+            let y = unit(pt.get("y"), "points[].y")?;
+            let label = match pt.get("label") {
+                None | Some(Value::Null) => 1,
+                Some(l) => match l.as_f64() {
+                    Some(0.0) => 0,
+                    Some(1.0) => 1,
+                    _ => return Err(CdfError::bad("points[].label must be 0 or 1.")),
+                },
+            };
+            if points.iter().any(|q: &(f64, f64, u8)| q.0 == x && q.1 == y && q.2 == label) {
+                return Err(CdfError::bad("points must be unique."));
+            }
+            points.push((x, y, label));
+        }
+    }
+    let bbox = match body.get("boundingBox").filter(|b| !b.is_null()) {
+        None => None,
+        Some(b) => {
+            let (x0, y0) = (unit(b.get("xMin"), "boundingBox.xMin")?, unit(b.get("yMin"), "boundingBox.yMin")?);
+            let (x1, y1) = (unit(b.get("xMax"), "boundingBox.xMax")?, unit(b.get("yMax"), "boundingBox.yMax")?);
+            if x0 >= x1 || y0 >= y1 {
+                return Err(CdfError::bad("boundingBox needs xMin < xMax and yMin < yMax."));
+            }
+            Some((x0, y0, x1, y1))
+        }
+    };
+    if points.is_empty() && bbox.is_none() {
+        return Err(CdfError::bad("Give points and/or a boundingBox."));
+    }
+    Ok((points, bbox))
+}
+
+fn prompt_json((points, bbox): &Prompt) -> Map<String, Value> {
+    let mut m = Map::new();
+    if !points.is_empty() {
+        m.insert("points".into(), points.iter().map(|(x, y, l)| json!({"x": x, "y": y, "label": l})).collect());
+    }
+    if let Some((a, b, c, d)) = bbox {
+        m.insert("boundingBox".into(), json!({"xMin": a, "yMin": b, "xMax": c, "yMax": d}));
+    }
+    m
+}
+
+fn file_item(f: &FileRecord) -> Value {
+    let mut m = Map::new();
+    m.insert("fileId".into(), json!(f.id));
+    if let Some(x) = &f.external_id {
+        m.insert("fileExternalId".into(), json!(x));
+    }
+    Value::Object(m)
+}
+
+impl Argus {
+    /// The JSON of a file, CDF-style.
+    pub fn file_json(&self, f: &FileRecord) -> Value {
+        let mut v = json!({
+            "id": f.id,
+            "name": f.name,
+            "uploaded": f.uploaded,
+            "createdTime": ms(&f.created),
+            "lastUpdatedTime": ms(&f.updated),
+        });
+        if let Some(obj) = v.as_object_mut() {
+            if let Some(x) = &f.external_id {
+                obj.insert("externalId".into(), json!(x));
+            }
+            if let Some(m) = &f.mime_type {
+                obj.insert("mimeType".into(), json!(m));
+            }
+            if let Some(t) = &f.uploaded_time {
+                obj.insert("uploadedTime".into(), json!(ms(t)));
+            }
+        }
+        v
+    }
+
+    /// Creates file metadata; returns the file and the signed URL to PUT its bytes to.
+    pub async fn create_file(&self, ctx: &UrlContext, project: &str, body: &Value) -> CdfResult<Value> {
+        check_project_name(project)?;
+        let name = body.get("name").and_then(Value::as_str).filter(|n| !n.trim().is_empty() && n.len() <= 256);
+        let name = name.ok_or_else(|| CdfError::bad("name is required (1 to 256 characters)."))?;
+        let external_id = match body.get("externalId") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(
+                v.as_str()
+                    .filter(|s| !s.is_empty() && s.len() <= 255)
+                    .ok_or_else(|| CdfError::bad("externalId must be a string of 1 to 255 characters."))?
+                    .to_string(),
+            ),
+        };
+        if external_id.as_deref().is_some_and(|x| x.starts_with(CUSTOM_VISION_FILE_PREFIX)) {
+            return Err(CdfError::bad(format!(
+                "External ids starting with '{CUSTOM_VISION_FILE_PREFIX}' are reserved."
+            )));
+        }
+        let mime_type = body.get("mimeType").and_then(Value::as_str).map(String::from);
+        let t = now();
+        let record = FileRecord {
+            id: 0,
+            project: project.to_string(),
+            external_id: external_id.clone(),
+            name: name.to_string(),
+            mime_type,
+            blob_key: String::new(),
+            uploaded: false,
+            size: None,
+            created: t,
+            updated: t,
+            uploaded_time: None,
+        };
+        let f = self.store.insert_file(&record).await.map_err(|e| match e {
+            StoreError::Conflict(_) => {
+                CdfError { status: 409, message: "A file with this externalId already exists.".into(), missing: None }
+            }
+            other => other.into(),
+        })?;
+        let mut v = self.file_json(&f);
+        let upload = self.signed_url(ctx, &format!("upload/{}", file_key(project, f.id)));
+        if let Some(obj) = v.as_object_mut() {
+            obj.insert("uploadUrl".into(), json!(upload.replacen("/blobs/upload/", "/api/v1/upload/", 1)));
+        }
+        Ok(v)
+    }
+
+    /// Stores the bytes of a file (the target of its upload URL, whose signature the caller checked).
+    pub async fn upload_file(&self, project: &str, id: i64, bytes: Bytes) -> CdfResult<()> {
+        if bytes.len() > MAX_FILE_BYTES {
+            return Err(CdfError {
+                status: 413,
+                message: format!("Files are limited to {MAX_FILE_BYTES} bytes."),
+                missing: None,
+            });
+        }
+        let f = self.store.files_by_ids(project, &[id]).await?;
+        if f.is_empty() {
+            return Err(CdfError::missing(vec![json!({"id": id})]));
+        }
+        let size = bytes.len() as i64;
+        self.blobs.put(&file_key(project, id), bytes).await?;
+        self.store.mark_file_uploaded(project, id, size, now()).await?;
+        Ok(())
+    }
+
+    /// Resolves file references (`{id}` / `{externalId}` for the Files API, `{fileId}` / `{fileExternalId}` /
+    /// `{fileInstanceId}` for vision jobs) in order; unknown ones are a 400 with `missing`.
+    async fn resolve_files(&self, project: &str, refs: &[(FileRef, Value)]) -> CdfResult<Vec<FileRecord>> {
+        let mut out = Vec::with_capacity(refs.len());
+        let mut missing = Vec::new();
+        for (r, original) in refs {
+            let found = match r {
+                FileRef::Id(id) => self.store.files_by_ids(project, &[*id]).await?.into_iter().next(),
+                FileRef::External(x) => {
+                    match self.store.files_by_external_ids(project, std::slice::from_ref(x)).await?.into_iter().next() {
+                        Some(f) => Some(f),
+                        None if x.starts_with(CUSTOM_VISION_FILE_PREFIX) => {
+                            self.register_training_image(project, x).await?
+                        }
+                        None => None,
+                    }
+                }
+                FileRef::Instance(_) => None,
+            };
+            match found {
+                Some(f) => out.push(f),
+                None => missing.push(original.clone()),
+            }
+        }
+        if missing.is_empty() {
+            Ok(out)
+        } else {
+            Err(CdfError::missing(missing))
+        }
+    }
+
+    /// Makes a Custom Vision training image addressable as a file (its resized JPEG), on first reference.
+    async fn register_training_image(&self, project: &str, external: &str) -> CdfResult<Option<FileRecord>> {
+        let rest = &external[CUSTOM_VISION_FILE_PREFIX.len()..];
+        let Some((p, i)) = rest.split_once('/') else { return Ok(None) };
+        let (Ok(p), Ok(i)) = (Uuid::parse_str(p), Uuid::parse_str(i)) else { return Ok(None) };
+        if self.store.get_images(p, &[i]).await?.is_empty() {
+            return Ok(None);
+        }
+        let t = now();
+        let record = FileRecord {
+            id: 0,
+            project: project.to_string(),
+            external_id: Some(external.to_string()),
+            name: format!("{i}.jpg"),
+            mime_type: Some("image/jpeg".into()),
+            blob_key: resized_key(p, i),
+            uploaded: true,
+            size: None,
+            created: t,
+            updated: t,
+            uploaded_time: Some(t),
+        };
+        match self.store.insert_file(&record).await {
+            Ok(f) => Ok(Some(f)),
+            // Registered concurrently: read it back.
+            Err(StoreError::Conflict(_)) => {
+                Ok(self.store.files_by_external_ids(project, &[external.to_string()]).await?.into_iter().next())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn blob_of(f: &FileRecord) -> String {
+        if f.blob_key.is_empty() {
+            file_key(&f.project, f.id)
+        } else {
+            f.blob_key.clone()
+        }
+    }
+
+    /// Files API identity lists (`{"items": [{"id"} | {"externalId"}]}`) → files, in order.
+    pub async fn files_by_identity(&self, project: &str, body: &Value) -> CdfResult<Vec<FileRecord>> {
+        check_project_name(project)?;
+        let items = body.get("items").and_then(Value::as_array).ok_or_else(|| CdfError::bad("items is required."))?;
+        if items.is_empty() || items.len() > 1000 {
+            return Err(CdfError::bad("items must hold 1 to 1000 identifiers."));
+        }
+        let mut refs = Vec::new();
+        for it in items {
+            let r = match (it.get("id").and_then(Value::as_i64), it.get("externalId").and_then(Value::as_str)) {
+                (Some(id), None) => FileRef::Id(id),
+                (None, Some(x)) => FileRef::External(x.to_string()),
+                _ => return Err(CdfError::bad("Each item needs exactly one of id or externalId.")),
+            };
+            refs.push((r, it.clone()));
+        }
+        self.resolve_files(project, &refs).await
+    }
+
+    /// Files of a project, paged by cursor.
+    pub async fn list_files(&self, project: &str, limit: Option<i64>, cursor: Option<&str>) -> CdfResult<Value> {
+        check_project_name(project)?;
+        let limit = limit.unwrap_or(100);
+        if !(1..=1000).contains(&limit) {
+            return Err(CdfError::bad("limit must be between 1 and 1000."));
+        }
+        let after = match cursor.filter(|c| !c.is_empty()) {
+            None => 0,
+            Some(c) => c.parse::<i64>().map_err(|_| CdfError::bad("cursor is not one this server issued."))?,
+        };
+        let mut rows = self.store.list_files(project, after, limit as u32 + 1).await?;
+        let more = rows.len() > limit as usize;
+        rows.truncate(limit as usize);
+        let next = if more { rows.last().map(|f| json!(f.id.to_string())) } else { None };
+        Ok(json!({"items": rows.iter().map(|f| self.file_json(f)).collect::<Vec<_>>(), "nextCursor": next}))
+    }
+
+    /// Deletes files (their own bytes too; a registered training image keeps its bytes).
+    pub async fn delete_files(&self, project: &str, body: &Value) -> CdfResult<()> {
+        let files = self.files_by_identity(project, body).await?;
+        let ids: Vec<i64> = files.iter().map(|f| f.id).collect();
+        for f in self.store.delete_files(project, &ids).await? {
+            if f.blob_key.is_empty() {
+                if let Err(e) = self.blobs.delete(&file_key(project, f.id)).await {
+                    tracing::warn!(file = f.id, error = %e, "file blob delete failed");
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Signed download links of files.
+    pub async fn file_download_links(&self, ctx: &UrlContext, project: &str, body: &Value) -> CdfResult<Value> {
+        let files = self.files_by_identity(project, body).await?;
+        if let Some(f) = files.iter().find(|f| !f.uploaded) {
+            return Err(CdfError::bad(format!("File {} has no content uploaded yet.", f.id)));
+        }
+        let items: Vec<Value> =
+            files.iter().map(|f| json!({"id": f.id, "downloadUrl": self.signed_url(ctx, &Self::blob_of(f))})).collect();
+        Ok(json!({ "items": items }))
+    }
+
+    /// POST context/vision/segment: validates, resolves the file, queues the job.
+    pub async fn create_segment_job(&self, project: &str, body: &Value) -> CdfResult<Value> {
+        check_project_name(project)?;
+        let obj = body.as_object().ok_or_else(|| CdfError::bad("The body must be a JSON object."))?;
+        let items = obj.get("items").and_then(Value::as_array).ok_or_else(|| CdfError::bad("items is required."))?;
+        if items.len() != 1 {
+            return Err(CdfError::bad(format!("items must hold exactly one file reference; got {}.", items.len())));
+        }
+        let reference = parse_ref(&items[0])?;
+        let prompt = parse_prompt(obj)?;
+        let rle = match obj.get("rle") {
+            None | Some(Value::Null) => false,
+            Some(v) => v.as_bool().ok_or_else(|| CdfError::bad("rle must be a boolean."))?,
+        };
+        let file = self.resolve_files(project, &[(reference, items[0].clone())]).await?.remove(0);
+        if !is_segmentable(&file) {
+            return Err(CdfError::bad(format!(
+                "File {} must be a .jpg, .jpeg or .png with mimeType image/jpeg or image/png.",
+                file.id
+            )));
+        }
+        if !file.uploaded {
+            return Err(CdfError::bad(format!("File {} has no content uploaded yet.", file.id)));
+        }
+        let running = self.jobs.active_jobs(SEGMENT_JOB, project).await?;
+        if running >= self.config.max_running_vision_jobs {
+            return Err(CdfError {
+                status: 429,
+                message: format!("At most {} segmentation jobs may run at once in a project.", running),
+                missing: None,
+            });
+        }
+        let mut request = prompt_json(&prompt);
+        request.insert("items".into(), json!([file_item(&file)]));
+        request.insert("rle".into(), json!(rle));
+        let request = Value::Object(request);
+        let t = now();
+        let id = self.store.insert_vision_job(project, &request, t).await?;
+        let queued = self
+            .jobs
+            .enqueue(NewJob {
+                kind: SEGMENT_JOB.into(),
+                scope: project.to_string(),
+                payload: json!({ "visionJob": id }),
+                max_attempts: 2,
+            })
+            .await;
+        match queued {
+            Ok(job) => self.store.set_vision_queue_job(id, job.id).await?,
+            Err(e) => {
+                self.store.update_vision_job(id, "Failed", now(), None, Some("could not queue the job")).await?;
+                return Err(e.into());
+            }
+        }
+        let mut v = prompt_json(&prompt);
+        v.insert("status".into(), json!("Queued"));
+        v.insert("createdTime".into(), json!(ms(&t)));
+        v.insert("startTime".into(), json!(ms(&t)));
+        v.insert("statusTime".into(), json!(ms(&t)));
+        v.insert("jobId".into(), json!(id));
+        v.insert("items".into(), json!([file_item(&file)]));
+        v.insert("errorMessage".into(), Value::Null);
+        Ok(Value::Object(v))
+    }
+
+    /// GET context/vision/segment/{jobId}.
+    pub async fn segment_job(&self, project: &str, id: i64) -> CdfResult<Value> {
+        check_project_name(project)?;
+        let job = self
+            .store
+            .get_vision_job(project, id)
+            .await?
+            .ok_or_else(|| CdfError::bad(format!("Job with id {id} not found")))?;
+        Ok(segment_job_json(&job))
+    }
+
+    async fn run_segment_job(&self, id: i64) -> Result<(), String> {
+        let job = self.store.vision_job(id).await.map_err(|e| e.to_string())?.ok_or("the job row is gone")?;
+        self.store.update_vision_job(id, "Running", now(), None, None).await.map_err(|e| e.to_string())?;
+        let req = &job.request;
+        let item = req.get("items").and_then(|i| i.get(0)).cloned().ok_or("the job has no item")?;
+        let file_id = item.get("fileId").and_then(Value::as_i64).ok_or("the job has no file id")?;
+        let file = self
+            .store
+            .files_by_ids(&job.project, &[file_id])
+            .await
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("File {file_id} was deleted."))?;
+        let bytes = self
+            .blobs
+            .get(&Self::blob_of(&file))
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| format!("File {file_id} has no content."))?;
+        let points: Vec<PromptPoint> = req
+            .get("points")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+            .map(|p| PromptPoint {
+                x: p["x"].as_f64().unwrap_or(0.0) as f32,
+                y: p["y"].as_f64().unwrap_or(0.0) as f32,
+                foreground: p["label"].as_f64().unwrap_or(1.0) >= 0.5,
+            })
+            .collect();
+        let bbox = req.get("boundingBox").map(|b| PromptBox {
+            x_min: b["xMin"].as_f64().unwrap_or(0.0) as f32,
+            y_min: b["yMin"].as_f64().unwrap_or(0.0) as f32,
+            x_max: b["xMax"].as_f64().unwrap_or(1.0) as f32,
+            y_max: b["yMax"].as_f64().unwrap_or(1.0) as f32,
+        });
+        let rle = req.get("rle").and_then(Value::as_bool).unwrap_or(false);
+        let limits = argus_vision::ImageLimits { max_bytes: MAX_FILE_BYTES, ..Default::default() };
+        let segment = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+            let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| e.to_string())?;
+            let rgb = img.to_rgb8();
+            let s = grabcut(&rgb, &points, bbox);
+            let polygons: Vec<Value> = mask_polygons(&s.mask, MIN_COMPONENT_AREA)
+                .into_iter()
+                .map(|p| {
+                    let vertices: Vec<Value> =
+                        p.iter().map(|(x, y)| json!({"x": x, "y": y, "confidence": null})).collect();
+                    json!({"vertices": vertices, "confidence": null})
+                })
+                .collect();
+            let mut seg = json!({"score": s.score.clamp(0.0, 1.0), "polygons": polygons});
+            if rle {
+                let full = upsample_mask(&s.mask, rgb.width(), rgb.height());
+                if let Some(o) = seg.as_object_mut() {
+                    o.insert("rle".into(), json!({"size": [rgb.height(), rgb.width()], "counts": coco_rle(&full)}));
+                }
+            }
+            Ok(seg)
+        })
+        .await
+        .map_err(|e| e.to_string())??;
+        let mut out = item.as_object().cloned().unwrap_or_default();
+        out.insert("segments".into(), json!([segment]));
+        let result = json!({ "items": [Value::Object(out)] });
+        self.store.update_vision_job(id, "Completed", now(), Some(&result), None).await.map_err(|e| e.to_string())
+    }
+
+    /// Deletes finished vision jobs older than `retention`.
+    pub async fn sweep_vision_jobs(&self, retention: chrono::Duration) -> CdfResult<u64> {
+        Ok(self.store.delete_finished_vision_jobs(now() - retention).await?)
+    }
+}
+
+fn segment_job_json(job: &VisionJobRecord) -> Value {
+    let mut prompt = Map::new();
+    for k in ["points", "boundingBox"] {
+        if let Some(v) = job.request.get(k) {
+            prompt.insert(k.into(), v.clone());
+        }
+    }
+    let items = match &job.result {
+        Some(r) => r.get("items").cloned().unwrap_or_else(|| json!([])),
+        None => json!([]),
+    };
+    let mut v = json!({
+        "status": job.status,
+        "createdTime": ms(&job.created),
+        "startTime": ms(&job.start_time),
+        "statusTime": ms(&job.status_time),
+        "jobId": job.id,
+        "items": items,
+        "prompt": Value::Object(prompt),
+        "errorMessage": job.error,
+    });
+    if job.status == "Failed" {
+        if let (Some(o), Some(refs)) = (v.as_object_mut(), job.request.get("items")) {
+            o.insert(
+                "failedItems".into(),
+                json!([{"errorMessage": job.error.clone().unwrap_or_default(), "items": refs}]),
+            );
+        }
+    }
+    v
+}
+
+/// Runs `segment` jobs.
+pub struct SegmentJobs(pub Argus);
+
+#[async_trait]
+impl JobHandler for SegmentJobs {
+    fn kind(&self) -> &'static str {
+        SEGMENT_JOB
+    }
+
+    async fn run(&self, job: &Job, _progress: Progress) -> Result<Value, (String, bool)> {
+        let id = job.payload.get("visionJob").and_then(Value::as_i64).ok_or(("bad payload".to_string(), false))?;
+        match self.0.run_segment_job(id).await {
+            Ok(()) => Ok(json!({ "visionJob": id })),
+            Err(message) => {
+                if let Err(e) = self.0.store.update_vision_job(id, "Failed", now(), None, Some(&message)).await {
+                    tracing::error!(error = %e, "could not mark the segmentation job failed");
+                }
+                Err((message, false))
+            }
+        }
+    }
+
+    async fn abandoned(&self, job: &Job, reason: &str) {
+        if let Some(id) = job.payload.get("visionJob").and_then(Value::as_i64) {
+            let _ = self.0.store.update_vision_job(id, "Failed", now(), None, Some(reason)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prompts_are_validated_as_documented() {
+        let p = |v: Value| parse_prompt(v.as_object().expect("object"));
+        assert!(p(json!({"points": [{"x": 0.5, "y": 0.5}]})).is_ok());
+        assert_eq!(p(json!({"points": [{"x": 0.5, "y": 0.5, "label": 1.0}]})).expect("ok").0[0].2, 1);
+        assert!(p(json!({})).is_err());
+        assert!(p(json!({"points": [{"x": 1.5, "y": 0.5}]})).is_err());
+        assert!(p(json!({"points": [{"x": 0.5, "y": 0.5, "label": 2}]})).is_err());
+        assert!(p(json!({"points": [{"x": 0.5, "y": 0.5}, {"x": 0.5, "y": 0.5}]})).is_err());
+        assert!(p(json!({"boundingBox": {"xMin": 0.6, "yMin": 0.1, "xMax": 0.5, "yMax": 0.9}})).is_err());
+        assert!(p(json!({"boundingBox": {"xMin": 0.1, "yMin": 0.1, "xMax": 0.5, "yMax": 0.9}})).is_ok());
+        assert!(parse_ref(&json!({"fileId": 3, "fileExternalId": "x"})).is_err());
+        assert_eq!(parse_ref(&json!({"fileExternalId": "x"})).expect("ok"), FileRef::External("x".into()));
+    }
+}

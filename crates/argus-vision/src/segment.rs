@@ -433,6 +433,49 @@ pub fn mask_iou(a: &GrayImage, b: &GrayImage) -> f64 {
     }
 }
 
+/// The next click of the standard interactive-segmentation simulator: at the pixel farthest from the
+/// boundary of the largest error region (missed object → a foreground click, spill → a background click).
+/// `None` when prediction and truth agree. Both masks are the same size.
+pub fn next_click(pred: &GrayImage, truth: &GrayImage) -> Option<PromptPoint> {
+    use imageproc::distance_transform::{distance_transform, Norm};
+    use imageproc::region_labelling::{connected_components, Connectivity};
+    let (w, h) = truth.dimensions();
+    let mut best: Option<(u32, bool, GrayImage)> = None;
+    for missed in [true, false] {
+        let err = GrayImage::from_fn(w, h, |x, y| {
+            let (p, t) = (pred.get_pixel(x, y).0[0] >= 128, truth.get_pixel(x, y).0[0] >= 128);
+            Luma([if (missed && t && !p) || (!missed && p && !t) { 255 } else { 0 }])
+        });
+        let labels = connected_components(&err, Connectivity::Eight, Luma([0u8]));
+        let mut sizes = std::collections::HashMap::<u32, u32>::new();
+        for l in labels.pixels().filter(|l| l.0[0] > 0) {
+            *sizes.entry(l.0[0]).or_default() += 1;
+        }
+        if let Some((label, size)) = sizes.into_iter().max_by_key(|(l, s)| (*s, std::cmp::Reverse(*l))) {
+            if best.as_ref().is_none_or(|b| size > b.0) {
+                let region =
+                    GrayImage::from_fn(w, h, |x, y| Luma([if labels.get_pixel(x, y).0[0] == label { 255 } else { 0 }]));
+                best = Some((size, missed, region));
+            }
+        }
+    }
+    let (_, missed, region) = best?;
+    // Distance of each region pixel to the nearest pixel outside it (the image border counts as outside).
+    let outside = GrayImage::from_fn(w, h, |x, y| Luma([if region.get_pixel(x, y).0[0] == 0 { 255 } else { 0 }]));
+    let dist = distance_transform(&outside, Norm::L1);
+    let (mut bx, mut by, mut bd) = (0, 0, 0u32);
+    for (x, y, d) in dist.enumerate_pixels() {
+        if region.get_pixel(x, y).0[0] > 0 {
+            let edge = x.min(y).min(w - 1 - x).min(h - 1 - y) + 1;
+            let d = (d.0[0] as u32).min(edge);
+            if d > bd {
+                (bx, by, bd) = (x, y, d);
+            }
+        }
+    }
+    Some(PromptPoint { x: (bx as f32 + 0.5) / w as f32, y: (by as f32 + 0.5) / h as f32, foreground: missed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -492,6 +535,27 @@ mod tests {
             assert_ne!(p.first(), p.last());
             assert!(p.iter().all(|(x, y)| (0.0..=1.0).contains(x) && (0.0..=1.0).contains(y)));
         }
+    }
+
+    #[test]
+    fn clicks_go_to_the_middle_of_the_largest_error() {
+        let mut truth = GrayImage::new(40, 40);
+        for y in 10..30 {
+            for x in 10..30 {
+                truth.put_pixel(x, y, Luma([255]));
+            }
+        }
+        let empty = GrayImage::new(40, 40);
+        let c = next_click(&empty, &truth).expect("a click");
+        assert!(c.foreground && (c.x - 0.5).abs() < 0.05 && (c.y - 0.5).abs() < 0.05, "{c:?}");
+        assert_eq!(next_click(&truth, &truth), None);
+        let mut spill = truth.clone();
+        for y in 0..40 {
+            for x in 32..40 {
+                spill.put_pixel(x, y, Luma([255]));
+            }
+        }
+        assert!(!next_click(&spill, &truth).expect("a click").foreground);
     }
 
     #[test]

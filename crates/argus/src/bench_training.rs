@@ -229,7 +229,10 @@ impl BenchServer {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let pool = argus_jobs::start(
             state.argus.jobs.clone(),
-            vec![std::sync::Arc::new(argus_core::service::TrainingJobs(state.argus.clone()))],
+            vec![
+                std::sync::Arc::new(argus_core::service::TrainingJobs(state.argus.clone())),
+                std::sync::Arc::new(argus_core::service::SegmentJobs(state.argus.clone())),
+            ],
             argus_jobs::PoolConfig { idle_poll: Duration::from_millis(20), ..Default::default() },
             stop_rx,
         );

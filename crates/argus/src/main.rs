@@ -9,6 +9,7 @@ mod bench;
 mod bench_backbone;
 mod bench_detection;
 mod bench_predict;
+mod bench_segment;
 mod bench_training;
 mod config;
 mod models;
@@ -43,6 +44,8 @@ enum BenchCommand {
     Detection(bench_detection::DetectionBenchArgs),
     /// Prediction API load: requests/s and latency at concurrency 1, 4, 16 beside the bare model.
     Predict(bench_predict::PredictBenchArgs),
+    /// Segmentation: IoU from a box and a click, NoC@85/90, job latency on a 1024 px image.
+    Segment(bench_segment::SegmentBenchArgs),
     /// Backbone forward time beside ONNX Runtime on the same network.
     Backbone(bench_backbone::BackboneBenchArgs),
 }
@@ -227,6 +230,7 @@ async fn main() -> Result<()> {
         Command::Bench(BenchCommand::Training(args)) => bench_training::run(args).await,
         Command::Bench(BenchCommand::Detection(args)) => bench_detection::run(args).await,
         Command::Bench(BenchCommand::Predict(args)) => bench_predict::run(args).await,
+        Command::Bench(BenchCommand::Segment(args)) => bench_segment::run(args).await,
         Command::Bench(BenchCommand::Backbone(args)) => bench_backbone::run(args),
         Command::Models(models::ModelsCommand::Pull(args)) => models::pull(args),
         Command::Models(models::ModelsCommand::Status(args)) => models::status(args),

@@ -1,0 +1,168 @@
+//! `argus bench segment`: the weight-free segmenter on scenes with exact masks (the logo with its alpha, and
+//! elliptical cut-outs of scikit-image photographs pasted onto other photographs), and the latency of a
+//! segmentation job through the HTTP API of an in-process server on a 1024 px image.
+//!
+//! - Mean IoU from a box prompt (the mask's tight box) and from one foreground click (the simulator's first
+//!   click: the object pixel farthest from its boundary).
+//! - NoC@85 / NoC@90: clicks until IoU ≥ 0.85 / 0.90 with the standard simulator (next click at the centre
+//!   of the largest error region), at most 20 (counted as 20 when never reached).
+//! - Median and p90 job latency (POST → Completed, polling every 5 ms) for a 1024×768 image, beside the bare
+//!   engine time on the same image in the same run.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use argus_vision::composite::{mask_scenes, segmentation_set};
+use argus_vision::segment::{grabcut, mask_iou, next_click, upsample_mask, PromptBox, PromptPoint};
+use clap::Args;
+use serde_json::{json, Value};
+
+use crate::bench_training::BenchServer;
+
+/// Flags of `argus bench segment`.
+#[derive(Debug, Clone, Args)]
+pub struct SegmentBenchArgs {
+    /// Directory of model weights (the server needs none for segmentation; used for the in-process server).
+    #[arg(long, env = "ARGUS_MODELS_DIR", default_value = "argus-models")]
+    pub models_dir: PathBuf,
+    /// Directory of the photographs (scripts/fetch-test-photos.sh).
+    #[arg(long, default_value = "argus-models/photos")]
+    pub photos: PathBuf,
+    /// Scenes per object.
+    #[arg(long, default_value_t = 6)]
+    pub per_object: usize,
+    /// Jobs timed through HTTP.
+    #[arg(long, default_value_t = 20)]
+    pub jobs: usize,
+}
+
+fn tight_box(mask: &image::GrayImage) -> PromptBox {
+    let (w, h) = mask.dimensions();
+    let (mut x0, mut y0, mut x1, mut y1) = (w, h, 0, 0);
+    for (x, y, p) in mask.enumerate_pixels() {
+        if p.0[0] >= 128 {
+            (x0, y0, x1, y1) = (x0.min(x), y0.min(y), x1.max(x + 1), y1.max(y + 1));
+        }
+    }
+    PromptBox {
+        x_min: x0 as f32 / w as f32,
+        y_min: y0 as f32 / h as f32,
+        x_max: x1 as f32 / w as f32,
+        y_max: y1 as f32 / h as f32,
+    }
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
+}
+
+/// Runs the segmentation benchmark.
+pub async fn run(args: SegmentBenchArgs) -> Result<()> {
+    let (objects, backgrounds) =
+        segmentation_set(&args.photos).map_err(anyhow::Error::msg).context("run scripts/fetch-test-photos.sh")?;
+    let scenes = mask_scenes(&objects, &backgrounds, args.per_object, 512, 5);
+    let (mut box_iou, mut click_iou) = (Vec::new(), Vec::new());
+    let (mut noc85, mut noc90) = (Vec::new(), Vec::new());
+    for sc in &scenes {
+        let (w, h) = sc.mask.dimensions();
+        let s = grabcut(&sc.image, &[], Some(tight_box(&sc.mask)));
+        box_iou.push(mask_iou(&upsample_mask(&s.mask, w, h), &sc.mask));
+        let mut clicks: Vec<PromptPoint> = Vec::new();
+        let mut pred = image::GrayImage::new(w, h);
+        let (mut n85, mut n90) = (20usize, 20usize);
+        for k in 1..=20 {
+            let Some(c) = next_click(&pred, &sc.mask) else { break };
+            clicks.push(c);
+            pred = upsample_mask(&grabcut(&sc.image, &clicks, None).mask, w, h);
+            let iou = mask_iou(&pred, &sc.mask);
+            if k == 1 {
+                click_iou.push(iou);
+            }
+            if iou >= 0.85 && n85 == 20 {
+                n85 = k;
+            }
+            if iou >= 0.90 {
+                n90 = k;
+                break;
+            }
+        }
+        noc85.push(n85 as f64);
+        noc90.push(n90 as f64);
+    }
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    println!(
+        "{} scenes: box IoU {:.3}, 1-click IoU {:.3}, NoC@85 {:.2}, NoC@90 {:.2}",
+        scenes.len(),
+        mean(&box_iou),
+        mean(&click_iou),
+        mean(&noc85),
+        mean(&noc90)
+    );
+
+    // Latency on a 1024 px image: bare engine, then through HTTP.
+    let big = mask_scenes(&objects[1..2], &backgrounds, 1, 1024, 9).remove(0);
+    let bbox = tight_box(&big.mask);
+    let mut bare = Vec::new();
+    for _ in 0..args.jobs.min(10) {
+        let t = Instant::now();
+        let img = big.image.clone();
+        grabcut(&img, &[], Some(bbox));
+        bare.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut png = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(big.image.clone()).write_to(&mut png, image::ImageFormat::Jpeg)?;
+    let tmp = tempfile::tempdir()?;
+    let server = BenchServer::start(tmp.path(), &args.models_dir).await?;
+    let http = reqwest::Client::new();
+    let key = server.client.key.clone();
+    let api = format!("{}/api/v1/projects/bench", server.root);
+    let f: Value = http
+        .post(format!("{api}/files"))
+        .bearer_auth(&key)
+        .json(&json!({"name": "big.jpg", "mimeType": "image/jpeg"}))
+        .send()
+        .await?
+        .json()
+        .await?;
+    let upload = f["uploadUrl"].as_str().context("uploadUrl")?;
+    http.put(upload).body(png.into_inner()).send().await?.error_for_status()?;
+    let body = json!({"items": [{"fileId": f["id"]}], "boundingBox": {"xMin": bbox.x_min, "yMin": bbox.y_min, "xMax": bbox.x_max, "yMax": bbox.y_max}});
+    let mut latency = Vec::new();
+    for _ in 0..args.jobs {
+        let t = Instant::now();
+        let job: Value = http
+            .post(format!("{api}/context/vision/segment"))
+            .bearer_auth(&key)
+            .json(&body)
+            .send()
+            .await?
+            .json()
+            .await?;
+        let id = job["jobId"].as_i64().with_context(|| format!("no job: {job}"))?;
+        loop {
+            let v: Value =
+                http.get(format!("{api}/context/vision/segment/{id}")).bearer_auth(&key).send().await?.json().await?;
+            match v["status"].as_str() {
+                Some("Completed") => break,
+                Some("Failed") => bail!("segmentation failed: {v}"),
+                _ => tokio::time::sleep(Duration::from_millis(5)).await,
+            }
+        }
+        latency.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    server.stop().await;
+    let (bare_p50, lat_p50) = (percentile(&mut bare, 0.5), percentile(&mut latency, 0.5));
+    let lat_p90 = percentile(&mut latency, 0.9);
+    println!();
+    println!("| measurement (GrabCut engine, 2 cores) | value |");
+    println!("|---|---|");
+    println!("| mean IoU from a box prompt ({} scenes) | {:.3} |", scenes.len(), mean(&box_iou));
+    println!("| mean IoU from one foreground click | {:.3} |", mean(&click_iou));
+    println!("| NoC@85 (clicks, max 20) | {:.2} |", mean(&noc85));
+    println!("| NoC@90 (clicks, max 20) | {:.2} |", mean(&noc90));
+    println!("| job latency, 1024×768 JPEG, box prompt: median / p90 (HTTP POST → Completed) | {lat_p50:.0} / {lat_p90:.0} ms |");
+    println!("| bare engine on the same image (decode excluded), median | {bare_p50:.0} ms |");
+    Ok(())
+}

@@ -86,13 +86,22 @@ impl FlowGraph {
             loop {
                 if v == self.sink {
                     let bottleneck = path.iter().map(|e| self.cap[*e as usize]).fold(f32::INFINITY, f32::min);
-                    for &e in &path {
+                    let mut first_saturated = path.len();
+                    for (k, &e) in path.iter().enumerate() {
                         self.cap[e as usize] -= bottleneck;
                         self.cap[(e ^ 1) as usize] += bottleneck;
+                        if first_saturated == path.len() && self.cap[e as usize] <= 0.0 {
+                            first_saturated = k;
+                        }
                     }
                     total += bottleneck as f64;
-                    path.clear();
-                    v = self.source;
+                    // Resume from the tail of the first saturated edge: the path before it is still usable.
+                    let k = first_saturated.min(path.len().saturating_sub(1));
+                    v = match path.get(k) {
+                        Some(e) => self.to[(e ^ 1) as usize] as usize,
+                        None => self.source,
+                    };
+                    path.truncate(k);
                     continue;
                 }
                 let mut advanced = false;

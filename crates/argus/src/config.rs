@@ -19,7 +19,8 @@ pub struct ServeArgs {
     #[arg(long, env = "ARGUS_BIND")]
     pub bind: Option<SocketAddr>,
     /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
-    /// max_projects, log_format, models_dir, training_workers, prediction_retention_days).
+    /// max_projects, log_format, models_dir, training_workers, prediction_retention_days,
+    /// vision_retention_hours, max_running_vision_jobs).
     /// [default: ./argus.toml when it exists]
     #[arg(long, env = "ARGUS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -47,6 +48,12 @@ pub struct ServeArgs {
     /// Days stored predictions (and their images) are kept before the hourly sweep removes them. [default: 30]
     #[arg(long, env = "ARGUS_PREDICTION_RETENTION_DAYS")]
     pub prediction_retention_days: Option<i64>,
+    /// Hours finished segmentation jobs (and their results) are kept. [default: 168]
+    #[arg(long, env = "ARGUS_VISION_RETENTION_HOURS")]
+    pub vision_retention_hours: Option<i64>,
+    /// Segmentation jobs a project may have queued or running at once; more answer 429. [default: 20]
+    #[arg(long, env = "ARGUS_MAX_RUNNING_VISION_JOBS")]
+    pub max_running_vision_jobs: Option<u64>,
 }
 
 /// The TOML file's shape.
@@ -63,6 +70,8 @@ pub struct FileConfig {
     models_dir: Option<PathBuf>,
     training_workers: Option<usize>,
     prediction_retention_days: Option<i64>,
+    vision_retention_hours: Option<i64>,
+    max_running_vision_jobs: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -88,6 +97,10 @@ pub struct Settings {
     pub training_workers: usize,
     /// Stored-prediction retention in days.
     pub prediction_retention_days: i64,
+    /// Finished segmentation job retention in hours.
+    pub vision_retention_hours: i64,
+    /// Per-project cap on queued/running segmentation jobs.
+    pub max_running_vision_jobs: u64,
 }
 
 impl Settings {
@@ -117,8 +130,14 @@ impl Settings {
         if retention <= 0 {
             anyhow::bail!("prediction_retention_days must be positive");
         }
+        let vision_retention = args.vision_retention_hours.or(fc.vision_retention_hours).unwrap_or(24 * 7);
+        if vision_retention <= 0 {
+            anyhow::bail!("vision_retention_hours must be positive");
+        }
         Ok(Self {
             prediction_retention_days: retention,
+            vision_retention_hours: vision_retention,
+            max_running_vision_jobs: args.max_running_vision_jobs.or(fc.max_running_vision_jobs).unwrap_or(20),
             data_dir: args.data_dir.clone().or(fc.data_dir).unwrap_or_else(|| PathBuf::from("argus-data")),
             bind: args.bind.or(fc.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: args.public_url.clone().or(fc.public_url),

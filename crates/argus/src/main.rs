@@ -108,6 +108,8 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             url_ttl_secs: settings.signed_url_ttl_secs,
             max_projects: settings.max_projects,
             prediction_retention_days: settings.prediction_retention_days,
+            vision_retention_hours: settings.vision_retention_hours,
+            max_running_vision_jobs: settings.max_running_vision_jobs,
             ..Default::default()
         },
     };

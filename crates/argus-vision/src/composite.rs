@@ -38,6 +38,15 @@ fn paste(canvas: &mut RgbImage, object: &RgbaImage, (x, y, w, h): (u32, u32, u32
     }
 }
 
+/// A random crop (60–100 % of each side) of a background photograph, resized to `cw` × `ch`.
+fn background_canvas(bg: &RgbImage, rng: &mut StdRng, cw: u32, ch: u32) -> RgbImage {
+    let (bw, bh) = bg.dimensions();
+    let s: f32 = rng.gen_range(0.6..1.0);
+    let (sw, sh) = (((bw as f32) * s) as u32, ((bh as f32) * s) as u32);
+    let (sx, sy) = (rng.gen_range(0..=bw - sw), rng.gen_range(0..=bh - sh));
+    imageops::resize(&imageops::crop_imm(bg, sx, sy, sw, sh).to_image(), cw, ch, imageops::FilterType::Triangle)
+}
+
 /// The tight box of an object's opaque pixels (alpha > 32), as fractions of its size.
 fn opaque_extent(object: &RgbaImage) -> (f32, f32, f32, f32) {
     let (w, h) = object.dimensions();
@@ -71,16 +80,7 @@ pub fn scenes(objects: &[RgbaImage], backgrounds: &[RgbImage], per_class: usize,
         for class in 0..objects.len() {
             let bg =
                 &backgrounds[(i * objects.len() + class + rng.gen_range(0..backgrounds.len())) % backgrounds.len()];
-            let (bw, bh) = bg.dimensions();
-            let s: f32 = rng.gen_range(0.6..1.0);
-            let (sw, sh) = (((bw as f32) * s) as u32, ((bh as f32) * s) as u32);
-            let (sx, sy) = (rng.gen_range(0..=bw - sw), rng.gen_range(0..=bh - sh));
-            let mut canvas = imageops::resize(
-                &imageops::crop_imm(bg, sx, sy, sw, sh).to_image(),
-                cw,
-                ch,
-                imageops::FilterType::Triangle,
-            );
+            let mut canvas = background_canvas(bg, &mut rng, cw, ch);
             let mut classes = vec![class];
             if objects.len() > 1 && rng.gen_bool(1.0 / 3.0) {
                 classes.push((class + rng.gen_range(1..objects.len())) % objects.len());
@@ -150,16 +150,7 @@ pub fn mask_scenes(
     for i in 0..per_object {
         for obj in objects {
             let bg = &backgrounds[(i + rng.gen_range(0..backgrounds.len())) % backgrounds.len()];
-            let (bw, bh) = bg.dimensions();
-            let sc: f32 = rng.gen_range(0.6..1.0);
-            let (sw, sh) = (((bw as f32) * sc) as u32, ((bh as f32) * sc) as u32);
-            let (sx, sy) = (rng.gen_range(0..=bw - sw), rng.gen_range(0..=bh - sh));
-            let mut canvas = imageops::resize(
-                &imageops::crop_imm(bg, sx, sy, sw, sh).to_image(),
-                cw,
-                ch,
-                imageops::FilterType::Triangle,
-            );
+            let mut canvas = background_canvas(bg, &mut rng, cw, ch);
             let aspect = obj.width() as f32 / obj.height() as f32;
             let side = rng.gen_range(0.25..0.6) * ch as f32;
             let (w, h) = if aspect >= 1.0 { (side * aspect, side) } else { (side, side / aspect) };

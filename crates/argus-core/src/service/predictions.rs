@@ -9,13 +9,13 @@ use chrono::Duration;
 use uuid::Uuid;
 
 use super::images::UploadItem;
-use super::training::snapshot_of;
+use super::training::{snapshot_of, Snapshot};
 use super::{store_err, Argus, UrlContext};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::{MAX_IMAGES_PER_BATCH, MAX_PREDICTION_IDS, MAX_PREDICTION_IMAGE_BYTES, MAX_TAKE};
 use crate::model::{
-    now, ClassificationType, ImageCreateStatus, ImageCreateSummary, ImageIdCreateBatch, ImagePrediction, Prediction,
-    PredictionQueryResult, PredictionQueryToken, StoredImagePrediction,
+    now, ImageCreateStatus, ImageCreateSummary, ImageIdCreateBatch, ImagePrediction, Prediction, PredictionQueryResult,
+    PredictionQueryToken, StoredImagePrediction,
 };
 use crate::store::{FetchError, PredictionCursor, PredictionOrder, PredictionQuery, PredictionRecord};
 
@@ -149,7 +149,6 @@ impl Argus {
         let original = bytes.clone();
         let (mut predictions, kept) =
             self.run_model(req.project, iteration.id, &snap, bytes, MAX_PREDICTION_IMAGE_BYTES, req.store).await?;
-        let independent = snap.is_detection() || iteration.classification_type == Some(ClassificationType::Multilabel);
         let result = ImagePrediction {
             id: Uuid::new_v4(),
             project: req.project,
@@ -160,9 +159,9 @@ impl Argus {
         if let Some(prepared) = kept {
             self.store_prediction(
                 &result,
+                &snap,
                 iteration.domain_id.unwrap_or_default(),
                 application,
-                uncertainty(&predictions, independent),
                 original,
                 prepared,
             )
@@ -177,16 +176,19 @@ impl Argus {
     }
 
     /// Writes a prediction's image files, then its row: once this returns it is durable and queryable.
-    pub(crate) async fn store_prediction(
+    /// Its uncertainty (the `Suggested` order) follows the iteration's kind: independent yes/no answers for
+    /// detectors and multilabel classifiers, one softmax for multiclass.
+    pub(super) async fn store_prediction(
         &self,
         result: &ImagePrediction,
+        snap: &Snapshot,
         domain: Uuid,
         application: String,
-        uncertainty: f64,
         original: Bytes,
         prepared: argus_vision::PreparedImage,
     ) -> ApiResult<()> {
         let (p, id) = (result.project, result.id);
+        let uncertainty = uncertainty(&result.predictions, snap.is_detection() || snap.is_multilabel());
         self.blobs.put(&prediction_key(p, id, "original"), original).await.map_err(store_err)?;
         self.blobs
             .put(&prediction_key(p, id, "resized.jpg"), Bytes::from(prepared.resized_jpeg))

@@ -13,7 +13,7 @@ use super::{check_tag_filter, original_key, resized_key, store_err, thumbnail_ke
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::{MAX_IMAGES_PER_BATCH, MAX_TAKE};
 use crate::model::{
-    now, ClassificationType, StoredSuggestedTagAndRegion, SuggestedTagAndRegion, SuggestedTagAndRegionQuery,
+    now, StoredSuggestedTagAndRegion, SuggestedTagAndRegion, SuggestedTagAndRegionQuery,
     SuggestedTagAndRegionQueryToken, TagFilter,
 };
 use crate::store::Suggestion;
@@ -48,7 +48,7 @@ impl Argus {
             ));
         }
         let snap = snapshot_of(snap)?;
-        let multilabel = it.classification_type == Some(ClassificationType::Multilabel) || snap.is_detection();
+        let multilabel = snap.is_detection() || snap.is_multilabel();
         let found = self.store.get_images(project, &images).await.map_err(store_err)?;
         if let Some(missing) = images.iter().find(|id| !found.iter().any(|r| r.id == **id)) {
             return Err(ApiError::new(

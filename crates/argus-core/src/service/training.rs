@@ -150,6 +150,11 @@ impl Snapshot {
     pub(super) fn is_detection(&self) -> bool {
         self.detection
     }
+
+    /// Whether the iteration is a multilabel classifier.
+    pub(super) fn is_multilabel(&self) -> bool {
+        self.multilabel
+    }
 }
 
 pub(super) fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
@@ -931,9 +936,7 @@ impl Argus {
             self.run_model(project, id, &snap, bytes, crate::limits::MAX_TRAINING_IMAGE_BYTES, store).await?;
         let result = ImagePrediction { id: Uuid::new_v4(), project, iteration: id, created: now(), predictions: preds };
         if let Some(prepared) = kept {
-            let independent = snap.detection || snap.multilabel;
-            let u = super::predictions::uncertainty(&result.predictions, independent);
-            self.store_prediction(&result, it.domain_id.unwrap_or_default(), String::new(), u, original, prepared)
+            self.store_prediction(&result, &snap, it.domain_id.unwrap_or_default(), String::new(), original, prepared)
                 .await?;
         }
         Ok(result)

@@ -74,6 +74,10 @@ fn json_of(body: &Bytes) -> Result<Value, CdfResponse> {
     serde_json::from_slice(body).map_err(|e| CdfResponse(CdfError::bad(format!("The body is not valid JSON: {e}"))))
 }
 
+fn file_id(id: &str) -> Result<i64, CdfResponse> {
+    id.parse::<i64>().map_err(|_| CdfResponse(CdfError::bad("The file id must be an integer.")))
+}
+
 fn ok(v: Value) -> CdfHttp {
     Ok((StatusCode::OK, Json(v)).into_response())
 }
@@ -108,7 +112,7 @@ async fn list_files(State(s): State<AppState>, Path(project): Path<String>, q: Q
 }
 
 async fn get_file(State(s): State<AppState>, Path((project, id)): Path<(String, String)>) -> CdfHttp {
-    let id = id.parse::<i64>().map_err(|_| CdfResponse(CdfError::bad("The file id must be an integer.")))?;
+    let id = file_id(&id)?;
     let files = s.argus.files_by_identity(&project, &json!({"items": [{"id": id}]})).await?;
     ok(files.first().map(|f| s.argus.file_json(f)).unwrap_or(Value::Null))
 }
@@ -151,7 +155,7 @@ async fn upload_file(
             missing: None,
         }));
     }
-    let id = id.parse::<i64>().map_err(|_| CdfResponse(CdfError::bad("The file id must be an integer.")))?;
+    let id = file_id(&id)?;
     s.argus.upload_file(&project, id, body).await?;
     ok(json!({}))
 }

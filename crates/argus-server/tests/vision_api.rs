@@ -194,6 +194,88 @@ async fn files_and_segmentation_jobs() {
     assert_eq!(e["error"]["missing"], json!([{"id": id}]));
 }
 
+async fn upload_scene(s: &TestServer) -> i64 {
+    let (_, f) =
+        s.send(vision(s, Method::POST, "/files").json(&json!({"name": "scene.png", "mimeType": "image/png"}))).await;
+    let upload = f["uploadUrl"].as_str().expect("uploadUrl").to_string();
+    let r = s.client.put(&upload).body(scene().0).send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    f["id"].as_i64().expect("id")
+}
+
+async fn segment(s: &TestServer, body: Value) -> (StatusCode, Value) {
+    s.send(vision(s, Method::POST, "/context/vision/segment").json(&body)).await
+}
+
+/// The SAM engine end to end with a small random-initialised checkpoint the test writes (no SAM weights can be
+/// downloaded here): point, box and point+box prompts complete with valid polygons, scores and RLE, the engine
+/// is echoed, and GrabCut stays selectable beside it. Random weights make the masks meaningless, so only the
+/// plumbing is checked.
+#[tokio::test]
+async fn sam_engine_with_user_supplied_weights() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let weights = dir.path().join("sam-small.safetensors");
+    let spec = argus_vision::sam::EncoderSpec::Vit { embed_dim: 32, depth: 2, heads: 2, global_attention: vec![1] };
+    argus_vision::sam::write_random_checkpoint(&spec, &weights, 3).expect("checkpoint");
+    let s =
+        TestServer::start_with(dir.path(), Options { sam_weights: Some(weights.clone()), ..Default::default() }).await;
+    let id = upload_scene(&s).await;
+    let bbox = json!({"xMin": 0.25, "yMin": 0.2, "xMax": 0.7, "yMax": 0.75});
+    let prompts = [
+        json!({"items": [{"fileId": id}], "points": [{"x": 0.5, "y": 0.5, "label": 1}], "rle": true}),
+        json!({"items": [{"fileId": id}], "boundingBox": bbox, "engine": "sam"}),
+        json!({"items": [{"fileId": id}], "boundingBox": bbox, "points": [{"x": 0.5, "y": 0.5}, {"x": 0.1, "y": 0.1, "label": 0}]}),
+    ];
+    for body in prompts {
+        let (st, job) = segment(&s, body.clone()).await;
+        assert_eq!(st, StatusCode::OK, "{job}");
+        assert_eq!(job["engine"], "sam", "SAM is the default once weights are configured");
+        let done = wait_job(&s, job["jobId"].as_i64().expect("jobId")).await;
+        assert_eq!(done["status"], "Completed", "{body}: {done}");
+        assert_eq!(done["engine"], "sam");
+        let seg = &done["items"][0]["segments"][0];
+        assert!((0.0..=1.0).contains(&seg["score"].as_f64().expect("score")), "{seg}");
+        polygon_box(&done);
+        if body["rle"] == true {
+            assert_eq!(seg["rle"]["size"], json!([300, 400]));
+            let total: u64 = seg["rle"]["counts"].as_array().expect("counts").iter().filter_map(Value::as_u64).sum();
+            assert_eq!(total, 300 * 400);
+        }
+    }
+    let (st, job) = segment(&s, json!({"items": [{"fileId": id}], "boundingBox": bbox, "engine": "grabcut"})).await;
+    assert_eq!(st, StatusCode::OK, "{job}");
+    let done = wait_job(&s, job["jobId"].as_i64().expect("jobId")).await;
+    assert_eq!((done["status"].as_str(), done["engine"].as_str()), (Some("Completed"), Some("grabcut")));
+    let (st, e) = segment(&s, json!({"items": [{"fileId": id}], "boundingBox": bbox, "engine": "sam2"})).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+}
+
+/// Without weights, asking for SAM is a clear 400 that says how to enable it, and GrabCut (the default) works.
+#[tokio::test]
+async fn sam_without_weights_is_a_clear_error_and_grabcut_keeps_working() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let missing = dir.path().join("no-such-sam.safetensors");
+    for weights in [None, Some(missing)] {
+        let s =
+            TestServer::start_with(dir.path(), Options { sam_weights: weights.clone(), ..Default::default() }).await;
+        let id = upload_scene(&s).await;
+        let (st, e) =
+            segment(&s, json!({"items": [{"fileId": id}], "points": [{"x": 0.5, "y": 0.5}], "engine": "sam"})).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+        let message = e["error"]["message"].as_str().expect("message");
+        assert!(message.contains("ARGUS_SAM_WEIGHTS") && message.contains("grabcut"), "{message}");
+        if weights.is_some() {
+            assert!(message.contains("no-such-sam.safetensors"), "{message}");
+        }
+        let (st, job) = segment(&s, json!({"items": [{"fileId": id}], "points": [{"x": 0.5, "y": 0.5}]})).await;
+        assert_eq!(st, StatusCode::OK, "{job}");
+        assert_eq!(job["engine"], "grabcut");
+        let done = wait_job(&s, job["jobId"].as_i64().expect("jobId")).await;
+        assert_eq!(done["status"], "Completed", "{done}");
+        s.stop().await;
+    }
+}
+
 #[tokio::test]
 async fn running_jobs_are_capped_per_project() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -9,6 +9,7 @@ pub mod imageio;
 pub mod maxflow;
 pub mod metrics;
 pub mod proposals;
+pub mod sam;
 pub mod segment;
 pub mod weights;
 

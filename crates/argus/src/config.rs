@@ -20,7 +20,7 @@ pub struct ServeArgs {
     pub bind: Option<SocketAddr>,
     /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
     /// max_projects, log_format, models_dir, training_workers, prediction_retention_days,
-    /// vision_retention_hours, max_running_vision_jobs).
+    /// vision_retention_hours, max_running_vision_jobs, sam_weights).
     /// [default: ./argus.toml when it exists]
     #[arg(long, env = "ARGUS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -54,6 +54,10 @@ pub struct ServeArgs {
     /// Segmentation jobs a project may have queued or running at once; more answer 429. [default: 20]
     #[arg(long, env = "ARGUS_MAX_RUNNING_VISION_JOBS")]
     pub max_running_vision_jobs: Option<u64>,
+    /// Segment Anything checkpoint (safetensors: SAM ViT-B/L/H or MobileSAM) for the `sam` segmentation engine;
+    /// without it segmentation uses the weight-free GrabCut engine. [default: none]
+    #[arg(long, env = "ARGUS_SAM_WEIGHTS")]
+    pub sam_weights: Option<PathBuf>,
 }
 
 /// The TOML file's shape.
@@ -72,6 +76,7 @@ pub struct FileConfig {
     prediction_retention_days: Option<i64>,
     vision_retention_hours: Option<i64>,
     max_running_vision_jobs: Option<u64>,
+    sam_weights: Option<PathBuf>,
 }
 
 /// The resolved configuration.
@@ -101,6 +106,8 @@ pub struct Settings {
     pub vision_retention_hours: i64,
     /// Per-project cap on queued/running segmentation jobs.
     pub max_running_vision_jobs: u64,
+    /// Segment Anything checkpoint, when configured.
+    pub sam_weights: Option<PathBuf>,
 }
 
 impl Settings {
@@ -138,6 +145,7 @@ impl Settings {
             prediction_retention_days: retention,
             vision_retention_hours: vision_retention,
             max_running_vision_jobs: args.max_running_vision_jobs.or(fc.max_running_vision_jobs).unwrap_or(20),
+            sam_weights: args.sam_weights.clone().or(fc.sam_weights).filter(|p| !p.as_os_str().is_empty()),
             data_dir: args.data_dir.clone().or(fc.data_dir).unwrap_or_else(|| PathBuf::from("argus-data")),
             bind: args.bind.or(fc.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: args.public_url.clone().or(fc.public_url),

@@ -100,7 +100,7 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
     let argus = Argus {
         store: store.clone(),
         jobs: store,
-        models: Arc::new(ModelHub::new(&settings.models_dir)),
+        models: Arc::new(ModelHub::new(&settings.models_dir).with_sam_weights(settings.sam_weights.clone())),
         blobs: Arc::new(blobs),
         fetcher: Arc::new(GuardedFetcher::new(settings.allow_private_urls)),
         signer: argus_core::signing::UrlSigner::new(secrets.signing_key.as_bytes()),
@@ -113,6 +113,14 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             ..Default::default()
         },
     };
+    if let Some(path) = &settings.sam_weights {
+        match argus_vision::sam::infer_spec(path) {
+            Ok(spec) => tracing::info!(weights = %path.display(), encoder = %spec.name(), "Segment Anything enabled"),
+            Err(e) => {
+                tracing::error!(error = %e, "Segment Anything weights unusable; segmentation defaults to grabcut")
+            }
+        }
+    }
     let state = AppState {
         argus,
         keys: Arc::new(Keys {

@@ -1,4 +1,5 @@
-//! Loaded models: the pretrained backbone (loaded once, on first use) and an LRU cache of trained heads.
+//! Loaded models: the pretrained backbone (loaded once, on first use), an LRU cache of trained heads, and the
+//! optional Segment Anything engine (loaded from `ARGUS_SAM_WEIGHTS` on first use).
 
 use std::collections::VecDeque;
 use std::path::PathBuf;
@@ -7,6 +8,7 @@ use std::sync::{Arc, Mutex, OnceLock};
 use argus_vision::backbone::EfficientNetLite0;
 use argus_vision::classifier::LinearHead;
 use argus_vision::detector::DetectorHead;
+use argus_vision::sam::SamEngine;
 use argus_vision::weights::WEIGHTS_FILE;
 use uuid::Uuid;
 
@@ -30,6 +32,8 @@ pub struct ModelHub {
     backbone: OnceLock<Arc<EfficientNetLite0>>,
     heads: Mutex<VecDeque<(Uuid, Arc<Head>)>>,
     compute: Arc<tokio::sync::Semaphore>,
+    sam_weights: Option<PathBuf>,
+    sam: OnceLock<Arc<SamEngine>>,
 }
 
 impl std::fmt::Debug for ModelHub {
@@ -47,7 +51,51 @@ impl ModelHub {
             backbone: OnceLock::new(),
             heads: Mutex::new(VecDeque::new()),
             compute: Arc::new(tokio::sync::Semaphore::new(cores)),
+            sam_weights: None,
+            sam: OnceLock::new(),
         }
+    }
+
+    /// Enables the Segment Anything engine with the checkpoint at `path` (loaded on first use).
+    pub fn with_sam_weights(mut self, path: Option<PathBuf>) -> Self {
+        self.sam_weights = path;
+        self
+    }
+
+    /// Whether the SAM engine can be used: a checkpoint is configured and its header is a SAM checkpoint's. The error says what
+    /// to do (it is shown to API users asking for `engine: "sam"`).
+    pub fn sam_available(&self) -> Result<(), String> {
+        match &self.sam_weights {
+            None => Err("engine \"sam\" needs Segment Anything weights: start Argus with ARGUS_SAM_WEIGHTS (or \
+                         --sam-weights) pointing at a SAM or MobileSAM safetensors checkpoint, or use \"grabcut\"."
+                .into()),
+            Some(_) if self.sam.get().is_some() => Ok(()),
+            Some(p) => argus_vision::sam::infer_spec(p)
+                .map(drop)
+                .map_err(|e| format!("engine \"sam\" is unavailable ({e}); use \"grabcut\" or fix ARGUS_SAM_WEIGHTS.")),
+        }
+    }
+
+    /// The SAM engine, loading the checkpoint on first use. A failed load is not remembered, so fixing the file
+    /// needs no restart. Blocking: call from a blocking thread.
+    pub fn sam(&self) -> Result<Arc<SamEngine>, String> {
+        if let Some(e) = self.sam.get() {
+            return Ok(Arc::clone(e));
+        }
+        let path = self.sam_weights.as_ref().ok_or_else(|| {
+            "Segment Anything is not configured: set ARGUS_SAM_WEIGHTS (or --sam-weights) to a SAM or MobileSAM \
+             safetensors checkpoint, or use the default engine \"grabcut\"."
+                .to_string()
+        })?;
+        let started = std::time::Instant::now();
+        let engine = SamEngine::load(path).map_err(|e| e.to_string())?;
+        tracing::info!(
+            weights = %path.display(),
+            encoder = %engine.model().spec().name(),
+            ms = started.elapsed().as_millis() as u64,
+            "Segment Anything loaded"
+        );
+        Ok(Arc::clone(self.sam.get_or_init(|| Arc::new(engine))))
     }
 
     /// A slot to run a model in: at most one inference per core at a time, so that a burst of requests

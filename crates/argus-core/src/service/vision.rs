@@ -1,13 +1,16 @@
 //! The CDF-style vision surface: a subset of the Files API (create metadata → upload URL → bytes; get, byids,
 //! list, delete, download links) and interactive segmentation jobs (`context/vision/segment`) that run on the
-//! durable job queue with the weight-free GrabCut engine. Custom Vision training images are reachable as
-//! files through the external id `customvision:{projectId}/{imageId}`.
+//! durable job queue, with the weight-free GrabCut engine or, when the user supplies weights, Segment Anything
+//! (request field `engine`: `"grabcut"` or `"sam"`; the default is SAM when it is configured, else GrabCut).
+//! Custom Vision training images are reachable as files through the external id
+//! `customvision:{projectId}/{imageId}`.
 //!
 //! Errors here use the CDF shape (`{"error": {"code", "message", "missing"?}}`), carried by [`CdfError`].
 
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{resized_key, store_err, Argus, UrlContext};
@@ -23,6 +26,10 @@ pub const SEGMENT_JOB: &str = "segment";
 pub const CUSTOM_VISION_FILE_PREFIX: &str = "customvision:";
 /// Most prompt points of one request.
 pub const MAX_POINTS: usize = 64;
+/// The weight-free GrabCut engine.
+pub const ENGINE_GRABCUT: &str = "grabcut";
+/// Segment Anything (needs `ARGUS_SAM_WEIGHTS`).
+pub const ENGINE_SAM: &str = "sam";
 /// Largest file upload.
 pub const MAX_FILE_BYTES: usize = 25 * 1024 * 1024;
 
@@ -458,6 +465,21 @@ impl Argus {
             None | Some(Value::Null) => false,
             Some(v) => v.as_bool().ok_or_else(|| CdfError::bad("rle must be a boolean."))?,
         };
+        let engine = match obj.get("engine") {
+            None | Some(Value::Null) => {
+                if self.models.sam_available().is_ok() {
+                    ENGINE_SAM
+                } else {
+                    ENGINE_GRABCUT
+                }
+            }
+            Some(Value::String(e)) if e.eq_ignore_ascii_case(ENGINE_GRABCUT) => ENGINE_GRABCUT,
+            Some(Value::String(e)) if e.eq_ignore_ascii_case(ENGINE_SAM) => {
+                self.models.sam_available().map_err(CdfError::bad)?;
+                ENGINE_SAM
+            }
+            Some(_) => return Err(CdfError::bad("engine must be \"grabcut\" or \"sam\".")),
+        };
         let file = self.resolve_files(project, &[(reference, items[0].clone())]).await?.remove(0);
         if !is_segmentable(&file) {
             return Err(CdfError::bad(format!(
@@ -479,6 +501,7 @@ impl Argus {
         let mut request = prompt_json(&prompt);
         request.insert("items".into(), json!([file_item(&file)]));
         request.insert("rle".into(), json!(rle));
+        request.insert("engine".into(), json!(engine));
         let request = Value::Object(request);
         let t = now();
         let id = self.store.insert_vision_job(project, &request, t).await?;
@@ -504,6 +527,7 @@ impl Argus {
         v.insert("startTime".into(), json!(ms(&t)));
         v.insert("statusTime".into(), json!(ms(&t)));
         v.insert("jobId".into(), json!(id));
+        v.insert("engine".into(), json!(engine));
         v.insert("items".into(), json!([file_item(&file)]));
         v.insert("errorMessage".into(), Value::Null);
         Ok(Value::Object(v))
@@ -558,12 +582,28 @@ impl Argus {
             y_max: b["yMax"].as_f64().unwrap_or(1.0) as f32,
         });
         let rle = req.get("rle").and_then(Value::as_bool).unwrap_or(false);
-        let limits = argus_vision::ImageLimits { max_bytes: MAX_FILE_BYTES, ..Default::default() };
+        let engine = req.get("engine").and_then(Value::as_str).unwrap_or(ENGINE_GRABCUT).to_string();
+        let models = self.models.clone();
         let segment = tokio::task::spawn_blocking(move || -> Result<Value, String> {
-            let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| e.to_string())?;
-            let rgb = img.to_rgb8();
-            let s = grabcut(&rgb, &points, bbox);
-            let polygons: Vec<Value> = mask_polygons(&s.mask, MIN_COMPONENT_AREA)
+            let limits = argus_vision::ImageLimits { max_bytes: MAX_FILE_BYTES, ..Default::default() };
+            let decode = || {
+                let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| e.to_string())?;
+                Ok(img.to_rgb8())
+            };
+            let (mask, score, full) = if engine == ENGINE_SAM {
+                let sam = models.sam()?;
+                let key: [u8; 32] = Sha256::digest(&bytes).into();
+                let m = sam.segment(key, decode, &points, bbox).map_err(|e| e.to_string())?;
+                let full =
+                    if rle { Some(m.mask(m.original.0, m.original.1).map_err(|e| e.to_string())?) } else { None };
+                (m.working_mask().map_err(|e| e.to_string())?, m.score, full)
+            } else {
+                let rgb = decode()?;
+                let s = grabcut(&rgb, &points, bbox);
+                let full = rle.then(|| upsample_mask(&s.mask, rgb.width(), rgb.height()));
+                (s.mask, s.score, full)
+            };
+            let polygons: Vec<Value> = mask_polygons(&mask, MIN_COMPONENT_AREA)
                 .into_iter()
                 .map(|p| {
                     let vertices: Vec<Value> =
@@ -571,12 +611,9 @@ impl Argus {
                     json!({"vertices": vertices, "confidence": null})
                 })
                 .collect();
-            let mut seg = json!({"score": s.score.clamp(0.0, 1.0), "polygons": polygons});
-            if rle {
-                let full = upsample_mask(&s.mask, rgb.width(), rgb.height());
-                if let Some(o) = seg.as_object_mut() {
-                    o.insert("rle".into(), json!({"size": [rgb.height(), rgb.width()], "counts": coco_rle(&full)}));
-                }
+            let mut seg = json!({"score": score.clamp(0.0, 1.0), "polygons": polygons});
+            if let (Some(full), Some(o)) = (full, seg.as_object_mut()) {
+                o.insert("rle".into(), json!({"size": [full.height(), full.width()], "counts": coco_rle(&full)}));
             }
             Ok(seg)
         })
@@ -613,6 +650,7 @@ fn segment_job_json(job: &VisionJobRecord) -> Value {
         "jobId": job.id,
         "items": items,
         "prompt": Value::Object(prompt),
+        "engine": job.request.get("engine").cloned().unwrap_or_else(|| json!(ENGINE_GRABCUT)),
         "errorMessage": job.error,
     });
     if job.status == "Failed" {

@@ -35,6 +35,7 @@ pub struct Options {
     pub max_images_per_project: u64,
     pub lease: std::time::Duration,
     pub max_running_vision_jobs: u64,
+    pub sam_weights: Option<std::path::PathBuf>,
 }
 
 impl Default for Options {
@@ -44,6 +45,7 @@ impl Default for Options {
             max_images_per_project: argus_core::limits::MAX_IMAGES_PER_PROJECT,
             lease: std::time::Duration::from_secs(30),
             max_running_vision_jobs: 20,
+            sam_weights: None,
         }
     }
 }
@@ -59,7 +61,7 @@ impl TestServer {
         let argus = Argus {
             store: store.clone(),
             jobs: store,
-            models: Arc::new(ModelHub::new(argus_vision_models_dir())),
+            models: Arc::new(ModelHub::new(argus_vision_models_dir()).with_sam_weights(opts.sam_weights.clone())),
             blobs: Arc::new(blobs),
             fetcher: Arc::new(GuardedFetcher::new(opts.allow_private_urls)),
             signer: UrlSigner::new(SIGNING),

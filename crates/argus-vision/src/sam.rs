@@ -157,7 +157,11 @@ impl SamMask {
         let (rw, rh) = (self.resized.0 as usize, self.resized.1 as usize);
         let frame = self.logits.upsample_bilinear2d(IMAGE_SIZE, IMAGE_SIZE, false)?;
         let cropped = frame.i((.., .., ..rh, ..rw))?.contiguous()?;
-        let out = cropped.upsample_bilinear2d(height as usize, width as usize, false)?;
+        let out = if (width as usize, height as usize) == (rw, rh) {
+            cropped
+        } else {
+            cropped.upsample_bilinear2d(height as usize, width as usize, false)?
+        };
         let values = out.flatten_all()?.to_vec1::<f32>()?;
         let pixels: Vec<u8> = values.iter().map(|&v| if v > 0.0 { 255 } else { 0 }).collect();
         GrayImage::from_raw(width, height, pixels).ok_or_else(|| {

@@ -8,12 +8,16 @@
 //!   of the largest error region), at most 20 (counted as 20 when never reached).
 //! - Median and p90 job latency (POST → Completed, polling every 5 ms) for a 1024×768 image, beside the bare
 //!   engine time on the same image in the same run.
+//! - Segment Anything: with `--sam-weights` the same quality figures plus encoder, decoder and per-prompt job
+//!   latency (first prompt, then with the cached embedding); without weights, ViT-B and MobileSAM are timed
+//!   with random weights of their real shapes (timing only).
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use argus_vision::composite::{mask_scenes, segmentation_set};
+use argus_vision::sam::{write_random_checkpoint, EncoderSpec, SamEngine};
 use argus_vision::segment::{grabcut, mask_iou, next_click, upsample_mask, PromptBox, PromptPoint};
 use clap::Args;
 use serde_json::{json, Value};
@@ -35,6 +39,13 @@ pub struct SegmentBenchArgs {
     /// Jobs timed through HTTP.
     #[arg(long, default_value_t = 20)]
     pub jobs: usize,
+    /// A SAM / MobileSAM safetensors checkpoint: adds its quality and latency.
+    #[arg(long, env = "ARGUS_SAM_WEIGHTS")]
+    pub sam_weights: Option<PathBuf>,
+    /// Without --sam-weights, time SAM ViT-B and MobileSAM with random weights of their real shapes (speed does
+    /// not depend on the values; quality is not measured).
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pub sam_timing: bool,
 }
 
 fn tight_box(mask: &image::GrayImage) -> PromptBox {
@@ -111,10 +122,52 @@ pub async fn run(args: SegmentBenchArgs) -> Result<()> {
         grabcut(&img, &[], Some(bbox));
         bare.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    let mut png = std::io::Cursor::new(Vec::new());
-    image::DynamicImage::ImageRgb8(big.image.clone()).write_to(&mut png, image::ImageFormat::Jpeg)?;
+    let mut jpeg = std::io::Cursor::new(Vec::new());
+    image::DynamicImage::ImageRgb8(big.image.clone()).write_to(&mut jpeg, image::ImageFormat::Jpeg)?;
+    let jpeg = jpeg.into_inner();
     let tmp = tempfile::tempdir()?;
     let server = BenchServer::start(tmp.path(), &args.models_dir).await?;
+    let body = json!({"engine": "grabcut", "boundingBox": box_json(bbox)});
+    let mut latency = job_latencies(&server, &jpeg, &[body], args.jobs).await?;
+    server.stop().await;
+    let (bare_p50, lat_p50) = (percentile(&mut bare, 0.5), percentile(&mut latency, 0.5));
+    let lat_p90 = percentile(&mut latency, 0.9);
+    println!();
+    println!("| measurement (GrabCut engine, 2 cores) | value |");
+    println!("|---|---|");
+    println!("| mean IoU from a box prompt ({} scenes) | {:.3} |", scenes.len(), mean(&box_iou));
+    println!("| mean IoU from one foreground click | {:.3} |", mean(&click_iou));
+    println!("| NoC@85 (clicks, max 20) | {:.2} |", mean(&noc85));
+    println!("| NoC@90 (clicks, max 20) | {:.2} |", mean(&noc90));
+    println!("| job latency, 1024×768 JPEG, box prompt: median / p90 (HTTP POST → Completed) | {lat_p50:.0} / {lat_p90:.0} ms |");
+    println!("| bare engine on the same image (decode excluded), median | {bare_p50:.0} ms |");
+
+    let checkpoints: Vec<(String, PathBuf, bool)> = match &args.sam_weights {
+        Some(p) => vec![(argus_vision::sam::infer_spec(p)?.name(), p.clone(), true)],
+        None if args.sam_timing => {
+            let mut v = Vec::new();
+            for (i, spec) in [EncoderSpec::vit_b(), EncoderSpec::TinyVit].into_iter().enumerate() {
+                let path = tmp.path().join(format!("sam-random-{i}.safetensors"));
+                write_random_checkpoint(&spec, &path, 1)?;
+                v.push((format!("{} (random weights: timing only)", spec.name()), path, false));
+            }
+            v
+        }
+        None => Vec::new(),
+    };
+    for (name, path, quality) in checkpoints {
+        sam_section(&args, &name, &path, quality, &scenes, &big, &jpeg).await?;
+    }
+    Ok(())
+}
+
+fn box_json(b: PromptBox) -> Value {
+    json!({"xMin": b.x_min, "yMin": b.y_min, "xMax": b.x_max, "yMax": b.y_max})
+}
+
+/// Uploads `image` as a file, then times `jobs` segmentation jobs (POST → Completed, polling every 5 ms), the
+/// request bodies taken in turn from `bodies` (each gets the file reference added).
+async fn job_latencies(server: &BenchServer, image: &[u8], bodies: &[Value], jobs: usize) -> Result<Vec<f64>> {
     let http = reqwest::Client::new();
     let key = server.client.key.clone();
     let api = format!("{}/api/v1/projects/bench", server.root);
@@ -127,10 +180,11 @@ pub async fn run(args: SegmentBenchArgs) -> Result<()> {
         .json()
         .await?;
     let upload = f["uploadUrl"].as_str().context("uploadUrl")?;
-    http.put(upload).body(png.into_inner()).send().await?.error_for_status()?;
-    let body = json!({"items": [{"fileId": f["id"]}], "boundingBox": {"xMin": bbox.x_min, "yMin": bbox.y_min, "xMax": bbox.x_max, "yMax": bbox.y_max}});
+    http.put(upload).body(image.to_vec()).send().await?.error_for_status()?;
     let mut latency = Vec::new();
-    for _ in 0..args.jobs {
+    for i in 0..jobs {
+        let mut body = bodies[i % bodies.len()].clone();
+        body["items"] = json!([{"fileId": f["id"]}]);
         let t = Instant::now();
         let job: Value = http
             .post(format!("{api}/context/vision/segment"))
@@ -152,17 +206,89 @@ pub async fn run(args: SegmentBenchArgs) -> Result<()> {
         }
         latency.push(t.elapsed().as_secs_f64() * 1e3);
     }
+    Ok(latency)
+}
+
+/// Segment Anything: quality on the scenes (real weights only), bare encoder and decoder times, and job latency
+/// through HTTP — the first prompt on an image (encoder + decoder) and the following ones (cached embedding).
+#[allow(clippy::too_many_arguments)]
+async fn sam_section(
+    args: &SegmentBenchArgs,
+    name: &str,
+    path: &std::path::Path,
+    quality: bool,
+    scenes: &[argus_vision::composite::MaskScene],
+    big: &argus_vision::composite::MaskScene,
+    jpeg: &[u8],
+) -> Result<()> {
+    let engine = SamEngine::load(path)?;
+    let model = engine.model();
+    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    let mut rows: Vec<(String, String)> = Vec::new();
+    if quality {
+        let (mut box_iou, mut click_iou, mut noc85, mut noc90) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for sc in scenes {
+            let (w, h) = sc.mask.dimensions();
+            let emb = model.embed(&sc.image)?;
+            box_iou.push(mask_iou(&model.decode(&emb, &[], Some(tight_box(&sc.mask)))?.mask(w, h)?, &sc.mask));
+            let (mut clicks, mut pred) = (Vec::new(), image::GrayImage::new(w, h));
+            let (mut n85, mut n90) = (20usize, 20usize);
+            for k in 1..=20 {
+                let Some(c) = next_click(&pred, &sc.mask) else { break };
+                clicks.push(c);
+                pred = model.decode(&emb, &clicks, None)?.mask(w, h)?;
+                let iou = mask_iou(&pred, &sc.mask);
+                if k == 1 {
+                    click_iou.push(iou);
+                }
+                if iou >= 0.85 && n85 == 20 {
+                    n85 = k;
+                }
+                if iou >= 0.90 {
+                    n90 = k;
+                    break;
+                }
+            }
+            noc85.push(n85 as f64);
+            noc90.push(n90 as f64);
+        }
+        rows.push((format!("mean IoU from a box prompt ({} scenes)", scenes.len()), format!("{:.3}", mean(&box_iou))));
+        rows.push(("mean IoU from one foreground click".into(), format!("{:.3}", mean(&click_iou))));
+        rows.push(("NoC@85 / NoC@90 (clicks, max 20)".into(), format!("{:.2} / {:.2}", mean(&noc85), mean(&noc90))));
+    }
+    let t = Instant::now();
+    let emb = model.embed(&big.image)?;
+    let encode_ms = t.elapsed().as_secs_f64() * 1e3;
+    let bbox = tight_box(&big.mask);
+    let centre = PromptPoint { x: (bbox.x_min + bbox.x_max) / 2.0, y: (bbox.y_min + bbox.y_max) / 2.0, foreground: true };
+    let mut decode = Vec::new();
+    for i in 0..10 {
+        let t = Instant::now();
+        let m = if i % 2 == 0 { model.decode(&emb, &[centre], None)? } else { model.decode(&emb, &[], Some(bbox))? };
+        m.working_mask()?;
+        decode.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    drop(engine);
+    let tmp = tempfile::tempdir()?;
+    let server = BenchServer::start_with_sam(tmp.path(), &args.models_dir, Some(path.to_path_buf())).await?;
+    let point = json!({"engine": "sam", "points": [{"x": centre.x, "y": centre.y, "label": 1}]});
+    let boxed = json!({"engine": "sam", "boundingBox": box_json(bbox)});
+    let first = job_latencies(&server, jpeg, std::slice::from_ref(&point), 1).await?;
+    // The same bytes again: a new file, the same content hash, so the embedding is cached.
+    let mut cached = job_latencies(&server, jpeg, &[point, boxed], args.jobs).await?;
     server.stop().await;
-    let (bare_p50, lat_p50) = (percentile(&mut bare, 0.5), percentile(&mut latency, 0.5));
-    let lat_p90 = percentile(&mut latency, 0.9);
+    rows.push(("image encoder, 1024×768 (bare)".into(), format!("{encode_ms:.0} ms")));
+    rows.push(("prompt encoder + mask decoder + upsampling (bare), median".into(), format!("{:.0} ms", percentile(&mut decode, 0.5))));
+    rows.push(("job latency, first prompt on an image (HTTP, encoder included)".into(), format!("{:.0} ms", first[0])));
+    rows.push((
+        "job latency per prompt with the cached embedding: median / p90 (HTTP)".into(),
+        format!("{:.0} / {:.0} ms", percentile(&mut cached, 0.5), percentile(&mut cached, 0.9)),
+    ));
     println!();
-    println!("| measurement (GrabCut engine, 2 cores) | value |");
+    println!("| measurement (SAM {name}, 2 cores) | value |");
     println!("|---|---|");
-    println!("| mean IoU from a box prompt ({} scenes) | {:.3} |", scenes.len(), mean(&box_iou));
-    println!("| mean IoU from one foreground click | {:.3} |", mean(&click_iou));
-    println!("| NoC@85 (clicks, max 20) | {:.2} |", mean(&noc85));
-    println!("| NoC@90 (clicks, max 20) | {:.2} |", mean(&noc90));
-    println!("| job latency, 1024×768 JPEG, box prompt: median / p90 (HTTP POST → Completed) | {lat_p50:.0} / {lat_p90:.0} ms |");
-    println!("| bare engine on the same image (decode excluded), median | {bare_p50:.0} ms |");
+    for (k, v) in rows {
+        println!("| {k} | {v} |");
+    }
     Ok(())
 }

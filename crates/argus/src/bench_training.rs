@@ -219,9 +219,19 @@ pub(crate) struct BenchServer {
 
 impl BenchServer {
     pub(crate) async fn start(data_dir: &std::path::Path, models_dir: &std::path::Path) -> Result<Self> {
+        Self::start_with_sam(data_dir, models_dir, None).await
+    }
+
+    /// A server whose segmentation can use the SAM checkpoint at `sam_weights`.
+    pub(crate) async fn start_with_sam(
+        data_dir: &std::path::Path,
+        models_dir: &std::path::Path,
+        sam_weights: Option<std::path::PathBuf>,
+    ) -> Result<Self> {
         let settings = Settings::resolve(&ServeArgs {
             data_dir: Some(data_dir.to_path_buf()),
             models_dir: Some(models_dir.to_path_buf()),
+            sam_weights,
             ..Default::default()
         })?;
         let (state, _) = crate::build_state(&settings).await?;

@@ -13,7 +13,7 @@ use imageproc::point::Point;
 use crate::maxflow::FlowGraph;
 
 /// Longest side of the working copy the cut runs on.
-pub const WORK_SIDE: u32 = 256;
+pub const WORK_SIDE: u32 = 512;
 /// Most vertices of one polygon.
 pub const MAX_VERTICES: usize = 1000;
 const COMPONENTS: usize = 5;

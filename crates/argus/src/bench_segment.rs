@@ -260,7 +260,8 @@ async fn sam_section(
     let emb = model.embed(&big.image)?;
     let encode_ms = t.elapsed().as_secs_f64() * 1e3;
     let bbox = tight_box(&big.mask);
-    let centre = PromptPoint { x: (bbox.x_min + bbox.x_max) / 2.0, y: (bbox.y_min + bbox.y_max) / 2.0, foreground: true };
+    let centre =
+        PromptPoint { x: (bbox.x_min + bbox.x_max) / 2.0, y: (bbox.y_min + bbox.y_max) / 2.0, foreground: true };
     let mut decode = Vec::new();
     for i in 0..10 {
         let t = Instant::now();
@@ -278,7 +279,10 @@ async fn sam_section(
     let mut cached = job_latencies(&server, jpeg, &[point, boxed], args.jobs).await?;
     server.stop().await;
     rows.push(("image encoder, 1024×768 (bare)".into(), format!("{encode_ms:.0} ms")));
-    rows.push(("prompt encoder + mask decoder + upsampling (bare), median".into(), format!("{:.0} ms", percentile(&mut decode, 0.5))));
+    rows.push((
+        "prompt encoder + mask decoder + upsampling (bare), median".into(),
+        format!("{:.0} ms", percentile(&mut decode, 0.5)),
+    ));
     rows.push(("job latency, first prompt on an image (HTTP, encoder included)".into(), format!("{:.0} ms", first[0])));
     rows.push((
         "job latency per prompt with the cached embedding: median / p90 (HTTP)".into(),

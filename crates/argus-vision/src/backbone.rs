@@ -350,6 +350,23 @@ impl EfficientNetLite0 {
 
     /// Feature maps at stride 16 (112 channels, after block 10) and stride 32 (1280 channels, after the head).
     pub fn feature_maps(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        // A batch is split into one slice per thread, each run through the whole network: the threads then
+        // synchronise once per batch instead of once per operation (the ops inside still share idle threads).
+        let n = x.dim(0)?;
+        let threads = rayon::current_num_threads();
+        if n >= 2 && threads >= 2 {
+            let per = n.div_ceil(threads);
+            let parts: Vec<(Tensor, Tensor)> = (0..n.div_ceil(per))
+                .into_par_iter()
+                .map(|i| self.feature_maps_serial(&x.narrow(0, i * per, per.min(n - i * per))?))
+                .collect::<candle_core::Result<_>>()?;
+            let (s16, top): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
+            return Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?));
+        }
+        self.feature_maps_serial(x)
+    }
+
+    fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
         let mut h = self.stem.forward(x)?;
         let mut s16 = None;
         for (i, b) in self.blocks.iter().enumerate() {

@@ -41,3 +41,30 @@ fn feature_maps_have_expected_shapes() {
     assert_eq!(s32.dims(), &[2, 1280, 7, 7]);
     assert_eq!(m.pooled(&x).expect("pooled").dims(), &[2, 1280]);
 }
+
+/// A batch (split across threads inside the backbone) gives each image the features it gets alone.
+#[test]
+fn a_batch_gives_each_image_its_own_features() {
+    let m = model();
+    let photos = ["chelsea.png", "coffee.png", "astronaut.png"];
+    let inputs: Vec<candle_core::Tensor> = photos
+        .iter()
+        .map(|p| {
+            let img = image::open(test_models_dir().join("photos").join(p)).expect("photo");
+            preprocess(&img.to_rgb8(), 224).expect("input")
+        })
+        .collect();
+    let batch = candle_core::Tensor::cat(&inputs, 0).expect("batch");
+    let (b16, b32) = m.feature_maps(&batch).expect("batch forward");
+    for (i, x) in inputs.iter().enumerate() {
+        let (s16, s32) = m.feature_maps(x).expect("single forward");
+        for (a, b) in [(&b16, &s16), (&b32, &s32)] {
+            let diff: f32 = (a.narrow(0, i, 1).expect("row") - b)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.max_all())
+                .and_then(|d| d.to_scalar())
+                .expect("diff");
+            assert!(diff < 1e-4, "{}: batch and single features differ by {diff}", photos[i]);
+        }
+    }
+}

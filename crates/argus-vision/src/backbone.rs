@@ -178,14 +178,13 @@ impl Depthwise {
         Self { weight, bias, k, stride }
     }
 
-    fn channel(&self, ch: usize, inp: &[f32], h: usize, w: usize, out: &mut [f32], bufs: &mut Scratch, wide: bool) {
+    fn channel(&self, ch: usize, inp: &[f32], h: usize, w: usize, out: &mut [f32], bufs: &mut Scratch) {
         #[cfg(target_arch = "x86_64")]
-        if wide {
-            // SAFETY: `wide` is only true when `avx2()` found AVX2 and FMA on this CPU.
+        if bufs.wide {
+            // SAFETY: `bufs.wide` is only true when `avx2()` found AVX2 and FMA on this CPU.
             unsafe { self.channel_avx2(ch, inp, h, w, out, bufs) };
             return;
         }
-        let _ = wide;
         self.channel_portable(ch, inp, h, w, out, bufs)
     }
 
@@ -214,7 +213,7 @@ impl Depthwise {
         let (qh, qw) = if s == 1 { (ph + 1, pw) } else { (ph.div_ceil(2) + 1, pw.div_ceil(2)) };
         let phases = if s == 1 { 1 } else { 4 };
         let plane = qh * qw;
-        let Scratch { padded, acc } = bufs;
+        let Scratch { padded, acc, .. } = bufs;
         padded.clear();
         padded.resize(phases * plane, 0.0);
         for y in 0..h {
@@ -250,11 +249,11 @@ impl Depthwise {
     }
 }
 
-/// Per-thread buffers of the depthwise kernel.
-#[derive(Default)]
+/// Per-thread buffers of the depthwise kernel, and whether the AVX2 build may run.
 struct Scratch {
     padded: Vec<f32>,
     acc: Vec<f32>,
+    wide: bool,
 }
 
 impl CustomOp1 for Depthwise {
@@ -276,8 +275,9 @@ impl CustomOp1 for Depthwise {
         let (ow, _, _) = same_padding(w, self.k, self.stride);
         let mut out = vec![0f32; n * c * oh * ow];
         let wide = avx2();
-        out.par_chunks_mut(oh * ow).enumerate().for_each_init(Scratch::default, |bufs, (nc, o)| {
-            self.channel(nc % c, &data[nc * h * w..(nc + 1) * h * w], h, w, o, bufs, wide);
+        let scratch = || Scratch { padded: Vec::new(), acc: Vec::new(), wide };
+        out.par_chunks_mut(oh * ow).enumerate().for_each_init(scratch, |bufs, (nc, o)| {
+            self.channel(nc % c, &data[nc * h * w..(nc + 1) * h * w], h, w, o, bufs);
         });
         Ok((CpuStorage::F32(out), Shape::from((n, c, oh, ow))))
     }

@@ -334,6 +334,22 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    /// Edmonds–Karp (pathfinding) on nodes 0..n plus source n and sink n + 1; parallel edges add up.
+    fn reference_max_flow(n: usize, caps: &[((usize, usize), i64)]) -> i64 {
+        let mut summed: std::collections::BTreeMap<(usize, usize), i64> = std::collections::BTreeMap::new();
+        for (k, c) in caps {
+            *summed.entry(*k).or_default() += c;
+        }
+        let vertices: Vec<usize> = (0..n + 2).collect();
+        let (_, flow, _) = pathfinding::directed::edmonds_karp::edmonds_karp_sparse(
+            &vertices,
+            &n,
+            &(n + 1),
+            summed.into_iter().filter(|(_, c)| *c > 0),
+        );
+        flow
+    }
+
     #[test]
     fn matches_edmonds_karp_on_random_graphs() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(5);
@@ -358,18 +374,7 @@ mod tests {
                 caps.push(((n, v), s));
                 caps.push(((v, n + 1), t));
             }
-            // Parallel edges add up.
-            let mut summed: std::collections::BTreeMap<(usize, usize), i64> = std::collections::BTreeMap::new();
-            for (k, c) in caps {
-                *summed.entry(k).or_default() += c;
-            }
-            let vertices: Vec<usize> = (0..n + 2).collect();
-            let (_, expected, _) = pathfinding::directed::edmonds_karp::edmonds_karp_sparse(
-                &vertices,
-                &n,
-                &(n + 1),
-                summed.into_iter().filter(|(_, c)| *c > 0),
-            );
+            let expected = reference_max_flow(n, &caps);
             let got = g.solve();
             assert!((got - expected as f64).abs() < 1e-6, "got {got}, expected {expected}");
         }
@@ -404,17 +409,7 @@ mod tests {
                     edges.push(((v, n + 1), t));
                 }
             }
-            let mut summed: std::collections::BTreeMap<(usize, usize), i64> = std::collections::BTreeMap::new();
-            for (k, c) in &edges {
-                *summed.entry(*k).or_default() += c;
-            }
-            let vertices: Vec<usize> = (0..n + 2).collect();
-            let (_, expected, _) = pathfinding::directed::edmonds_karp::edmonds_karp_sparse(
-                &vertices,
-                &n,
-                &(n + 1),
-                summed.into_iter().filter(|(_, c)| *c > 0),
-            );
+            let expected = reference_max_flow(n, &edges);
             let got = g.solve();
             assert!((got - expected as f64).abs() < 1e-3, "got {got}, expected {expected}");
             let side = g.source_side();

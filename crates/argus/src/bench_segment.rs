@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use argus_vision::composite::{mask_scenes, segmentation_set};
+use argus_vision::composite::{mask_scenes, segmentation_set, MaskScene};
 use argus_vision::sam::{write_random_checkpoint, EncoderSpec, SamEngine};
 use argus_vision::segment::{grabcut, mask_iou, next_click, upsample_mask, PromptBox, PromptPoint};
 use clap::Args;
@@ -69,24 +69,31 @@ fn percentile(v: &mut [f64], p: f64) -> f64 {
     v.get(((v.len() as f64 - 1.0) * p).round() as usize).copied().unwrap_or(0.0)
 }
 
-/// Runs the segmentation benchmark.
-pub async fn run(args: SegmentBenchArgs) -> Result<()> {
-    let (objects, backgrounds) =
-        segmentation_set(&args.photos).map_err(anyhow::Error::msg).context("run scripts/fetch-test-photos.sh")?;
-    let scenes = mask_scenes(&objects, &backgrounds, args.per_object, 512, 5);
-    let (mut box_iou, mut click_iou) = (Vec::new(), Vec::new());
-    let (mut noc85, mut noc90) = (Vec::new(), Vec::new());
-    for sc in &scenes {
+/// Mean quality of one engine over the scenes.
+struct Quality {
+    box_iou: f64,
+    click_iou: f64,
+    noc85: f64,
+    noc90: f64,
+}
+
+/// Scores an engine: IoU from the tight box, IoU after the simulator's first click, and clicks to reach
+/// IoU 0.85 / 0.90 (at most 20, counted as 20 when never reached). `segment(scene, points, box)` returns the
+/// mask at the scene's full resolution.
+fn evaluate(
+    scenes: &[MaskScene],
+    mut segment: impl FnMut(usize, &[PromptPoint], Option<PromptBox>) -> Result<image::GrayImage>,
+) -> Result<Quality> {
+    let (mut box_iou, mut click_iou, mut noc85, mut noc90) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for (i, sc) in scenes.iter().enumerate() {
         let (w, h) = sc.mask.dimensions();
-        let s = grabcut(&sc.image, &[], Some(tight_box(&sc.mask)));
-        box_iou.push(mask_iou(&upsample_mask(&s.mask, w, h), &sc.mask));
-        let mut clicks: Vec<PromptPoint> = Vec::new();
-        let mut pred = image::GrayImage::new(w, h);
+        box_iou.push(mask_iou(&segment(i, &[], Some(tight_box(&sc.mask)))?, &sc.mask));
+        let (mut clicks, mut pred) = (Vec::new(), image::GrayImage::new(w, h));
         let (mut n85, mut n90) = (20usize, 20usize);
         for k in 1..=20 {
             let Some(c) = next_click(&pred, &sc.mask) else { break };
             clicks.push(c);
-            pred = upsample_mask(&grabcut(&sc.image, &clicks, None).mask, w, h);
+            pred = segment(i, &clicks, None)?;
             let iou = mask_iou(&pred, &sc.mask);
             if k == 1 {
                 click_iou.push(iou);
@@ -103,13 +110,25 @@ pub async fn run(args: SegmentBenchArgs) -> Result<()> {
         noc90.push(n90 as f64);
     }
     let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
+    Ok(Quality { box_iou: mean(&box_iou), click_iou: mean(&click_iou), noc85: mean(&noc85), noc90: mean(&noc90) })
+}
+
+/// Runs the segmentation benchmark.
+pub async fn run(args: SegmentBenchArgs) -> Result<()> {
+    let (objects, backgrounds) =
+        segmentation_set(&args.photos).map_err(anyhow::Error::msg).context("run scripts/fetch-test-photos.sh")?;
+    let scenes = mask_scenes(&objects, &backgrounds, args.per_object, 512, 5);
+    let q = evaluate(&scenes, |i, points, bbox| {
+        let (w, h) = scenes[i].mask.dimensions();
+        Ok(upsample_mask(&grabcut(&scenes[i].image, points, bbox).mask, w, h))
+    })?;
     println!(
         "{} scenes: box IoU {:.3}, 1-click IoU {:.3}, NoC@85 {:.2}, NoC@90 {:.2}",
         scenes.len(),
-        mean(&box_iou),
-        mean(&click_iou),
-        mean(&noc85),
-        mean(&noc90)
+        q.box_iou,
+        q.click_iou,
+        q.noc85,
+        q.noc90
     );
 
     // Latency on a 1024 px image: bare engine, then through HTTP.
@@ -135,10 +154,10 @@ pub async fn run(args: SegmentBenchArgs) -> Result<()> {
     println!();
     println!("| measurement (GrabCut engine, 2 cores) | value |");
     println!("|---|---|");
-    println!("| mean IoU from a box prompt ({} scenes) | {:.3} |", scenes.len(), mean(&box_iou));
-    println!("| mean IoU from one foreground click | {:.3} |", mean(&click_iou));
-    println!("| NoC@85 (clicks, max 20) | {:.2} |", mean(&noc85));
-    println!("| NoC@90 (clicks, max 20) | {:.2} |", mean(&noc90));
+    println!("| mean IoU from a box prompt ({} scenes) | {:.3} |", scenes.len(), q.box_iou);
+    println!("| mean IoU from one foreground click | {:.3} |", q.click_iou);
+    println!("| NoC@85 (clicks, max 20) | {:.2} |", q.noc85);
+    println!("| NoC@90 (clicks, max 20) | {:.2} |", q.noc90);
     println!("| job latency, 1024×768 JPEG, box prompt: median / p90 (HTTP POST → Completed) | {lat_p50:.0} / {lat_p90:.0} ms |");
     println!("| bare engine on the same image (decode excluded), median | {bare_p50:.0} ms |");
 
@@ -217,44 +236,22 @@ async fn sam_section(
     name: &str,
     path: &std::path::Path,
     quality: bool,
-    scenes: &[argus_vision::composite::MaskScene],
-    big: &argus_vision::composite::MaskScene,
+    scenes: &[MaskScene],
+    big: &MaskScene,
     jpeg: &[u8],
 ) -> Result<()> {
     let engine = SamEngine::load(path)?;
     let model = engine.model();
-    let mean = |v: &[f64]| v.iter().sum::<f64>() / v.len().max(1) as f64;
     let mut rows: Vec<(String, String)> = Vec::new();
     if quality {
-        let (mut box_iou, mut click_iou, mut noc85, mut noc90) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for sc in scenes {
-            let (w, h) = sc.mask.dimensions();
-            let emb = model.embed(&sc.image)?;
-            box_iou.push(mask_iou(&model.decode(&emb, &[], Some(tight_box(&sc.mask)))?.mask(w, h)?, &sc.mask));
-            let (mut clicks, mut pred) = (Vec::new(), image::GrayImage::new(w, h));
-            let (mut n85, mut n90) = (20usize, 20usize);
-            for k in 1..=20 {
-                let Some(c) = next_click(&pred, &sc.mask) else { break };
-                clicks.push(c);
-                pred = model.decode(&emb, &clicks, None)?.mask(w, h)?;
-                let iou = mask_iou(&pred, &sc.mask);
-                if k == 1 {
-                    click_iou.push(iou);
-                }
-                if iou >= 0.85 && n85 == 20 {
-                    n85 = k;
-                }
-                if iou >= 0.90 {
-                    n90 = k;
-                    break;
-                }
-            }
-            noc85.push(n85 as f64);
-            noc90.push(n90 as f64);
-        }
-        rows.push((format!("mean IoU from a box prompt ({} scenes)", scenes.len()), format!("{:.3}", mean(&box_iou))));
-        rows.push(("mean IoU from one foreground click".into(), format!("{:.3}", mean(&click_iou))));
-        rows.push(("NoC@85 / NoC@90 (clicks, max 20)".into(), format!("{:.2} / {:.2}", mean(&noc85), mean(&noc90))));
+        let embeddings = scenes.iter().map(|sc| model.embed(&sc.image)).collect::<Result<Vec<_>, _>>()?;
+        let q = evaluate(scenes, |i, points, bbox| {
+            let (w, h) = scenes[i].mask.dimensions();
+            Ok(model.decode(&embeddings[i], points, bbox)?.mask(w, h)?)
+        })?;
+        rows.push((format!("mean IoU from a box prompt ({} scenes)", scenes.len()), format!("{:.3}", q.box_iou)));
+        rows.push(("mean IoU from one foreground click".into(), format!("{:.3}", q.click_iou)));
+        rows.push(("NoC@85 / NoC@90 (clicks, max 20)".into(), format!("{:.2} / {:.2}", q.noc85, q.noc90)));
     }
     let t = Instant::now();
     let emb = model.embed(&big.image)?;

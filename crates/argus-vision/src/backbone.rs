@@ -1,13 +1,16 @@
 //! EfficientNet-Lite0 (lukemelas EfficientNet-PyTorch layout, Lite variant: ReLU6, no squeeze-excite,
 //! BatchNorm eps 1e-3, TensorFlow "SAME" padding) as a frozen feature extractor on candle.
 //!
-//! At load time every BatchNorm is folded into the convolution before it. Pointwise (1×1) convolutions run
-//! as matrix products; depthwise convolutions run in [`Depthwise`], a dedicated kernel (bias and ReLU6 fused)
-//! parallel over channels, instead of candle's one-convolution-per-group path.
+//! At load time every BatchNorm is folded into the convolution before it. The stem runs as a candle
+//! convolution; the sixteen inverted-residual blocks and the head run on plain buffers in
+//! [`crate::mbconv`] (pointwise products through `gemm`, depthwise convolutions in [`Depthwise`], a
+//! dedicated kernel with bias and ReLU6 fused, instead of candle's one-convolution-per-group path).
 
 use std::collections::HashMap;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, InplaceOp1, Layout, Module, Shape, Tensor};
+
+use crate::mbconv::{MbConv, Pointwise};
 use rayon::prelude::*;
 
 /// Input normalisation: `(x - 127) / 128`.
@@ -76,26 +79,30 @@ impl ConvBn {
     }
 
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (n, c, h, wd) = x.dims4()?;
-        let y = if self.k == 1 && self.stride == 1 {
-            let o = self.weight.dim(0)?;
-            let w2 = self.weight.reshape((o, c))?;
-            w2.broadcast_matmul(&x.reshape((n, c, h * wd))?)?.reshape((n, o, h, wd))?
-        } else {
-            let (_, pt, pb) = same_padding(h, self.k, self.stride);
-            let (_, pl, pr) = same_padding(wd, self.k, self.stride);
-            x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?.conv2d(&self.weight, 0, self.stride, 1, 1)?
-        };
+        let (_, _, h, wd) = x.dims4()?;
+        let (_, pt, pb) = same_padding(h, self.k, self.stride);
+        let (_, pl, pr) = same_padding(wd, self.k, self.stride);
+        let y = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?.conv2d(&self.weight, 0, self.stride, 1, 1)?;
         // The product is a fresh tensor nobody else holds: add the bias (and clamp) in place.
         let y = y.contiguous()?;
         y.inplace_op1(&BiasAct { bias: &self.bias_vec, relu6: self.relu6 })?;
         Ok(y)
     }
+
+    /// This convolution as a [`Pointwise`] one (it must be 1×1, stride 1).
+    fn pointwise(&self) -> candle_core::Result<Pointwise> {
+        let (o, i, _, _) = self.weight.dims4()?;
+        if self.k != 1 || self.stride != 1 {
+            candle_core::bail!("{o}×{i} convolution is {}×{} stride {}, not pointwise", self.k, self.k, self.stride);
+        }
+        Pointwise::new(self.weight.flatten_all()?.to_vec1()?, self.bias_vec.clone(), i, self.relu6)
+            .map_err(candle_core::Error::Msg)
+    }
 }
 
 /// Whether this CPU runs the AVX2 + FMA builds of the element-wise kernels (checked once per call site; the
 /// portable build is the SSE2 baseline).
-fn avx2() -> bool {
+pub(crate) fn avx2() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
         std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
@@ -134,6 +141,13 @@ fn bias_act_dispatch(o: &mut [f32], bias: f32, relu6: bool, wide: bool) {
     }
     let _ = wide;
     bias_act(o, bias, relu6)
+}
+
+/// Adds `bias[j]` to (and optionally clamps with ReLU6) the `j`-th run of `plane` values of `o`.
+pub(crate) fn bias_act_rows(o: &mut [f32], plane: usize, bias: &[f32], relu6: bool, wide: bool) {
+    for (row, b) in o.chunks_mut(plane.max(1)).zip(bias) {
+        bias_act_dispatch(row, *b, relu6, wide);
+    }
 }
 
 /// Adds a per-channel bias and optionally applies ReLU6, in one pass (NCHW, f32, CPU).
@@ -178,7 +192,18 @@ impl Depthwise {
         Self { weight, bias, k, stride }
     }
 
-    fn channel(&self, ch: usize, inp: &[f32], h: usize, w: usize, out: &mut [f32], bufs: &mut Scratch) {
+    /// Channels this kernel convolves.
+    pub fn channels(&self) -> usize {
+        self.bias.len()
+    }
+
+    /// Output (height, width) for an input of h × w.
+    pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
+        (same_padding(h, self.k, self.stride).0, same_padding(w, self.k, self.stride).0)
+    }
+
+    /// Convolves channel `ch`: `inp` is its h × w plane, `out` receives the output plane.
+    pub(crate) fn channel(&self, ch: usize, inp: &[f32], h: usize, w: usize, out: &mut [f32], bufs: &mut Scratch) {
         #[cfg(target_arch = "x86_64")]
         if bufs.wide {
             // SAFETY: `bufs.wide` is only true when `avx2()` found AVX2 and FMA on this CPU.
@@ -250,10 +275,17 @@ impl Depthwise {
 }
 
 /// Per-thread buffers of the depthwise kernel, and whether the AVX2 build may run.
-struct Scratch {
+pub(crate) struct Scratch {
     padded: Vec<f32>,
     acc: Vec<f32>,
     wide: bool,
+}
+
+impl Scratch {
+    /// Empty buffers; `wide` must come from [`avx2`].
+    pub(crate) fn new(wide: bool) -> Self {
+        Self { padded: Vec::new(), acc: Vec::new(), wide }
+    }
 }
 
 impl CustomOp1 for Depthwise {
@@ -275,7 +307,7 @@ impl CustomOp1 for Depthwise {
         let (ow, _, _) = same_padding(w, self.k, self.stride);
         let mut out = vec![0f32; n * c * oh * ow];
         let wide = avx2();
-        let scratch = || Scratch { padded: Vec::new(), acc: Vec::new(), wide };
+        let scratch = || Scratch::new(wide);
         out.par_chunks_mut(oh * ow).enumerate().for_each_init(scratch, |bufs, (nc, o)| {
             self.channel(nc % c, &data[nc * h * w..(nc + 1) * h * w], h, w, o, bufs);
         });
@@ -283,36 +315,12 @@ impl CustomOp1 for Depthwise {
     }
 }
 
-#[derive(Debug, Clone)]
-struct Block {
-    expand: Option<ConvBn>,
-    depthwise: Depthwise,
-    project: ConvBn,
-    skip: bool,
-}
-
-impl Block {
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let h = match &self.expand {
-            Some(e) => e.forward(x)?,
-            None => x.clone(),
-        };
-        let h = h.contiguous()?.apply_op1_no_bwd(&self.depthwise)?;
-        let h = self.project.forward(&h)?;
-        if self.skip {
-            h + x
-        } else {
-            Ok(h)
-        }
-    }
-}
-
 /// The EfficientNet-Lite0 network with its ImageNet classifier.
 #[derive(Debug, Clone)]
 pub struct EfficientNetLite0 {
     stem: ConvBn,
-    blocks: Vec<Block>,
-    head: ConvBn,
+    blocks: Vec<MbConv>,
+    head: Pointwise,
     fc: candle_nn::Linear,
 }
 
@@ -327,17 +335,18 @@ impl EfficientNetLite0 {
                 let (s, inp) = if r == 0 { (stride, cin) } else { (1, cout) };
                 let p = format!("_blocks.{i}");
                 let expand_conv = if expand != 1 {
-                    Some(ConvBn::load(w, &format!("{p}._expand_conv"), &format!("{p}._bn0"), 1, true)?)
+                    Some(ConvBn::load(w, &format!("{p}._expand_conv"), &format!("{p}._bn0"), 1, true)?.pointwise()?)
                 } else {
                     None
                 };
                 let (dw, db) = fold(w, &format!("{p}._depthwise_conv"), &format!("{p}._bn1"))?;
                 let depthwise = Depthwise::new(dw.flatten_all()?.to_vec1()?, db.to_vec1()?, k, s);
                 let project = ConvBn::load(w, &format!("{p}._project_conv"), &format!("{p}._bn2"), 1, false)?;
-                blocks.push(Block { expand: expand_conv, depthwise, project, skip: s == 1 && inp == cout });
+                let project = project.pointwise()?;
+                blocks.push(MbConv { expand: expand_conv, depthwise, project, skip: s == 1 && inp == cout });
             }
         }
-        let head = ConvBn::load(w, "_conv_head", "_bn1", 1, true)?;
+        let head = ConvBn::load(w, "_conv_head", "_bn1", 1, true)?.pointwise()?;
         let fc = candle_nn::Linear::new(get(w, "_fc.weight")?, Some(get(w, "_fc.bias")?));
         Ok(Self { stem, blocks, head, fc })
     }
@@ -367,32 +376,62 @@ impl EfficientNetLite0 {
     }
 
     fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut h = self.stem.forward(x)?;
+        let stem = self.stem.forward(x)?;
+        let (n, c, h, w) = stem.dims4()?;
+        let data = stem.flatten_all()?.to_vec1::<f32>()?;
+        let mut s16 = Vec::with_capacity(n);
+        let mut top = Vec::with_capacity(n);
+        for image in data.chunks(c * h * w) {
+            let (a, b) = self.run_blocks(image, c, h, w, None)?;
+            s16.push(a);
+            top.push(b);
+        }
+        Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?))
+    }
+
+    /// The blocks and the head on one image's stem output (`c` planes of h × w): the stride-16 and the
+    /// stride-32 feature maps as (1, C, H, W) tensors. `times` collects each stage's wall time.
+    fn run_blocks(
+        &self,
+        image: &[f32],
+        c: usize,
+        h: usize,
+        w: usize,
+        mut times: Option<&mut Vec<(String, f64)>>,
+    ) -> candle_core::Result<(Tensor, Tensor)> {
+        let mut planes = (image.to_vec(), c, h, w);
         let mut s16 = None;
         for (i, b) in self.blocks.iter().enumerate() {
-            h = b.forward(&h)?;
+            let t = std::time::Instant::now();
+            let (y, oh, ow) = b.forward(&planes.0, planes.2, planes.3);
+            planes = (y, b.project.cout(), oh, ow);
+            if let Some(times) = times.as_deref_mut() {
+                times.push((format!("block {i}"), t.elapsed().as_secs_f64() * 1e3));
+            }
             if i == 10 {
-                s16 = Some(h.clone());
+                s16 = Some(planes.clone());
             }
         }
-        let top = self.head.forward(&h)?;
-        Ok((s16.unwrap_or_else(|| top.clone()), top))
+        let t = std::time::Instant::now();
+        let (data, _, h, w) = planes;
+        let top = (self.head.forward(&data, h * w, None), self.head.cout(), h, w);
+        if let Some(times) = times {
+            times.push(("head".to_string(), t.elapsed().as_secs_f64() * 1e3));
+        }
+        let tensor = |(d, c, h, w): (Vec<f32>, usize, usize, usize)| Tensor::from_vec(d, (1, c, h, w), &Device::Cpu);
+        let s16 = s16.unwrap_or_else(|| top.clone());
+        Ok((tensor(s16)?, tensor(top)?))
     }
 
     /// Wall time of each stage for one input, in milliseconds: stem, the 16 blocks, head (profiling aid).
     pub fn stage_times(&self, x: &Tensor) -> candle_core::Result<Vec<(String, f64)>> {
         let mut out = Vec::new();
         let t = std::time::Instant::now();
-        let mut h = self.stem.forward(x)?;
+        let stem = self.stem.forward(&x.narrow(0, 0, 1)?)?;
+        let (_, c, h, w) = stem.dims4()?;
+        let data = stem.flatten_all()?.to_vec1::<f32>()?;
         out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
-        for (i, b) in self.blocks.iter().enumerate() {
-            let t = std::time::Instant::now();
-            h = b.forward(&h)?;
-            out.push((format!("block {i}"), t.elapsed().as_secs_f64() * 1e3));
-        }
-        let t = std::time::Instant::now();
-        self.head.forward(&h)?;
-        out.push(("head".to_string(), t.elapsed().as_secs_f64() * 1e3));
+        self.run_blocks(&data, c, h, w, Some(&mut out))?;
         Ok(out)
     }
 

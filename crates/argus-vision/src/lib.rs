@@ -7,6 +7,7 @@ pub mod composite;
 pub mod detector;
 pub mod imageio;
 pub mod maxflow;
+pub mod mbconv;
 pub mod metrics;
 pub mod proposals;
 pub mod sam;

@@ -1,16 +1,16 @@
 //! EfficientNet-Lite0 (lukemelas EfficientNet-PyTorch layout, Lite variant: ReLU6, no squeeze-excite,
 //! BatchNorm eps 1e-3, TensorFlow "SAME" padding) as a frozen feature extractor on candle.
 //!
-//! At load time every BatchNorm is folded into the convolution before it. The stem runs as a candle
-//! convolution; the sixteen inverted-residual blocks and the head run on plain buffers in
-//! [`crate::mbconv`] (pointwise products through `gemm`, depthwise convolutions in [`Depthwise`], a
-//! dedicated kernel with bias and ReLU6 fused, instead of candle's one-convolution-per-group path).
+//! At load time every BatchNorm is folded into the convolution before it. The stem (im2col + one product),
+//! the sixteen inverted-residual blocks and the head run on plain buffers in [`crate::mbconv`] (products
+//! through `gemm`, depthwise convolutions in [`Depthwise`], a dedicated kernel with bias and ReLU6 fused,
+//! instead of candle's one-convolution-per-group path); candle holds the weights and the classifier layer.
 
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, InplaceOp1, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
 
-use crate::mbconv::{MbConv, Pointwise};
+use crate::mbconv::{Im2colConv, MbConv, Pointwise};
 use rayon::prelude::*;
 
 /// Input normalisation: `(x - 127) / 128`.
@@ -78,15 +78,18 @@ impl ConvBn {
         Ok(Self { weight, bias_vec: bias.to_vec1()?, k, stride, relu6 })
     }
 
-    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (_, _, h, wd) = x.dims4()?;
-        let (_, pt, pb) = same_padding(h, self.k, self.stride);
-        let (_, pl, pr) = same_padding(wd, self.k, self.stride);
-        let y = x.pad_with_zeros(2, pt, pb)?.pad_with_zeros(3, pl, pr)?.conv2d(&self.weight, 0, self.stride, 1, 1)?;
-        // The product is a fresh tensor nobody else holds: add the bias (and clamp) in place.
-        let y = y.contiguous()?;
-        y.inplace_op1(&BiasAct { bias: &self.bias_vec, relu6: self.relu6 })?;
-        Ok(y)
+    /// This convolution as an [`Im2colConv`] (for the stem).
+    fn im2col(&self) -> candle_core::Result<Im2colConv> {
+        let (_, i, _, _) = self.weight.dims4()?;
+        Im2colConv::new(
+            self.weight.flatten_all()?.to_vec1()?,
+            self.bias_vec.clone(),
+            i,
+            self.k,
+            self.stride,
+            self.relu6,
+        )
+        .map_err(candle_core::Error::Msg)
     }
 
     /// This convolution as a [`Pointwise`] one (it must be 1×1, stride 1).
@@ -147,33 +150,6 @@ fn bias_act_dispatch(o: &mut [f32], bias: f32, relu6: bool, wide: bool) {
 pub(crate) fn bias_act_rows(o: &mut [f32], plane: usize, bias: &[f32], relu6: bool, wide: bool) {
     for (row, b) in o.chunks_mut(plane.max(1)).zip(bias) {
         bias_act_dispatch(row, *b, relu6, wide);
-    }
-}
-
-/// Adds a per-channel bias and optionally applies ReLU6, in one pass (NCHW, f32, CPU).
-struct BiasAct<'a> {
-    bias: &'a [f32],
-    relu6: bool,
-}
-
-impl InplaceOp1 for BiasAct<'_> {
-    fn name(&self) -> &'static str {
-        "bias-relu6"
-    }
-
-    fn cpu_fwd(&self, storage: &mut CpuStorage, layout: &Layout) -> candle_core::Result<()> {
-        let CpuStorage::F32(data) = storage else { candle_core::bail!("bias: f32 input expected") };
-        let Some((a, b)) = layout.contiguous_offsets() else { candle_core::bail!("bias: contiguous input expected") };
-        let (_, c, h, w) = layout.shape().dims4()?;
-        if self.bias.len() != c {
-            candle_core::bail!("bias: {c} channels but {} biases", self.bias.len());
-        }
-        let plane = (h * w).max(1);
-        let (relu6, wide) = (self.relu6, avx2());
-        data[a..b].par_chunks_mut(plane).with_min_len((4096 / plane).max(1)).enumerate().for_each(|(nc, o)| {
-            bias_act_dispatch(o, self.bias[nc % c], relu6, wide);
-        });
-        Ok(())
     }
 }
 
@@ -318,7 +294,7 @@ impl CustomOp1 for Depthwise {
 /// The EfficientNet-Lite0 network with its ImageNet classifier.
 #[derive(Debug, Clone)]
 pub struct EfficientNetLite0 {
-    stem: ConvBn,
+    stem: Im2colConv,
     blocks: Vec<MbConv>,
     head: Pointwise,
     fc: candle_nn::Linear,
@@ -327,7 +303,7 @@ pub struct EfficientNetLite0 {
 impl EfficientNetLite0 {
     /// Builds the network from converted weights (BatchNorm folded here).
     pub fn load(w: &Weights) -> candle_core::Result<Self> {
-        let stem = ConvBn::load(w, "_conv_stem", "_bn0", 2, true)?;
+        let stem = ConvBn::load(w, "_conv_stem", "_bn0", 2, true)?.im2col()?;
         let mut blocks = Vec::new();
         for (repeats, k, stride, expand, cin, cout) in STAGES {
             for r in 0..repeats {
@@ -376,13 +352,13 @@ impl EfficientNetLite0 {
     }
 
     fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let stem = self.stem.forward(x)?;
-        let (n, c, h, w) = stem.dims4()?;
-        let data = stem.flatten_all()?.to_vec1::<f32>()?;
+        let (n, c, h, w) = x.dims4()?;
+        let data = x.flatten_all()?.to_vec1::<f32>()?;
         let mut s16 = Vec::with_capacity(n);
         let mut top = Vec::with_capacity(n);
         for image in data.chunks(c * h * w) {
-            let (a, b) = self.run_blocks(image, c, h, w, None)?;
+            let (stem, sh, sw) = self.stem.forward(image, h, w);
+            let (a, b) = self.run_blocks(stem, self.stem.cout(), sh, sw, None)?;
             s16.push(a);
             top.push(b);
         }
@@ -393,13 +369,13 @@ impl EfficientNetLite0 {
     /// stride-32 feature maps as (1, C, H, W) tensors. `times` collects each stage's wall time.
     fn run_blocks(
         &self,
-        image: &[f32],
+        image: Vec<f32>,
         c: usize,
         h: usize,
         w: usize,
         mut times: Option<&mut Vec<(String, f64)>>,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut planes = (image.to_vec(), c, h, w);
+        let mut planes = (image, c, h, w);
         let mut s16 = None;
         for (i, b) in self.blocks.iter().enumerate() {
             let t = std::time::Instant::now();
@@ -427,11 +403,11 @@ impl EfficientNetLite0 {
     pub fn stage_times(&self, x: &Tensor) -> candle_core::Result<Vec<(String, f64)>> {
         let mut out = Vec::new();
         let t = std::time::Instant::now();
-        let stem = self.stem.forward(&x.narrow(0, 0, 1)?)?;
-        let (_, c, h, w) = stem.dims4()?;
-        let data = stem.flatten_all()?.to_vec1::<f32>()?;
+        let (_, _, h, w) = x.dims4()?;
+        let image = x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
+        let (stem, sh, sw) = self.stem.forward(&image, h, w);
         out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
-        self.run_blocks(&data, c, h, w, Some(&mut out))?;
+        self.run_blocks(stem, self.stem.cout(), sh, sw, Some(&mut out))?;
         Ok(out)
     }
 
@@ -439,6 +415,12 @@ impl EfficientNetLite0 {
     pub fn pooled(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (_, top) = self.feature_maps(x)?;
         top.mean((2, 3))
+    }
+
+    /// Global average and global maximum of the top feature map side by side, (N, 2 × 1280).
+    pub fn pooled_mean_max(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (_, top) = self.feature_maps(x)?;
+        Tensor::cat(&[top.mean((2, 3))?, top.flatten_from(2)?.max(2)?], 1)
     }
 
     /// ImageNet-1k logits, (N, 1000).

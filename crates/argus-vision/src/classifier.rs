@@ -1,7 +1,9 @@
 //! Image classification on the frozen backbone: augmented views → pooled EfficientNet features → a linear
 //! head trained with candle's autograd (softmax cross-entropy for Multiclass, per-tag sigmoid for Multilabel),
 //! with feature standardisation and L2 weight decay. Deterministic: zero-initialised weights, full-batch AdamW,
-//! fixed view geometry.
+//! fixed view geometry. The top feature map is pooled by its mean and, for the recipes that ask for it, also by its
+//! maximum: the maximum keeps the response of an object that fills only part of a cluttered photo, which the mean
+//! dilutes.
 
 use std::collections::HashMap;
 
@@ -20,11 +22,22 @@ pub enum HeadKind {
     Multilabel,
 }
 
+/// How the (C, H, W) top feature map becomes one feature vector.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pooling {
+    /// Global average: C features.
+    Mean,
+    /// Global average and global maximum side by side: 2C features.
+    MeanMax,
+}
+
 /// How hard to train.
 #[derive(Debug, Clone, Copy)]
 pub struct TrainingRecipe {
     /// Backbone input side in pixels.
     pub input_size: u32,
+    /// Feature pooling.
+    pub pooling: Pooling,
     /// Augmented views per training image (the first is the image itself).
     pub views: usize,
     /// Full-batch optimisation steps of the head.
@@ -38,12 +51,26 @@ pub struct TrainingRecipe {
 impl TrainingRecipe {
     /// Quick training ("Regular").
     pub fn regular() -> Self {
-        Self { input_size: 224, views: 6, steps: 300, learning_rate: 0.01, weight_decay: 0.01 }
+        Self {
+            input_size: 224,
+            pooling: Pooling::MeanMax,
+            views: 6,
+            steps: 300,
+            learning_rate: 0.01,
+            weight_decay: 0.01,
+        }
     }
 
-    /// Longer training ("Advanced"): a larger input and more augmentation.
+    /// Longer training ("Advanced"): a larger input, more augmentation, longer fitting.
     pub fn advanced() -> Self {
-        Self { input_size: 288, views: 10, steps: 500, learning_rate: 0.01, weight_decay: 0.01 }
+        Self {
+            input_size: 288,
+            pooling: Pooling::MeanMax,
+            views: 10,
+            steps: 500,
+            learning_rate: 0.01,
+            weight_decay: 0.01,
+        }
     }
 }
 
@@ -70,13 +97,21 @@ pub fn view(img: &RgbImage, i: usize) -> RgbImage {
     }
 }
 
-/// Pooled features of images, batched.
-pub fn features(net: &EfficientNetLite0, images: &[RgbImage], size: u32) -> candle_core::Result<Vec<Vec<f32>>> {
+/// Pooled features of images at a `size` × `size` input, batched.
+pub fn features(
+    net: &EfficientNetLite0,
+    images: &[RgbImage],
+    size: u32,
+    pooling: Pooling,
+) -> candle_core::Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(8) {
         let batch: Vec<Tensor> = chunk.iter().map(|i| preprocess(i, size)).collect::<candle_core::Result<_>>()?;
         let x = Tensor::cat(&batch, 0)?;
-        let pooled = net.pooled(&x)?;
+        let pooled = match pooling {
+            Pooling::Mean => net.pooled(&x)?,
+            Pooling::MeanMax => net.pooled_mean_max(&x)?,
+        };
         out.extend(pooled.to_vec2::<f32>()?);
     }
     Ok(out)
@@ -89,6 +124,8 @@ pub struct LinearHead {
     pub kind: HeadKind,
     /// Backbone input side it was trained with.
     pub input_size: u32,
+    /// Feature pooling it was trained with.
+    pub pooling: Pooling,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     /// (classes, features).
@@ -151,7 +188,7 @@ impl LinearHead {
         }
         let weight = w.as_tensor().t()?.contiguous()?.flatten_all()?.to_vec1()?;
         let bias = b.as_tensor().to_vec1()?;
-        Ok(Self { kind, input_size: recipe.input_size, mean, inv_std, weight, bias, classes })
+        Ok(Self { kind, input_size: recipe.input_size, pooling: recipe.pooling, mean, inv_std, weight, bias, classes })
     }
 
     /// Probabilities per class for one feature vector.
@@ -178,14 +215,18 @@ impl LinearHead {
     pub fn to_bytes(&self) -> candle_core::Result<Vec<u8>> {
         let dev = Device::Cpu;
         let dim = self.mean.len();
-        let meta =
-            [self.classes as f32, self.input_size as f32, if self.kind == HeadKind::Multiclass { 0.0 } else { 1.0 }];
+        let meta = [
+            self.classes as f32,
+            self.input_size as f32,
+            if self.kind == HeadKind::Multiclass { 0.0 } else { 1.0 },
+            if self.pooling == Pooling::Mean { 0.0 } else { 1.0 },
+        ];
         let tensors: HashMap<String, Tensor> = [
             ("mean".to_string(), Tensor::from_slice(&self.mean, dim, &dev)?),
             ("inv_std".to_string(), Tensor::from_slice(&self.inv_std, dim, &dev)?),
             ("weight".to_string(), Tensor::from_slice(&self.weight, (self.classes, dim), &dev)?),
             ("bias".to_string(), Tensor::from_slice(&self.bias, self.classes, &dev)?),
-            ("meta".to_string(), Tensor::from_slice(&meta, 3, &dev)?),
+            ("meta".to_string(), Tensor::from_slice(&meta, meta.len(), &dev)?),
         ]
         .into_iter()
         .collect();
@@ -193,7 +234,7 @@ impl LinearHead {
         safetensors_bytes(&views)
     }
 
-    /// Reads a head written by [`LinearHead::to_bytes`].
+    /// Reads a head written by [`LinearHead::to_bytes`] (heads written before pooling was recorded used the mean).
     pub fn from_bytes(bytes: &[u8]) -> candle_core::Result<Self> {
         let t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
         let get = |k: &str| -> candle_core::Result<Vec<f32>> {
@@ -203,16 +244,17 @@ impl LinearHead {
                 .to_vec1()
         };
         let meta = get("meta")?;
-        if meta.len() != 3 {
+        if meta.len() != 3 && meta.len() != 4 {
             candle_core::bail!("head metadata malformed");
         }
+        let pooling = if meta.get(3).copied().unwrap_or(0.0) == 0.0 { Pooling::Mean } else { Pooling::MeanMax };
         let (mean, inv_std, weight, bias) = (get("mean")?, get("inv_std")?, get("weight")?, get("bias")?);
         let classes = meta[0] as usize;
         if weight.len() != classes * mean.len() || bias.len() != classes || inv_std.len() != mean.len() {
             candle_core::bail!("head tensors have inconsistent shapes");
         }
         let kind = if meta[2] == 0.0 { HeadKind::Multiclass } else { HeadKind::Multilabel };
-        Ok(Self { kind, input_size: meta[1] as u32, mean, inv_std, weight, bias, classes })
+        Ok(Self { kind, input_size: meta[1] as u32, pooling, mean, inv_std, weight, bias, classes })
     }
 }
 

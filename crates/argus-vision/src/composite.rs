@@ -65,10 +65,38 @@ fn opaque_extent(object: &RgbaImage) -> (f32, f32, f32, f32) {
     (x0 as f32 / w as f32, y0 as f32 / h as f32, x1 as f32 / w as f32, y1 as f32 / h as f32)
 }
 
+/// How objects are placed in composited scenes.
+#[derive(Debug, Clone, Copy)]
+pub struct Placement {
+    /// Range of the object's shorter side as a fraction of the scene's height.
+    pub scale: (f32, f32),
+    /// Probability that a scene also holds an object of another class.
+    pub second_object: f64,
+}
+
+impl Placement {
+    /// Detection scenes: objects at 22–55 % of the height, a second object one time in three.
+    pub const DETECTION: Placement = Placement { scale: (0.22, 0.55), second_object: 1.0 / 3.0 };
+    /// Classification scenes: exactly one object, at 25–60 % of the height.
+    pub const CLASSIFICATION: Placement = Placement { scale: (0.25, 0.6), second_object: 0.0 };
+}
+
 /// `per_class` scenes for each object class: each scene holds one object of its class and, one time in three,
 /// an object of another class. Backgrounds are random crops of `backgrounds`, `size` pixels wide and 3/4 as
 /// tall. Deterministic given `seed`.
 pub fn scenes(objects: &[RgbaImage], backgrounds: &[RgbImage], per_class: usize, size: u32, seed: u64) -> Vec<Scene> {
+    placed_scenes(objects, backgrounds, per_class, size, Placement::DETECTION, seed)
+}
+
+/// [`scenes`] with another [`Placement`] of the objects.
+pub fn placed_scenes(
+    objects: &[RgbaImage],
+    backgrounds: &[RgbImage],
+    per_class: usize,
+    size: u32,
+    placement: Placement,
+    seed: u64,
+) -> Vec<Scene> {
     let mut rng = StdRng::seed_from_u64(seed);
     let extents: Vec<_> = objects.iter().map(opaque_extent).collect();
     let (cw, ch) = (size, size * 3 / 4);
@@ -82,7 +110,7 @@ pub fn scenes(objects: &[RgbaImage], backgrounds: &[RgbImage], per_class: usize,
                 &backgrounds[(i * objects.len() + class + rng.gen_range(0..backgrounds.len())) % backgrounds.len()];
             let mut canvas = background_canvas(bg, &mut rng, cw, ch);
             let mut classes = vec![class];
-            if objects.len() > 1 && rng.gen_bool(1.0 / 3.0) {
+            if objects.len() > 1 && placement.second_object > 0.0 && rng.gen_bool(placement.second_object) {
                 classes.push((class + rng.gen_range(1..objects.len())) % objects.len());
             }
             let mut boxes: Vec<GtBox> = Vec::new();
@@ -90,7 +118,7 @@ pub fn scenes(objects: &[RgbaImage], backgrounds: &[RgbImage], per_class: usize,
                 let obj = &objects[c];
                 let aspect = obj.width() as f32 / obj.height() as f32;
                 for _attempt in 0..20 {
-                    let side = rng.gen_range(0.22..0.55) * ch as f32;
+                    let side = rng.gen_range(placement.scale.0..placement.scale.1) * ch as f32;
                     let (w, h) = if aspect >= 1.0 { (side * aspect, side) } else { (side, side / aspect) };
                     let (w, h) = (w.min(cw as f32 * 0.9) as u32, h.min(ch as f32 * 0.9) as u32);
                     let (x, y) = (rng.gen_range(0..=cw - w), rng.gen_range(0..=ch - h));
@@ -188,28 +216,25 @@ pub fn ellipse_object(photo: &RgbImage, x: u32, y: u32, w: u32, h: u32) -> RgbaI
 /// The segmentation benchmark's objects (exact masks) and backgrounds, from scikit-image's photographs:
 /// the logo (its own alpha), and elliptical cut-outs of the cat's face, the coffee cup and the astronaut.
 pub fn segmentation_set(photos: &std::path::Path) -> Result<(Vec<RgbaImage>, Vec<RgbImage>), String> {
-    let open = |name: &str| -> Result<image::DynamicImage, String> {
-        image::open(photos.join(name)).map_err(|e| format!("{}: {e}", photos.join(name).display()))
-    };
     let objects = vec![
-        open("logo.png")?.to_rgba8(),
-        ellipse_object(&open("chelsea.png")?.to_rgb8(), 60, 10, 320, 280),
-        ellipse_object(&open("coffee.png")?.to_rgb8(), 75, 15, 410, 375),
-        ellipse_object(&open("astronaut.png")?.to_rgb8(), 150, 20, 170, 200),
+        open_photo(photos, "logo.png")?.to_rgba8(),
+        ellipse_object(&open_photo(photos, "chelsea.png")?.to_rgb8(), 60, 10, 320, 280),
+        ellipse_object(&open_photo(photos, "coffee.png")?.to_rgb8(), 75, 15, 410, 375),
+        ellipse_object(&open_photo(photos, "astronaut.png")?.to_rgb8(), 150, 20, 170, 200),
     ];
-    let backgrounds = [
-        "brick.png",
-        "grass.png",
-        "gravel.png",
-        "moon.png",
-        "hubble_deep_field.jpg",
-        "motorcycle_right.png",
-        "rocket.jpg",
-        "coins.png",
-    ]
-    .iter()
-    .map(|n| open(n).map(|i| i.to_rgb8()))
-    .collect::<Result<Vec<_>, _>>()?;
+    let backgrounds = open_rgb(
+        photos,
+        [
+            "brick.png",
+            "grass.png",
+            "gravel.png",
+            "moon.png",
+            "hubble_deep_field.jpg",
+            "motorcycle_right.png",
+            "rocket.jpg",
+            "coins.png",
+        ],
+    )?;
     Ok((objects, backgrounds))
 }
 
@@ -236,42 +261,64 @@ pub struct DetectionSet {
     pub test_backgrounds: Vec<RgbImage>,
 }
 
+/// Backgrounds of the benchmarks' training scenes (scikit-image photographs).
+const TRAIN_BACKGROUNDS: [&str; 9] = [
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "grass.png",
+    "gravel.png",
+    "moon.png",
+    "motorcycle_left.png",
+    "ihc.png",
+    "rocket.jpg",
+];
+
+/// Backgrounds of the benchmarks' test scenes, disjoint from [`TRAIN_BACKGROUNDS`].
+const TEST_BACKGROUNDS: [&str; 8] = [
+    "hubble_deep_field.jpg",
+    "coins.png",
+    "clock_motion.png",
+    "cell.png",
+    "phantom.png",
+    "color.png",
+    "motorcycle_right.png",
+    "retina.jpg",
+];
+
+/// Opens one photograph of the photos directory.
+fn open_photo(photos: &std::path::Path, name: &str) -> Result<image::DynamicImage, String> {
+    image::open(photos.join(name)).map_err(|e| format!("{}: {e}", photos.join(name).display()))
+}
+
+/// Opens photographs as RGB.
+fn open_rgb<'a>(photos: &std::path::Path, names: impl IntoIterator<Item = &'a str>) -> Result<Vec<RgbImage>, String> {
+    names.into_iter().map(|n| open_photo(photos, n).map(|i| i.to_rgb8())).collect()
+}
+
 /// Loads the detection benchmark from the photos directory (`scripts/fetch-test-photos.sh`).
 pub fn detection_set(photos: &std::path::Path) -> Result<DetectionSet, String> {
-    let open = |name: &str| -> Result<image::DynamicImage, String> {
-        image::open(photos.join(name)).map_err(|e| format!("{}: {e}", photos.join(name).display()))
-    };
-    let cat = crop_object(&open("chelsea.png")?.to_rgb8(), 20, 0, 380, 300);
-    let cup = crop_object(&open("coffee.png")?.to_rgb8(), 75, 15, 410, 375);
-    let logo = open("logo.png")?.to_rgba8();
-    let load = |names: &[&str]| -> Result<Vec<RgbImage>, String> {
-        names.iter().map(|n| open(n).map(|i| i.to_rgb8())).collect()
-    };
     Ok(DetectionSet {
         tags: vec!["cat", "cup", "logo"],
-        objects: vec![cat, cup, logo],
-        train_backgrounds: load(&[
-            "astronaut.png",
-            "brick.png",
-            "camera.png",
-            "grass.png",
-            "gravel.png",
-            "moon.png",
-            "motorcycle_left.png",
-            "ihc.png",
-            "rocket.jpg",
-        ])?,
-        test_backgrounds: load(&[
-            "hubble_deep_field.jpg",
-            "coins.png",
-            "clock_motion.png",
-            "cell.png",
-            "phantom.png",
-            "color.png",
-            "motorcycle_right.png",
-            "retina.jpg",
-        ])?,
+        objects: vec![
+            crop_object(&open_photo(photos, "chelsea.png")?.to_rgb8(), 20, 0, 380, 300),
+            crop_object(&open_photo(photos, "coffee.png")?.to_rgb8(), 75, 15, 410, 375),
+            open_photo(photos, "logo.png")?.to_rgba8(),
+        ],
+        train_backgrounds: open_rgb(photos, TRAIN_BACKGROUNDS)?,
+        test_backgrounds: open_rgb(photos, TEST_BACKGROUNDS)?,
     })
+}
+
+/// The classification benchmark: four object tags (the detection set's cat, cup and logo, and an elliptical
+/// cut-out of the astronaut's head) to be pasted one per scene, the detection set's training backgrounds
+/// less the astronaut photograph, and its test backgrounds (never seen in training).
+pub fn classification_set(photos: &std::path::Path) -> Result<DetectionSet, String> {
+    let mut set = detection_set(photos)?;
+    set.tags.push("astronaut");
+    set.objects.push(ellipse_object(&open_photo(photos, "astronaut.png")?.to_rgb8(), 150, 20, 170, 200));
+    set.train_backgrounds = open_rgb(photos, TRAIN_BACKGROUNDS.into_iter().filter(|n| *n != "astronaut.png"))?;
+    Ok(set)
 }
 
 #[cfg(test)]
@@ -295,5 +342,22 @@ mod tests {
                 assert_eq!(scene.image.get_pixel(outside, cy).0[0], 0);
             }
         }
+    }
+
+    #[test]
+    fn classification_scenes_hold_one_object_of_their_class_at_the_asked_scale() {
+        let objects: Vec<RgbaImage> =
+            (0..3).map(|c| RgbaImage::from_pixel(20, 10, image::Rgba([80 * c as u8, 200, 0, 255]))).collect();
+        let bg = RgbImage::from_pixel(200, 150, Rgb([0, 0, 0]));
+        let s = placed_scenes(&objects, &[bg], 4, 160, Placement::CLASSIFICATION, 7);
+        assert_eq!(s.len(), 12);
+        for (i, scene) in s.iter().enumerate() {
+            assert_eq!(scene.boxes.len(), 1, "exactly one object");
+            assert_eq!(scene.boxes[0].class, i % 3, "classes in turn");
+            // The shorter side of a 2:1 object is its height: 25–60 % of the scene's height (pixel rounding aside).
+            let h = scene.boxes[0].height;
+            assert!((0.24..=0.61).contains(&h), "height {h}");
+        }
+        assert_ne!(s[0].image, s[3].image, "scenes differ");
     }
 }

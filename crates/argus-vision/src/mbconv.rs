@@ -12,11 +12,14 @@
 //!
 //! Matrix products go to the `gemm` crate (the kernels candle itself uses), single-threaded per call: the
 //! parallelism is ours, over channel groups.
+//!
+//! The stem (a strided 3×3 convolution of the three colour planes) is here too, as [`Im2colConv`]: the
+//! unfolded input is only 27 rows, so one matrix product over all pixels does it.
 
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::backbone::{bias_act_rows, Depthwise, Scratch};
+use crate::backbone::{bias_act_rows, same_padding, Depthwise, Scratch};
 
 /// A 1×1 convolution as a row-major (out × in) matrix with its folded bias, optionally followed by ReLU6.
 #[derive(Debug, Clone)]
@@ -112,6 +115,66 @@ fn channel_group(channels: usize, p: usize) -> usize {
     (g.div_ceil(KERNEL) * KERNEL).min(channels)
 }
 
+/// A k×k strided convolution with TensorFlow "SAME" padding over a few input channels (the stem): the input is
+/// unfolded into `cin·k·k` rows of output pixels (im2col), then one [`Pointwise`] product.
+#[derive(Debug, Clone)]
+pub struct Im2colConv {
+    product: Pointwise,
+    cin: usize,
+    k: usize,
+    stride: usize,
+}
+
+impl Im2colConv {
+    /// From the (out × in × k × k) weight, flattened row-major, and per-output bias.
+    pub fn new(
+        weight: Vec<f32>,
+        bias: Vec<f32>,
+        cin: usize,
+        k: usize,
+        stride: usize,
+        relu6: bool,
+    ) -> Result<Self, String> {
+        if k == 0 || stride == 0 {
+            return Err(format!("convolution: kernel {k}, stride {stride}"));
+        }
+        Ok(Self { product: Pointwise::new(weight, bias, cin * k * k, relu6)?, cin, k, stride })
+    }
+
+    /// Output channels.
+    pub fn cout(&self) -> usize {
+        self.product.cout()
+    }
+
+    /// Runs the convolution on one image of `cin` planes of h × w; returns the output planes and their size.
+    pub fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
+        let (k, s) = (self.k, self.stride);
+        let (oh, pt, _) = same_padding(h, k, s);
+        let (ow, pl, _) = same_padding(w, k, s);
+        let op = oh * ow;
+        assert!(x.len() >= self.cin * h * w, "convolution: input size");
+        let mut cols = vec![0f32; self.cin * k * k * op];
+        cols.par_chunks_mut(op).enumerate().for_each(|(r, row)| {
+            let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+            let plane = &x[c * h * w..(c + 1) * h * w];
+            // Output columns whose input column (ox·s + kx − pl) falls inside the image.
+            let first = pl.saturating_sub(kx).div_ceil(s);
+            let end = ((w + pl).saturating_sub(kx)).div_ceil(s).min(ow);
+            for (oy, dst) in row.chunks_mut(ow).enumerate() {
+                let iy = oy * s + ky;
+                if iy < pt || iy - pt >= h || first >= end {
+                    continue;
+                }
+                let src = &plane[(iy - pt) * w..(iy - pt + 1) * w];
+                for (ox, d) in dst.iter_mut().enumerate().take(end).skip(first) {
+                    *d = src[ox * s + kx - pl];
+                }
+            }
+        });
+        (self.product.forward(&cols, op, None), oh, ow)
+    }
+}
+
 /// One inverted-residual block: optional expand, depthwise (with its stride), project, optional skip.
 #[derive(Debug, Clone)]
 pub struct MbConv {
@@ -164,7 +227,6 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::backbone::same_padding;
 
     fn random(shape: &[usize], std: f32) -> Tensor {
         Tensor::randn(0f32, std, shape, &Device::Cpu).expect("random tensor")
@@ -235,6 +297,32 @@ mod tests {
             assert_eq!(ours.len(), reference.len());
             let diff = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-3, "block {cin}→{cexp}→{cout} k{k} s{s} {h}×{w}: max difference {diff}");
+        }
+    }
+
+    #[test]
+    fn the_stem_convolution_equals_candles() {
+        // (in, out, k, stride, h, w): the stem's own shape, odd sizes, a 1-pixel image, stride 1.
+        for (cin, cout, k, s, h, w) in
+            [(3, 32, 3, 2, 32, 32), (3, 16, 3, 2, 17, 23), (3, 8, 3, 2, 1, 1), (2, 6, 5, 1, 9, 7), (3, 4, 3, 3, 10, 11)]
+        {
+            let x = random(&[1, cin, h, w], 1.0);
+            let (wt, b) = (random(&[cout, cin, k, k], 0.3), random(&[cout], 0.3));
+            let (_, pt, pb) = same_padding(h, k, s);
+            let (_, pl, pr) = same_padding(w, k, s);
+            let r = x
+                .pad_with_zeros(2, pt, pb)
+                .and_then(|t| t.pad_with_zeros(3, pl, pr))
+                .and_then(|t| t.conv2d(&wt, 0, s, 1, 1))
+                .and_then(|t| t.broadcast_add(&b.reshape((1, cout, 1, 1))?))
+                .and_then(|t| t.clamp(0f32, 6f32))
+                .expect("reference");
+            let conv = Im2colConv::new(values(&wt), values(&b), cin, k, s, true).expect("conv");
+            let (ours, oh, ow) = conv.forward(&values(&x), h, w);
+            let (_, _, rh, rw) = r.dims4().expect("dims");
+            assert_eq!((oh, ow), (rh, rw));
+            let diff = ours.iter().zip(&values(&r)).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-4, "{cin}→{cout} k{k} s{s} {h}×{w}: max difference {diff}");
         }
     }
 

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use argus_vision::classifier::features;
+use argus_vision::classifier::{features, Pooling};
 use clap::Args;
 
 use crate::bench_training::BenchServer;
@@ -140,7 +140,7 @@ pub async fn run(args: PredictBenchArgs) -> Result<()> {
                 scope.spawn(move || -> Result<()> {
                     for _ in (k..n_bare).step_by(cores) {
                         let img = image::load_from_memory(body)?.to_rgb8();
-                        features(&net, &[img], 224)?;
+                        features(&net, &[img], 224, Pooling::MeanMax)?;
                     }
                     Ok(())
                 })

@@ -490,7 +490,7 @@ impl Argus {
                     .map_err(|e| format!("decoding a stored image: {e}"))?
                     .to_rgb8();
                 let views: Vec<_> = (0..recipe.views).map(|v| view(&img, v)).collect();
-                feats.push(features(&backbone, &views, recipe.input_size).map_err(|e| e.to_string())?);
+                feats.push(features(&backbone, &views, recipe.input_size, recipe.pooling).map_err(|e| e.to_string())?);
                 p.set(0.05 + 0.8 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
             }
             let fit = |rows: &[usize]| -> Result<LinearHead, String> {
@@ -1012,7 +1012,7 @@ impl Argus {
             let rgb = img.to_rgb8();
             let out = match head.as_ref() {
                 Head::Classifier(h) => {
-                    let f = features(&backbone, &[rgb], h.input_size).map_err(ApiError::internal)?;
+                    let f = features(&backbone, &[rgb], h.input_size, h.pooling).map_err(ApiError::internal)?;
                     Out::Scores(h.predict(&f[0]))
                 }
                 Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),

@@ -292,7 +292,29 @@ mod tests {
             }
             let again = LinearHead::from_bytes(&head.to_bytes().expect("bytes")).expect("load");
             assert_eq!(again.predict(&x[3]), head.predict(&x[3]));
+            assert_eq!((again.pooling, again.input_size), (Pooling::MeanMax, 224));
         }
+    }
+
+    #[test]
+    fn heads_written_before_pooling_was_recorded_read_as_mean_pooled() {
+        let dev = Device::Cpu;
+        let t = |v: &[f32]| Tensor::from_slice(v, v.len(), &dev).expect("tensor");
+        let old = [
+            ("mean".to_string(), t(&[0.0, 0.0])),
+            ("inv_std".to_string(), t(&[1.0, 1.0])),
+            ("weight".to_string(), t(&[1.0, 0.0, 0.0, 1.0])),
+            ("bias".to_string(), t(&[0.0, 0.0])),
+            ("meta".to_string(), t(&[2.0, 224.0, 0.0])),
+        ];
+        let head = LinearHead::from_bytes(&safetensors_bytes(&old).expect("bytes")).expect("old head");
+        assert_eq!((head.pooling, head.input_size, head.kind), (Pooling::Mean, 224, HeadKind::Multiclass));
+        assert!(head.predict(&[3.0, 0.0])[0] > 0.9);
+        let round = LinearHead::from_bytes(&head.to_bytes().expect("bytes")).expect("again");
+        assert_eq!(round.pooling, Pooling::Mean);
+        let mut bad = old;
+        bad[4].1 = t(&[2.0]);
+        assert!(LinearHead::from_bytes(&safetensors_bytes(&bad).expect("bytes")).is_err());
     }
 
     #[test]

@@ -87,7 +87,7 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
         r["onnxruntime"].as_str().unwrap_or("?"),
         r["max_abs_logit_diff"].as_f64().unwrap_or(f64::NAN)
     );
-    println!("| batch | Argus (candle) ms/image | ONNX Runtime ms/image | Argus / ORT |");
+    println!("| batch | Argus ms/image | ONNX Runtime ms/image | Argus / ORT |");
     println!("|---|---|---|---|");
     println!("| 1 | {ours1:.1} | {ort1:.1} | {:.2}x |", ours1 / ort1);
     println!("| 8 | {ours8:.1} | {ort8:.1} | {:.2}x |", ours8 / ort8);

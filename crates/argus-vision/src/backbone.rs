@@ -186,7 +186,7 @@ impl Depthwise {
             unsafe { self.channel_avx2(ch, inp, h, w, out, bufs) };
             return;
         }
-        self.channel_portable(ch, inp, h, w, out, bufs)
+        self.channel_portable::<false>(ch, inp, h, w, out, bufs)
     }
 
     /// [`Depthwise::channel_portable`] compiled for AVX2.
@@ -196,7 +196,7 @@ impl Depthwise {
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx2,fma")]
     unsafe fn channel_avx2(&self, ch: usize, inp: &[f32], h: usize, w: usize, out: &mut [f32], bufs: &mut Scratch) {
-        self.channel_portable(ch, inp, h, w, out, bufs)
+        self.channel_portable::<true>(ch, inp, h, w, out, bufs)
     }
 
     /// One channel. The input is copied once into a zero-padded plane — for stride 2 split into its four
@@ -204,7 +204,18 @@ impl Depthwise {
     /// multiply-add over the whole output computed at the plane's width (the few extra columns are dropped
     /// when the result is cropped): k² vector loops per channel, no bounds logic in them.
     #[inline(always)]
-    fn channel_portable(&self, ch: usize, inp: &[f32], h: usize, w: usize, out: &mut [f32], bufs: &mut Scratch) {
+    ///
+    /// `FMA`: multiply-adds as fused instructions (only where the CPU has them: without hardware FMA,
+    /// `mul_add` is a slow library call).
+    fn channel_portable<const FMA: bool>(
+        &self,
+        ch: usize,
+        inp: &[f32],
+        h: usize,
+        w: usize,
+        out: &mut [f32],
+        bufs: &mut Scratch,
+    ) {
         let (k, s) = (self.k, self.stride);
         let (oh, pt, pb) = same_padding(h, k, s);
         let (ow, pl, pr) = same_padding(w, k, s);
@@ -214,7 +225,7 @@ impl Depthwise {
         let (qh, qw) = if s == 1 { (ph + 1, pw) } else { (ph.div_ceil(2) + 1, pw.div_ceil(2)) };
         let phases = if s == 1 { 1 } else { 4 };
         let plane = qh * qw;
-        let Scratch { padded, acc, .. } = bufs;
+        let Scratch { padded, acc, taps, .. } = bufs;
         padded.clear();
         padded.resize(phases * plane, 0.0);
         for y in 0..h {
@@ -223,23 +234,49 @@ impl Depthwise {
             if s == 1 {
                 padded[py * qw + pl..py * qw + pl + w].copy_from_slice(row);
             } else {
-                for (x, v) in row.iter().enumerate() {
-                    let px = x + pl;
-                    padded[((py % 2) * 2 + px % 2) * plane + (py / 2) * qw + px / 2] = *v;
+                // Column x lands in column (x + pl) / 2 of the phase of its parity: the even columns of the row
+                // go to one phase plane and the odd ones to the other, each a contiguous run.
+                let row_at = |phase_col: usize| ((py % 2) * 2 + phase_col) * plane + (py / 2) * qw;
+                let even = row_at(pl % 2) + pl / 2;
+                let odd = row_at((pl + 1) % 2) + pl.div_ceil(2);
+                for (d, v) in padded[even..even + w.div_ceil(2)].iter_mut().zip(row.iter().step_by(2)) {
+                    *d = *v;
+                }
+                for (d, v) in padded[odd..odd + w / 2].iter_mut().zip(row.iter().skip(1).step_by(2)) {
+                    *d = *v;
                 }
             }
         }
         let span = oh * qw;
         acc.clear();
-        acc.resize(span, self.bias[ch]);
-        for ky in 0..k {
-            for kx in 0..k {
-                let wv = wk[ky * k + kx];
-                let start =
-                    if s == 1 { ky * qw + kx } else { ((ky % 2) * 2 + kx % 2) * plane + (ky / 2) * qw + kx / 2 };
-                for (a, x) in acc.iter_mut().zip(&padded[start..start + span]) {
-                    *a += wv * x;
+        acc.resize(span, 0.0);
+        // Where each tap's input run starts in `padded`, and its weight.
+        taps.clear();
+        taps.extend((0..k * k).map(|t| {
+            let (ky, kx) = (t / k, t % k);
+            let start = if s == 1 { ky * qw + kx } else { ((ky % 2) * 2 + kx % 2) * plane + (ky / 2) * qw + kx / 2 };
+            (start, wk[t])
+        }));
+        let madd = |a: f32, x: f32, wv: f32| if FMA { x.mul_add(wv, a) } else { a + wv * x };
+        // The output is walked in register-sized chunks with every tap summed into the chunk before it is
+        // stored: one store per output instead of one load and one store per tap.
+        let full = span / CHUNK * CHUNK;
+        for (c, out) in acc[..full].chunks_exact_mut(CHUNK).enumerate() {
+            let base = c * CHUNK;
+            let mut sum = [self.bias[ch]; CHUNK];
+            for &(start, wv) in taps.iter() {
+                let run = &padded[base + start..base + start + CHUNK];
+                for i in 0..CHUNK {
+                    sum[i] = madd(sum[i], run[i], wv);
                 }
+            }
+            out.copy_from_slice(&sum);
+        }
+        let tail = &mut acc[full..];
+        tail.fill(self.bias[ch]);
+        for &(start, wv) in taps.iter() {
+            for (a, x) in tail.iter_mut().zip(&padded[full + start..start + span]) {
+                *a = madd(*a, *x, wv);
             }
         }
         for oy in 0..oh {
@@ -250,17 +287,21 @@ impl Depthwise {
     }
 }
 
+/// Outputs the depthwise kernel sums in registers at a time (four AVX2 vectors).
+const CHUNK: usize = 32;
+
 /// Per-thread buffers of the depthwise kernel, and whether the AVX2 build may run.
 pub(crate) struct Scratch {
     padded: Vec<f32>,
     acc: Vec<f32>,
+    taps: Vec<(usize, f32)>,
     wide: bool,
 }
 
 impl Scratch {
     /// Empty buffers; `wide` must come from [`avx2`].
     pub(crate) fn new(wide: bool) -> Self {
-        Self { padded: Vec::new(), acc: Vec::new(), wide }
+        Self { padded: Vec::new(), acc: Vec::new(), taps: Vec::new(), wide }
     }
 }
 
@@ -489,6 +530,16 @@ mod tests {
                 .and_then(|t| t.clamp(0f32, 6f32))
                 .expect("reference");
             assert_eq!(ours.dims(), reference.dims());
+            // The portable build (CPUs without AVX2/FMA) on one channel of the same input.
+            let (oh, ow) = op.output_size(h, w);
+            let mut portable = vec![0f32; oh * ow];
+            let plane: Vec<f32> =
+                x.get(1).and_then(|t| t.get(2)).and_then(|t| t.flatten_all()?.to_vec1()).expect("plane");
+            op.channel(2, &plane, h, w, &mut portable, &mut Scratch::new(false));
+            let wide: Vec<f32> =
+                ours.get(1).and_then(|t| t.get(2)).and_then(|t| t.flatten_all()?.to_vec1()).expect("ours");
+            let gap = portable.iter().zip(&wide).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(gap < 1e-4, "portable k{k} s{s}: {gap}");
             let diff: f32 = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
             assert!(diff < 1e-4, "k{k} s{s}: {diff}");
         }

@@ -200,13 +200,14 @@ impl Depthwise {
     }
 
     /// One channel. The input is copied once into a zero-padded plane — for stride 2 split into its four
-    /// (row parity, column parity) phases — so that every tap of the kernel becomes one long contiguous
-    /// multiply-add over the whole output computed at the plane's width (the few extra columns are dropped
-    /// when the result is cropped): k² vector loops per channel, no bounds logic in them.
-    #[inline(always)]
+    /// (row parity, column parity) phases — so that every tap of the kernel reads one contiguous run of it
+    /// for the whole output computed at the plane's width (the few extra columns are dropped when the result
+    /// is cropped). The output is summed in register-sized chunks, all k² taps per chunk: no bounds logic and
+    /// one store per output.
     ///
     /// `FMA`: multiply-adds as fused instructions (only where the CPU has them: without hardware FMA,
     /// `mul_add` is a slow library call).
+    #[inline(always)]
     fn channel_portable<const FMA: bool>(
         &self,
         ch: usize,

@@ -202,8 +202,12 @@ impl Depthwise {
     /// One channel. The input is copied once into a zero-padded plane — for stride 2 split into its four
     /// (row parity, column parity) phases — so that every tap of the kernel reads one contiguous run of it
     /// for the whole output computed at the plane's width (the few extra columns are dropped when the result
-    /// is cropped). The output is summed in register-sized chunks, all k² taps per chunk: no bounds logic and
-    /// one store per output.
+    /// is cropped). The output is summed in register-sized chunks, all k² taps per chunk, bias and ReLU6
+    /// applied before the one store per output; the plane carries a chunk of zeros at its end so the last
+    /// chunk needs no bounds logic either.
+    ///
+    /// The padding is zeroed only when the plane's shape changes: the copy writes the interior alone, and
+    /// consecutive channels of a block share one shape.
     ///
     /// `FMA`: multiply-adds as fused instructions (only where the CPU has them: without hardware FMA,
     /// `mul_add` is a slow library call).
@@ -226,9 +230,12 @@ impl Depthwise {
         let (qh, qw) = if s == 1 { (ph + 1, pw) } else { (ph.div_ceil(2) + 1, pw.div_ceil(2)) };
         let phases = if s == 1 { 1 } else { 4 };
         let plane = qh * qw;
-        let Scratch { padded, acc, taps, .. } = bufs;
-        padded.clear();
-        padded.resize(phases * plane, 0.0);
+        let Scratch { padded, acc, taps, shape, .. } = bufs;
+        if *shape != (h, w, k, s) {
+            padded.clear();
+            padded.resize(phases * plane + CHUNK, 0.0);
+            *shape = (h, w, k, s);
+        }
         for y in 0..h {
             let py = y + pt;
             let row = &inp[y * w..(y + 1) * w];
@@ -236,21 +243,30 @@ impl Depthwise {
                 padded[py * qw + pl..py * qw + pl + w].copy_from_slice(row);
             } else {
                 // Column x lands in column (x + pl) / 2 of the phase of its parity: the even columns of the row
-                // go to one phase plane and the odd ones to the other, each a contiguous run.
+                // go to one phase plane and the odd ones to the other, each a contiguous run (a de-interleave
+                // the compiler vectorises: pairs in, one value to each run).
                 let row_at = |phase_col: usize| ((py % 2) * 2 + phase_col) * plane + (py / 2) * qw;
                 let even = row_at(pl % 2) + pl / 2;
                 let odd = row_at((pl + 1) % 2) + pl.div_ceil(2);
-                for (d, v) in padded[even..even + w.div_ceil(2)].iter_mut().zip(row.iter().step_by(2)) {
-                    *d = *v;
+                let pairs = w / 2;
+                let (first, second) = if even < odd { padded.split_at_mut(odd) } else { padded.split_at_mut(even) };
+                let (e, o) = if even < odd {
+                    (&mut first[even..even + pairs], &mut second[..pairs])
+                } else {
+                    (&mut second[..pairs], &mut first[odd..odd + pairs])
+                };
+                for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(row.chunks_exact(2)) {
+                    *e = pair[0];
+                    *o = pair[1];
                 }
-                for (d, v) in padded[odd..odd + w / 2].iter_mut().zip(row.iter().skip(1).step_by(2)) {
-                    *d = *v;
+                if w % 2 == 1 {
+                    padded[even + pairs] = row[w - 1];
                 }
             }
         }
         let span = oh * qw;
-        acc.clear();
-        acc.resize(span, 0.0);
+        let chunks = span.div_ceil(CHUNK);
+        acc.resize(chunks * CHUNK, 0.0);
         // Where each tap's input run starts in `padded`, and its weight.
         taps.clear();
         taps.extend((0..k * k).map(|t| {
@@ -260,9 +276,10 @@ impl Depthwise {
         }));
         let madd = |a: f32, x: f32, wv: f32| if FMA { x.mul_add(wv, a) } else { a + wv * x };
         // The output is walked in register-sized chunks with every tap summed into the chunk before it is
-        // stored: one store per output instead of one load and one store per tap.
-        let full = span / CHUNK * CHUNK;
-        for (c, out) in acc[..full].chunks_exact_mut(CHUNK).enumerate() {
+        // stored: one store per output instead of one load and one store per tap. Runs of the last chunk may
+        // reach past their phase plane into the next one (or the trailing zeros): those outputs lie beyond
+        // `span` and are never read.
+        for (c, out) in acc[..chunks * CHUNK].chunks_exact_mut(CHUNK).enumerate() {
             let base = c * CHUNK;
             let mut sum = [self.bias[ch]; CHUNK];
             for &(start, wv) in taps.iter() {
@@ -271,19 +288,12 @@ impl Depthwise {
                     sum[i] = madd(sum[i], run[i], wv);
                 }
             }
-            out.copy_from_slice(&sum);
-        }
-        let tail = &mut acc[full..];
-        tail.fill(self.bias[ch]);
-        for &(start, wv) in taps.iter() {
-            for (a, x) in tail.iter_mut().zip(&padded[full + start..start + span]) {
-                *a = madd(*a, *x, wv);
+            for (o, v) in out.iter_mut().zip(sum) {
+                *o = v.clamp(0.0, 6.0);
             }
         }
         for oy in 0..oh {
-            for (o, a) in out[oy * ow..(oy + 1) * ow].iter_mut().zip(&acc[oy * qw..oy * qw + ow]) {
-                *o = a.clamp(0.0, 6.0);
-            }
+            out[oy * ow..(oy + 1) * ow].copy_from_slice(&acc[oy * qw..oy * qw + ow]);
         }
     }
 }
@@ -296,13 +306,15 @@ pub(crate) struct Scratch {
     padded: Vec<f32>,
     acc: Vec<f32>,
     taps: Vec<(usize, f32)>,
+    /// (h, w, k, stride) of the plane whose padding `padded` holds zeroed.
+    shape: (usize, usize, usize, usize),
     wide: bool,
 }
 
 impl Scratch {
     /// Empty buffers; `wide` must come from [`avx2`].
     pub(crate) fn new(wide: bool) -> Self {
-        Self { padded: Vec::new(), acc: Vec::new(), taps: Vec::new(), wide }
+        Self { padded: Vec::new(), acc: Vec::new(), taps: Vec::new(), shape: (0, 0, 0, 0), wide }
     }
 }
 

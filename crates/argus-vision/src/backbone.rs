@@ -206,8 +206,8 @@ impl Depthwise {
     /// applied before the one store per output; the plane carries a chunk of zeros at its end so the last
     /// chunk needs no bounds logic either.
     ///
-    /// The padding is zeroed only when the plane's shape changes: the copy writes the interior alone, and
-    /// consecutive channels of a block share one shape.
+    /// The padding is zeroed, and the taps' offsets into the plane computed, only when the plane's shape
+    /// changes: the copy writes the interior alone, and consecutive channels of a block share one shape.
     ///
     /// `FMA`: multiply-adds as fused instructions (only where the CPU has them: without hardware FMA,
     /// `mul_add` is a slow library call).
@@ -230,10 +230,20 @@ impl Depthwise {
         let (qh, qw) = if s == 1 { (ph + 1, pw) } else { (ph.div_ceil(2) + 1, pw.div_ceil(2)) };
         let phases = if s == 1 { 1 } else { 4 };
         let plane = qh * qw;
-        let Scratch { padded, acc, taps, shape, .. } = bufs;
+        let Scratch { padded, acc, starts, shape, .. } = bufs;
         if *shape != (h, w, k, s) {
             padded.clear();
             padded.resize(phases * plane + CHUNK, 0.0);
+            // Where each tap's input run starts in `padded`.
+            starts.clear();
+            starts.extend((0..k * k).map(|t| {
+                let (ky, kx) = (t / k, t % k);
+                if s == 1 {
+                    ky * qw + kx
+                } else {
+                    ((ky % 2) * 2 + kx % 2) * plane + (ky / 2) * qw + kx / 2
+                }
+            }));
             *shape = (h, w, k, s);
         }
         for y in 0..h {
@@ -267,13 +277,6 @@ impl Depthwise {
         let span = oh * qw;
         let chunks = span.div_ceil(CHUNK);
         acc.resize(chunks * CHUNK, 0.0);
-        // Where each tap's input run starts in `padded`, and its weight.
-        taps.clear();
-        taps.extend((0..k * k).map(|t| {
-            let (ky, kx) = (t / k, t % k);
-            let start = if s == 1 { ky * qw + kx } else { ((ky % 2) * 2 + kx % 2) * plane + (ky / 2) * qw + kx / 2 };
-            (start, wk[t])
-        }));
         let madd = |a: f32, x: f32, wv: f32| if FMA { x.mul_add(wv, a) } else { a + wv * x };
         // The output is walked in register-sized chunks with every tap summed into the chunk before it is
         // stored: one store per output instead of one load and one store per tap. Runs of the last chunk may
@@ -282,7 +285,7 @@ impl Depthwise {
         for (c, out) in acc[..chunks * CHUNK].chunks_exact_mut(CHUNK).enumerate() {
             let base = c * CHUNK;
             let mut sum = [self.bias[ch]; CHUNK];
-            for &(start, wv) in taps.iter() {
+            for (&start, &wv) in starts.iter().zip(wk) {
                 let run = &padded[base + start..base + start + CHUNK];
                 for i in 0..CHUNK {
                     sum[i] = madd(sum[i], run[i], wv);
@@ -305,8 +308,8 @@ const CHUNK: usize = 32;
 pub(crate) struct Scratch {
     padded: Vec<f32>,
     acc: Vec<f32>,
-    taps: Vec<(usize, f32)>,
-    /// (h, w, k, stride) of the plane whose padding `padded` holds zeroed.
+    starts: Vec<usize>,
+    /// (h, w, k, stride) of the plane whose padding `padded` holds zeroed and whose tap offsets `starts` holds.
     shape: (usize, usize, usize, usize),
     wide: bool,
 }
@@ -314,7 +317,7 @@ pub(crate) struct Scratch {
 impl Scratch {
     /// Empty buffers; `wide` must come from [`avx2`].
     pub(crate) fn new(wide: bool) -> Self {
-        Self { padded: Vec::new(), acc: Vec::new(), taps: Vec::new(), shape: (0, 0, 0, 0), wide }
+        Self { padded: Vec::new(), acc: Vec::new(), starts: Vec::new(), shape: (0, 0, 0, 0), wide }
     }
 }
 

@@ -165,13 +165,33 @@ impl Im2colConv {
                 if iy < pt || iy - pt >= h || first >= end {
                     continue;
                 }
-                let src = &plane[(iy - pt) * w..(iy - pt + 1) * w];
-                for (ox, d) in dst.iter_mut().enumerate().take(end).skip(first) {
-                    *d = src[ox * s + kx - pl];
-                }
+                strided_copy(&mut dst[first..end], &plane[(iy - pt) * w + first * s + kx - pl..(iy - pt + 1) * w], s);
             }
         });
         (self.product.forward(&cols, op, None), oh, ow)
+    }
+}
+
+thread_local! {
+    /// Each worker thread's depthwise buffers and expanded planes, kept between tasks and passes: allocating
+    /// and zero-filling them per task cost more than some blocks' arithmetic.
+    static BLOCK_SCRATCH: std::cell::RefCell<(Scratch, Vec<f32>)> =
+        std::cell::RefCell::new((Scratch::new(crate::backbone::avx2()), Vec::new()));
+}
+
+/// `dst[i] = src[i · s]`; the common strides get loops without index arithmetic, which the compiler vectorises.
+/// `src` must reach index (dst.len() − 1) · s.
+fn strided_copy(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some(last) = dst.len().checked_sub(1) else { return };
+    match s {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            for (d, pair) in dst[..last].iter_mut().zip(src.chunks_exact(2)) {
+                *d = pair[0];
+            }
+            dst[last] = src[last * 2];
+        }
+        _ => dst.iter_mut().zip(src.iter().step_by(s)).for_each(|(d, v)| *d = *v),
     }
 }
 
@@ -198,14 +218,16 @@ impl MbConv {
         let wide = crate::backbone::avx2();
         let mut dw = vec![0f32; channels * op];
         let group = channel_group(channels, p);
-        dw.par_chunks_mut(group * op).enumerate().for_each_init(
-            || (Scratch::new(wide), Vec::new()),
-            |(scratch, expanded), (g, out)| {
-                let c0 = g * group;
-                let m = out.len() / op;
+        dw.par_chunks_mut(group * op).enumerate().for_each(|(g, out)| {
+            let c0 = g * group;
+            let m = out.len() / op;
+            let mut run = |(scratch, expanded): &mut (Scratch, Vec<f32>)| {
                 let planes: &[f32] = match &self.expand {
                     Some(e) => {
-                        expanded.resize(m * p, 0.0);
+                        if expanded.len() < m * p {
+                            expanded.resize(m * p, 0.0);
+                        }
+                        let expanded = &mut expanded[..m * p];
                         e.rows(c0, x, p, expanded, None, wide);
                         expanded
                     }
@@ -215,8 +237,13 @@ impl MbConv {
                     let plane = &planes[j * p..(j + 1) * p];
                     self.depthwise.channel(c0 + j, plane, h, w, &mut out[j * op..(j + 1) * op], scratch);
                 }
-            },
-        );
+            };
+            BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut bufs) => run(&mut bufs),
+                // Not reached (nothing in `run` re-enters the thread pool); a fresh set keeps it correct anyway.
+                Err(_) => run(&mut (Scratch::new(wide), Vec::new())),
+            });
+        });
         let y = self.project.forward(&dw, op, self.skip.then_some(x));
         (y, oh, ow)
     }

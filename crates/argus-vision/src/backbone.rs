@@ -253,25 +253,12 @@ impl Depthwise {
                 padded[py * qw + pl..py * qw + pl + w].copy_from_slice(row);
             } else {
                 // Column x lands in column (x + pl) / 2 of the phase of its parity: the even columns of the row
-                // go to one phase plane and the odd ones to the other, each a contiguous run (a de-interleave
-                // the compiler vectorises: pairs in, one value to each run).
+                // go to one phase plane and the odd ones to the other, each a contiguous run.
                 let row_at = |phase_col: usize| ((py % 2) * 2 + phase_col) * plane + (py / 2) * qw;
                 let even = row_at(pl % 2) + pl / 2;
                 let odd = row_at((pl + 1) % 2) + pl.div_ceil(2);
-                let pairs = w / 2;
-                let (first, second) = if even < odd { padded.split_at_mut(odd) } else { padded.split_at_mut(even) };
-                let (e, o) = if even < odd {
-                    (&mut first[even..even + pairs], &mut second[..pairs])
-                } else {
-                    (&mut second[..pairs], &mut first[odd..odd + pairs])
-                };
-                for ((e, o), pair) in e.iter_mut().zip(o.iter_mut()).zip(row.chunks_exact(2)) {
-                    *e = pair[0];
-                    *o = pair[1];
-                }
-                if w % 2 == 1 {
-                    padded[even + pairs] = row[w - 1];
-                }
+                strided_copy(&mut padded[even..even + w.div_ceil(2)], row, 2);
+                strided_copy(&mut padded[odd..odd + w / 2], &row[1..], 2);
             }
         }
         let span = oh * qw;
@@ -298,6 +285,22 @@ impl Depthwise {
         for oy in 0..oh {
             out[oy * ow..(oy + 1) * ow].copy_from_slice(&acc[oy * qw..oy * qw + ow]);
         }
+    }
+}
+
+/// `dst[i] = src[i · s]`; the common strides get loops without index arithmetic, which the compiler vectorises.
+/// `src` must reach index (dst.len() − 1) · s.
+pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], s: usize) {
+    let Some(last) = dst.len().checked_sub(1) else { return };
+    match s {
+        1 => dst.copy_from_slice(&src[..dst.len()]),
+        2 => {
+            for (d, pair) in dst[..last].iter_mut().zip(src.chunks_exact(2)) {
+                *d = pair[0];
+            }
+            dst[last] = src[last * 2];
+        }
+        _ => dst.iter_mut().zip(src.iter().step_by(s)).for_each(|(d, v)| *d = *v),
     }
 }
 

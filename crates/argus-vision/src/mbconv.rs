@@ -19,7 +19,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::backbone::{bias_act_rows, same_padding, Depthwise, Scratch};
+use crate::backbone::{bias_act_rows, same_padding, strided_copy, Depthwise, Scratch};
 
 /// A 1×1 convolution as a row-major (out × in) matrix with its folded bias, optionally followed by ReLU6.
 #[derive(Debug, Clone)]
@@ -177,22 +177,6 @@ thread_local! {
     /// and zero-filling them per task cost more than some blocks' arithmetic.
     static BLOCK_SCRATCH: std::cell::RefCell<(Scratch, Vec<f32>)> =
         std::cell::RefCell::new((Scratch::new(crate::backbone::avx2()), Vec::new()));
-}
-
-/// `dst[i] = src[i · s]`; the common strides get loops without index arithmetic, which the compiler vectorises.
-/// `src` must reach index (dst.len() − 1) · s.
-fn strided_copy(dst: &mut [f32], src: &[f32], s: usize) {
-    let Some(last) = dst.len().checked_sub(1) else { return };
-    match s {
-        1 => dst.copy_from_slice(&src[..dst.len()]),
-        2 => {
-            for (d, pair) in dst[..last].iter_mut().zip(src.chunks_exact(2)) {
-                *d = pair[0];
-            }
-            dst[last] = src[last * 2];
-        }
-        _ => dst.iter_mut().zip(src.iter().step_by(s)).for_each(|(d, v)| *d = *v),
-    }
 }
 
 /// One inverted-residual block: optional expand, depthwise (with its stride), project, optional skip.

@@ -10,6 +10,10 @@
 //! 2. **per group of output channels**: the project product over all depthwise channels, with bias and the
 //!    skip connection folded in.
 //!
+//! The blocks at the top of the network (14 × 14 and 7 × 7 planes, hundreds of channels) run the same two
+//! passes channels-last ([`MbConv::forward_nhwc`]): there a plane is shorter than a few vectors while the
+//! channel counts are multiples of 16, so vectors run across channels instead.
+//!
 //! Matrix products go to the `gemm` crate (the kernels candle itself uses), single-threaded per call: the
 //! parallelism is ours, over channel groups.
 //!
@@ -25,6 +29,9 @@ use crate::backbone::{bias_act_rows, same_padding, strided_copy, Depthwise, Scra
 #[derive(Debug, Clone)]
 pub struct Pointwise {
     weight: Vec<f32>,
+    /// The same matrix transposed (in × out), for the channels-last products: read down its columns, so
+    /// gemm streams it without packing.
+    weight_t: Vec<f32>,
     bias: Vec<f32>,
     cin: usize,
     cout: usize,
@@ -38,7 +45,8 @@ impl Pointwise {
         if weight.len() != cout * cin || cin == 0 {
             return Err(format!("pointwise: {} weights for {cout} × {cin}", weight.len()));
         }
-        Ok(Self { weight, bias, cin, cout, relu6 })
+        let weight_t = transpose(&weight, cout, cin);
+        Ok(Self { weight, weight_t, bias, cin, cout, relu6 })
     }
 
     /// Input channels.
@@ -49,6 +57,11 @@ impl Pointwise {
     /// Output channels.
     pub fn cout(&self) -> usize {
         self.cout
+    }
+
+    /// The folded per-output bias.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
     }
 
     /// Output channels `c0 .. c0 + m` over `p` pixels: `out[j] = act(bias + W[c0 + j] · x (+ skip[j]))`.
@@ -89,6 +102,77 @@ impl Pointwise {
         bias_act_rows(out, p, &self.bias[c0..c0 + m], self.relu6, wide);
     }
 
+    /// Channels-last: output channels `c0 .. c0 + m` of `p` pixels into `out` (p × m, `m = out.len() / p`),
+    /// `out[i·m + j] = act(bias[c0 + j] + W[c0 + j] · x_i (+ skip[i·m + j]))`. `x` holds `p` pixels of `cin`
+    /// channels. The bias (and skip) initialise `out` and the product accumulates onto them.
+    fn columns(&self, c0: usize, x: &[f32], p: usize, out: &mut [f32], skip: Option<&[f32]>) {
+        let m = out.len() / p.max(1);
+        let k = self.cin;
+        assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
+        init_rows(out, m, &self.bias[c0..c0 + m], skip);
+        // SAFETY: dst is p×m (row stride m), lhs is p×k (row stride k) and rhs is Wᵀ's columns c0 .. c0 + m,
+        // k×m with row stride cout, inside `weight_t` because c0 + m ≤ cout; no overlap.
+        unsafe {
+            gemm::gemm(
+                p,
+                m,
+                k,
+                out.as_mut_ptr(),
+                1,
+                m as isize,
+                true,
+                x.as_ptr(),
+                1,
+                k as isize,
+                self.weight_t[c0..].as_ptr(),
+                1,
+                self.cout as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        };
+        if self.relu6 {
+            relu6(out);
+        }
+    }
+
+    /// Channels-last product accumulated onto `out` (p × cout) from input channels `k0 .. k0 + kn` held in
+    /// `x` as p × kn (one channel group of a block's depthwise output).
+    fn accumulate_columns(&self, k0: usize, x: &[f32], p: usize, out: &mut [f32]) {
+        let (m, k) = (self.cout, self.cin);
+        let kn = x.len() / p.max(1);
+        assert!(k0 + kn <= k && out.len() == m * p && x.len() == kn * p, "pointwise: buffer sizes");
+        // SAFETY: dst is p×m (row stride m), lhs is p×kn (row stride kn), rhs is rows k0 .. k0 + kn of Wᵀ
+        // (kn×m, row stride m), inside `weight_t` because k0 + kn ≤ k; no overlap.
+        unsafe {
+            gemm::gemm(
+                p,
+                m,
+                kn,
+                out.as_mut_ptr(),
+                1,
+                m as isize,
+                true,
+                x.as_ptr(),
+                1,
+                kn as isize,
+                self.weight_t[k0 * m..].as_ptr(),
+                1,
+                m as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        };
+    }
+
     /// The whole product over `p` pixels, parallel over groups of output channels.
     pub fn forward(&self, x: &[f32], p: usize, skip: Option<&[f32]>) -> Vec<f32> {
         let mut out = vec![0f32; self.cout * p];
@@ -113,6 +197,46 @@ fn channel_group(channels: usize, p: usize) -> usize {
     let by_cache = 64 * 1024 / p.max(1);
     let g = by_threads.min(by_cache).max(1);
     (g.div_ceil(KERNEL) * KERNEL).min(channels)
+}
+
+/// Pixels per parallel task of a channels-last product: about two tasks per thread, a multiple of 6 (the
+/// micro-kernel's width along pixels there).
+fn pixel_group(p: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (p.div_ceil(threads * 2).div_ceil(6) * 6).clamp(1, p.max(1))
+}
+
+/// Channels per parallel task of a channels-last block: about two tasks per thread, a multiple of 16 so that
+/// the depthwise kernel's and the products' vectors are full.
+fn channel_group_nhwc(channels: usize) -> usize {
+    let threads = rayon::current_num_threads().max(1);
+    (channels.div_ceil(threads * 2).div_ceil(16) * 16).clamp(1, channels.max(1))
+}
+
+/// Rows of `m` values set to `bias` (plus the same row of `skip`).
+fn init_rows(out: &mut [f32], m: usize, bias: &[f32], skip: Option<&[f32]>) {
+    match skip {
+        Some(s) => out.chunks_mut(m.max(1)).zip(s.chunks(m.max(1))).for_each(|(o, s)| {
+            o.iter_mut().zip(s).zip(bias).for_each(|((o, s), b)| *o = s + b);
+        }),
+        None => out.chunks_mut(m.max(1)).for_each(|o| o.copy_from_slice(bias)),
+    }
+}
+
+/// ReLU6 in place.
+fn relu6(v: &mut [f32]) {
+    v.iter_mut().for_each(|x| *x = x.clamp(0.0, 6.0));
+}
+
+/// `rows × cols` row-major → `cols × rows` row-major (between the planar and the channels-last layouts).
+pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut out = vec![0f32; rows * cols];
+    for (r, row) in src.chunks(cols.max(1)).take(rows).enumerate() {
+        for (c, v) in row.iter().enumerate() {
+            out[c * rows + r] = *v;
+        }
+    }
+    out
 }
 
 /// A k×k strided convolution with TensorFlow "SAME" padding over a few input channels (the stem): the input is
@@ -231,6 +355,53 @@ impl MbConv {
         let y = self.project.forward(&dw, op, self.skip.then_some(x));
         (y, oh, ow)
     }
+
+    /// Runs the block channels-last: `x` is h·w pixels of `cin` channels; returns op pixels of `cout`.
+    ///
+    /// Pass 1, per group of expanded channels: their expand product over all pixels into a per-thread buffer,
+    /// then their depthwise convolution into the group's own p × m slab of the depthwise output. Pass 2, per
+    /// run of output pixels: the bias and skip, then one product per slab accumulated onto them.
+    pub fn forward_nhwc(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
+        let p = h * w;
+        let (oh, ow) = self.depthwise.output_size(h, w);
+        let op = oh * ow;
+        let channels = self.depthwise.channels();
+        let cin = self.expand.as_ref().map_or(channels, Pointwise::cin);
+        let group = channel_group_nhwc(channels);
+        let mut dw = vec![0f32; channels * op];
+        dw.par_chunks_mut(group * op).enumerate().for_each(|(g, out)| {
+            let c0 = g * group;
+            let m = out.len() / op.max(1);
+            let mut run = |expanded: &mut Vec<f32>| match &self.expand {
+                Some(e) => {
+                    if expanded.len() < m * p {
+                        expanded.resize(m * p, 0.0);
+                    }
+                    let expanded = &mut expanded[..m * p];
+                    e.columns(c0, x, p, expanded, None);
+                    self.depthwise.nhwc(c0, expanded, m, h, w, out);
+                }
+                None => self.depthwise.nhwc(c0, &x[c0..], cin, h, w, out),
+            };
+            BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut bufs) => run(&mut bufs.1),
+                Err(_) => run(&mut Vec::new()),
+            });
+        });
+        let cout = self.project.cout();
+        let mut y = vec![0f32; cout * op];
+        let rows = pixel_group(op);
+        y.par_chunks_mut(rows * cout).enumerate().for_each(|(g, o)| {
+            let (r0, n) = (g * rows, o.len() / cout);
+            let skip = self.skip.then(|| &x[r0 * cout..(r0 + n) * cout]);
+            init_rows(o, cout, self.project.bias(), skip);
+            for (slab, k0) in dw.chunks(group * op).zip((0..).step_by(group)) {
+                let m = slab.len() / op;
+                self.project.accumulate_columns(k0, &slab[r0 * m..(r0 + n) * m], n, o);
+            }
+        });
+        (y, oh, ow)
+    }
 }
 
 #[cfg(test)]
@@ -269,6 +440,9 @@ mod tests {
             (40, 240, 40, 5, 1, 7, 7),
             (10, 10, 14, 3, 1, 5, 6),
             (12, 72, 12, 5, 1, 1, 1),
+            (112, 672, 192, 5, 2, 14, 14),
+            (20, 20, 20, 3, 1, 4, 5),
+            (24, 100, 24, 5, 1, 7, 7),
         ] {
             let x = random(&[1, cin, h, w], 1.0);
             let (we, be) = (random(&[cexp, cin, 1, 1], 0.3), random(&[cexp], 0.3));
@@ -308,6 +482,13 @@ mod tests {
             assert_eq!(ours.len(), reference.len());
             let diff = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-3, "block {cin}→{cexp}→{cout} k{k} s{s} {h}×{w}: max difference {diff}");
+
+            // The channels-last path on the same block and input.
+            let (last, lh, lw) = block.forward_nhwc(&transpose(&values(&x), cin, h * w), h, w);
+            assert_eq!((lh, lw), (rh, rw));
+            let last = transpose(&last, lh * lw, cout);
+            let diff = last.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(diff < 1e-3, "channels-last block {cin}→{cexp}→{cout} k{k} s{s} {h}×{w}: max difference {diff}");
         }
     }
 

@@ -554,7 +554,9 @@ impl EfficientNetLite0 {
             let (s16, top): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
             return Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?));
         }
-        self.feature_maps_serial(x)
+        // Handed to the thread pool once as a whole: called from outside it, every parallel step of the pass
+        // would otherwise wake a pool thread and put this one to sleep (some thirty round trips an image).
+        rayon::scope(|_| self.feature_maps_serial(x))
     }
 
     fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {

@@ -68,6 +68,7 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
         eprintln!("      sum: {:.2} ms", best.iter().map(|(_, ms)| ms).sum::<f64>());
     }
     let ours8 = median_ms_per_image(&net, &x8, args.runs.div_ceil(4))?;
+    eprintln!("Argus: batch 1 {ours1:.2} ms/image, batch 8 {ours8:.2} ms/image");
 
     let tmp = tempfile::tempdir()?;
     let (inp, logits) = (tmp.path().join("input.npy"), tmp.path().join("logits.npy"));

@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
 
-use crate::mbconv::{transpose, Im2colConv, MbConv, Pointwise};
+use crate::mbconv::{transpose, Im2colConv, MbConv, Pointwise, Workspace};
 use rayon::prelude::*;
 
 /// Input normalisation: `(x - 127) / 128`.
@@ -497,6 +497,11 @@ impl CustomOp1 for Depthwise {
     }
 }
 
+thread_local! {
+    /// Each thread's buffers for passes through the network, kept from pass to pass.
+    static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
+}
+
 /// The EfficientNet-Lite0 network with its ImageNet classifier.
 #[derive(Debug, Clone)]
 pub struct EfficientNetLite0 {
@@ -564,12 +569,20 @@ impl EfficientNetLite0 {
         let data = x.flatten_all()?.to_vec1::<f32>()?;
         let mut s16 = Vec::with_capacity(n);
         let mut top = Vec::with_capacity(n);
-        for image in data.chunks(c * h * w) {
-            let (stem, sh, sw) = self.stem.forward(image, h, w);
-            let (a, b) = self.run_blocks(stem, self.stem.cout(), sh, sw, None)?;
-            s16.push(a);
-            top.push(b);
-        }
+        let mut pass = |ws: &mut Workspace| -> candle_core::Result<()> {
+            for image in data.chunks(c * h * w) {
+                let (sh, sw) = self.stem.forward_into(image, h, w, ws);
+                let (a, b) = self.run_blocks(ws, self.stem.cout(), sh, sw, None)?;
+                s16.push(a);
+                top.push(b);
+            }
+            Ok(())
+        };
+        WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut ws) => pass(&mut ws),
+            // This thread is already inside a pass (it took another batch slice while waiting): its own set.
+            Err(_) => pass(&mut Workspace::default()),
+        })?;
         Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?))
     }
 
@@ -577,43 +590,40 @@ impl EfficientNetLite0 {
     /// stride-32 feature maps as (1, C, H, W) tensors. `times` collects each stage's wall time.
     fn run_blocks(
         &self,
-        image: Vec<f32>,
+        ws: &mut Workspace,
         c: usize,
         h: usize,
         w: usize,
         mut times: Option<&mut Vec<(String, f64)>>,
     ) -> candle_core::Result<(Tensor, Tensor)> {
-        let mut planes = (image, c, h, w);
+        let (mut c, mut h, mut w) = (c, h, w);
         let mut s16 = None;
-        // Channels-planar while planes are large; channels-last from the first block whose input is small.
+        // Channels-planar while planes are large; channels-last from the first block whose output is small.
         let mut channels_last = false;
         for (i, b) in self.blocks.iter().enumerate() {
             let t = std::time::Instant::now();
-            let (data, c, h, w) = planes;
             let (oh, ow) = b.depthwise.output_size(h, w);
-            let data = if !channels_last && oh * ow <= CHANNELS_LAST_MAX_PIXELS {
+            if !channels_last && oh * ow <= CHANNELS_LAST_MAX_PIXELS {
                 channels_last = true;
-                transpose(&data, c, h * w)
-            } else {
-                data
-            };
-            let (y, oh, ow) = if channels_last { b.forward_nhwc(&data, h, w) } else { b.forward(&data, h, w) };
-            planes = (y, b.project.cout(), oh, ow);
+                ws.cur = transpose(&ws.cur[..c * h * w], c, h * w);
+            }
+            (h, w) = b.forward_into(h, w, channels_last, ws);
+            c = b.project.cout();
             if let Some(times) = times.as_deref_mut() {
                 times.push((format!("block {i}"), t.elapsed().as_secs_f64() * 1e3));
             }
             if i == 10 {
-                let (y, c, oh, ow) = &planes;
-                s16 = Some((if channels_last { transpose(y, oh * ow, *c) } else { y.clone() }, *c, *oh, *ow));
+                let y = &ws.cur[..c * h * w];
+                s16 = Some((if channels_last { transpose(y, h * w, c) } else { y.to_vec() }, c, h, w));
             }
         }
         let t = std::time::Instant::now();
-        let (data, planes_c, h, w) = planes;
+        let data = &ws.cur[..c * h * w];
         // The head goes back to planes: its product is as fast either way, and the output is wanted planar.
         let top = if channels_last {
-            self.head.forward(&transpose(&data, h * w, planes_c), h * w, None)
+            self.head.forward(&transpose(data, h * w, c), h * w, None)
         } else {
-            self.head.forward(&data, h * w, None)
+            self.head.forward(data, h * w, None)
         };
         let top = (top, self.head.cout(), h, w);
         if let Some(times) = times {
@@ -630,9 +640,14 @@ impl EfficientNetLite0 {
         let t = std::time::Instant::now();
         let (_, _, h, w) = x.dims4()?;
         let image = x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        let (stem, sh, sw) = self.stem.forward(&image, h, w);
-        out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
-        self.run_blocks(stem, self.stem.cout(), sh, sw, Some(&mut out))?;
+        WORKSPACE.with(|cell| {
+            let mut fresh = Workspace::default();
+            let mut kept = cell.try_borrow_mut();
+            let ws = kept.as_deref_mut().unwrap_or(&mut fresh);
+            let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
+            out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
+            self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))
+        })?;
         Ok(out)
     }
 

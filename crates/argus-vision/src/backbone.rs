@@ -241,7 +241,7 @@ impl Depthwise {
         let Scratch { padded, acc, starts, shape, .. } = bufs;
         if *shape != (h, w, k, s) {
             padded.clear();
-            padded.resize(phases * plane + CHUNK, 0.0);
+            padded.resize(phases * plane + 2 * CHUNK, 0.0);
             // Where each tap's input run starts in `padded`.
             starts.clear();
             starts.extend((0..k * k).map(|t| {
@@ -270,13 +270,23 @@ impl Depthwise {
             }
         }
         let span = oh * qw;
-        let chunks = span.div_ceil(CHUNK);
+        // An even number of chunks: the AVX2 kernel sums two at a time.
+        let chunks = span.div_ceil(CHUNK).next_multiple_of(2);
         acc.resize(chunks * CHUNK, 0.0);
         let madd = |a: f32, x: f32, wv: f32| if FMA { x.mul_add(wv, a) } else { a + wv * x };
         // The output is walked in register-sized chunks with every tap summed into the chunk before it is
-        // stored: one store per output instead of one load and one store per tap. Runs of the last chunk may
+        // stored: one store per output instead of one load and one store per tap. Runs of the last chunks may
         // reach past their phase plane into the next one (or the trailing zeros): those outputs lie beyond
         // `span` and are never read.
+        #[cfg(target_arch = "x86_64")]
+        if FMA {
+            // SAFETY: FMA is only true in the AVX2 + FMA build (`channel_avx2`).
+            unsafe { planar_chunks_avx2(padded, starts, wk, self.bias[ch], &mut acc[..chunks * CHUNK]) };
+            for oy in 0..oh {
+                out[oy * ow..(oy + 1) * ow].copy_from_slice(&acc[oy * qw..oy * qw + ow]);
+            }
+            return;
+        }
         for (c, out) in acc[..chunks * CHUNK].chunks_exact_mut(CHUNK).enumerate() {
             let base = c * CHUNK;
             let mut sum = [self.bias[ch]; CHUNK];
@@ -369,14 +379,25 @@ impl Depthwise {
                     let inp = &inp[(ox * s - pl) * ld..];
                     let o = &mut row_out[ox * m..(ox + PIXELS) * m];
                     let step = s * ld;
-                    let j = dw_run::<16, PIXELS, FMA>(0, m, o, bias, inp, step, weights, &taps[..n]);
+                    let j = if FMA {
+                        // SAFETY: FMA is only true in the AVX2 + FMA build (`nhwc_avx2`).
+                        unsafe { dw_run_avx2::<2, PIXELS>(0, m, o, bias, inp, step, weights, &taps[..n]) }
+                    } else {
+                        dw_run::<16, PIXELS, FMA>(0, m, o, bias, inp, step, weights, &taps[..n])
+                    };
                     let j = dw_run::<8, PIXELS, FMA>(j, m, o, bias, inp, step, weights, &taps[..n]);
                     dw_run::<1, PIXELS, FMA>(j, m, o, bias, inp, step, weights, &taps[..n]);
                     ox += PIXELS;
                 } else {
                     let n = fill(&mut taps, ox * s, false);
                     let o = &mut row_out[ox * m..(ox + 1) * m];
-                    let j = dw_run::<32, 1, FMA>(0, m, o, bias, inp, 0, weights, &taps[..n]);
+                    let j = if FMA {
+                        // SAFETY: FMA is only true in the AVX2 + FMA build (`nhwc_avx2`).
+                        unsafe { dw_run_avx2::<8, 1>(0, m, o, bias, inp, 0, weights, &taps[..n]) }
+                    } else {
+                        0
+                    };
+                    let j = dw_run::<32, 1, FMA>(j, m, o, bias, inp, 0, weights, &taps[..n]);
                     let j = dw_run::<8, 1, FMA>(j, m, o, bias, inp, 0, weights, &taps[..n]);
                     dw_run::<1, 1, FMA>(j, m, o, bias, inp, 0, weights, &taps[..n]);
                     ox += 1;
@@ -428,6 +449,98 @@ fn dw_run<const L: usize, const P: usize, const FMA: bool>(
         j += L;
     }
     j
+}
+
+/// [`dw_run`] with explicit AVX2 registers, runs of `8·V` channels for `P` pixels (`V·P` accumulators; each
+/// tap's weight vectors are loaded once for all `P` pixels). All offsets are checked before the loop.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA ([`avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn dw_run_avx2<const V: usize, const P: usize>(
+    mut j: usize,
+    m: usize,
+    out: &mut [f32],
+    bias: &[f32],
+    inp: &[f32],
+    step: usize,
+    weights: &[f32],
+    taps: &[(usize, usize)],
+) -> usize {
+    use std::arch::x86_64::*;
+    let l = 8 * V;
+    assert!(bias.len() >= m && out.len() >= P * m, "depthwise: run sizes");
+    for &(xi, wi) in taps {
+        assert!(xi + (P - 1) * step + m <= inp.len() && wi + m <= weights.len(), "depthwise: run offsets");
+    }
+    let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
+    while j + l <= m {
+        let mut acc = [[zero; V]; P];
+        for a in acc.iter_mut() {
+            for (v, r) in a.iter_mut().enumerate() {
+                // SAFETY: j + l ≤ m ≤ bias.len().
+                *r = _mm256_loadu_ps(bias.as_ptr().add(j + 8 * v));
+            }
+        }
+        for &(xi, wi) in taps {
+            // SAFETY: wi + j + l ≤ wi + m ≤ weights.len(), and xi + q·step + j + l ≤ inp.len() for q < P
+            // (asserted above).
+            let mut wv = [zero; V];
+            for (v, r) in wv.iter_mut().enumerate() {
+                *r = _mm256_loadu_ps(weights.as_ptr().add(wi + j + 8 * v));
+            }
+            for (q, a) in acc.iter_mut().enumerate() {
+                let x = inp.as_ptr().add(xi + q * step + j);
+                for (v, r) in a.iter_mut().enumerate() {
+                    *r = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8 * v)), wv[v], *r);
+                }
+            }
+        }
+        for (q, a) in acc.iter().enumerate() {
+            for (v, r) in a.iter().enumerate() {
+                // SAFETY: q·m + j + l ≤ P·m ≤ out.len().
+                _mm256_storeu_ps(out.as_mut_ptr().add(q * m + j + 8 * v), _mm256_min_ps(_mm256_max_ps(*r, zero), six));
+            }
+        }
+        j += l;
+    }
+    j
+}
+
+/// The planar kernel's sums with explicit AVX2 registers: `acc[i] = relu6(bias + Σ_t wk[t] · padded[starts[t] + i])`,
+/// 64 outputs (eight accumulators, enough to hide the multiply-add latency) at a time. `acc.len()` must be a
+/// multiple of 64 and every run must lie inside `padded` (checked).
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA ([`avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn planar_chunks_avx2(padded: &[f32], starts: &[usize], wk: &[f32], bias: f32, acc: &mut [f32]) {
+    use std::arch::x86_64::*;
+    const W: usize = 2 * CHUNK;
+    let furthest = starts.iter().copied().max().unwrap_or(0);
+    assert!(
+        acc.len().is_multiple_of(W) && acc.len() + furthest <= padded.len() && starts.len() == wk.len(),
+        "depthwise: runs"
+    );
+    let (zero, six, b) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0), _mm256_set1_ps(bias));
+    for base in (0..acc.len()).step_by(W) {
+        let mut sum = [b; W / 8];
+        for (&start, &wv) in starts.iter().zip(wk) {
+            let wv = _mm256_set1_ps(wv);
+            // SAFETY: base + start + W ≤ acc.len() + furthest ≤ padded.len() (asserted above).
+            let run = padded.as_ptr().add(base + start);
+            for (i, s) in sum.iter_mut().enumerate() {
+                *s = _mm256_fmadd_ps(_mm256_loadu_ps(run.add(8 * i)), wv, *s);
+            }
+        }
+        for (i, s) in sum.iter().enumerate() {
+            // SAFETY: base + W ≤ acc.len().
+            _mm256_storeu_ps(acc.as_mut_ptr().add(base + 8 * i), _mm256_min_ps(_mm256_max_ps(*s, zero), six));
+        }
+    }
 }
 
 /// `dst[i] = src[i · s]`; the common strides get loops without index arithmetic, which the compiler vectorises.

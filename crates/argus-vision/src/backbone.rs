@@ -139,7 +139,8 @@ unsafe fn bias_act_avx2(o: &mut [f32], bias: f32, relu6: bool) {
     bias_act(o, bias, relu6)
 }
 
-fn bias_act_dispatch(o: &mut [f32], bias: f32, relu6: bool, wide: bool) {
+/// Adds `bias` to every value of `o` (then clamps with ReLU6 when asked), in the AVX2 build when `wide`.
+pub(crate) fn bias_act_dispatch(o: &mut [f32], bias: f32, relu6: bool, wide: bool) {
     #[cfg(target_arch = "x86_64")]
     if wide {
         // SAFETY: `wide` is only true when `avx2()` found AVX2 and FMA on this CPU.

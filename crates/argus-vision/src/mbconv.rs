@@ -23,7 +23,7 @@
 use gemm::Parallelism;
 use rayon::prelude::*;
 
-use crate::backbone::{bias_act_rows, same_padding, strided_copy, Depthwise, Scratch};
+use crate::backbone::{bias_act_dispatch, bias_act_rows, same_padding, strided_copy, Depthwise, Scratch};
 
 /// A 1×1 convolution as a row-major (out × in) matrix with its folded bias, optionally followed by ReLU6.
 #[derive(Debug, Clone)]
@@ -173,6 +173,48 @@ impl Pointwise {
         };
     }
 
+    /// All output channels over `n` pixels into planes of stride `plane`: for every output channel `j`,
+    /// `dst[j·plane + i] = act(bias[j] + W[j] · x_i)` for `i < n`, where `x` holds `cin` rows of `n` values.
+    ///
+    /// # Safety
+    /// `dst` must be valid for writes at `j·plane + i` for every `j < cout`, `i < n`, with nothing else
+    /// reading or writing those places meanwhile; `n ≤ plane`.
+    unsafe fn planes_into(&self, x: &[f32], n: usize, dst: *mut f32, plane: usize) {
+        let k = self.cin;
+        assert!(x.len() >= k * n && n <= plane, "pointwise: buffer sizes");
+        // SAFETY: dst is cout×n with row stride `plane` (the caller's promise), lhs is W (cout×k, row stride
+        // k), rhs is x (k×n, row stride n); they do not overlap.
+        unsafe {
+            gemm::gemm(
+                self.cout,
+                n,
+                k,
+                dst,
+                1,
+                plane as isize,
+                false,
+                self.weight.as_ptr(),
+                1,
+                k as isize,
+                x.as_ptr(),
+                1,
+                n as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        };
+        let wide = crate::backbone::avx2();
+        for (j, b) in self.bias.iter().enumerate() {
+            // SAFETY: row j's first n values, inside the caller's promised region and touched by no one else.
+            let row = unsafe { std::slice::from_raw_parts_mut(dst.add(j * plane), n) };
+            bias_act_dispatch(row, *b, self.relu6, wide);
+        }
+    }
+
     /// The whole product over `p` pixels, parallel over groups of output channels.
     pub fn forward(&self, x: &[f32], p: usize, skip: Option<&[f32]>) -> Vec<f32> {
         let mut out = vec![0f32; self.cout * p];
@@ -228,9 +270,6 @@ pub struct Workspace {
     next: Vec<f32>,
     /// A block's depthwise output.
     dw: Vec<f32>,
-    /// The stem's unfolded input, and the (channels, h, w) input whose padding entries it holds zeroed.
-    cols: Vec<f32>,
-    cols_shape: (usize, usize, usize),
 }
 
 /// The first `n` values of `v`, grown (with zeros) if it is shorter; what it held before is left in place.
@@ -307,35 +346,69 @@ impl Im2colConv {
     }
 
     /// [`Im2colConv::forward`] into the workspace's current activations; returns the output size.
+    ///
+    /// Bands of output rows run in parallel, each unfolding just its own rows (about [`STEM_BAND`] pixels, so
+    /// the unfolded band stays in the core's cache) and multiplying them by all the filters at once. Unfolding
+    /// the whole image first made a 27-row matrix larger than the cache that each channel group streamed again.
     pub fn forward_into(&self, x: &[f32], h: usize, w: usize, ws: &mut Workspace) -> (usize, usize) {
         let (k, s) = (self.k, self.stride);
         let (oh, pt, _) = same_padding(h, k, s);
         let (ow, pl, _) = same_padding(w, k, s);
         let op = oh * ow;
+        let rows = self.cin * k * k;
         assert!(x.len() >= self.cin * h * w, "convolution: input size");
-        // Only the in-image entries are written below: the padding ones keep the zeros of the last refill,
-        // which is needed only when the input's shape changes.
-        if ws.cols_shape != (self.cin, h, w) {
-            ws.cols.clear();
-            ws.cols_shape = (self.cin, h, w);
-        }
-        let cols = sized(&mut ws.cols, self.cin * k * k * op);
-        cols.par_chunks_mut(op).enumerate().for_each(|(r, row)| {
-            let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
-            let plane = &x[c * h * w..(c + 1) * h * w];
-            // Output columns whose input column (ox·s + kx − pl) falls inside the image.
-            let first = pl.saturating_sub(kx).div_ceil(s);
-            let end = ((w + pl).saturating_sub(kx)).div_ceil(s).min(ow);
-            for (oy, dst) in row.chunks_mut(ow).enumerate() {
-                let iy = oy * s + ky;
-                if iy < pt || iy - pt >= h || first >= end {
-                    continue;
+        let out = sized(&mut ws.cur, self.cout() * op);
+        let band = (STEM_BAND / ow.max(1)).max(1);
+        let dst = BandOutput(out.as_mut_ptr());
+        (0..oh.div_ceil(band)).into_par_iter().for_each(|b| {
+            let (oy0, oy1) = (b * band, ((b + 1) * band).min(oh));
+            let n = (oy1 - oy0) * ow;
+            let unfold = |cols: &mut Vec<f32>| {
+                let cols = sized(cols, rows * n);
+                for (r, row) in cols.chunks_mut(n.max(1)).enumerate() {
+                    let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
+                    let plane = &x[c * h * w..(c + 1) * h * w];
+                    // Output columns whose input column (ox·s + kx − pl) falls inside the image.
+                    let first = pl.saturating_sub(kx).div_ceil(s).min(ow);
+                    let end = ((w + pl).saturating_sub(kx)).div_ceil(s).min(ow).max(first);
+                    for (i, d) in row.chunks_mut(ow).enumerate() {
+                        let iy = (oy0 + i) * s + ky;
+                        if iy < pt || iy - pt >= h || first >= end {
+                            d.fill(0.0);
+                            continue;
+                        }
+                        d[..first].fill(0.0);
+                        d[end..].fill(0.0);
+                        let src = &plane[(iy - pt) * w + first * s + kx - pl..(iy - pt + 1) * w];
+                        strided_copy(&mut d[first..end], src, s);
+                    }
                 }
-                strided_copy(&mut dst[first..end], &plane[(iy - pt) * w + first * s + kx - pl..(iy - pt + 1) * w], s);
-            }
+                // SAFETY: the output holds cout planes of op values, and this band writes only columns
+                // oy0·ow .. oy1·ow of each, which no other band touches.
+                unsafe { self.product.planes_into(cols, n, dst.at(oy0 * ow), op) };
+            };
+            BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+                Ok(mut bufs) => unfold(&mut bufs.1),
+                Err(_) => unfold(&mut Vec::new()),
+            });
         });
-        self.product.forward_into(cols, op, None, sized(&mut ws.cur, self.cout() * op));
         (oh, ow)
+    }
+}
+
+/// Output pixels per band of the stem.
+const STEM_BAND: usize = 1024;
+
+/// The stem's output, written by parallel bands into disjoint columns of its planes.
+struct BandOutput(*mut f32);
+
+// SAFETY: the bands write disjoint ranges through the pointer, and the buffer outlives the parallel loop.
+unsafe impl Sync for BandOutput {}
+
+impl BandOutput {
+    /// The pointer `offset` values in.
+    fn at(&self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
     }
 }
 

@@ -754,13 +754,16 @@ impl EfficientNetLite0 {
         let t = std::time::Instant::now();
         let (_, _, h, w) = x.dims4()?;
         let image = x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        WORKSPACE.with(|cell| {
-            let mut fresh = Workspace::default();
-            let mut kept = cell.try_borrow_mut();
-            let ws = kept.as_deref_mut().unwrap_or(&mut fresh);
-            let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
-            out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
-            self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))
+        // Inside the pool, as a real pass runs.
+        rayon::scope(|_| {
+            WORKSPACE.with(|cell| {
+                let mut fresh = Workspace::default();
+                let mut kept = cell.try_borrow_mut();
+                let ws = kept.as_deref_mut().unwrap_or(&mut fresh);
+                let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
+                out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
+                self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))
+            })
         })?;
         Ok(out)
     }

@@ -616,6 +616,60 @@ thread_local! {
     static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
 }
 
+/// One line of [`depthwise_kernel_speeds`]: a depthwise layer's shape and each kernel's throughput on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DepthwiseSpeed {
+    /// Channels, kernel size, stride and (square) input side.
+    pub shape: (usize, usize, usize, usize),
+    /// The planar kernel ([`Depthwise::channel`] over every channel), in GMAC/s.
+    pub planar_gmacs: f64,
+    /// The channels-last kernel ([`Depthwise::nhwc`] over all channels at once), in GMAC/s.
+    pub channels_last_gmacs: f64,
+}
+
+/// Times both depthwise kernels, one thread, on the depthwise layers of EfficientNet-Lite0 at 224 px (the
+/// fastest of `passes` passes each, synthetic values): the microbenchmark behind the kernels' tuning.
+pub fn depthwise_kernel_speeds(passes: usize) -> Vec<DepthwiseSpeed> {
+    let best = |f: &mut dyn FnMut()| {
+        (0..passes.max(1))
+            .map(|_| {
+                let t = std::time::Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let shapes = [
+        (32, 3, 1, 112),
+        (96, 3, 2, 112),
+        (144, 3, 1, 56),
+        (144, 5, 2, 56),
+        (240, 5, 1, 28),
+        (480, 5, 1, 14),
+        (672, 5, 1, 14),
+        (672, 5, 2, 14),
+        (1152, 5, 1, 7),
+    ];
+    shapes
+        .into_iter()
+        .map(|(c, k, s, h)| {
+            let dw = Depthwise::new((0..c * k * k).map(|i| (i % 7) as f32 * 0.01).collect(), vec![0.1; c], k, s);
+            let x: Vec<f32> = (0..c * h * h).map(|i| (i % 13) as f32 * 0.1).collect();
+            let (oh, ow) = dw.output_size(h, h);
+            let mut out = vec![0f32; c * oh * ow];
+            let mut scratch = Scratch::new(avx2());
+            let planar = best(&mut || {
+                for (ch, o) in out.chunks_mut(oh * ow).enumerate() {
+                    dw.channel(ch, &x[ch * h * h..(ch + 1) * h * h], h, h, o, &mut scratch);
+                }
+            });
+            let last = best(&mut || dw.nhwc(0, &x, c, h, h, &mut out));
+            let macs = (c * oh * ow * k * k) as f64 / 1e9;
+            DepthwiseSpeed { shape: (c, k, s, h), planar_gmacs: macs / planar, channels_last_gmacs: macs / last }
+        })
+        .collect()
+}
+
 /// The EfficientNet-Lite0 network with its ImageNet classifier.
 #[derive(Debug, Clone)]
 pub struct EfficientNetLite0 {

@@ -27,6 +27,9 @@ pub struct BackboneBenchArgs {
     /// Timed runs per batch size.
     #[arg(long, default_value_t = 30)]
     pub runs: usize,
+    /// Also time the two depthwise kernels alone, one thread, on each depthwise layer's shape.
+    #[arg(long)]
+    pub kernels: bool,
 }
 
 fn median_ms_per_image(net: &EfficientNetLite0, x: &Tensor, runs: usize) -> Result<f64> {
@@ -66,6 +69,14 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
             eprintln!("{stage:>9}: {ms:.2} ms");
         }
         eprintln!("      sum: {:.2} ms", best.iter().map(|(_, ms)| ms).sum::<f64>());
+    }
+    if args.kernels {
+        println!("| depthwise layer (channels, k, stride, input) | planar GMAC/s | channels-last GMAC/s |");
+        println!("|---|---|---|");
+        for d in argus_vision::backbone::depthwise_kernel_speeds(200) {
+            let (c, k, s, h) = d.shape;
+            println!("| {c}, {k}×{k}, /{s}, {h}×{h} | {:.1} | {:.1} |", d.planar_gmacs, d.channels_last_gmacs);
+        }
     }
     let ours8 = median_ms_per_image(&net, &x8, args.runs.div_ceil(4))?;
     eprintln!("Argus: batch 1 {ours1:.2} ms/image, batch 8 {ours8:.2} ms/image");

@@ -379,28 +379,29 @@ impl Depthwise {
                     let n = fill(&mut taps, 0, true);
                     let inp = &inp[(ox * s - pl) * ld..];
                     let o = &mut row_out[ox * m..(ox + PIXELS) * m];
-                    let step = s * ld;
+                    let run = PixelRun { m, bias, inp, step: s * ld, weights, taps: &taps[..n] };
                     let j = if FMA {
                         // SAFETY: FMA is only true in the AVX2 + FMA build (`nhwc_avx2`).
-                        unsafe { dw_run_avx2::<2, PIXELS>(0, m, o, bias, inp, step, weights, &taps[..n]) }
+                        unsafe { dw_run_avx2::<2, PIXELS>(0, &run, o) }
                     } else {
-                        dw_run::<16, PIXELS, FMA>(0, m, o, bias, inp, step, weights, &taps[..n])
+                        dw_run::<16, PIXELS, FMA>(0, &run, o)
                     };
-                    let j = dw_run::<8, PIXELS, FMA>(j, m, o, bias, inp, step, weights, &taps[..n]);
-                    dw_run::<1, PIXELS, FMA>(j, m, o, bias, inp, step, weights, &taps[..n]);
+                    let j = dw_run::<8, PIXELS, FMA>(j, &run, o);
+                    dw_run::<1, PIXELS, FMA>(j, &run, o);
                     ox += PIXELS;
                 } else {
                     let n = fill(&mut taps, ox * s, false);
                     let o = &mut row_out[ox * m..(ox + 1) * m];
+                    let run = PixelRun { m, bias, inp, step: 0, weights, taps: &taps[..n] };
                     let j = if FMA {
                         // SAFETY: FMA is only true in the AVX2 + FMA build (`nhwc_avx2`).
-                        unsafe { dw_run_avx2::<8, 1>(0, m, o, bias, inp, 0, weights, &taps[..n]) }
+                        unsafe { dw_run_avx2::<8, 1>(0, &run, o) }
                     } else {
                         0
                     };
-                    let j = dw_run::<32, 1, FMA>(j, m, o, bias, inp, 0, weights, &taps[..n]);
-                    let j = dw_run::<8, 1, FMA>(j, m, o, bias, inp, 0, weights, &taps[..n]);
-                    dw_run::<1, 1, FMA>(j, m, o, bias, inp, 0, weights, &taps[..n]);
+                    let j = dw_run::<32, 1, FMA>(j, &run, o);
+                    let j = dw_run::<8, 1, FMA>(j, &run, o);
+                    dw_run::<1, 1, FMA>(j, &run, o);
                     ox += 1;
                 }
             }
@@ -408,25 +409,27 @@ impl Depthwise {
     }
 }
 
+/// What [`dw_run`] sums for a run of neighbouring output pixels: `m` channels, their `bias`, the input from the
+/// first pixel's window (`step` further for each next pixel), the tap-major `weights`, and each tap's (input
+/// offset, weight offset) of channel 0.
+#[derive(Clone, Copy)]
+struct PixelRun<'a> {
+    m: usize,
+    bias: &'a [f32],
+    inp: &'a [f32],
+    step: usize,
+    weights: &'a [f32],
+    taps: &'a [(usize, usize)],
+}
+
 /// Output pixels the channels-last depthwise kernel computes together inside the image.
 const PIXELS: usize = 4;
 
-/// Channels `j ..` of `P` neighbouring output pixels of [`Depthwise::nhwc`] (pixel `q`'s input is `step`
-/// further than pixel `q − 1`'s) in runs of `L` channels while a whole run fits in `m`: `taps` holds each tap's
-/// (input offset, weight offset) of channel 0. `out` holds the `P` pixels' `m` channels. Returns where it
-/// stopped.
+/// Channels `j ..` of `P` neighbouring output pixels of [`Depthwise::nhwc`] in runs of `L` channels while a
+/// whole run fits in `m`. `out` holds the `P` pixels' `m` channels. Returns where it stopped.
 #[inline(always)]
-#[allow(clippy::too_many_arguments)]
-fn dw_run<const L: usize, const P: usize, const FMA: bool>(
-    mut j: usize,
-    m: usize,
-    out: &mut [f32],
-    bias: &[f32],
-    inp: &[f32],
-    step: usize,
-    weights: &[f32],
-    taps: &[(usize, usize)],
-) -> usize {
+fn dw_run<const L: usize, const P: usize, const FMA: bool>(mut j: usize, run: &PixelRun, out: &mut [f32]) -> usize {
+    let PixelRun { m, bias, inp, step, weights, taps } = *run;
     while j + L <= m {
         let mut acc = [[0f32; L]; P];
         for a in acc.iter_mut() {
@@ -459,18 +462,9 @@ fn dw_run<const L: usize, const P: usize, const FMA: bool>(
 /// The CPU must support AVX2 and FMA ([`avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn dw_run_avx2<const V: usize, const P: usize>(
-    mut j: usize,
-    m: usize,
-    out: &mut [f32],
-    bias: &[f32],
-    inp: &[f32],
-    step: usize,
-    weights: &[f32],
-    taps: &[(usize, usize)],
-) -> usize {
+unsafe fn dw_run_avx2<const V: usize, const P: usize>(mut j: usize, run: &PixelRun, out: &mut [f32]) -> usize {
     use std::arch::x86_64::*;
+    let PixelRun { m, bias, inp, step, weights, taps } = *run;
     let l = 8 * V;
     assert!(bias.len() >= m && out.len() >= P * m, "depthwise: run sizes");
     for &(xi, wi) in taps {

@@ -77,12 +77,11 @@ impl Pointwise {
         // SAFETY: dst is m×p (row stride p), lhs is m×k (row stride k) and rhs is k×p (row stride p), all
         // within the slices checked above; the three do not overlap (distinct borrows).
         unsafe {
-            gemm::gemm(
+            product(
                 m,
                 p,
                 k,
                 out.as_mut_ptr(),
-                1,
                 p as isize,
                 skip.is_some(),
                 lhs.as_ptr(),
@@ -91,12 +90,6 @@ impl Pointwise {
                 x.as_ptr(),
                 1,
                 p as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
             )
         };
         bias_act_rows(out, p, &self.bias[c0..c0 + m], self.relu6, wide);
@@ -113,12 +106,11 @@ impl Pointwise {
         // SAFETY: dst is p×m (row stride m), lhs is p×k (row stride k) and rhs is Wᵀ's columns c0 .. c0 + m,
         // k×m with row stride cout, inside `weight_t` because c0 + m ≤ cout; no overlap.
         unsafe {
-            gemm::gemm(
+            product(
                 p,
                 m,
                 k,
                 out.as_mut_ptr(),
-                1,
                 m as isize,
                 true,
                 x.as_ptr(),
@@ -127,12 +119,6 @@ impl Pointwise {
                 self.weight_t[c0..].as_ptr(),
                 1,
                 self.cout as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
             )
         };
         if self.relu6 {
@@ -149,12 +135,11 @@ impl Pointwise {
         // SAFETY: dst is p×m (row stride m), lhs is p×kn (row stride kn), rhs is rows k0 .. k0 + kn of Wᵀ
         // (kn×m, row stride m), inside `weight_t` because k0 + kn ≤ k; no overlap.
         unsafe {
-            gemm::gemm(
+            product(
                 p,
                 m,
                 kn,
                 out.as_mut_ptr(),
-                1,
                 m as isize,
                 true,
                 x.as_ptr(),
@@ -163,12 +148,6 @@ impl Pointwise {
                 self.weight_t[k0 * m..].as_ptr(),
                 1,
                 m as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
             )
         };
     }
@@ -185,12 +164,11 @@ impl Pointwise {
         // SAFETY: dst is cout×n with row stride `plane` (the caller's promise), lhs is W (cout×k, row stride
         // k), rhs is x (k×n, row stride n); they do not overlap.
         unsafe {
-            gemm::gemm(
+            product(
                 self.cout,
                 n,
                 k,
                 dst,
-                1,
                 plane as isize,
                 false,
                 self.weight.as_ptr(),
@@ -199,12 +177,6 @@ impl Pointwise {
                 x.as_ptr(),
                 1,
                 n as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
             )
         };
         let wide = crate::backbone::avx2();
@@ -231,6 +203,53 @@ impl Pointwise {
             let s = skip.map(|s| &s[c0 * p..]);
             self.rows(c0, x, p, o, s, wide);
         });
+    }
+}
+
+/// `dst (m × n) = Σ lhs (m × k) · rhs (k × n)`, added to what `dst` holds when `read_dst`, single-threaded
+/// (the parallelism is ours); `dst`'s columns are adjacent, every other stride is given.
+///
+/// # Safety
+/// The three matrices must lie inside their allocations for the given sizes and strides, and `dst` must not
+/// overlap the other two nor be accessed by anyone else meanwhile.
+#[allow(clippy::too_many_arguments)]
+unsafe fn product(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: isize,
+    read_dst: bool,
+    lhs: *const f32,
+    lhs_cs: isize,
+    lhs_rs: isize,
+    rhs: *const f32,
+    rhs_cs: isize,
+    rhs_rs: isize,
+) {
+    // SAFETY: the caller's promise.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst,
+            1,
+            dst_rs,
+            read_dst,
+            lhs,
+            lhs_cs,
+            lhs_rs,
+            rhs,
+            rhs_cs,
+            rhs_rs,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
     }
 }
 

@@ -610,6 +610,15 @@ thread_local! {
     static WORKSPACE: std::cell::RefCell<Workspace> = std::cell::RefCell::new(Workspace::default());
 }
 
+/// Runs `f` with this thread's [`WORKSPACE`] (or a fresh one when the thread is already inside a pass: it took
+/// another batch slice while waiting).
+fn with_workspace<R>(f: impl FnOnce(&mut Workspace) -> R) -> R {
+    WORKSPACE.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut ws) => f(&mut ws),
+        Err(_) => f(&mut Workspace::default()),
+    })
+}
+
 /// One line of [`depthwise_kernel_speeds`]: a depthwise layer's shape and each kernel's throughput on it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DepthwiseSpeed {
@@ -731,7 +740,7 @@ impl EfficientNetLite0 {
         let data = x.flatten_all()?.to_vec1::<f32>()?;
         let mut s16 = Vec::with_capacity(n);
         let mut top = Vec::with_capacity(n);
-        let mut pass = |ws: &mut Workspace| -> candle_core::Result<()> {
+        let pass = |ws: &mut Workspace| -> candle_core::Result<()> {
             for image in data.chunks(c * h * w) {
                 let (sh, sw) = self.stem.forward_into(image, h, w, ws);
                 let (a, b) = self.run_blocks(ws, self.stem.cout(), sh, sw, None)?;
@@ -740,11 +749,7 @@ impl EfficientNetLite0 {
             }
             Ok(())
         };
-        WORKSPACE.with(|cell| match cell.try_borrow_mut() {
-            Ok(mut ws) => pass(&mut ws),
-            // This thread is already inside a pass (it took another batch slice while waiting): its own set.
-            Err(_) => pass(&mut Workspace::default()),
-        })?;
+        with_workspace(pass)?;
         Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?))
     }
 
@@ -767,7 +772,7 @@ impl EfficientNetLite0 {
             let (oh, ow) = b.depthwise.output_size(h, w);
             if !channels_last && oh * ow <= CHANNELS_LAST_MAX_PIXELS {
                 channels_last = true;
-                ws.cur = transpose(&ws.cur[..c * h * w], c, h * w);
+                ws.make_channels_last(c, h * w);
             }
             (h, w) = b.forward_into(h, w, channels_last, ws);
             c = b.project.cout();
@@ -804,10 +809,7 @@ impl EfficientNetLite0 {
         let image = x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
         // Inside the pool, as a real pass runs.
         rayon::scope(|_| {
-            WORKSPACE.with(|cell| {
-                let mut fresh = Workspace::default();
-                let mut kept = cell.try_borrow_mut();
-                let ws = kept.as_deref_mut().unwrap_or(&mut fresh);
+            with_workspace(|ws| {
                 let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
                 out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
                 self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))

@@ -96,13 +96,13 @@ impl Pointwise {
     }
 
     /// Channels-last: output channels `c0 .. c0 + m` of `p` pixels into `out` (p × m, `m = out.len() / p`),
-    /// `out[i·m + j] = act(bias[c0 + j] + W[c0 + j] · x_i (+ skip[i·m + j]))`. `x` holds `p` pixels of `cin`
-    /// channels. The bias (and skip) initialise `out` and the product accumulates onto them.
-    fn columns(&self, c0: usize, x: &[f32], p: usize, out: &mut [f32], skip: Option<&[f32]>) {
+    /// `out[i·m + j] = act(bias[c0 + j] + W[c0 + j] · x_i)`. `x` holds `p` pixels of `cin` channels. The bias
+    /// initialises `out` and the product accumulates onto it.
+    fn columns(&self, c0: usize, x: &[f32], p: usize, out: &mut [f32]) {
         let m = out.len() / p.max(1);
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
-        init_rows(out, m, &self.bias[c0..c0 + m], skip);
+        init_rows(out, m, &self.bias[c0..c0 + m], None);
         // SAFETY: dst is p×m (row stride m), lhs is p×k (row stride k) and rhs is Wᵀ's columns c0 .. c0 + m,
         // k×m with row stride cout, inside `weight_t` because c0 + m ≤ cout; no overlap.
         unsafe {
@@ -317,12 +317,26 @@ fn relu6(v: &mut [f32]) {
 /// `rows × cols` row-major → `cols × rows` row-major (between the planar and the channels-last layouts).
 pub fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     let mut out = vec![0f32; rows * cols];
+    transpose_into(src, rows, cols, &mut out);
+    out
+}
+
+/// [`transpose`] into `out` (at least rows × cols values).
+fn transpose_into(src: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
     for (r, row) in src.chunks(cols.max(1)).take(rows).enumerate() {
         for (c, v) in row.iter().enumerate() {
             out[c * rows + r] = *v;
         }
     }
-    out
+}
+
+impl Workspace {
+    /// Turns the current activations, `c` planes of `p` pixels, into `p` pixels of `c` channels, keeping
+    /// both buffers.
+    pub(crate) fn make_channels_last(&mut self, c: usize, p: usize) {
+        transpose_into(&self.cur[..c * p], c, p, sized(&mut self.next, c * p));
+        std::mem::swap(&mut self.cur, &mut self.next);
+    }
 }
 
 /// A k×k strided convolution with TensorFlow "SAME" padding over a few input channels (the stem): the input is
@@ -406,10 +420,7 @@ impl Im2colConv {
                 // oy0·ow .. oy1·ow of each, which no other band touches.
                 unsafe { self.product.planes_into(cols, n, dst.at(oy0 * ow), op) };
             };
-            BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut bufs) => unfold(&mut bufs.1),
-                Err(_) => unfold(&mut Vec::new()),
-            });
+            with_block_scratch(|bufs| unfold(&mut bufs.1));
         });
         (oh, ow)
     }
@@ -436,6 +447,15 @@ thread_local! {
     /// and zero-filling them per task cost more than some blocks' arithmetic.
     static BLOCK_SCRATCH: std::cell::RefCell<(Scratch, Vec<f32>)> =
         std::cell::RefCell::new((Scratch::new(crate::backbone::avx2()), Vec::new()));
+}
+
+/// Runs `f` with this thread's [`BLOCK_SCRATCH`] (or a fresh set, should the thread already be using its own).
+fn with_block_scratch<R>(f: impl FnOnce(&mut (Scratch, Vec<f32>)) -> R) -> R {
+    BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut bufs) => f(&mut bufs),
+        // Not reached (nothing run here re-enters the thread pool); a fresh set keeps it correct anyway.
+        Err(_) => f(&mut (Scratch::new(crate::backbone::avx2()), Vec::new())),
+    })
 }
 
 /// One inverted-residual block: optional expand, depthwise (with its stride), project, optional skip.
@@ -491,7 +511,7 @@ impl MbConv {
         dw.par_chunks_mut(group * op).enumerate().for_each(|(g, out)| {
             let c0 = g * group;
             let m = out.len() / op;
-            let mut run = |(scratch, expanded): &mut (Scratch, Vec<f32>)| {
+            let run = |(scratch, expanded): &mut (Scratch, Vec<f32>)| {
                 let planes: &[f32] = match &self.expand {
                     Some(e) => {
                         if expanded.len() < m * p {
@@ -508,11 +528,7 @@ impl MbConv {
                     self.depthwise.channel(c0 + j, plane, h, w, &mut out[j * op..(j + 1) * op], scratch);
                 }
             };
-            BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut bufs) => run(&mut bufs),
-                // Not reached (nothing in `run` re-enters the thread pool); a fresh set keeps it correct anyway.
-                Err(_) => run(&mut (Scratch::new(wide), Vec::new())),
-            });
+            with_block_scratch(run);
         });
         let cout = self.project.cout();
         self.project.forward_into(dw, op, self.skip.then_some(x), sized(y, cout * op));
@@ -541,15 +557,12 @@ impl MbConv {
                         expanded.resize(m * p, 0.0);
                     }
                     let expanded = &mut expanded[..m * p];
-                    e.columns(c0, x, p, expanded, None);
+                    e.columns(c0, x, p, expanded);
                     self.depthwise.nhwc(c0, expanded, m, h, w, out);
                 }
                 None => self.depthwise.nhwc(c0, &x[c0..], cin, h, w, out),
             };
-            BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
-                Ok(mut bufs) => run(&mut bufs.1),
-                Err(_) => run(&mut Vec::new()),
-            });
+            with_block_scratch(|bufs| run(&mut bufs.1));
         });
         let cout = self.project.cout();
         let y = sized(y, cout * op);

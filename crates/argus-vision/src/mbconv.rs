@@ -514,10 +514,7 @@ impl MbConv {
             let run = |(scratch, expanded): &mut (Scratch, Vec<f32>)| {
                 let planes: &[f32] = match &self.expand {
                     Some(e) => {
-                        if expanded.len() < m * p {
-                            expanded.resize(m * p, 0.0);
-                        }
-                        let expanded = &mut expanded[..m * p];
+                        let expanded = sized(expanded, m * p);
                         e.rows(c0, x, p, expanded, None, wide);
                         expanded
                     }
@@ -553,10 +550,7 @@ impl MbConv {
             let m = out.len() / op.max(1);
             let mut run = |expanded: &mut Vec<f32>| match &self.expand {
                 Some(e) => {
-                    if expanded.len() < m * p {
-                        expanded.resize(m * p, 0.0);
-                    }
-                    let expanded = &mut expanded[..m * p];
+                    let expanded = sized(expanded, m * p);
                     e.columns(c0, x, p, expanded);
                     self.depthwise.nhwc(c0, expanded, m, h, w, out);
                 }

@@ -1,10 +1,13 @@
 """ONNX Runtime reference for `argus bench backbone`.
 
 Builds the same EfficientNet-Lite0 network (BatchNorm folded, TensorFlow SAME padding, ReLU6, no SE) as an ONNX
-graph straight from Argus's converted safetensors weights, checks its ImageNet logits against Argus's on a
-shared input, and times it at batch 1 and 8 on the same number of threads. Prints one JSON object.
+graph straight from Argus's converted safetensors weights and checks its ImageNet logits against Argus's on a
+shared input; prints one JSON line with the result. Then it times on request, so that Argus can alternate
+rounds of its own passes with rounds of these: each line read from stdin, "BATCH PASSES", runs one untimed
+pass and PASSES timed ones at that batch size and answers with one JSON line, the milliseconds per image of
+each pass. End of input ends it.
 
-usage: python bench_backbone_ort.py WEIGHTS.safetensors INPUT.npy ARGUS_LOGITS.npy THREADS RUNS
+usage: python bench_backbone_ort.py WEIGHTS.safetensors INPUT.npy ARGUS_LOGITS.npy THREADS
 """
 
 import json
@@ -107,7 +110,7 @@ def build(w, size):
 
 
 def main():
-    weights, inp, argus_logits, threads, runs = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
+    weights, inp, argus_logits, threads = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
     model = build(load_safetensors(weights), 224)
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
@@ -116,18 +119,17 @@ def main():
     x = np.load(inp).astype(np.float32)
     logits = sess.run(None, {"input": x})[0]
     diff = float(np.max(np.abs(logits - np.load(argus_logits))))
-    result = {"max_abs_logit_diff": diff, "onnxruntime": ort.__version__}
-    for batch in (1, 8):
+    print(json.dumps({"max_abs_logit_diff": diff, "onnxruntime": ort.__version__}), flush=True)
+    for line in sys.stdin:
+        batch, passes = (int(v) for v in line.split())
         xb = np.repeat(x[:1], batch, axis=0)
-        for _ in range(3):
-            sess.run(None, {"input": xb})
+        sess.run(None, {"input": xb})
         times = []
-        for _ in range(runs):
+        for _ in range(passes):
             t = time.perf_counter()
             sess.run(None, {"input": xb})
-            times.append(time.perf_counter() - t)
-        result[f"batch{batch}_ms_per_image"] = float(np.median(times)) * 1000 / batch
-    print(json.dumps(result))
+            times.append((time.perf_counter() - t) * 1000 / batch)
+        print(json.dumps(times), flush=True)
 
 
 if __name__ == "__main__":

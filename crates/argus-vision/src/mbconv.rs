@@ -253,30 +253,49 @@ unsafe fn product(
     }
 }
 
-/// Channels per parallel task: enough tasks to keep every thread busy (two each, so that uneven tasks even
-/// out), small enough that a group of `p`-pixel planes stays in the core's cache, and a multiple of 6 — the
-/// width of gemm's AVX2 micro-kernel along this dimension (the product is computed transposed).
+/// Channels per parallel task: enough tasks to keep every thread busy, small enough that a group of
+/// `p`-pixel planes stays in the core's cache, and a multiple of 6 — the width of gemm's AVX2 micro-kernel along
+/// this dimension (the product is computed transposed) — where that keeps the split even.
 fn channel_group(channels: usize, p: usize) -> usize {
-    const KERNEL: usize = 6;
-    let threads = rayon::current_num_threads().max(1);
-    let by_threads = channels.div_ceil(threads * 2);
-    let by_cache = 64 * 1024 / p.max(1);
-    let g = by_threads.min(by_cache).max(1);
-    (g.div_ceil(KERNEL) * KERNEL).min(channels)
+    even_split(channels, 6, 64 * 1024 / p.max(1))
 }
 
-/// Pixels per parallel task of a channels-last product: about two tasks per thread, a multiple of 6 (the
-/// micro-kernel's width along pixels there).
+/// Pixels per parallel task of a channels-last product.
 fn pixel_group(p: usize) -> usize {
-    let threads = rayon::current_num_threads().max(1);
-    (p.div_ceil(threads * 2).div_ceil(6) * 6).clamp(1, p.max(1))
+    even_split(p, 6, usize::MAX)
 }
 
-/// Channels per parallel task of a channels-last block: about two tasks per thread, a multiple of 16 so that
-/// the depthwise kernel's and the products' vectors are full.
+/// Channels per parallel task of a channels-last block: a multiple of 16 (or at least 8) where that keeps the
+/// split even, so that the depthwise kernel's and the products' vectors are full.
 fn channel_group_nhwc(channels: usize) -> usize {
+    let g = even_split(channels, 16, usize::MAX);
+    if g % 16 == 0 {
+        g
+    } else {
+        even_split(channels, 8, usize::MAX)
+    }
+}
+
+/// The size of the parts `n` items are split into for the thread pool: the fewest parts, a multiple of the
+/// thread count, no larger than `max` (a soft bound: rounded up to `align`), and all of nearly one size —
+/// rounded up to a multiple of `align` only where the last part then falls short by less than `align`.
+///
+/// One part per thread where the bound allows: a block's step lasts as long as its slowest thread, and
+/// splits like 12 + 12 + 12 + 4 channels on two threads (24 against 16) cost more than the few spare lanes of
+/// an unaligned part (measured on the 7 × 7 blocks' products: 25 + 24 pixels rather than 18 + 18 + 13).
+fn even_split(n: usize, align: usize, max: usize) -> usize {
     let threads = rayon::current_num_threads().max(1);
-    (channels.div_ceil(threads * 2).div_ceil(16) * 16).clamp(1, channels.max(1))
+    let (n, align) = (n.max(1), align.max(1));
+    let cap = max.max(1).checked_next_multiple_of(align).unwrap_or(usize::MAX);
+    let mut parts = threads;
+    loop {
+        let g = n.div_ceil(parts);
+        let aligned = g.next_multiple_of(align);
+        if g <= 1 || aligned <= cap {
+            return if aligned * parts - n < align && n.div_ceil(aligned) == parts { aligned } else { g };
+        }
+        parts += threads;
+    }
 }
 
 /// Buffers one pass through the network reuses from block to block (and each pool thread from pass to
@@ -720,6 +739,29 @@ mod tests {
             block.forward_into(9, 7, channels_last, &mut ws);
             assert_eq!(&ws.cur[..fresh.len()], &fresh[..], "block, channels-last {channels_last}");
         }
+    }
+
+    #[test]
+    fn work_splits_evenly_over_the_threads() {
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("thread pool");
+        pool.install(|| {
+            // (items, alignment, soft maximum) → part size, on two threads.
+            for (n, align, max, want) in [
+                (49, 6, usize::MAX, 25),  // 7 × 7 pixels: 25 + 24, not 18 + 18 + 13
+                (196, 6, usize::MAX, 98), // unaligned, because 102 + 94 is uneven
+                (40, 6, 83, 20),          // not 12 + 12 + 12 + 4
+                (1280, 6, 1337, 642),     // aligned: 642 + 638
+                (96, 6, 5, 6),            // the cache bound: 16 parts of 6
+                (1152, 16, usize::MAX, 576),
+                (1, 6, usize::MAX, 1),
+            ] {
+                assert_eq!(even_split(n, align, max), want, "{n} items, align {align}, max {max}");
+            }
+            assert_eq!(channel_group_nhwc(240), 120);
+            assert_eq!(channel_group_nhwc(672), 336);
+        });
+        let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("thread pool");
+        assert_eq!(one.install(|| even_split(1152, 16, usize::MAX)), 1152);
     }
 
     #[test]

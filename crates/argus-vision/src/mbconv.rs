@@ -269,7 +269,7 @@ fn pixel_group(p: usize) -> usize {
 /// split even, so that the depthwise kernel's and the products' vectors are full.
 fn channel_group_nhwc(channels: usize) -> usize {
     let g = even_split(channels, 16, usize::MAX);
-    if g % 16 == 0 {
+    if g.is_multiple_of(16) {
         g
     } else {
         even_split(channels, 8, usize::MAX)

@@ -136,6 +136,8 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
         .arg(&inp)
         .arg(&logits)
         .arg(threads.to_string())
+        // numpy's OpenBLAS would otherwise keep threads of its own spinning beside both engines.
+        .env("OPENBLAS_NUM_THREADS", "1")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -417,6 +417,9 @@ async fn regions_created_duplicated_exceeded() {
         assert!(l >= 0.0 && w > 0.0 && l + w <= 1.0 + 1e-9, "{prop}");
         assert!((0.0..=1.0).contains(&prop["confidence"].as_f64().unwrap_or(-1.0)));
     }
+    let confidences: Vec<f64> =
+        v["proposals"].as_array().into_iter().flatten().filter_map(|p| p["confidence"].as_f64()).collect();
+    assert!(confidences.windows(2).all(|c| c[0] >= c[1]), "best first: {confidences:?}");
     let unknown = uuid::Uuid::new_v4();
     assert_error(
         &s.call(Method::POST, &format!("/projects/{p}/images/{unknown}/regionproposals")).await,

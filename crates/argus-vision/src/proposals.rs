@@ -1,9 +1,13 @@
-//! Class-agnostic region proposals from the backbone's activations ("objectness"): the stride-16 feature
-//! map's mean absolute activation is normalised, thresholded at several levels, split into connected
-//! components, and each component's bounding box is scored by its mean activation; overlapping boxes are
-//! suppressed. A heuristic for labelling help (GetImageRegionProposals), not a trained detector.
+//! Class-agnostic region proposals from the backbone's stride-16 features ("objectness"), for labelling help
+//! (GetImageRegionProposals); a heuristic, not a trained detector.
+//!
+//! Two maps over the feature grid: how unlike the image's border each cell's features are (a background
+//! prior: objects seldom fill the border), and the mean absolute activation. Each is normalised, thresholded
+//! at several levels and split into connected components; a component's bounding box is scored by its mean
+//! value, and overlapping boxes are suppressed. Background-contrast boxes rank first — on the detection
+//! benchmark's unseen scenes they find far more objects (`argus bench proposals`) — and activation boxes fill
+//! the places left.
 
-use candle_core::Tensor;
 use image::RgbImage;
 
 use crate::backbone::{tensor_from_rgb, EfficientNetLite0};
@@ -110,14 +114,50 @@ pub fn proposals_from_energy(energy: &[f32], w: usize, h: usize, max: usize) -> 
     kept
 }
 
-/// Region proposals for an image.
+/// Region proposals for an image, best first: boxes from the background-contrast map first, then boxes from
+/// the activation-energy map in the places left (ranked after them), overlaps above 0.7 IoU dropped.
 pub fn propose(net: &EfficientNetLite0, img: &RgbImage, max: usize) -> candle_core::Result<Vec<Proposal>> {
     let resized = image::imageops::resize(img, 320, 320, image::imageops::FilterType::Triangle);
     let x = tensor_from_rgb(&resized)?;
     let (s16, _) = net.feature_maps(&x)?;
-    let (_, _, h, w) = s16.dims4()?;
-    let energy: Tensor = s16.abs()?.mean(1)?.flatten_all()?;
-    Ok(proposals_from_energy(&energy.to_vec1::<f32>()?, w, h, max))
+    let (_, c, h, w) = s16.dims4()?;
+    let activation = s16.abs()?.mean(1)?.flatten_all()?.to_vec1::<f32>()?;
+    let contrast = background_contrast(&s16.flatten_all()?.to_vec1::<f32>()?, c, w, h);
+    let mut kept = proposals_from_energy(&contrast, w, h, max);
+    let floor = kept.last().map_or(1.0, |p| p.confidence);
+    for p in proposals_from_energy(&activation, w, h, usize::MAX) {
+        if kept.len() >= max {
+            break;
+        }
+        if kept.iter().all(|k| iou(k, &p) <= 0.7) {
+            kept.push(Proposal { confidence: p.confidence * floor, ..p });
+        }
+    }
+    Ok(kept)
+}
+
+/// How unlike the image's border each cell of a feature map (`c` planes of h × w) is: the cosine distance of
+/// its feature vector to its nearest border cells (the mean of the closest tenth). Objects seldom fill the
+/// border, so cells that resemble no part of it are likely on one ("background prior").
+pub fn background_contrast(feats: &[f32], c: usize, w: usize, h: usize) -> Vec<f32> {
+    let p = w * h;
+    let unit: Vec<Vec<f32>> = (0..p)
+        .map(|i| {
+            let v: Vec<f32> = (0..c).map(|k| feats[k * p + i]).collect();
+            let n = v.iter().map(|x| x * x).sum::<f32>().sqrt().max(1e-6);
+            v.into_iter().map(|x| x / n).collect()
+        })
+        .collect();
+    let border: Vec<usize> = (0..p).filter(|&i| i % w == 0 || i % w == w - 1 || i / w == 0 || i / w == h - 1).collect();
+    let nearest = (border.len() / 10).max(1);
+    (0..p)
+        .map(|i| {
+            let mut d: Vec<f32> =
+                border.iter().map(|&b| 1.0 - unit[i].iter().zip(&unit[b]).map(|(x, y)| x * y).sum::<f32>()).collect();
+            d.sort_by(f32::total_cmp);
+            d[..nearest.min(d.len())].iter().sum::<f32>() / nearest as f32
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -137,6 +177,23 @@ mod tests {
         let best = p.first().copied().expect("a proposal");
         assert!((best.left - 0.6).abs() < 1e-9 && (best.top - 0.2).abs() < 1e-9, "{best:?}");
         assert!((best.width - 0.3).abs() < 1e-9 && (best.height - 0.3).abs() < 1e-9);
+    }
+
+    #[test]
+    fn cells_unlike_the_border_stand_out() {
+        // Two channels on a 6 × 6 grid: the background points one way, a 2 × 2 object another.
+        let (w, h, c) = (6, 6, 2);
+        let mut f = vec![0f32; c * w * h];
+        for i in 0..w * h {
+            let object = matches!((i % w, i / w), (2..=3, 2..=3));
+            f[i] = if object { 0.1 } else { 1.0 };
+            f[w * h + i] = if object { 1.0 } else { 0.2 };
+        }
+        let e = background_contrast(&f, c, w, h);
+        let inside = e[2 * w + 2];
+        assert!(e.iter().enumerate().all(|(i, &v)| matches!((i % w, i / w), (2..=3, 2..=3)) || v < inside / 10.0));
+        let best = proposals_from_energy(&e, w, h, 3)[0];
+        assert!((best.left - 2.0 / 6.0).abs() < 1e-9 && (best.width - 2.0 / 6.0).abs() < 1e-9, "{best:?}");
     }
 
     #[test]

@@ -9,6 +9,7 @@ mod bench;
 mod bench_backbone;
 mod bench_detection;
 mod bench_predict;
+mod bench_proposals;
 mod bench_segment;
 mod bench_training;
 mod config;
@@ -48,6 +49,8 @@ enum BenchCommand {
     Segment(bench_segment::SegmentBenchArgs),
     /// Backbone forward time beside ONNX Runtime on the same network.
     Backbone(bench_backbone::BackboneBenchArgs),
+    /// Region proposals: recall of the objects of unseen scenes beside a fixed set of boxes.
+    Proposals(bench_proposals::ProposalBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -242,6 +245,7 @@ async fn main() -> Result<()> {
         Command::Bench(BenchCommand::Predict(args)) => bench_predict::run(args).await,
         Command::Bench(BenchCommand::Segment(args)) => bench_segment::run(args).await,
         Command::Bench(BenchCommand::Backbone(args)) => bench_backbone::run(args),
+        Command::Bench(BenchCommand::Proposals(args)) => bench_proposals::run(args).await,
         Command::Models(models::ModelsCommand::Pull(args)) => models::pull(args),
         Command::Models(models::ModelsCommand::Status(args)) => models::status(args),
     }

@@ -3,7 +3,8 @@
 //! - `argus serve` runs the HTTP server (Custom Vision Training API, signed blob links, health checks).
 //! - `argus keys` prints the keys of a data directory.
 //! - `argus models pull` fetches and converts the pretrained backbone weights.
-//! - `argus bench` measures upload and listing speed against an in-process server.
+//! - `argus bench` measures the data plane, training, detection, prediction, segmentation, the backbone and region
+//!   proposals.
 
 mod bench;
 mod bench_backbone;

@@ -108,16 +108,22 @@ impl Detection {
     }
 }
 
+impl GtBox {
+    /// The box as a [`Proposal`] of confidence 1 (for IoU).
+    pub fn proposal(&self) -> Proposal {
+        Proposal {
+            left: self.left as f64,
+            top: self.top as f64,
+            width: self.width as f64,
+            height: self.height as f64,
+            confidence: 1.0,
+        }
+    }
+}
+
 /// IoU of a detection and a labelled box.
 pub fn box_iou(d: &Detection, g: &GtBox) -> f64 {
-    let gp = Proposal {
-        left: g.left as f64,
-        top: g.top as f64,
-        width: g.width as f64,
-        height: g.height as f64,
-        confidence: 1.0,
-    };
-    iou(&d.proposal(), &gp)
+    iou(&d.proposal(), &g.proposal())
 }
 
 /// The `i`-th augmented view of an image and its boxes: 0 is the image, then flips and crops at fixed

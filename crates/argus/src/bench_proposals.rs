@@ -60,13 +60,7 @@ fn score(per_scene: &[Vec<Proposal>], truth: &[Vec<GtBox>]) -> ([f64; 3], f64) {
     let (mut hits, mut best_sum, mut n) = ([0usize; 3], 0.0, 0usize);
     for (props, boxes) in per_scene.iter().zip(truth) {
         for g in boxes {
-            let g = Proposal {
-                left: g.left as f64,
-                top: g.top as f64,
-                width: g.width as f64,
-                height: g.height as f64,
-                confidence: 1.0,
-            };
+            let g = g.proposal();
             let overlaps: Vec<f64> = props.iter().map(|p| iou(p, &g)).collect();
             for (h, k) in hits.iter_mut().zip([1, 5, 10]) {
                 if overlaps.iter().take(k).any(|&o| o >= 0.5) {

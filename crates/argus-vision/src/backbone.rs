@@ -732,7 +732,9 @@ impl EfficientNetLite0 {
         }
         // Handed to the thread pool once as a whole: called from outside it, every parallel step of the pass
         // would otherwise wake a pool thread and put this one to sleep (some thirty round trips an image).
-        rayon::scope(|_| self.feature_maps_serial(x))
+        // On a team of spinning threads (crate::team): a worker put to sleep between two steps of the pass costs
+        // more to wake than some steps take.
+        rayon::scope(|_| crate::team::with_team(|| self.feature_maps_serial(x)))
     }
 
     fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
@@ -809,10 +811,12 @@ impl EfficientNetLite0 {
         let image = x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
         // Inside the pool, as a real pass runs.
         rayon::scope(|_| {
-            with_workspace(|ws| {
-                let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
-                out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
-                self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))
+            crate::team::with_team(|| {
+                with_workspace(|ws| {
+                    let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
+                    out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
+                    self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))
+                })
             })
         })?;
         Ok(out)

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod proposals;
 pub mod sam;
 pub mod segment;
+mod team;
 pub mod weights;
 
 pub use image;

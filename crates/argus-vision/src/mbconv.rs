@@ -20,8 +20,8 @@
 //! The stem (a strided 3×3 convolution of the three colour planes) is here too, as [`Im2colConv`]: the
 //! unfolded input is only 27 rows, so one matrix product over all pixels does it.
 
+use crate::team::{for_each_chunk, for_each_index};
 use gemm::Parallelism;
-use rayon::prelude::*;
 
 use crate::backbone::{bias_act_dispatch, bias_act_rows, same_padding, strided_copy, Depthwise, Scratch};
 
@@ -198,7 +198,7 @@ impl Pointwise {
     fn forward_into(&self, x: &[f32], p: usize, skip: Option<&[f32]>, out: &mut [f32]) {
         let wide = crate::backbone::avx2();
         let group = channel_group(self.cout, p);
-        out.par_chunks_mut(group * p).enumerate().for_each(|(g, o)| {
+        for_each_chunk(out, group * p, |g, o| {
             let c0 = g * group;
             let s = skip.map(|s| &s[c0 * p..]);
             self.rows(c0, x, p, o, s, wide);
@@ -412,7 +412,7 @@ impl Im2colConv {
         let out = sized(&mut ws.cur, self.cout() * op);
         let band = (STEM_BAND / ow.max(1)).max(1);
         let dst = BandOutput(out.as_mut_ptr());
-        (0..oh.div_ceil(band)).into_par_iter().for_each(|b| {
+        for_each_index(oh.div_ceil(band), |b| {
             let (oy0, oy1) = (b * band, ((b + 1) * band).min(oh));
             let n = (oy1 - oy0) * ow;
             let unfold = |cols: &mut Vec<f32>| {
@@ -527,7 +527,7 @@ impl MbConv {
         let wide = crate::backbone::avx2();
         let dw = sized(dw, channels * op);
         let group = channel_group(channels, p);
-        dw.par_chunks_mut(group * op).enumerate().for_each(|(g, out)| {
+        for_each_chunk(dw, group * op, |g, out| {
             let c0 = g * group;
             let m = out.len() / op;
             let run = |(scratch, expanded): &mut (Scratch, Vec<f32>)| {
@@ -564,7 +564,7 @@ impl MbConv {
         let cin = self.expand.as_ref().map_or(channels, Pointwise::cin);
         let group = channel_group_nhwc(channels);
         let dw = sized(dw, channels * op);
-        dw.par_chunks_mut(group * op).enumerate().for_each(|(g, out)| {
+        for_each_chunk(dw, group * op, |g, out| {
             let c0 = g * group;
             let m = out.len() / op.max(1);
             let mut run = |expanded: &mut Vec<f32>| match &self.expand {
@@ -580,7 +580,7 @@ impl MbConv {
         let cout = self.project.cout();
         let y = sized(y, cout * op);
         let rows = pixel_group(op);
-        y.par_chunks_mut(rows * cout).enumerate().for_each(|(g, o)| {
+        for_each_chunk(y, rows * cout, |g, o| {
             let (r0, n) = (g * rows, o.len() / cout);
             let skip = self.skip.then(|| &x[r0 * cout..(r0 + n) * cout]);
             init_rows(o, cout, self.project.bias(), skip);

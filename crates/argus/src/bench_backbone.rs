@@ -4,7 +4,9 @@
 //!
 //! The two alternate in rounds (Argus then ONNX Runtime, then the other way round), so that a busy moment of a
 //! shared machine falls on both rather than on whichever happened to be running; each reports the median and
-//! the fastest of all its passes.
+//! the fastest of all its passes. Between rounds the machine is left idle for [`QUIET`]: ONNX Runtime's pool
+//! threads keep spinning for some 40 ms after a run (measured from the reference process's CPU time), which on
+//! two cores took a core from whichever Argus round came next and raised Argus's batch-1 median by a third.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -16,6 +18,10 @@ use argus_vision::backbone::{preprocess, EfficientNetLite0};
 use argus_vision::weights::WEIGHTS_FILE;
 use candle_core::Tensor;
 use clap::Args;
+
+/// How long the machine is left idle before each round, so that neither engine's spinning threads run into
+/// the other's timed passes.
+const QUIET: std::time::Duration = std::time::Duration::from_millis(150);
 
 /// Flags of `argus bench backbone`.
 #[derive(Debug, Clone, Args)]
@@ -155,12 +161,19 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
         let per_round = runs.div_ceil(rounds).max(1);
         let (mut ours, mut theirs) = (Vec::new(), Vec::new());
         for round in 0..rounds {
-            let argus = || pool.install(|| argus_passes(&net, x, per_round));
+            let argus = || {
+                std::thread::sleep(QUIET);
+                pool.install(|| argus_passes(&net, x, per_round))
+            };
+            let mut theirs_round = |reference: &mut Reference| {
+                std::thread::sleep(QUIET);
+                reference.passes(batch, per_round)
+            };
             if round % 2 == 0 {
                 ours.extend(argus()?);
-                theirs.extend(reference.passes(batch, per_round)?);
+                theirs.extend(theirs_round(&mut reference)?);
             } else {
-                theirs.extend(reference.passes(batch, per_round)?);
+                theirs.extend(theirs_round(&mut reference)?);
                 ours.extend(argus()?);
             }
         }

@@ -70,6 +70,14 @@ impl Pointwise {
         let m = out.len() / p;
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
+        #[cfg(target_arch = "x86_64")]
+        if wide && crate::backbone::avx512() {
+            let skip = skip.map(|s| &s[..m * p]);
+            let (w, b) = (&self.weight[c0 * k..(c0 + m) * k], &self.bias[c0..c0 + m]);
+            // SAFETY: `avx512()` found AVX-512F on this CPU.
+            unsafe { planar_product_avx512(w, b, k, x, p, out, skip, self.relu6) };
+            return;
+        }
         if let Some(s) = skip {
             out.copy_from_slice(&s[..m * p]);
         }
@@ -203,6 +211,133 @@ impl Pointwise {
             let s = skip.map(|s| &s[c0 * p..]);
             self.rows(c0, x, p, o, s, wide);
         });
+    }
+}
+
+/// Pixels of one tile of [`planar_product_avx512`]: four AVX-512 vectors.
+const TILE_PIXELS: usize = 64;
+
+/// The planar 1×1 convolution with AVX-512 registers, bias, skip and ReLU6 fused:
+/// `out[j·p + i] = act(b[j] + Σ_c w[j·k + c] · x[c·p + i] (+ skip[j·p + i]))` for the `m = b.len()` rows of `w`.
+///
+/// The planes need no packing: a tile of 64 pixels of one input channel is four contiguous vectors, so the
+/// kernel walks tiles of 64 pixels and, for each, blocks of six output channels — 24 accumulators, each
+/// input channel's four vectors loaded once for the six and each weight broadcast once for the four — and
+/// writes each finished tile once, bias, skip and activation applied in registers (gemm wrote the product,
+/// then a second pass added the bias and clamped). A tile's inputs (k × 64 values) stay in the core's cache
+/// for all of the output channels. The last tile of a plane is masked.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`crate::backbone::avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn planar_product_avx512(
+    w: &[f32],
+    b: &[f32],
+    k: usize,
+    x: &[f32],
+    p: usize,
+    out: &mut [f32],
+    skip: Option<&[f32]>,
+    relu6: bool,
+) {
+    let m = b.len();
+    assert!(
+        w.len() == m * k && x.len() >= k * p && out.len() == m * p && skip.is_none_or(|s| s.len() == m * p),
+        "pointwise: buffer sizes"
+    );
+    for i0 in (0..p).step_by(TILE_PIXELS) {
+        let n = (p - i0).min(TILE_PIXELS);
+        // Lanes of each of the tile's four vectors that lie inside the plane.
+        let masks: [u16; 4] = std::array::from_fn(|v| {
+            let lanes = n.saturating_sub(16 * v).min(16);
+            ((1u32 << lanes) - 1) as u16
+        });
+        let tile = Tile { w, b, k, x, p, i0, masks, skip, relu6 };
+        let mut j = 0;
+        while j < m {
+            let rows = (m - j).min(6);
+            // SAFETY: AVX-512F is present (this function's contract); `Tile::rows` checks nothing further
+            // because every offset it forms lies inside the slices asserted above (rows j .. j + rows ≤ m,
+            // pixels masked to i0 .. i0 + n ≤ p).
+            unsafe {
+                match rows {
+                    6 => tile.rows::<6>(j, out),
+                    5 => tile.rows::<5>(j, out),
+                    4 => tile.rows::<4>(j, out),
+                    3 => tile.rows::<3>(j, out),
+                    2 => tile.rows::<2>(j, out),
+                    _ => tile.rows::<1>(j, out),
+                }
+            }
+            j += rows;
+        }
+    }
+}
+
+/// One tile of pixels of [`planar_product_avx512`] and what its rows are computed from.
+#[cfg(target_arch = "x86_64")]
+struct Tile<'a> {
+    w: &'a [f32],
+    b: &'a [f32],
+    k: usize,
+    x: &'a [f32],
+    p: usize,
+    i0: usize,
+    masks: [u16; 4],
+    skip: Option<&'a [f32]>,
+    relu6: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Tile<'_> {
+    /// Output rows `j .. j + R` of the tile.
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F, `j + R` must not exceed the rows of `w`, and the slices must have the
+    /// sizes [`planar_product_avx512`] asserts.
+    #[target_feature(enable = "avx512f")]
+    unsafe fn rows<const R: usize>(&self, j: usize, out: &mut [f32]) {
+        use std::arch::x86_64::*;
+        let Tile { w, b, k, x, p, i0, masks, skip, relu6 } = *self;
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        for (r, a) in acc.iter_mut().enumerate() {
+            *a = [_mm512_set1_ps(b[j + r]); 4];
+        }
+        let full = masks[3] == u16::MAX;
+        let wp = w.as_ptr().add(j * k);
+        let mut xp = x.as_ptr().add(i0);
+        for c in 0..k {
+            // SAFETY (all loads): row c of x holds p values from c·p, and the tile's lanes are masked to
+            // i0 .. i0 + n ≤ p; w holds rows j .. j + R of k values.
+            let xv: [__m512; 4] = if full {
+                std::array::from_fn(|v| _mm512_loadu_ps(xp.add(16 * v)))
+            } else {
+                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], xp.add(16 * v)))
+            };
+            for (r, a) in acc.iter_mut().enumerate() {
+                let wv = _mm512_set1_ps(*wp.add(r * k + c));
+                for (v, s) in a.iter_mut().enumerate() {
+                    *s = _mm512_fmadd_ps(xv[v], wv, *s);
+                }
+            }
+            xp = xp.add(p);
+        }
+        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+        for (r, a) in acc.iter().enumerate() {
+            let at = (j + r) * p + i0;
+            for (v, s) in a.iter().enumerate() {
+                let mut s = *s;
+                if let Some(skip) = skip {
+                    s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(masks[v], skip.as_ptr().add(at + 16 * v)));
+                }
+                if relu6 {
+                    s = _mm512_min_ps(_mm512_max_ps(s, zero), six);
+                }
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(at + 16 * v), masks[v], s);
+            }
+        }
     }
 }
 

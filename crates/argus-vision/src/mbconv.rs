@@ -70,12 +70,18 @@ impl Pointwise {
         let m = out.len() / p;
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
-        #[cfg(target_arch = "x86_64")]
-        if wide && crate::backbone::avx512() {
-            let skip = skip.map(|s| &s[..m * p]);
-            let (w, b) = (&self.weight[c0 * k..(c0 + m) * k], &self.bias[c0..c0 + m]);
-            // SAFETY: `avx512()` found AVX-512F on this CPU.
-            unsafe { planar_product_avx512(w, b, k, x, p, out, skip, self.relu6) };
+        let tiled = Tiled {
+            a: &self.weight[c0 * k..(c0 + m) * k],
+            a_rs: k,
+            b: x,
+            b_rs: p,
+            k,
+            start: Start::Row(&self.bias[c0..c0 + m]),
+            skip,
+            out_rs: p,
+            relu6: self.relu6,
+        };
+        if wide && tiled.run(m, p, out) {
             return;
         }
         if let Some(s) = skip {
@@ -110,6 +116,20 @@ impl Pointwise {
         let m = out.len() / p.max(1);
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
+        let tiled = Tiled {
+            a: x,
+            a_rs: k,
+            b: &self.weight_t[c0..],
+            b_rs: self.cout,
+            k,
+            start: Start::Lane(&self.bias[c0..c0 + m]),
+            skip: None,
+            out_rs: m,
+            relu6: self.relu6,
+        };
+        if tiled.run(p, m, out) {
+            return;
+        }
         init_rows(out, m, &self.bias[c0..c0 + m], None);
         // SAFETY: dst is p×m (row stride m), lhs is p×k (row stride k) and rhs is Wᵀ's columns c0 .. c0 + m,
         // k×m with row stride cout, inside `weight_t` because c0 + m ≤ cout; no overlap.
@@ -140,6 +160,20 @@ impl Pointwise {
         let (m, k) = (self.cout, self.cin);
         let kn = x.len() / p.max(1);
         assert!(k0 + kn <= k && out.len() == m * p && x.len() == kn * p, "pointwise: buffer sizes");
+        let tiled = Tiled {
+            a: x,
+            a_rs: kn,
+            b: &self.weight_t[k0 * m..],
+            b_rs: m,
+            k: kn,
+            start: Start::Dst,
+            skip: None,
+            out_rs: m,
+            relu6: false,
+        };
+        if kn == 0 || tiled.run(p, m, out) {
+            return;
+        }
         // SAFETY: dst is p×m (row stride m), lhs is p×kn (row stride kn), rhs is rows k0 .. k0 + kn of Wᵀ
         // (kn×m, row stride m), inside `weight_t` because k0 + kn ≤ k; no overlap.
         unsafe {
@@ -214,128 +248,157 @@ impl Pointwise {
     }
 }
 
-/// Pixels of one tile of [`planar_product_avx512`]: four AVX-512 vectors.
-const TILE_PIXELS: usize = 64;
+/// Lanes of one tile of [`Tiled`]: four AVX-512 vectors.
+const TILE_LANES: usize = 64;
 
-/// The planar 1×1 convolution with AVX-512 registers, bias, skip and ReLU6 fused:
-/// `out[j·p + i] = act(b[j] + Σ_c w[j·k + c] · x[c·p + i] (+ skip[j·p + i]))` for the `m = b.len()` rows of `w`.
-///
-/// The planes need no packing: a tile of 64 pixels of one input channel is four contiguous vectors, so the
-/// kernel walks tiles of 64 pixels and, for each, blocks of six output channels — 24 accumulators, each
-/// input channel's four vectors loaded once for the six and each weight broadcast once for the four — and
-/// writes each finished tile once, bias, skip and activation applied in registers (gemm wrote the product,
-/// then a second pass added the bias and clamped). A tile's inputs (k × 64 values) stay in the core's cache
-/// for all of the output channels. The last tile of a plane is masked.
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`crate::backbone::avx512`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-#[allow(clippy::too_many_arguments)]
-unsafe fn planar_product_avx512(
-    w: &[f32],
-    b: &[f32],
-    k: usize,
-    x: &[f32],
-    p: usize,
-    out: &mut [f32],
-    skip: Option<&[f32]>,
-    relu6: bool,
-) {
-    let m = b.len();
-    assert!(
-        w.len() == m * k && x.len() >= k * p && out.len() == m * p && skip.is_none_or(|s| s.len() == m * p),
-        "pointwise: buffer sizes"
-    );
-    for i0 in (0..p).step_by(TILE_PIXELS) {
-        let n = (p - i0).min(TILE_PIXELS);
-        // Lanes of each of the tile's four vectors that lie inside the plane.
-        let masks: [u16; 4] = std::array::from_fn(|v| {
-            let lanes = n.saturating_sub(16 * v).min(16);
-            ((1u32 << lanes) - 1) as u16
-        });
-        let tile = Tile { w, b, k, x, p, i0, masks, skip, relu6 };
-        let mut j = 0;
-        while j < m {
-            let rows = (m - j).min(6);
-            // SAFETY: AVX-512F is present (this function's contract); `Tile::rows` checks nothing further
-            // because every offset it forms lies inside the slices asserted above (rows j .. j + rows ≤ m,
-            // pixels masked to i0 .. i0 + n ≤ p).
-            unsafe {
-                match rows {
-                    6 => tile.rows::<6>(j, out),
-                    5 => tile.rows::<5>(j, out),
-                    4 => tile.rows::<4>(j, out),
-                    3 => tile.rows::<3>(j, out),
-                    2 => tile.rows::<2>(j, out),
-                    _ => tile.rows::<1>(j, out),
-                }
-            }
-            j += rows;
-        }
-    }
+/// Rows of one register block of [`Tiled`] (with four vectors a row, 24 accumulators).
+const TILE_ROWS: usize = 6;
+
+/// Where the sums of a [`Tiled`] product start.
+#[derive(Clone, Copy)]
+enum Start<'a> {
+    /// One value per row (a bias per output channel, when rows are channels).
+    Row(&'a [f32]),
+    /// One value per lane (a bias per output channel, when lanes are channels).
+    Lane(&'a [f32]),
+    /// What the destination holds.
+    Dst,
 }
 
-/// One tile of pixels of [`planar_product_avx512`] and what its rows are computed from.
-#[cfg(target_arch = "x86_64")]
-struct Tile<'a> {
-    w: &'a [f32],
+/// `out[r·out_rs + l] = act(start + Σ_c a[r·a_rs + c] · b[c·b_rs + l] (+ skip[r·out_rs + l]))` for `rows`
+/// rows and `lanes` lanes, with AVX-512 registers: the 1×1 convolutions of both layouts.
+///
+/// Planar, rows are output channels and lanes pixels (`a` the weights, `b` the input planes); channels-last,
+/// rows are pixels and lanes output channels (`a` the pixels, `b` the transposed weights). Either way `b`'s
+/// rows are contiguous along the lanes, so nothing needs packing: the product walks tiles of 64 lanes and, for
+/// each, blocks of six rows — 24 accumulators; each `b` row's four vectors are loaded once for the six rows and
+/// each `a` value is broadcast once for the four vectors — and writes each finished block once, start, skip and
+/// activation applied in registers (with gemm, the product was written, then read again to add the bias and
+/// clamp). A tile's `b` rows (k × 64 values) stay in the core's cache for all of the rows. The last tile's
+/// lanes are masked.
+struct Tiled<'a> {
+    a: &'a [f32],
+    a_rs: usize,
     b: &'a [f32],
+    b_rs: usize,
     k: usize,
-    x: &'a [f32],
-    p: usize,
-    i0: usize,
-    masks: [u16; 4],
+    start: Start<'a>,
     skip: Option<&'a [f32]>,
+    out_rs: usize,
     relu6: bool,
 }
 
-#[cfg(target_arch = "x86_64")]
-impl Tile<'_> {
-    /// Output rows `j .. j + R` of the tile.
+impl Tiled<'_> {
+    /// Runs the product into `out` over `rows` × `lanes` (checking every slice's extent first) when this CPU
+    /// has AVX-512; returns false, touching nothing, when it has not.
+    fn run(&self, rows: usize, lanes: usize, out: &mut [f32]) -> bool {
+        if !crate::backbone::avx512() {
+            return false;
+        }
+        if rows == 0 || lanes == 0 {
+            return true;
+        }
+        let reach = |rs: usize, n: usize, width: usize| (n - 1) * rs + width;
+        assert!(
+            self.k > 0
+                && self.a.len() >= reach(self.a_rs, rows, self.k)
+                && self.b.len() >= reach(self.b_rs, self.k, lanes)
+                && out.len() >= reach(self.out_rs, rows, lanes)
+                && self.skip.is_none_or(|s| s.len() >= reach(self.out_rs, rows, lanes))
+                && match self.start {
+                    Start::Row(v) => v.len() >= rows,
+                    Start::Lane(v) => v.len() >= lanes,
+                    Start::Dst => true,
+                },
+            "pointwise: buffer sizes"
+        );
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `avx512()` found AVX-512F on this CPU, and the extents were checked above.
+        unsafe {
+            self.tiles(rows, lanes, out)
+        };
+        true
+    }
+
+    /// The tiles of [`Tiled::run`].
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, `j + R` must not exceed the rows of `w`, and the slices must have the
-    /// sizes [`planar_product_avx512`] asserts.
+    /// The CPU must support AVX-512F, and the slices must reach as far as `run` checks.
+    #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const R: usize>(&self, j: usize, out: &mut [f32]) {
-        use std::arch::x86_64::*;
-        let Tile { w, b, k, x, p, i0, masks, skip, relu6 } = *self;
-        let mut acc = [[_mm512_setzero_ps(); 4]; R];
-        for (r, a) in acc.iter_mut().enumerate() {
-            *a = [_mm512_set1_ps(b[j + r]); 4];
+    unsafe fn tiles(&self, rows: usize, lanes: usize, out: &mut [f32]) {
+        for l0 in (0..lanes).step_by(TILE_LANES) {
+            let n = (lanes - l0).min(TILE_LANES);
+            // Lanes of each of the tile's four vectors that lie inside the product.
+            let masks: [u16; 4] = std::array::from_fn(|v| ((1u32 << n.saturating_sub(16 * v).min(16)) - 1) as u16);
+            let mut r = 0;
+            while r < rows {
+                let block = (rows - r).min(TILE_ROWS);
+                // SAFETY: rows r .. r + block and lanes l0 .. l0 + n (masked) lie inside the checked extents.
+                unsafe {
+                    match block {
+                        6 => self.block::<6>(r, l0, masks, out),
+                        5 => self.block::<5>(r, l0, masks, out),
+                        4 => self.block::<4>(r, l0, masks, out),
+                        3 => self.block::<3>(r, l0, masks, out),
+                        2 => self.block::<2>(r, l0, masks, out),
+                        _ => self.block::<1>(r, l0, masks, out),
+                    }
+                }
+                r += block;
+            }
         }
+    }
+
+    /// Rows `r0 .. r0 + R` of the tile of lanes from `l0` (`masks`: the lanes of each vector inside it).
+    ///
+    /// # Safety
+    /// The CPU must support AVX-512F; the rows and masked lanes must lie inside the extents `run` checks.
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn block<const R: usize>(&self, r0: usize, l0: usize, masks: [u16; 4], out: &mut [f32]) {
+        use std::arch::x86_64::*;
         let full = masks[3] == u16::MAX;
-        let wp = w.as_ptr().add(j * k);
-        let mut xp = x.as_ptr().add(i0);
-        for c in 0..k {
-            // SAFETY (all loads): row c of x holds p values from c·p, and the tile's lanes are masked to
-            // i0 .. i0 + n ≤ p; w holds rows j .. j + R of k values.
-            let xv: [__m512; 4] = if full {
-                std::array::from_fn(|v| _mm512_loadu_ps(xp.add(16 * v)))
+        // SAFETY (every load and store below): row r of `a` holds k values from r·a_rs, row c of `b` and row r
+        // of `out` and `skip` hold the tile's lanes from c·b_rs + l0 and r·out_rs + l0, and lanes past the
+        // product's end are masked off.
+        let load = |ptr: *const f32, v: usize| unsafe {
+            if full {
+                _mm512_loadu_ps(ptr.add(16 * v))
             } else {
-                std::array::from_fn(|v| _mm512_maskz_loadu_ps(masks[v], xp.add(16 * v)))
-            };
-            for (r, a) in acc.iter_mut().enumerate() {
-                let wv = _mm512_set1_ps(*wp.add(r * k + c));
-                for (v, s) in a.iter_mut().enumerate() {
-                    *s = _mm512_fmadd_ps(xv[v], wv, *s);
+                _mm512_maskz_loadu_ps(masks[v], ptr.add(16 * v))
+            }
+        };
+        let out_at = |r: usize| (r0 + r) * self.out_rs + l0;
+        let mut acc: [[__m512; 4]; R] = std::array::from_fn(|r| match self.start {
+            Start::Row(v) => [_mm512_set1_ps(v[r0 + r]); 4],
+            Start::Lane(v) => std::array::from_fn(|q| load(v.as_ptr().add(l0), q)),
+            Start::Dst => std::array::from_fn(|q| load(out.as_ptr().add(out_at(r)), q)),
+        });
+        let a = self.a.as_ptr().add(r0 * self.a_rs);
+        let mut b = self.b.as_ptr().add(l0);
+        for c in 0..self.k {
+            let bv: [__m512; 4] = std::array::from_fn(|q| load(b, q));
+            for (r, sums) in acc.iter_mut().enumerate() {
+                let av = _mm512_set1_ps(*a.add(r * self.a_rs + c));
+                for (q, sum) in sums.iter_mut().enumerate() {
+                    *sum = _mm512_fmadd_ps(bv[q], av, *sum);
                 }
             }
-            xp = xp.add(p);
+            b = b.add(self.b_rs);
         }
         let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for (r, a) in acc.iter().enumerate() {
-            let at = (j + r) * p + i0;
-            for (v, s) in a.iter().enumerate() {
-                let mut s = *s;
-                if let Some(skip) = skip {
-                    s = _mm512_add_ps(s, _mm512_maskz_loadu_ps(masks[v], skip.as_ptr().add(at + 16 * v)));
+        for (r, sums) in acc.iter().enumerate() {
+            let at = out_at(r);
+            for (q, sum) in sums.iter().enumerate() {
+                let mut v = *sum;
+                if let Some(skip) = self.skip {
+                    v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(masks[q], skip.as_ptr().add(at + 16 * q)));
                 }
-                if relu6 {
-                    s = _mm512_min_ps(_mm512_max_ps(s, zero), six);
+                if self.relu6 {
+                    v = _mm512_min_ps(_mm512_max_ps(v, zero), six);
                 }
-                _mm512_mask_storeu_ps(out.as_mut_ptr().add(at + 16 * v), masks[v], s);
+                _mm512_mask_storeu_ps(out.as_mut_ptr().add(at + 16 * q), masks[q], v);
             }
         }
     }

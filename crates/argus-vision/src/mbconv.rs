@@ -76,7 +76,7 @@ impl Pointwise {
             b: x,
             b_rs: p,
             k,
-            start: Start::Row(&self.bias[c0..c0 + m]),
+            bias: &self.bias[c0..c0 + m],
             skip,
             out_rs: p,
             relu6: self.relu6,
@@ -116,20 +116,6 @@ impl Pointwise {
         let m = out.len() / p.max(1);
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
-        let tiled = Tiled {
-            a: x,
-            a_rs: k,
-            b: &self.weight_t[c0..],
-            b_rs: self.cout,
-            k,
-            start: Start::Lane(&self.bias[c0..c0 + m]),
-            skip: None,
-            out_rs: m,
-            relu6: self.relu6,
-        };
-        if tiled.run(p, m, out) {
-            return;
-        }
         init_rows(out, m, &self.bias[c0..c0 + m], None);
         // SAFETY: dst is p×m (row stride m), lhs is p×k (row stride k) and rhs is Wᵀ's columns c0 .. c0 + m,
         // k×m with row stride cout, inside `weight_t` because c0 + m ≤ cout; no overlap.
@@ -160,20 +146,6 @@ impl Pointwise {
         let (m, k) = (self.cout, self.cin);
         let kn = x.len() / p.max(1);
         assert!(k0 + kn <= k && out.len() == m * p && x.len() == kn * p, "pointwise: buffer sizes");
-        let tiled = Tiled {
-            a: x,
-            a_rs: kn,
-            b: &self.weight_t[k0 * m..],
-            b_rs: m,
-            k: kn,
-            start: Start::Dst,
-            skip: None,
-            out_rs: m,
-            relu6: false,
-        };
-        if kn == 0 || tiled.run(p, m, out) {
-            return;
-        }
         // SAFETY: dst is p×m (row stride m), lhs is p×kn (row stride kn), rhs is rows k0 .. k0 + kn of Wᵀ
         // (kn×m, row stride m), inside `weight_t` because k0 + kn ≤ k; no overlap.
         unsafe {
@@ -254,35 +226,27 @@ const TILE_LANES: usize = 64;
 /// Rows of one register block of [`Tiled`] (with four vectors a row, 24 accumulators).
 const TILE_ROWS: usize = 6;
 
-/// Where the sums of a [`Tiled`] product start.
-#[derive(Clone, Copy)]
-enum Start<'a> {
-    /// One value per row (a bias per output channel, when rows are channels).
-    Row(&'a [f32]),
-    /// One value per lane (a bias per output channel, when lanes are channels).
-    Lane(&'a [f32]),
-    /// What the destination holds.
-    Dst,
-}
-
-/// `out[r·out_rs + l] = act(start + Σ_c a[r·a_rs + c] · b[c·b_rs + l] (+ skip[r·out_rs + l]))` for `rows`
-/// rows and `lanes` lanes, with AVX-512 registers: the 1×1 convolutions of both layouts.
+/// `out[r·out_rs + l] = act(bias[r] + Σ_c a[r·a_rs + c] · b[c·b_rs + l] (+ skip[r·out_rs + l]))` for `rows`
+/// rows and `lanes` lanes, with AVX-512 registers: the planar 1×1 convolution, rows being output channels
+/// (`a` the weights) and lanes pixels (`b` the input planes).
 ///
-/// Planar, rows are output channels and lanes pixels (`a` the weights, `b` the input planes); channels-last,
-/// rows are pixels and lanes output channels (`a` the pixels, `b` the transposed weights). Either way `b`'s
-/// rows are contiguous along the lanes, so nothing needs packing: the product walks tiles of 64 lanes and, for
-/// each, blocks of six rows — 24 accumulators; each `b` row's four vectors are loaded once for the six rows and
-/// each `a` value is broadcast once for the four vectors — and writes each finished block once, start, skip and
-/// activation applied in registers (with gemm, the product was written, then read again to add the bias and
-/// clamp). A tile's `b` rows (k × 64 values) stay in the core's cache for all of the rows. The last tile's
-/// lanes are masked.
+/// `b`'s rows are contiguous along the lanes, so nothing needs packing: the product walks tiles of 64 lanes
+/// and, for each, blocks of six rows — 24 accumulators; each `b` row's four vectors are loaded once for the six
+/// rows and each weight is broadcast once for the four vectors — and writes each finished block once, bias,
+/// skip and activation applied in registers (with gemm, the product was written, then read again to add the
+/// bias and clamp). A tile's `b` rows (k × 64 values) stay in the core's cache for all of the rows. The last
+/// tile's lanes are masked.
+///
+/// The channels-last products stay with gemm: the same kernel with rows and lanes swapped measured slower
+/// there (output channels 80 and 112 leave most of a 64-lane tile empty, and the projection accumulates one
+/// channel group at a time).
 struct Tiled<'a> {
     a: &'a [f32],
     a_rs: usize,
     b: &'a [f32],
     b_rs: usize,
     k: usize,
-    start: Start<'a>,
+    bias: &'a [f32],
     skip: Option<&'a [f32]>,
     out_rs: usize,
     relu6: bool,
@@ -305,11 +269,7 @@ impl Tiled<'_> {
                 && self.b.len() >= reach(self.b_rs, self.k, lanes)
                 && out.len() >= reach(self.out_rs, rows, lanes)
                 && self.skip.is_none_or(|s| s.len() >= reach(self.out_rs, rows, lanes))
-                && match self.start {
-                    Start::Row(v) => v.len() >= rows,
-                    Start::Lane(v) => v.len() >= lanes,
-                    Start::Dst => true,
-                },
+                && self.bias.len() >= rows,
             "pointwise: buffer sizes"
         );
         #[cfg(target_arch = "x86_64")]
@@ -358,27 +318,25 @@ impl Tiled<'_> {
     #[target_feature(enable = "avx512f")]
     unsafe fn block<const R: usize>(&self, r0: usize, l0: usize, masks: [u16; 4], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        let full = masks[3] == u16::MAX;
         // SAFETY (every load and store below): row r of `a` holds k values from r·a_rs, row c of `b` and row r
         // of `out` and `skip` hold the tile's lanes from c·b_rs + l0 and r·out_rs + l0, and lanes past the
-        // product's end are masked off.
-        let load = |ptr: *const f32, v: usize| unsafe {
-            if full {
-                _mm512_loadu_ps(ptr.add(16 * v))
-            } else {
-                _mm512_maskz_loadu_ps(masks[v], ptr.add(16 * v))
-            }
-        };
+        // product's end are masked off (a masked load costs no more than a plain one).
         let out_at = |r: usize| (r0 + r) * self.out_rs + l0;
-        let mut acc: [[__m512; 4]; R] = std::array::from_fn(|r| match self.start {
-            Start::Row(v) => [_mm512_set1_ps(v[r0 + r]); 4],
-            Start::Lane(v) => std::array::from_fn(|q| load(v.as_ptr().add(l0), q)),
-            Start::Dst => std::array::from_fn(|q| load(out.as_ptr().add(out_at(r)), q)),
-        });
+        // (Loops rather than closures here: a closure would not inherit this function's AVX-512 and would be
+        // called, not inlined.)
+        let mut acc = [[_mm512_setzero_ps(); 4]; R];
+        for (r, sums) in acc.iter_mut().enumerate() {
+            *sums = [_mm512_set1_ps(self.bias[r0 + r]); 4];
+        }
         let a = self.a.as_ptr().add(r0 * self.a_rs);
         let mut b = self.b.as_ptr().add(l0);
         for c in 0..self.k {
-            let bv: [__m512; 4] = std::array::from_fn(|q| load(b, q));
+            let bv = [
+                _mm512_maskz_loadu_ps(masks[0], b),
+                _mm512_maskz_loadu_ps(masks[1], b.add(16)),
+                _mm512_maskz_loadu_ps(masks[2], b.add(32)),
+                _mm512_maskz_loadu_ps(masks[3], b.add(48)),
+            ];
             for (r, sums) in acc.iter_mut().enumerate() {
                 let av = _mm512_set1_ps(*a.add(r * self.a_rs + c));
                 for (q, sum) in sums.iter_mut().enumerate() {

@@ -165,7 +165,7 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
                 std::thread::sleep(QUIET);
                 pool.install(|| argus_passes(&net, x, per_round))
             };
-            let mut theirs_round = |reference: &mut Reference| {
+            let theirs_round = |reference: &mut Reference| {
                 std::thread::sleep(QUIET);
                 reference.passes(batch, per_round)
             };

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 
-use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Module, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, DType, Device, Layout, Shape, Tensor};
 
 use crate::mbconv::{transpose, Im2colConv, MbConv, Pointwise, Workspace};
 use rayon::prelude::*;
@@ -795,7 +795,73 @@ pub struct EfficientNetLite0 {
     stem: Im2colConv,
     blocks: Vec<MbConv>,
     head: Pointwise,
-    fc: candle_nn::Linear,
+    fc: Dense,
+}
+
+/// A fully connected layer (the ImageNet classifier) as one dot product per output and image.
+///
+/// candle's `Linear` went through a general matrix product for what is, per image, a matrix–vector product: at
+/// batch 1 it cost about as much as a network block.
+#[derive(Debug, Clone)]
+struct Dense {
+    /// Row-major (out × in).
+    weight: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl Dense {
+    /// `bias + W · x` for each row of `x` (N × in), as (N, out).
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let (n, cin) = x.dims2()?;
+        if self.weight.len() != self.bias.len() * cin {
+            candle_core::bail!("dense: {cin} inputs for {} weights", self.weight.len());
+        }
+        let x = x.flatten_all()?.to_vec1::<f32>()?;
+        let wide = avx2();
+        let mut out = Vec::with_capacity(n * self.bias.len());
+        for row in x.chunks(cin.max(1)) {
+            for (w, b) in self.weight.chunks(cin.max(1)).zip(&self.bias) {
+                out.push(b + dot_dispatch(w, row, wide));
+            }
+        }
+        Tensor::from_vec(out, (n, self.bias.len()), &Device::Cpu)
+    }
+}
+
+/// `Σ a[i] · b[i]` over 32 independent lanes (so the compiler keeps them in vector registers), then the tail.
+#[inline(always)]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    const L: usize = 32;
+    let mut acc = [0f32; L];
+    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..L {
+            acc[i] += x[i] * y[i];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// [`dot`] compiled for AVX2.
+///
+/// # Safety
+/// The CPU must support AVX2 and FMA ([`avx2`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot(a, b)
+}
+
+/// [`dot`], in the AVX2 build when `wide`.
+fn dot_dispatch(a: &[f32], b: &[f32], wide: bool) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    if wide {
+        // SAFETY: `wide` is only true when `avx2()` found AVX2 and FMA on this CPU.
+        return unsafe { dot_avx2(a, b) };
+    }
+    let _ = wide;
+    dot(a, b)
 }
 
 impl EfficientNetLite0 {
@@ -821,7 +887,8 @@ impl EfficientNetLite0 {
             }
         }
         let head = ConvBn::load(w, "_conv_head", "_bn1", 1, true)?.pointwise()?;
-        let fc = candle_nn::Linear::new(get(w, "_fc.weight")?, Some(get(w, "_fc.bias")?));
+        let fc =
+            Dense { weight: get(w, "_fc.weight")?.flatten_all()?.to_vec1()?, bias: get(w, "_fc.bias")?.to_vec1()? };
         Ok(Self { stem, blocks, head, fc })
     }
 

@@ -488,169 +488,127 @@ fn dw_run<const L: usize, const P: usize, const FMA: bool>(mut j: usize, run: &P
     j
 }
 
-/// [`dw_run`] with explicit AVX2 registers, runs of `8·V` channels for `P` pixels (`V·P` accumulators; each
-/// tap's weight vectors are loaded once for all `P` pixels). All offsets are checked before the loop.
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA ([`avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn dw_run_avx2<const V: usize, const P: usize>(mut j: usize, run: &PixelRun, out: &mut [f32]) -> usize {
-    use std::arch::x86_64::*;
-    let PixelRun { m, bias, inp, step, weights, taps } = *run;
-    let l = 8 * V;
-    assert!(bias.len() >= m && out.len() >= P * m, "depthwise: run sizes");
-    for &(xi, wi) in taps {
-        assert!(xi + (P - 1) * step + m <= inp.len() && wi + m <= weights.len(), "depthwise: run offsets");
-    }
-    let (zero, six) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0));
-    while j + l <= m {
-        let mut acc = [[zero; V]; P];
-        for a in acc.iter_mut() {
-            for (v, r) in a.iter_mut().enumerate() {
-                // SAFETY: j + l ≤ m ≤ bias.len().
-                *r = _mm256_loadu_ps(bias.as_ptr().add(j + 8 * v));
+/// The two explicit-register depthwise kernels for one vector width: `$dw_run`, [`dw_run`] in runs of
+/// `$lanes·V` channels for `P` pixels (`V·P` accumulators; each tap's weight vectors loaded once for all `P`
+/// pixels), and `$planar`, the planar kernel's sums `acc[i] = relu6(bias + Σ_t wk[t] · padded[starts[t] + i])`
+/// in blocks of eight vectors (eight accumulators, enough to hide the multiply-add latency; `acc.len()` must be
+/// a multiple of `8·$lanes`). Every offset is checked before the loops. One body, instantiated for AVX2 (8 lanes)
+/// and AVX-512 (16 lanes), so the two builds cannot drift apart.
+macro_rules! depthwise_simd {
+    (
+        $dw_run:ident, $planar:ident, $feature:literal, $lanes:literal, $check:literal,
+        $zero:ident, $set1:ident, $load:ident, $store:ident, $fmadd:ident, $min:ident, $max:ident
+    ) => {
+        #[doc = concat!("[`dw_run`] in ", stringify!($lanes), "-lane registers (see [`depthwise_simd`]).")]
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must support ", $feature, " ([`", $check, "`]).")]
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $dw_run<const V: usize, const P: usize>(mut j: usize, run: &PixelRun, out: &mut [f32]) -> usize {
+            use std::arch::x86_64::*;
+            let PixelRun { m, bias, inp, step, weights, taps } = *run;
+            let l = $lanes * V;
+            assert!(bias.len() >= m && out.len() >= P * m, "depthwise: run sizes");
+            for &(xi, wi) in taps {
+                assert!(xi + (P - 1) * step + m <= inp.len() && wi + m <= weights.len(), "depthwise: run offsets");
             }
+            let (zero, six) = ($zero(), $set1(6.0));
+            while j + l <= m {
+                let mut acc = [[zero; V]; P];
+                for a in acc.iter_mut() {
+                    for (v, r) in a.iter_mut().enumerate() {
+                        // SAFETY: j + l ≤ m ≤ bias.len().
+                        *r = $load(bias.as_ptr().add(j + $lanes * v));
+                    }
+                }
+                for &(xi, wi) in taps {
+                    // SAFETY: wi + j + l ≤ wi + m ≤ weights.len(), and xi + q·step + j + l ≤ inp.len() for
+                    // q < P (asserted above).
+                    let mut wv = [zero; V];
+                    for (v, r) in wv.iter_mut().enumerate() {
+                        *r = $load(weights.as_ptr().add(wi + j + $lanes * v));
+                    }
+                    for (q, a) in acc.iter_mut().enumerate() {
+                        let x = inp.as_ptr().add(xi + q * step + j);
+                        for (v, r) in a.iter_mut().enumerate() {
+                            *r = $fmadd($load(x.add($lanes * v)), wv[v], *r);
+                        }
+                    }
+                }
+                for (q, a) in acc.iter().enumerate() {
+                    for (v, r) in a.iter().enumerate() {
+                        // SAFETY: q·m + j + l ≤ P·m ≤ out.len().
+                        $store(out.as_mut_ptr().add(q * m + j + $lanes * v), $min($max(*r, zero), six));
+                    }
+                }
+                j += l;
+            }
+            j
         }
-        for &(xi, wi) in taps {
-            // SAFETY: wi + j + l ≤ wi + m ≤ weights.len(), and xi + q·step + j + l ≤ inp.len() for q < P
-            // (asserted above).
-            let mut wv = [zero; V];
-            for (v, r) in wv.iter_mut().enumerate() {
-                *r = _mm256_loadu_ps(weights.as_ptr().add(wi + j + 8 * v));
-            }
-            for (q, a) in acc.iter_mut().enumerate() {
-                let x = inp.as_ptr().add(xi + q * step + j);
-                for (v, r) in a.iter_mut().enumerate() {
-                    *r = _mm256_fmadd_ps(_mm256_loadu_ps(x.add(8 * v)), wv[v], *r);
+
+        #[doc = concat!("The planar kernel's sums in ", stringify!($lanes), "-lane registers (see [`depthwise_simd`]).")]
+        ///
+        /// # Safety
+        #[doc = concat!("The CPU must support ", $feature, " ([`", $check, "`]).")]
+        #[cfg(target_arch = "x86_64")]
+        #[target_feature(enable = $feature)]
+        unsafe fn $planar(padded: &[f32], starts: &[usize], wk: &[f32], bias: f32, acc: &mut [f32]) {
+            use std::arch::x86_64::*;
+            const W: usize = 8 * $lanes;
+            let furthest = starts.iter().copied().max().unwrap_or(0);
+            assert!(
+                acc.len().is_multiple_of(W) && acc.len() + furthest <= padded.len() && starts.len() == wk.len(),
+                "depthwise: runs"
+            );
+            let (zero, six, b) = ($zero(), $set1(6.0), $set1(bias));
+            for base in (0..acc.len()).step_by(W) {
+                let mut sum = [b; 8];
+                for (&start, &wv) in starts.iter().zip(wk) {
+                    let wv = $set1(wv);
+                    // SAFETY: base + start + W ≤ acc.len() + furthest ≤ padded.len() (asserted above).
+                    let run = padded.as_ptr().add(base + start);
+                    for (i, s) in sum.iter_mut().enumerate() {
+                        *s = $fmadd($load(run.add($lanes * i)), wv, *s);
+                    }
+                }
+                for (i, s) in sum.iter().enumerate() {
+                    // SAFETY: base + W ≤ acc.len().
+                    $store(acc.as_mut_ptr().add(base + $lanes * i), $min($max(*s, zero), six));
                 }
             }
         }
-        for (q, a) in acc.iter().enumerate() {
-            for (v, r) in a.iter().enumerate() {
-                // SAFETY: q·m + j + l ≤ P·m ≤ out.len().
-                _mm256_storeu_ps(out.as_mut_ptr().add(q * m + j + 8 * v), _mm256_min_ps(_mm256_max_ps(*r, zero), six));
-            }
-        }
-        j += l;
-    }
-    j
+    };
 }
 
-/// The planar kernel's sums with explicit AVX2 registers: `acc[i] = relu6(bias + Σ_t wk[t] · padded[starts[t] + i])`,
-/// 64 outputs (eight accumulators, enough to hide the multiply-add latency) at a time. `acc.len()` must be a
-/// multiple of 64 and every run must lie inside `padded` (checked).
-///
-/// # Safety
-/// The CPU must support AVX2 and FMA ([`avx2`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn planar_chunks_avx2(padded: &[f32], starts: &[usize], wk: &[f32], bias: f32, acc: &mut [f32]) {
-    use std::arch::x86_64::*;
-    const W: usize = 2 * CHUNK;
-    let furthest = starts.iter().copied().max().unwrap_or(0);
-    assert!(
-        acc.len().is_multiple_of(W) && acc.len() + furthest <= padded.len() && starts.len() == wk.len(),
-        "depthwise: runs"
-    );
-    let (zero, six, b) = (_mm256_setzero_ps(), _mm256_set1_ps(6.0), _mm256_set1_ps(bias));
-    for base in (0..acc.len()).step_by(W) {
-        let mut sum = [b; W / 8];
-        for (&start, &wv) in starts.iter().zip(wk) {
-            let wv = _mm256_set1_ps(wv);
-            // SAFETY: base + start + W ≤ acc.len() + furthest ≤ padded.len() (asserted above).
-            let run = padded.as_ptr().add(base + start);
-            for (i, s) in sum.iter_mut().enumerate() {
-                *s = _mm256_fmadd_ps(_mm256_loadu_ps(run.add(8 * i)), wv, *s);
-            }
-        }
-        for (i, s) in sum.iter().enumerate() {
-            // SAFETY: base + W ≤ acc.len().
-            _mm256_storeu_ps(acc.as_mut_ptr().add(base + 8 * i), _mm256_min_ps(_mm256_max_ps(*s, zero), six));
-        }
-    }
-}
-
-/// [`dw_run_avx2`] with AVX-512 registers: runs of `16·V` channels for `P` pixels.
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`avx512`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn dw_run_avx512<const V: usize, const P: usize>(mut j: usize, run: &PixelRun, out: &mut [f32]) -> usize {
-    use std::arch::x86_64::*;
-    let PixelRun { m, bias, inp, step, weights, taps } = *run;
-    let l = 16 * V;
-    assert!(bias.len() >= m && out.len() >= P * m, "depthwise: run sizes");
-    for &(xi, wi) in taps {
-        assert!(xi + (P - 1) * step + m <= inp.len() && wi + m <= weights.len(), "depthwise: run offsets");
-    }
-    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-    while j + l <= m {
-        let mut acc = [[zero; V]; P];
-        for a in acc.iter_mut() {
-            for (v, r) in a.iter_mut().enumerate() {
-                // SAFETY: j + l ≤ m ≤ bias.len().
-                *r = _mm512_loadu_ps(bias.as_ptr().add(j + 16 * v));
-            }
-        }
-        for &(xi, wi) in taps {
-            // SAFETY: wi + j + l ≤ wi + m ≤ weights.len(), and xi + q·step + j + l ≤ inp.len() for q < P
-            // (asserted above).
-            let mut wv = [zero; V];
-            for (v, r) in wv.iter_mut().enumerate() {
-                *r = _mm512_loadu_ps(weights.as_ptr().add(wi + j + 16 * v));
-            }
-            for (q, a) in acc.iter_mut().enumerate() {
-                let x = inp.as_ptr().add(xi + q * step + j);
-                for (v, r) in a.iter_mut().enumerate() {
-                    *r = _mm512_fmadd_ps(_mm512_loadu_ps(x.add(16 * v)), wv[v], *r);
-                }
-            }
-        }
-        for (q, a) in acc.iter().enumerate() {
-            for (v, r) in a.iter().enumerate() {
-                // SAFETY: q·m + j + l ≤ P·m ≤ out.len().
-                _mm512_storeu_ps(out.as_mut_ptr().add(q * m + j + 16 * v), _mm512_min_ps(_mm512_max_ps(*r, zero), six));
-            }
-        }
-        j += l;
-    }
-    j
-}
-
-/// [`planar_chunks_avx2`] with AVX-512 registers: 128 outputs (eight accumulators) at a time; `acc.len()` must
-/// be a multiple of 128.
-///
-/// # Safety
-/// The CPU must support AVX-512F ([`avx512`]).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f")]
-unsafe fn planar_chunks_avx512(padded: &[f32], starts: &[usize], wk: &[f32], bias: f32, acc: &mut [f32]) {
-    use std::arch::x86_64::*;
-    const W: usize = 4 * CHUNK;
-    let furthest = starts.iter().copied().max().unwrap_or(0);
-    assert!(
-        acc.len().is_multiple_of(W) && acc.len() + furthest <= padded.len() && starts.len() == wk.len(),
-        "depthwise: runs"
-    );
-    let (zero, six, b) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0), _mm512_set1_ps(bias));
-    for base in (0..acc.len()).step_by(W) {
-        let mut sum = [b; W / 16];
-        for (&start, &wv) in starts.iter().zip(wk) {
-            let wv = _mm512_set1_ps(wv);
-            // SAFETY: base + start + W ≤ acc.len() + furthest ≤ padded.len() (asserted above).
-            let run = padded.as_ptr().add(base + start);
-            for (i, s) in sum.iter_mut().enumerate() {
-                *s = _mm512_fmadd_ps(_mm512_loadu_ps(run.add(16 * i)), wv, *s);
-            }
-        }
-        for (i, s) in sum.iter().enumerate() {
-            // SAFETY: base + W ≤ acc.len().
-            _mm512_storeu_ps(acc.as_mut_ptr().add(base + 16 * i), _mm512_min_ps(_mm512_max_ps(*s, zero), six));
-        }
-    }
-}
+depthwise_simd!(
+    dw_run_avx2,
+    planar_chunks_avx2,
+    "avx2,fma",
+    8,
+    "avx2",
+    _mm256_setzero_ps,
+    _mm256_set1_ps,
+    _mm256_loadu_ps,
+    _mm256_storeu_ps,
+    _mm256_fmadd_ps,
+    _mm256_min_ps,
+    _mm256_max_ps
+);
+depthwise_simd!(
+    dw_run_avx512,
+    planar_chunks_avx512,
+    "avx512f",
+    16,
+    "avx512",
+    _mm512_setzero_ps,
+    _mm512_set1_ps,
+    _mm512_loadu_ps,
+    _mm512_storeu_ps,
+    _mm512_fmadd_ps,
+    _mm512_min_ps,
+    _mm512_max_ps
+);
 
 /// `evens[i] = src[2i]`, `odds[i] = src[2i + 1]` (`evens` holding ⌈n/2⌉ and `odds` ⌊n/2⌋ values of the `n` in
 /// `src`): the stride-2 depthwise kernel's split of a row into its column phases. With AVX-512 (`wide512`),
@@ -1154,6 +1112,11 @@ mod tests {
                 ours.get(1).and_then(|t| t.get(2)).and_then(|t| t.flatten_all()?.to_vec1()).expect("ours");
             let gap = portable.iter().zip(&wide).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(gap < 1e-4, "portable k{k} s{s}: {gap}");
+            // The AVX2 build where AVX-512 would be picked (a CPU with AVX2 but not AVX-512).
+            let mut avx2_only = vec![0f32; oh * ow];
+            op.channel(2, &plane, h, w, &mut avx2_only, &mut Scratch { wide512: false, ..Scratch::new(avx2()) });
+            let gap = avx2_only.iter().zip(&wide).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+            assert!(gap < 1e-4, "AVX2 k{k} s{s}: {gap}");
             let diff: f32 = (ours - reference).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
             assert!(diff < 1e-4, "k{k} s{s}: {diff}");
         }

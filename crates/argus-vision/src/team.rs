@@ -211,6 +211,34 @@ mod tests {
     }
 
     #[test]
+    fn concurrent_passes_each_lead_a_team_and_help_each_other() {
+        // As when a server or a training job runs single-image passes from several pool threads at once: every
+        // pass leads its own team, a thread that finished its pass may help another's, and all results hold.
+        let pool = rayon::ThreadPoolBuilder::new().num_threads(4).build().expect("thread pool");
+        let sums: Vec<usize> = pool.install(|| {
+            (0..16usize)
+                .into_par_iter()
+                .map(|pass| {
+                    with_team(|| {
+                        let mut v = vec![0f32; 4096];
+                        for _ in 0..20 {
+                            for_each_chunk(&mut v, 100, |i, o| o.iter_mut().for_each(|x| *x += (pass + i) as f32));
+                        }
+                        let total = AtomicUsize::new(0);
+                        for_each_index(64, |i| {
+                            total.fetch_add(i, Ordering::Relaxed);
+                        });
+                        let expected: f32 = (0..4096).map(|j| 20.0 * (pass + j / 100) as f32).sum();
+                        assert_eq!(v.iter().sum::<f32>(), expected, "pass {pass}");
+                        total.into_inner()
+                    })
+                })
+                .collect()
+        });
+        assert_eq!(sums, vec![2016; 16]);
+    }
+
+    #[test]
     fn a_pass_that_panics_releases_its_helpers() {
         let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("thread pool");
         let caught = pool.install(|| {

@@ -71,17 +71,15 @@ impl Pointwise {
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
         let tiled = Tiled {
-            a: &self.weight[c0 * k..(c0 + m) * k],
-            a_rs: k,
-            b: x,
-            b_rs: p,
-            k,
+            w: &self.weight[c0 * k..(c0 + m) * k],
             bias: &self.bias[c0..c0 + m],
-            skip,
-            out_rs: p,
+            x,
+            k,
+            p,
+            skip: skip.map(|s| &s[..m * p]),
             relu6: self.relu6,
         };
-        if wide && tiled.run(m, p, out) {
+        if wide && tiled.run(out) {
             return;
         }
         if let Some(s) = skip {
@@ -220,62 +218,59 @@ impl Pointwise {
     }
 }
 
-/// Lanes of one tile of [`Tiled`]: four AVX-512 vectors.
-const TILE_LANES: usize = 64;
+/// Pixels of one tile of [`Tiled`]: four AVX-512 vectors.
+const TILE_PIXELS: usize = 64;
 
-/// Rows of one register block of [`Tiled`] (with four vectors a row, 24 accumulators).
-const TILE_ROWS: usize = 6;
+/// Output channels of one register block of [`Tiled`] (with four vectors each, 24 accumulators).
+const TILE_CHANNELS: usize = 6;
 
-/// `out[r·out_rs + l] = act(bias[r] + Σ_c a[r·a_rs + c] · b[c·b_rs + l] (+ skip[r·out_rs + l]))` for `rows`
-/// rows and `lanes` lanes, with AVX-512 registers: the planar 1×1 convolution, rows being output channels
-/// (`a` the weights) and lanes pixels (`b` the input planes).
+/// The planar 1×1 convolution with AVX-512 registers:
+/// `out[j·p + i] = act(bias[j] + Σ_c w[j·k + c] · x[c·p + i] (+ skip[j·p + i]))` for the `m = bias.len()`
+/// output channels `j` and the `p` pixels `i`.
 ///
-/// `b`'s rows are contiguous along the lanes, so nothing needs packing: the product walks tiles of 64 lanes
-/// and, for each, blocks of six rows — 24 accumulators; each `b` row's four vectors are loaded once for the six
-/// rows and each weight is broadcast once for the four vectors — and writes each finished block once, bias,
+/// An input plane's pixels are contiguous, so nothing needs packing: the product walks tiles of 64 pixels and,
+/// for each, blocks of six output channels — 24 accumulators; each input channel's four vectors are loaded once
+/// for the six and each weight is broadcast once for the four — and writes each finished block once, bias,
 /// skip and activation applied in registers (with gemm, the product was written, then read again to add the
-/// bias and clamp). A tile's `b` rows (k × 64 values) stay in the core's cache for all of the rows. The last
-/// tile's lanes are masked.
+/// bias and clamp). A tile's inputs (k × 64 values) stay in the core's cache for all of the output channels.
+/// The last tile's pixels are masked.
 ///
 /// The channels-last products stay with gemm: the same kernel with rows and lanes swapped measured slower
 /// there (output channels 80 and 112 leave most of a 64-lane tile empty, and the projection accumulates one
 /// channel group at a time).
 struct Tiled<'a> {
-    a: &'a [f32],
-    a_rs: usize,
-    b: &'a [f32],
-    b_rs: usize,
-    k: usize,
+    /// Row-major (m × k).
+    w: &'a [f32],
     bias: &'a [f32],
+    /// k planes of p pixels.
+    x: &'a [f32],
+    k: usize,
+    p: usize,
+    /// m planes of p pixels, added before the activation.
     skip: Option<&'a [f32]>,
-    out_rs: usize,
     relu6: bool,
 }
 
 impl Tiled<'_> {
-    /// Runs the product into `out` over `rows` × `lanes` (checking every slice's extent first) when this CPU
+    /// Runs the product into `out` (m planes of p pixels; every slice's extent is checked first) when this CPU
     /// has AVX-512; returns false, touching nothing, when it has not.
-    fn run(&self, rows: usize, lanes: usize, out: &mut [f32]) -> bool {
+    fn run(&self, out: &mut [f32]) -> bool {
         if !crate::backbone::avx512() {
             return false;
         }
-        if rows == 0 || lanes == 0 {
-            return true;
-        }
-        let reach = |rs: usize, n: usize, width: usize| (n - 1) * rs + width;
+        let (m, k, p) = (self.bias.len(), self.k, self.p);
         assert!(
-            self.k > 0
-                && self.a.len() >= reach(self.a_rs, rows, self.k)
-                && self.b.len() >= reach(self.b_rs, self.k, lanes)
-                && out.len() >= reach(self.out_rs, rows, lanes)
-                && self.skip.is_none_or(|s| s.len() >= reach(self.out_rs, rows, lanes))
-                && self.bias.len() >= rows,
+            k > 0
+                && self.w.len() == m * k
+                && self.x.len() >= k * p
+                && out.len() == m * p
+                && self.skip.is_none_or(|s| s.len() == m * p),
             "pointwise: buffer sizes"
         );
         #[cfg(target_arch = "x86_64")]
         // SAFETY: `avx512()` found AVX-512F on this CPU, and the extents were checked above.
         unsafe {
-            self.tiles(rows, lanes, out)
+            self.tiles(out)
         };
         true
     }
@@ -283,18 +278,19 @@ impl Tiled<'_> {
     /// The tiles of [`Tiled::run`].
     ///
     /// # Safety
-    /// The CPU must support AVX-512F, and the slices must reach as far as `run` checks.
+    /// The CPU must support AVX-512F, and the slices must have the sizes `run` checks.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
-    unsafe fn tiles(&self, rows: usize, lanes: usize, out: &mut [f32]) {
-        for l0 in (0..lanes).step_by(TILE_LANES) {
-            let n = (lanes - l0).min(TILE_LANES);
-            // Lanes of each of the tile's four vectors that lie inside the product.
+    unsafe fn tiles(&self, out: &mut [f32]) {
+        let rows = self.bias.len();
+        for l0 in (0..self.p).step_by(TILE_PIXELS) {
+            let n = (self.p - l0).min(TILE_PIXELS);
+            // Pixels of each of the tile's four vectors that lie inside the plane.
             let masks: [u16; 4] = std::array::from_fn(|v| ((1u32 << n.saturating_sub(16 * v).min(16)) - 1) as u16);
             let mut r = 0;
             while r < rows {
-                let block = (rows - r).min(TILE_ROWS);
-                // SAFETY: rows r .. r + block and lanes l0 .. l0 + n (masked) lie inside the checked extents.
+                let block = (rows - r).min(TILE_CHANNELS);
+                // SAFETY: channels r .. r + block and pixels l0 .. l0 + n (masked) lie inside the checked sizes.
                 unsafe {
                     match block {
                         6 => self.block::<6>(r, l0, masks, out),
@@ -310,27 +306,28 @@ impl Tiled<'_> {
         }
     }
 
-    /// Rows `r0 .. r0 + R` of the tile of lanes from `l0` (`masks`: the lanes of each vector inside it).
+    /// Output channels `r0 .. r0 + R` of the tile of pixels from `l0` (`masks`: the pixels of each vector inside
+    /// the plane).
     ///
     /// # Safety
-    /// The CPU must support AVX-512F; the rows and masked lanes must lie inside the extents `run` checks.
+    /// The CPU must support AVX-512F; the channels and masked pixels must lie inside the sizes `run` checks.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f")]
     unsafe fn block<const R: usize>(&self, r0: usize, l0: usize, masks: [u16; 4], out: &mut [f32]) {
         use std::arch::x86_64::*;
-        // SAFETY (every load and store below): row r of `a` holds k values from r·a_rs, row c of `b` and row r
-        // of `out` and `skip` hold the tile's lanes from c·b_rs + l0 and r·out_rs + l0, and lanes past the
-        // product's end are masked off (a masked load costs no more than a plain one).
-        let out_at = |r: usize| (r0 + r) * self.out_rs + l0;
+        // SAFETY (every load and store below): row r of `w` holds k weights from r·k; plane c of `x` and plane r
+        // of `out` and `skip` hold the tile's pixels from c·p + l0 and r·p + l0, and pixels past the plane's end
+        // are masked off (a masked load costs no more than a plain one).
+        let (k, p) = (self.k, self.p);
         // (Loops rather than closures here: a closure would not inherit this function's AVX-512 and would be
         // called, not inlined.)
         let mut acc = [[_mm512_setzero_ps(); 4]; R];
         for (r, sums) in acc.iter_mut().enumerate() {
             *sums = [_mm512_set1_ps(self.bias[r0 + r]); 4];
         }
-        let a = self.a.as_ptr().add(r0 * self.a_rs);
-        let mut b = self.b.as_ptr().add(l0);
-        for c in 0..self.k {
+        let w = self.w.as_ptr().add(r0 * k);
+        let mut b = self.x.as_ptr().add(l0);
+        for c in 0..k {
             let bv = [
                 _mm512_maskz_loadu_ps(masks[0], b),
                 _mm512_maskz_loadu_ps(masks[1], b.add(16)),
@@ -338,16 +335,16 @@ impl Tiled<'_> {
                 _mm512_maskz_loadu_ps(masks[3], b.add(48)),
             ];
             for (r, sums) in acc.iter_mut().enumerate() {
-                let av = _mm512_set1_ps(*a.add(r * self.a_rs + c));
+                let av = _mm512_set1_ps(*w.add(r * k + c));
                 for (q, sum) in sums.iter_mut().enumerate() {
                     *sum = _mm512_fmadd_ps(bv[q], av, *sum);
                 }
             }
-            b = b.add(self.b_rs);
+            b = b.add(p);
         }
         let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
         for (r, sums) in acc.iter().enumerate() {
-            let at = out_at(r);
+            let at = (r0 + r) * p + l0;
             for (q, sum) in sums.iter().enumerate() {
                 let mut v = *sum;
                 if let Some(skip) = self.skip {

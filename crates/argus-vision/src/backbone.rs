@@ -120,8 +120,9 @@ pub(crate) fn avx2() -> bool {
     }
 }
 
-/// Whether this CPU also runs the AVX-512 builds of the depthwise kernels (16 lanes a vector; on cores with
-/// full-width AVX-512 units, such as AMD Zen 5, twice the multiply-adds of AVX2 a cycle).
+/// Whether this CPU also runs the AVX-512 builds of the kernels — depthwise, the planar 1×1 product, the
+/// stride-2 phase split — (16 lanes a vector; on cores with full-width AVX-512 units, such as AMD Zen 5, twice
+/// the multiply-adds of AVX2 a cycle).
 pub(crate) fn avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {

@@ -22,7 +22,7 @@ use serde_json::{json, Value};
 use crate::bench_training::{peak_rss_mib, BenchServer, Client};
 
 /// The hosted service's "General" object-detection domain.
-const DETECTION_DOMAIN: &str = "da2e3a8a-40a5-4171-82f4-58522f70fbc1";
+pub(crate) const DETECTION_DOMAIN: &str = "da2e3a8a-40a5-4171-82f4-58522f70fbc1";
 
 /// Flags of `argus bench detection`.
 #[derive(Debug, Clone, Args)]

@@ -18,10 +18,8 @@ use base64::Engine as _;
 use clap::Args;
 use serde_json::json;
 
+use crate::bench_detection::DETECTION_DOMAIN;
 use crate::bench_training::BenchServer;
-
-/// The hosted service's "General" object-detection domain.
-const DETECTION_DOMAIN: &str = "da2e3a8a-40a5-4171-82f4-58522f70fbc1";
 
 /// Flags of `argus bench proposals`.
 #[derive(Debug, Clone, Args)]

@@ -16,7 +16,8 @@ use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicU64, AtomicUsize, Ordering}
 
 use rayon::prelude::*;
 
-/// Polls a helper makes between steps before it starts yielding its core (about 50 µs of `spin_loop`).
+/// Polls a helper makes between steps before it starts yielding its core (`spin_loop` hints; how long that
+/// takes depends on the CPU's pause latency — tens of microseconds or more, longer than a pass's serial gaps).
 const SPINS_BEFORE_YIELD: u32 = 20_000;
 
 /// One parallel step: `f` over the parts the team's state counts.

@@ -1,6 +1,7 @@
 //! Argus pure compute: decoding uploaded images safely (format sniffing, size limits before the pixels are
 //! decoded, EXIF orientation, derivatives), the pretrained EfficientNet-Lite0 backbone and its weights.
 
+mod aligned;
 pub mod backbone;
 pub mod classifier;
 pub mod composite;
@@ -9,6 +10,7 @@ pub mod imageio;
 pub mod maxflow;
 pub mod mbconv;
 pub mod metrics;
+mod products;
 pub mod proposals;
 pub mod sam;
 pub mod segment;

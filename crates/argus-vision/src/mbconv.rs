@@ -20,6 +20,8 @@
 //! The stem (a strided 3×3 convolution of the three colour planes) is here too, as [`Im2colConv`]: the
 //! unfolded input is only 27 rows, so one matrix product over all pixels does it.
 
+use crate::aligned::Buffer;
+use crate::products::{Columns, Strips};
 use crate::team::{for_each_chunk, for_each_index};
 use gemm::Parallelism;
 
@@ -32,6 +34,8 @@ pub struct Pointwise {
     /// The same matrix transposed (in × out), for the channels-last products: read down its columns, so
     /// gemm streams it without packing.
     weight_t: Vec<f32>,
+    /// The same matrix in strips for the AVX-512 channels-last product (empty without AVX-512).
+    strips: Strips,
     bias: Vec<f32>,
     cin: usize,
     cout: usize,
@@ -46,7 +50,8 @@ impl Pointwise {
             return Err(format!("pointwise: {} weights for {cout} × {cin}", weight.len()));
         }
         let weight_t = transpose(&weight, cout, cin);
-        Ok(Self { weight, weight_t, bias, cin, cout, relu6 })
+        let strips = if crate::backbone::avx512() { Strips::new(&weight, cout, cin) } else { Strips::default() };
+        Ok(Self { weight, weight_t, strips, bias, cin, cout, relu6 })
     }
 
     /// Input channels.
@@ -115,6 +120,10 @@ impl Pointwise {
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
         init_rows(out, m, &self.bias[c0..c0 + m], None);
+        let tiled = Columns { x, ldx: k, w: &self.strips, j0: c0, k0: 0, k, m, relu6: self.relu6 };
+        if tiled.run(out, m) {
+            return;
+        }
         // SAFETY: dst is p×m (row stride m), lhs is p×k (row stride k) and rhs is Wᵀ's columns c0 .. c0 + m,
         // k×m with row stride cout, inside `weight_t` because c0 + m ≤ cout; no overlap.
         unsafe {
@@ -144,6 +153,9 @@ impl Pointwise {
         let (m, k) = (self.cout, self.cin);
         let kn = x.len() / p.max(1);
         assert!(k0 + kn <= k && out.len() == m * p && x.len() == kn * p, "pointwise: buffer sizes");
+        if (Columns { x, ldx: kn, w: &self.strips, j0: 0, k0, k: kn, m, relu6: false }).run(out, m) {
+            return;
+        }
         // SAFETY: dst is p×m (row stride m), lhs is p×kn (row stride kn), rhs is rows k0 .. k0 + kn of Wᵀ
         // (kn×m, row stride m), inside `weight_t` because k0 + kn ≤ k; no overlap.
         unsafe {
@@ -456,19 +468,11 @@ fn even_split(n: usize, align: usize, max: usize) -> usize {
 #[derive(Debug, Default)]
 pub struct Workspace {
     /// The current activations (the input of the next block).
-    pub(crate) cur: Vec<f32>,
+    pub(crate) cur: Buffer,
     /// The next block's output; swapped with `cur` after each block.
-    next: Vec<f32>,
+    next: Buffer,
     /// A block's depthwise output.
-    dw: Vec<f32>,
-}
-
-/// The first `n` values of `v`, grown (with zeros) if it is shorter; what it held before is left in place.
-fn sized(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
-    if v.len() < n {
-        v.resize(n, 0.0);
-    }
-    &mut v[..n]
+    dw: Buffer,
 }
 
 /// Rows of `m` values set to `bias` (plus the same row of `skip`).
@@ -506,7 +510,7 @@ impl Workspace {
     /// Turns the current activations, `c` planes of `p` pixels, into `p` pixels of `c` channels, keeping
     /// both buffers.
     pub(crate) fn make_channels_last(&mut self, c: usize, p: usize) {
-        transpose_into(&self.cur[..c * p], c, p, sized(&mut self.next, c * p));
+        transpose_into(&self.cur[..c * p], c, p, self.next.sized(c * p));
         std::mem::swap(&mut self.cur, &mut self.next);
     }
 }
@@ -546,8 +550,7 @@ impl Im2colConv {
     pub fn forward(&self, x: &[f32], h: usize, w: usize) -> (Vec<f32>, usize, usize) {
         let mut ws = Workspace::default();
         let (oh, ow) = self.forward_into(x, h, w, &mut ws);
-        ws.cur.truncate(self.cout() * oh * ow);
-        (ws.cur, oh, ow)
+        (ws.cur[..self.cout() * oh * ow].to_vec(), oh, ow)
     }
 
     /// [`Im2colConv::forward`] into the workspace's current activations; returns the output size.
@@ -562,14 +565,14 @@ impl Im2colConv {
         let op = oh * ow;
         let rows = self.cin * k * k;
         assert!(x.len() >= self.cin * h * w, "convolution: input size");
-        let out = sized(&mut ws.cur, self.cout() * op);
+        let out = ws.cur.sized(self.cout() * op);
         let band = (STEM_BAND / ow.max(1)).max(1);
         let dst = BandOutput(out.as_mut_ptr());
         for_each_index(oh.div_ceil(band), |b| {
             let (oy0, oy1) = (b * band, ((b + 1) * band).min(oh));
             let n = (oy1 - oy0) * ow;
-            let unfold = |cols: &mut Vec<f32>| {
-                let cols = sized(cols, rows * n);
+            let unfold = |cols: &mut Buffer| {
+                let cols = cols.sized(rows * n);
                 for (r, row) in cols.chunks_mut(n.max(1)).enumerate() {
                     let (c, ky, kx) = (r / (k * k), (r / k) % k, r % k);
                     let plane = &x[c * h * w..(c + 1) * h * w];
@@ -617,16 +620,16 @@ impl BandOutput {
 thread_local! {
     /// Each worker thread's depthwise buffers and expanded planes, kept between tasks and passes: allocating
     /// and zero-filling them per task cost more than some blocks' arithmetic.
-    static BLOCK_SCRATCH: std::cell::RefCell<(Scratch, Vec<f32>)> =
-        std::cell::RefCell::new((Scratch::new(crate::backbone::avx2()), Vec::new()));
+    static BLOCK_SCRATCH: std::cell::RefCell<(Scratch, Buffer)> =
+        std::cell::RefCell::new((Scratch::new(crate::backbone::avx2()), Buffer::default()));
 }
 
 /// Runs `f` with this thread's [`BLOCK_SCRATCH`] (or a fresh set, should the thread already be using its own).
-fn with_block_scratch<R>(f: impl FnOnce(&mut (Scratch, Vec<f32>)) -> R) -> R {
+fn with_block_scratch<R>(f: impl FnOnce(&mut (Scratch, Buffer)) -> R) -> R {
     BLOCK_SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut bufs) => f(&mut bufs),
         // Not reached (nothing run here re-enters the thread pool); a fresh set keeps it correct anyway.
-        Err(_) => f(&mut (Scratch::new(crate::backbone::avx2()), Vec::new())),
+        Err(_) => f(&mut (Scratch::new(crate::backbone::avx2()), Buffer::default())),
     })
 }
 
@@ -655,10 +658,9 @@ impl MbConv {
     }
 
     fn forward_fresh(&self, x: &[f32], h: usize, w: usize, channels_last: bool) -> (Vec<f32>, usize, usize) {
-        let mut ws = Workspace { cur: x.to_vec(), ..Workspace::default() };
+        let mut ws = Workspace { cur: Buffer::from_slice(x), ..Workspace::default() };
         let (oh, ow) = self.forward_into(h, w, channels_last, &mut ws);
-        ws.cur.truncate(self.project.cout() * oh * ow);
-        (ws.cur, oh, ow)
+        (ws.cur[..self.project.cout() * oh * ow].to_vec(), oh, ow)
     }
 
     /// Runs the block on the workspace's current activations (h × w, planar or channels-last), which its
@@ -672,21 +674,21 @@ impl MbConv {
     }
 
     /// The planar block: `x` holds `cin` planes of h × w; `y` receives `cout` planes.
-    fn planar(&self, x: &[f32], h: usize, w: usize, dw: &mut Vec<f32>, y: &mut Vec<f32>) -> (usize, usize) {
+    fn planar(&self, x: &[f32], h: usize, w: usize, dw: &mut Buffer, y: &mut Buffer) -> (usize, usize) {
         let p = h * w;
         let (oh, ow) = self.depthwise.output_size(h, w);
         let op = oh * ow;
         let channels = self.depthwise.channels();
         let wide = crate::backbone::avx2();
-        let dw = sized(dw, channels * op);
+        let dw = dw.sized(channels * op);
         let group = channel_group(channels, p);
         for_each_chunk(dw, group * op, |g, out| {
             let c0 = g * group;
             let m = out.len() / op;
-            let run = |(scratch, expanded): &mut (Scratch, Vec<f32>)| {
+            let run = |(scratch, expanded): &mut (Scratch, Buffer)| {
                 let planes: &[f32] = match &self.expand {
                     Some(e) => {
-                        let expanded = sized(expanded, m * p);
+                        let expanded = expanded.sized(m * p);
                         e.rows(c0, x, p, expanded, None, wide);
                         expanded
                     }
@@ -700,7 +702,7 @@ impl MbConv {
             with_block_scratch(run);
         });
         let cout = self.project.cout();
-        self.project.forward_into(dw, op, self.skip.then_some(x), sized(y, cout * op));
+        self.project.forward_into(dw, op, self.skip.then_some(x), y.sized(cout * op));
         (oh, ow)
     }
 
@@ -709,20 +711,20 @@ impl MbConv {
     /// Pass 1, per group of expanded channels: their expand product over all pixels into a per-thread buffer,
     /// then their depthwise convolution into the group's own p × m slab of the depthwise output. Pass 2, per
     /// run of output pixels: the bias and skip, then one product per slab accumulated onto them.
-    fn channels_last(&self, x: &[f32], h: usize, w: usize, dw: &mut Vec<f32>, y: &mut Vec<f32>) -> (usize, usize) {
+    fn channels_last(&self, x: &[f32], h: usize, w: usize, dw: &mut Buffer, y: &mut Buffer) -> (usize, usize) {
         let p = h * w;
         let (oh, ow) = self.depthwise.output_size(h, w);
         let op = oh * ow;
         let channels = self.depthwise.channels();
         let cin = self.expand.as_ref().map_or(channels, Pointwise::cin);
         let group = channel_group_nhwc(channels);
-        let dw = sized(dw, channels * op);
+        let dw = dw.sized(channels * op);
         for_each_chunk(dw, group * op, |g, out| {
             let c0 = g * group;
             let m = out.len() / op.max(1);
-            let mut run = |expanded: &mut Vec<f32>| match &self.expand {
+            let mut run = |expanded: &mut Buffer| match &self.expand {
                 Some(e) => {
-                    let expanded = sized(expanded, m * p);
+                    let expanded = expanded.sized(m * p);
                     e.columns(c0, x, p, expanded);
                     self.depthwise.nhwc(c0, expanded, m, h, w, out);
                 }
@@ -731,7 +733,7 @@ impl MbConv {
             with_block_scratch(|bufs| run(&mut bufs.1));
         });
         let cout = self.project.cout();
-        let y = sized(y, cout * op);
+        let y = y.sized(cout * op);
         let rows = pixel_group(op);
         for_each_chunk(y, rows * cout, |g, o| {
             let (r0, n) = (g * rows, o.len() / cout);
@@ -886,9 +888,9 @@ mod tests {
         for channels_last in [false, true] {
             let x = values(&random(&[1, 16, 9, 7], 1.0));
             let (fresh, _, _) = block.forward_fresh(&x, 9, 7, channels_last);
-            let mut ws = Workspace { next: vec![f32::NAN; 5000], dw: vec![f32::NAN; 5000], ..Workspace::default() };
-            ws.cur = x.clone();
-            ws.cur.extend([f32::NAN; 100]);
+            let nans = Buffer::from_slice(&[f32::NAN; 5000]);
+            let mut ws = Workspace { next: nans.clone(), dw: nans, ..Workspace::default() };
+            ws.cur = Buffer::from_slice(&[&x[..], &[f32::NAN; 100]].concat());
             block.forward_into(9, 7, channels_last, &mut ws);
             assert_eq!(&ws.cur[..fresh.len()], &fresh[..], "block, channels-last {channels_last}");
         }

@@ -49,6 +49,12 @@ impl std::ops::Deref for Buffer {
     }
 }
 
+impl std::ops::DerefMut for Buffer {
+    fn deref_mut(&mut self) -> &mut [f32] {
+        bytemuck::cast_slice_mut(&mut self.0)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

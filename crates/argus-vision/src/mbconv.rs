@@ -218,6 +218,20 @@ impl Pointwise {
         out
     }
 
+    /// The whole product channels-last: `x` holds `p` pixels of `cin` channels; returns `p` pixels of `cout`,
+    /// parallel over groups of pixels.
+    pub fn forward_nhwc(&self, x: &[f32], p: usize) -> Vec<f32> {
+        let (k, m) = (self.cin, self.cout);
+        assert!(x.len() >= k * p, "pointwise: buffer sizes");
+        let mut out = vec![0f32; m * p];
+        let rows = pixel_group(p);
+        for_each_chunk(&mut out, rows * m, |g, o| {
+            let (r0, n) = (g * rows, o.len() / m);
+            self.columns(0, &x[r0 * k..(r0 + n) * k], n, o);
+        });
+        out
+    }
+
     /// [`Pointwise::forward`] into `out` (cout × p; every value is written).
     fn forward_into(&self, x: &[f32], p: usize, skip: Option<&[f32]>, out: &mut [f32]) {
         let wide = crate::backbone::avx2();

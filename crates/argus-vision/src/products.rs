@@ -280,3 +280,59 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore]
+    fn time_products() {
+        for &(p, k, m) in &[(49usize, 320usize, 1280usize), (196, 672, 112), (49, 1152, 192), (784, 40, 240)] {
+            let weight: Vec<f32> = (0..m * k).map(|i| ((i * 53 % 89) as f32 - 44.0) / 88.0).collect();
+            let strips = Strips::new(&weight, m, k);
+            let wt = crate::mbconv::transpose(&weight, m, k);
+            let x: Vec<f32> = (0..p * k).map(|i| ((i * 37 % 101) as f32 - 50.0) / 50.0).collect();
+            let mut out = vec![0f32; p * m];
+            let reps = 300;
+            let c = Columns { x: &x, ldx: k, w: &strips, j0: 0, k0: 0, k, m, relu6: false };
+            let (mut ours, mut theirs) = (f64::MAX, f64::MAX);
+            for _ in 0..15 {
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    c.run(&mut out, m);
+                }
+                ours = ours.min(t.elapsed().as_secs_f64() / reps as f64);
+                let t = std::time::Instant::now();
+                for _ in 0..reps {
+                    unsafe {
+                        gemm::gemm(
+                            p,
+                            m,
+                            k,
+                            out.as_mut_ptr(),
+                            1,
+                            m as isize,
+                            true,
+                            x.as_ptr(),
+                            1,
+                            k as isize,
+                            wt.as_ptr(),
+                            1,
+                            m as isize,
+                            1.0,
+                            1.0,
+                            false,
+                            false,
+                            false,
+                            gemm::Parallelism::None,
+                        )
+                    };
+                }
+                theirs = theirs.min(t.elapsed().as_secs_f64() / reps as f64);
+            }
+            let macs = (p * k * m) as f64;
+            println!("p {p} k {k} m {m}: ours {:.1} GMAC/s, gemm {:.1} GMAC/s", macs / ours / 1e9, macs / theirs / 1e9);
+        }
+    }
+}

@@ -773,8 +773,8 @@ impl DirectPlane<'_> {
                 // Input row y0 + r + ky − pt; rows in the padding add nothing.
                 let Some(iy) = (y0 + r + ky).checked_sub(self.pt).filter(|&iy| iy < h) else { continue };
                 let row = self.inp.as_ptr().add(iy * w);
-                for kx in 0..k {
-                    let wv = _mm512_set1_ps(*self.wk.get_unchecked(ky * k + kx));
+                for (kx, (tap_masks, &tap)) in masks.iter().zip(&self.wk[ky * k..(ky + 1) * k]).enumerate() {
+                    let wv = _mm512_set1_ps(tap);
                     for (g, sum) in sums.iter_mut().enumerate() {
                         let x = (16 * (v0 + g) + kx) as isize - self.pl as isize;
                         // SAFETY: INTERIOR vectors read columns x .. x + 16 inside the row; elsewhere only the
@@ -783,7 +783,7 @@ impl DirectPlane<'_> {
                         let xv = if INTERIOR {
                             _mm512_loadu_ps(row.offset(x))
                         } else {
-                            _mm512_maskz_loadu_ps(masks[kx][g], row.wrapping_offset(x))
+                            _mm512_maskz_loadu_ps(tap_masks[g], row.wrapping_offset(x))
                         };
                         *sum = _mm512_fmadd_ps(xv, wv, *sum);
                     }

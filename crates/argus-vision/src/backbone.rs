@@ -1175,7 +1175,7 @@ impl EfficientNetLite0 {
         // The output is wanted planar: after a channels-last product (on 7 × 7 planes the planar one leaves a
         // quarter of its 64-pixel tiles empty), the 1280 channels go back to planes.
         let top = if channels_last {
-            transpose(&self.head.forward_nhwc(data, h * w), h * w, self.head.cout())
+            self.head.forward_nhwc_to_planes(data, h * w)
         } else {
             self.head.forward(data, h * w, None)
         };

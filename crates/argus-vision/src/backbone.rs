@@ -415,7 +415,13 @@ impl Depthwise {
                     let inp = &inp[(ox * s - pl) * ld..];
                     let o = &mut row_out[ox * m..(ox + PIXELS) * m];
                     let run = PixelRun { m, bias, inp, step: s * ld, weights, taps: &taps[..n] };
-                    let j = if wide512 {
+                    let j = if wide512 && s == 1 && k == 5 {
+                        // SAFETY: `avx512()` found AVX-512F on this CPU; the taps are whole rows (inner pixels).
+                        unsafe { dw_rows_avx512::<1, 5>(dw_rows_avx512::<2, 5>(0, &run, o), &run, o) }
+                    } else if wide512 && s == 1 && k == 3 {
+                        // SAFETY: as above.
+                        unsafe { dw_rows_avx512::<1, 3>(dw_rows_avx512::<2, 3>(0, &run, o), &run, o) }
+                    } else if wide512 {
                         // SAFETY: `avx512()` found AVX-512F on this CPU.
                         unsafe { dw_run_avx512::<1, PIXELS>(dw_run_avx512::<2, PIXELS>(0, &run, o), &run, o) }
                     } else if FMA {
@@ -492,6 +498,77 @@ fn dw_run<const L: usize, const P: usize, const FMA: bool>(mut j: usize, run: &P
             }
         }
         j += L;
+    }
+    j
+}
+
+/// [`dw_run_avx512`] for a stride-1 `K × K` kernel, reusing loads along the row: the `PIXELS` neighbours' taps
+/// in one kernel row read only `PIXELS + K − 1` distinct input pixels, so each is loaded once (with the row's `K`
+/// weight vectors held in registers) instead of once per tap — 13 loads for 20 multiply-adds at K = 5 instead of
+/// 25, where the loads had been the limit. `run.taps` must be whole kernel rows, each `K` taps one pixel (`step`)
+/// apart, as [`Depthwise::nhwc`] lists them for pixels inside the image.
+///
+/// # Safety
+/// The CPU must support AVX-512F ([`avx512`]).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn dw_rows_avx512<const V: usize, const K: usize>(mut j: usize, run: &PixelRun, out: &mut [f32]) -> usize {
+    use std::arch::x86_64::*;
+    const P: usize = PIXELS;
+    let PixelRun { m, bias, inp, step, weights, taps } = *run;
+    let l = 16 * V;
+    assert!(
+        K <= MAX_SIDE && taps.len().is_multiple_of(K) && bias.len() >= m && out.len() >= P * m,
+        "depthwise: row run sizes"
+    );
+    for row in taps.chunks_exact(K) {
+        assert!(row[0].0 + (P + K - 2) * step + m <= inp.len(), "depthwise: row run inputs");
+        for (kx, &(xi, wi)) in row.iter().enumerate() {
+            assert!(xi == row[0].0 + kx * step && wi + m <= weights.len(), "depthwise: row run taps");
+        }
+    }
+    let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
+    while j + l <= m {
+        let mut acc = [[zero; V]; P];
+        for a in acc.iter_mut() {
+            for (v, r) in a.iter_mut().enumerate() {
+                // SAFETY: j + l ≤ m ≤ bias.len().
+                *r = _mm512_loadu_ps(bias.as_ptr().add(j + 16 * v));
+            }
+        }
+        for row in taps.chunks_exact(K) {
+            // SAFETY (loads): input pixels 0 .. P + K − 1 of the row lie below row[0].0 + (P + K − 2)·step + m ≤
+            // inp.len(), and each tap's weights below wi + m ≤ weights.len() (asserted above).
+            let x0 = inp.as_ptr().add(row[0].0 + j);
+            let mut xv = [[zero; V]; P + MAX_SIDE - 1];
+            for (i, x) in xv.iter_mut().enumerate().take(P + K - 1) {
+                for (v, r) in x.iter_mut().enumerate() {
+                    *r = _mm512_loadu_ps(x0.add(i * step + 16 * v));
+                }
+            }
+            // Counted to the constant K (not over `row`), so the loop unrolls and `xv` stays in registers.
+            #[allow(clippy::needless_range_loop)]
+            for kx in 0..K {
+                let wi = row[kx].1;
+                let mut wv = [zero; V];
+                for (v, r) in wv.iter_mut().enumerate() {
+                    *r = _mm512_loadu_ps(weights.as_ptr().add(wi + j + 16 * v));
+                }
+                // Output pixel q takes input pixel q + kx through this tap.
+                for (q, a) in acc.iter_mut().enumerate() {
+                    for (v, r) in a.iter_mut().enumerate() {
+                        *r = _mm512_fmadd_ps(xv[q + kx][v], wv[v], *r);
+                    }
+                }
+            }
+        }
+        for (q, a) in acc.iter().enumerate() {
+            for (v, r) in a.iter().enumerate() {
+                // SAFETY: q·m + j + l ≤ P·m ≤ out.len().
+                _mm512_storeu_ps(out.as_mut_ptr().add(q * m + j + 16 * v), _mm512_min_ps(_mm512_max_ps(*r, zero), six));
+            }
+        }
+        j += l;
     }
     j
 }

@@ -14,8 +14,9 @@
 //! passes channels-last ([`MbConv::forward_nhwc`]): there a plane is shorter than a few vectors while the
 //! channel counts are multiples of 16, so vectors run across channels instead.
 //!
-//! Matrix products go to the `gemm` crate (the kernels candle itself uses), single-threaded per call: the
-//! parallelism is ours, over channel groups.
+//! With AVX-512 the 1×1 products run on our own kernels — `Tiled` here for planes, `products::Columns`
+//! channels-last — and otherwise on the `gemm` crate (the kernels candle itself uses),
+//! single-threaded per call: the parallelism is ours, over channel groups or runs of pixels.
 //!
 //! The stem (a strided 3×3 convolution of the three colour planes) is here too, as [`Im2colConv`]: the
 //! unfolded input is only 27 rows, so one matrix product over all pixels does it.
@@ -31,8 +32,8 @@ use crate::backbone::{bias_act_dispatch, bias_act_rows, same_padding, strided_co
 #[derive(Debug, Clone)]
 pub struct Pointwise {
     weight: Vec<f32>,
-    /// The same matrix transposed (in × out), for the channels-last products: read down its columns, so
-    /// gemm streams it without packing.
+    /// The same matrix transposed (in × out), for the channels-last products without AVX-512: read down its
+    /// columns, so gemm streams it without packing.
     weight_t: Vec<f32>,
     /// The same matrix in strips for the AVX-512 channels-last product (empty without AVX-512).
     strips: Strips,
@@ -292,9 +293,8 @@ const TILE_CHANNELS: usize = 6;
 /// bias and clamp). A tile's inputs (k × 64 values) stay in the core's cache for all of the output channels.
 /// The last tile's pixels are masked.
 ///
-/// The channels-last products stay with gemm: the same kernel with rows and lanes swapped measured slower
-/// there (output channels 80 and 112 leave most of a 64-lane tile empty, and the projection accumulates one
-/// channel group at a time).
+/// The channels-last products have a kernel of their own (`products::Columns`): this one with rows
+/// and lanes swapped measured slower there (output channels 80 and 112 leave most of a 64-lane tile empty).
 struct Tiled<'a> {
     /// Row-major (m × k).
     w: &'a [f32],

@@ -3,9 +3,9 @@
 //! At the top of the network (14 × 14 and 7 × 7 planes) a 1×1 convolution is a product of a few hundred pixels
 //! by a few hundred channels. `gemm` packs both operands into its own layout first: on these small products
 //! that packing cost a quarter of the product's time (`perf`: `gemm_common::…::vectorize` at 9 % of a pass
-//! beside 25 % in the micro-kernels). Here both operands are read where they lie: a pixel's input channels are
-//! contiguous (each is broadcast), and so is a transposed weight row across output channels (loaded as
-//! vectors), so a register block of `R` pixels × `V` vectors of output channels needs neither.
+//! beside 25 % in the micro-kernels). Here the activations are read where they lie — a pixel's input channels,
+//! each broadcast in turn — and the weights from [`Strips`], laid out once when the network loads, so a register
+//! block of `R` pixels × `V` vectors of output channels needs no packing.
 
 use crate::aligned::{Buffer, LINE};
 
@@ -64,7 +64,8 @@ impl Strips {
 /// Output channels per vector.
 const LANES: usize = LINE;
 
-/// Bytes of a tile's weights one pass over the pixels reads (half the first-level data cache of current cores).
+/// Values of a tile's weights one pass over the pixels reads: 24 KB, half the first-level data cache of current
+/// cores.
 const L1_WEIGHTS: usize = 24 * 1024 / 4;
 
 /// A tile of [`Columns`]: output channels from `j0` in vectors (`masks`: their lanes inside m), input channels

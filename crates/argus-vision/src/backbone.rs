@@ -251,11 +251,13 @@ impl Depthwise {
         let (ph, pw) = (h + pt + pb, w + pl + pr);
         let wk = &self.weight[ch * k * k..(ch + 1) * k * k];
         #[cfg(target_arch = "x86_64")]
-        let direct = DirectPlane { inp, h, w, wk, k, pt, pl, bias: self.bias[ch] };
-        if FMA && s == 1 && bufs.wide512 && direct.suits() {
-            // SAFETY: `wide512` is only true when `avx512()` found AVX-512F.
-            unsafe { direct.run(out) };
-            return;
+        {
+            let direct = DirectPlane { inp, h, w, wk, k, pt, pl, bias: self.bias[ch] };
+            if FMA && s == 1 && bufs.wide512 && direct.suits() {
+                // SAFETY: `wide512` is only true when `avx512()` found AVX-512F.
+                unsafe { direct.run(out) };
+                return;
+            }
         }
         // Phase planes: qh rows (one spare) of qw columns each.
         let (qh, qw) = if s == 1 { (ph + 1, pw) } else { (ph.div_ceil(2) + 1, pw.div_ceil(2)) };
@@ -415,6 +417,9 @@ impl Depthwise {
                     let inp = &inp[(ox * s - pl) * ld..];
                     let o = &mut row_out[ox * m..(ox + PIXELS) * m];
                     let run = PixelRun { m, bias, inp, step: s * ld, weights, taps: &taps[..n] };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let j = dw_run::<16, PIXELS, FMA>(0, &run, o);
+                    #[cfg(target_arch = "x86_64")]
                     let j = if wide512 && s == 1 && k == 5 {
                         // SAFETY: `avx512()` found AVX-512F on this CPU; the taps are whole rows (inner pixels).
                         unsafe { dw_rows_avx512::<1, 5>(dw_rows_avx512::<2, 5>(0, &run, o), &run, o) }
@@ -437,6 +442,9 @@ impl Depthwise {
                     let n = fill(&mut taps, ox * s, false);
                     let o = &mut row_out[ox * m..(ox + 1) * m];
                     let run = PixelRun { m, bias, inp, step: 0, weights, taps: &taps[..n] };
+                    #[cfg(not(target_arch = "x86_64"))]
+                    let j = 0;
+                    #[cfg(target_arch = "x86_64")]
                     let j = if wide512 {
                         // SAFETY: `avx512()` found AVX-512F on this CPU.
                         unsafe { dw_run_avx512::<1, 1>(dw_run_avx512::<4, 1>(0, &run, o), &run, o) }
@@ -702,6 +710,7 @@ depthwise_simd!(
 /// The output is walked in blocks of `R` rows × `G` vectors of 16 columns (`R·G` accumulators, at least eight so
 /// the multiply-add latency is hidden); a tap's row outside the image is skipped, and its columns outside the image
 /// are masked off at the two ends of a row (only the blocks there pay for computing masks).
+#[cfg(target_arch = "x86_64")]
 struct DirectPlane<'a> {
     /// The h × w input plane.
     inp: &'a [f32],
@@ -716,6 +725,7 @@ struct DirectPlane<'a> {
     bias: f32,
 }
 
+#[cfg(target_arch = "x86_64")]
 impl DirectPlane<'_> {
     /// A row's vectors, and the first and the end of those whose every tap lies inside the row (from the first
     /// whose columns minus the left padding are ≥ 0 to the last whose columns plus the right reach stay < w).
@@ -940,7 +950,8 @@ pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], s: usize) {
 /// [`Depthwise::channel`].
 const MAX_TAPS: usize = 49;
 
-/// The largest kernel side of the direct stride-1 kernel ([`DirectPlane`]).
+/// The largest kernel side of the direct stride-1 kernel ([`DirectPlane`]) and of the row-reusing one.
+#[cfg(target_arch = "x86_64")]
 const MAX_SIDE: usize = 7;
 
 /// Outputs the depthwise kernel sums in registers at a time (four AVX2 vectors).

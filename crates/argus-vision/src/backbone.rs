@@ -1090,67 +1090,118 @@ pub struct EfficientNetLite0 {
 /// A fully connected layer (the ImageNet classifier) as one dot product per output and image.
 ///
 /// candle's `Linear` went through a general matrix product for what is, per image, a matrix–vector product: at
-/// batch 1 it cost about as much as a network block.
+/// batch 1 it cost about as much as a network block. Its 5 MB of weights are read once per pass, from the last
+/// level cache at best, so the rows are split among the pass's team of threads, and every image of a slice
+/// reuses a group of rows while they are in L1.
 #[derive(Debug, Clone)]
 struct Dense {
-    /// Row-major (out × in).
-    weight: Vec<f32>,
+    /// Row-major (out × in), each row starting on a cache line when `in` is a multiple of 16.
+    weight: Buffer,
     bias: Vec<f32>,
+    cin: usize,
 }
 
+/// Output rows one part of the classifier's parallel step computes (`DENSE_PART` × 1280 × 4 bytes = 640 KB of
+/// weights: enough parts for two to four threads to share the step without one waiting on another's last).
+const DENSE_PART: usize = 128;
+
+/// Output rows computed together, sharing each load of the input.
+const DENSE_ROWS: usize = 8;
+
 impl Dense {
+    /// A layer from row-major (out × in) weights and its `out` biases.
+    fn new(weight: &[f32], bias: Vec<f32>) -> candle_core::Result<Self> {
+        if bias.is_empty() || !weight.len().is_multiple_of(bias.len()) {
+            candle_core::bail!("dense: {} weights for {} outputs", weight.len(), bias.len());
+        }
+        Ok(Self { cin: weight.len() / bias.len(), weight: Buffer::from_slice(weight), bias })
+    }
+
     /// `bias + W · x` for each row of `x` (N × in), as (N, out).
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let (n, cin) = x.dims2()?;
-        if self.weight.len() != self.bias.len() * cin {
-            candle_core::bail!("dense: {cin} inputs for {} weights", self.weight.len());
+        if cin != self.cin {
+            candle_core::bail!("dense: {cin} inputs for a layer of {}", self.cin);
         }
         let x = x.flatten_all()?.to_vec1::<f32>()?;
+        let cout = self.bias.len();
+        let mut out = vec![0f32; n * cout];
+        let dst = crate::mbconv::BandOutput(out.as_mut_ptr());
         let wide = avx2();
-        let mut out = Vec::with_capacity(n * self.bias.len());
-        for row in x.chunks(cin.max(1)) {
-            for (w, b) in self.weight.chunks(cin.max(1)).zip(&self.bias) {
-                out.push(b + dot_dispatch(w, row, wide));
+        crate::team::for_each_index(cout.div_ceil(DENSE_PART), |part| {
+            let (r0, r1) = (part * DENSE_PART, ((part + 1) * DENSE_PART).min(cout));
+            for g in (r0..r1).step_by(DENSE_ROWS) {
+                let rows = DENSE_ROWS.min(r1 - g);
+                let w = &self.weight[g * cin..(g + rows) * cin];
+                for (i, xi) in x.chunks_exact(cin).enumerate() {
+                    let sums = dot_rows_dispatch(w, xi, wide);
+                    for (r, v) in sums.iter().take(rows).enumerate() {
+                        // SAFETY: `out` holds n × cout values, and output (i, g + r) belongs to this part's rows
+                        // alone.
+                        unsafe { *dst.at(i * cout + g + r) = self.bias[g + r] + v };
+                    }
+                }
+            }
+        });
+        Tensor::from_vec(out, (n, cout), &Device::Cpu)
+    }
+}
+
+/// The dot products of `x` with each of the (up to [`DENSE_ROWS`]) rows of `w` (`w.len()` a multiple of
+/// `x.len()`), over 16 independent lanes per row (so the compiler keeps them in vector registers); rows past
+/// the last are 0.
+#[inline(always)]
+fn dot_rows(w: &[f32], x: &[f32]) -> [f32; DENSE_ROWS] {
+    const L: usize = 16;
+    let k = x.len();
+    let mut out = [0f32; DENSE_ROWS];
+    if k == 0 {
+        return out;
+    }
+    let rows = (w.len() / k).min(DENSE_ROWS);
+    if rows < DENSE_ROWS {
+        for (o, row) in out.iter_mut().zip(w.chunks_exact(k)) {
+            *o = row.iter().zip(x).map(|(a, b)| a * b).sum();
+        }
+        return out;
+    }
+    let mut acc = [[0f32; L]; DENSE_ROWS];
+    let body = k / L * L;
+    for c in (0..body).step_by(L) {
+        let xv = &x[c..c + L];
+        for (r, a) in acc.iter_mut().enumerate() {
+            let wv = &w[r * k + c..r * k + c + L];
+            for l in 0..L {
+                a[l] += wv[l] * xv[l];
             }
         }
-        Tensor::from_vec(out, (n, self.bias.len()), &Device::Cpu)
     }
+    for (r, o) in out.iter_mut().enumerate() {
+        let tail: f32 = w[r * k + body..(r + 1) * k].iter().zip(&x[body..]).map(|(a, b)| a * b).sum();
+        *o = acc[r].iter().sum::<f32>() + tail;
+    }
+    out
 }
 
-/// `Σ a[i] · b[i]` over 32 independent lanes (so the compiler keeps them in vector registers), then the tail.
-#[inline(always)]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    const L: usize = 32;
-    let mut acc = [0f32; L];
-    let (ca, cb) = (a.chunks_exact(L), b.chunks_exact(L));
-    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
-    for (x, y) in ca.zip(cb) {
-        for i in 0..L {
-            acc[i] += x[i] * y[i];
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// [`dot`] compiled for AVX2.
+/// [`dot_rows`] compiled for AVX2.
 ///
 /// # Safety
 /// The CPU must support AVX2 and FMA ([`avx2`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot(a, b)
+unsafe fn dot_rows_avx2(w: &[f32], x: &[f32]) -> [f32; DENSE_ROWS] {
+    dot_rows(w, x)
 }
 
-/// [`dot`], in the AVX2 build when `wide`.
-fn dot_dispatch(a: &[f32], b: &[f32], wide: bool) -> f32 {
+/// [`dot_rows`], in the AVX2 build when `wide`.
+fn dot_rows_dispatch(w: &[f32], x: &[f32], wide: bool) -> [f32; DENSE_ROWS] {
     #[cfg(target_arch = "x86_64")]
     if wide {
         // SAFETY: `wide` is only true when `avx2()` found AVX2 and FMA on this CPU.
-        return unsafe { dot_avx2(a, b) };
+        return unsafe { dot_rows_avx2(w, x) };
     }
     let _ = wide;
-    dot(a, b)
+    dot_rows(w, x)
 }
 
 impl EfficientNetLite0 {
@@ -1176,8 +1227,7 @@ impl EfficientNetLite0 {
             }
         }
         let head = ConvBn::load(w, "_conv_head", "_bn1", 1, true)?.pointwise()?;
-        let fc =
-            Dense { weight: get(w, "_fc.weight")?.flatten_all()?.to_vec1()?, bias: get(w, "_fc.bias")?.to_vec1()? };
+        let fc = Dense::new(&get(w, "_fc.weight")?.flatten_all()?.to_vec1()?, get(w, "_fc.bias")?.to_vec1()?)?;
         Ok(Self { stem, blocks, head, fc })
     }
 
@@ -1189,24 +1239,39 @@ impl EfficientNetLite0 {
 
     /// Feature maps at stride 16 (112 channels, after block 10) and stride 32 (1280 channels, after the head).
     pub fn feature_maps(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        // A batch is split into one slice per thread, each run through the whole network: the threads then
-        // synchronise once per batch instead of once per operation (the ops inside still share idle threads).
+        let mut parts = self.per_slice(x, |s| self.feature_maps_serial(s))?;
+        if parts.len() == 1 {
+            if let Some(maps) = parts.pop() {
+                return Ok(maps);
+            }
+        }
+        let (s16, top): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
+        Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?))
+    }
+
+    /// `f` on slices of the batch `x`, in order.
+    ///
+    /// A batch is split into one slice per thread, each run through the whole network: the threads then
+    /// synchronise once per batch instead of once per operation (the ops inside still share idle threads). A
+    /// single image is handed to the thread pool once as a whole: called from outside it, every parallel step of
+    /// the pass would otherwise wake a pool thread and put this one to sleep (some thirty round trips an image).
+    /// It runs on a team of spinning threads (crate::team): a worker put to sleep between two steps of the pass
+    /// costs more to wake than some steps take.
+    fn per_slice<T: Send>(
+        &self,
+        x: &Tensor,
+        f: impl Fn(&Tensor) -> candle_core::Result<T> + Sync,
+    ) -> candle_core::Result<Vec<T>> {
         let n = x.dim(0)?;
         let threads = rayon::current_num_threads();
         if n >= 2 && threads >= 2 {
             let per = n.div_ceil(threads);
-            let parts: Vec<(Tensor, Tensor)> = (0..n.div_ceil(per))
+            return (0..n.div_ceil(per))
                 .into_par_iter()
-                .map(|i| self.feature_maps_serial(&x.narrow(0, i * per, per.min(n - i * per))?))
-                .collect::<candle_core::Result<_>>()?;
-            let (s16, top): (Vec<Tensor>, Vec<Tensor>) = parts.into_iter().unzip();
-            return Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?));
+                .map(|i| f(&x.narrow(0, i * per, per.min(n - i * per))?))
+                .collect();
         }
-        // Handed to the thread pool once as a whole: called from outside it, every parallel step of the pass
-        // would otherwise wake a pool thread and put this one to sleep (some thirty round trips an image).
-        // On a team of spinning threads (crate::team): a worker put to sleep between two steps of the pass costs
-        // more to wake than some steps take.
-        rayon::scope(|_| crate::team::with_team(|| self.feature_maps_serial(x)))
+        Ok(vec![rayon::scope(|_| crate::team::with_team(|| f(x)))?])
     }
 
     fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
@@ -1291,26 +1356,51 @@ impl EfficientNetLite0 {
                     self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))
                 })
             })
+        })
+        .and_then(|(_, top)| {
+            let t = std::time::Instant::now();
+            let pooled = top.mean((2, 3))?;
+            out.push(("pool".to_string(), t.elapsed().as_secs_f64() * 1e3));
+            let t = std::time::Instant::now();
+            self.fc.forward(&pooled)?;
+            out.push(("classifier".to_string(), t.elapsed().as_secs_f64() * 1e3));
+            Ok(())
         })?;
         Ok(out)
     }
 
     /// Globally average-pooled features, (N, 1280).
     pub fn pooled(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (_, top) = self.feature_maps(x)?;
-        top.mean((2, 3))
+        self.pooled_by(x, mean_pool)
     }
 
     /// Global average and global maximum of the top feature map side by side, (N, 2 × 1280).
     pub fn pooled_mean_max(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        let (_, top) = self.feature_maps(x)?;
-        Tensor::cat(&[top.mean((2, 3))?, top.flatten_from(2)?.max(2)?], 1)
+        self.pooled_by(x, |top| Tensor::cat(&[top.mean((2, 3))?, top.flatten_from(2)?.max(2)?], 1))
+    }
+
+    /// `pool` of the top feature map, applied to each slice of the batch inside its pass (the maps themselves
+    /// are never gathered).
+    fn pooled_by(
+        &self,
+        x: &Tensor,
+        pool: impl Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
+    ) -> candle_core::Result<Tensor> {
+        let parts = self.per_slice(x, |s| pool(&self.feature_maps_serial(s)?.1))?;
+        Tensor::cat(&parts, 0)
     }
 
     /// ImageNet-1k logits, (N, 1000).
     pub fn imagenet_logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.fc.forward(&self.pooled(x)?)
+        // The classifier runs inside each slice's pass: on its team of threads for a single image.
+        let parts = self.per_slice(x, |s| self.fc.forward(&mean_pool(&self.feature_maps_serial(s)?.1)?))?;
+        Tensor::cat(&parts, 0)
     }
+}
+
+/// Global average pooling of (N, C, H, W) maps, (N, C).
+fn mean_pool(top: &Tensor) -> candle_core::Result<Tensor> {
+    top.mean((2, 3))
 }
 
 /// Normalised (1, 3, size, size) input from an RGB image, resized with a triangle filter.
@@ -1334,6 +1424,38 @@ pub fn tensor_from_rgb(img: &image::RgbImage) -> candle_core::Result<Tensor> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_classifier_layer_matches_its_definition() {
+        // Inputs that are and are not a multiple of the 16 lanes, outputs that end inside a group of rows and
+        // inside a part, one image and several, on one thread and on a pass's team.
+        for (n, cin, cout) in [(1usize, 1280usize, 1000usize), (3, 37, 9), (2, 16, 261), (1, 5, 3), (4, 64, 128)] {
+            let w: Vec<f32> = (0..cin * cout).map(|i| ((i * 7919) % 1013) as f32 / 1013.0 - 0.5).collect();
+            let b: Vec<f32> = (0..cout).map(|o| o as f32 * 0.01).collect();
+            let x: Vec<f32> = (0..n * cin).map(|i| ((i * 104729) % 997) as f32 / 997.0 - 0.3).collect();
+            let dense = Dense::new(&w, b.clone()).expect("layer");
+            let xt = Tensor::from_vec(x.clone(), (n, cin), &Device::Cpu).expect("x");
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(2).build().expect("pool");
+            for y in [
+                dense.forward(&xt).expect("forward"),
+                pool.install(|| crate::team::with_team(|| dense.forward(&xt))).expect("team forward"),
+            ] {
+                assert_eq!(y.dims(), &[n, cout]);
+                let y: Vec<f32> = y.flatten_all().and_then(|t| t.to_vec1()).expect("values");
+                for i in 0..n {
+                    for o in 0..cout {
+                        let want: f64 =
+                            b[o] as f64 + (0..cin).map(|k| w[o * cin + k] as f64 * x[i * cin + k] as f64).sum::<f64>();
+                        let got = y[i * cout + o] as f64;
+                        assert!((got - want).abs() < 1e-4 * (1.0 + want.abs()), "{n}x{cin}->{cout} ({i}, {o})");
+                    }
+                }
+            }
+        }
+        assert!(Dense::new(&[1.0; 10], vec![0.0; 3]).is_err());
+        let dense = Dense::new(&[1.0; 12], vec![0.0; 3]).expect("layer");
+        assert!(dense.forward(&Tensor::zeros((1, 5), DType::F32, &Device::Cpu).expect("x")).is_err());
+    }
 
     #[test]
     fn rows_split_into_their_column_phases() {

@@ -674,15 +674,16 @@ impl Im2colConv {
 /// Output pixels per band of the stem.
 const STEM_BAND: usize = 1024;
 
-/// Planes written by parallel runs into disjoint columns of them (the stem's bands, a product's runs of pixels).
-struct BandOutput(*mut f32);
+/// An output written by parallel parts into disjoint places of it (the stem's bands, a product's runs of
+/// pixels, the classifier's rows).
+pub(crate) struct BandOutput(pub(crate) *mut f32);
 
 // SAFETY: the bands write disjoint ranges through the pointer, and the buffer outlives the parallel loop.
 unsafe impl Sync for BandOutput {}
 
 impl BandOutput {
     /// The pointer `offset` values in.
-    fn at(&self, offset: usize) -> *mut f32 {
+    pub(crate) fn at(&self, offset: usize) -> *mut f32 {
         self.0.wrapping_add(offset)
     }
 }

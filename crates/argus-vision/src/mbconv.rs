@@ -21,6 +21,8 @@
 //! The stem (a strided 3×3 convolution of the three colour planes) is here too, as [`Im2colConv`]: the
 //! unfolded input is only 27 rows, so one matrix product over all pixels does it.
 
+use std::sync::OnceLock;
+
 use crate::aligned::Buffer;
 use crate::products::{Columns, Strips};
 use crate::team::{for_each_chunk, for_each_index};
@@ -33,10 +35,12 @@ use crate::backbone::{bias_act_dispatch, bias_act_rows, same_padding, strided_co
 pub struct Pointwise {
     weight: Vec<f32>,
     /// The same matrix transposed (in × out), for the channels-last products without AVX-512: read down its
-    /// columns, so gemm streams it without packing.
-    weight_t: Vec<f32>,
-    /// The same matrix in strips for the AVX-512 channels-last product (empty without AVX-512).
-    strips: Strips,
+    /// columns, so gemm streams it without packing. Built on first use, like `strips`: a layer keeps only the
+    /// copies its runs read (each is as large as the layer, 13 MB for the backbone's 1×1 layers together).
+    weight_t: OnceLock<Vec<f32>>,
+    /// The same matrix in strips for the AVX-512 channels-last product (built on the first channels-last run
+    /// with AVX-512).
+    strips: OnceLock<Strips>,
     bias: Vec<f32>,
     cin: usize,
     cout: usize,
@@ -50,9 +54,23 @@ impl Pointwise {
         if weight.len() != cout * cin || cin == 0 {
             return Err(format!("pointwise: {} weights for {cout} × {cin}", weight.len()));
         }
-        let weight_t = transpose(&weight, cout, cin);
-        let strips = if crate::backbone::avx512() { Strips::new(&weight, cout, cin) } else { Strips::default() };
-        Ok(Self { weight, weight_t, strips, bias, cin, cout, relu6 })
+        Ok(Self { weight, weight_t: OnceLock::new(), strips: OnceLock::new(), bias, cin, cout, relu6 })
+    }
+
+    /// The transposed matrix (built on first use).
+    fn weight_t(&self) -> &[f32] {
+        self.weight_t.get_or_init(|| transpose(&self.weight, self.cout, self.cin))
+    }
+
+    /// The matrix in 16-channel strips, or an empty set without AVX-512 (built on first use).
+    fn strips(&self) -> &Strips {
+        self.strips.get_or_init(|| {
+            if crate::backbone::avx512() {
+                Strips::new(&self.weight, self.cout, self.cin)
+            } else {
+                Strips::default()
+            }
+        })
     }
 
     /// Input channels.
@@ -122,7 +140,7 @@ impl Pointwise {
         let k = self.cin;
         assert!(c0 + m <= self.cout && out.len() == m * p && x.len() >= k * p, "pointwise: buffer sizes");
         init_rows(out, m, &self.bias[c0..c0 + m], None);
-        let tiled = Columns { x, ldx: k, w: &self.strips, j0: c0, k0: 0, k, m, relu6: self.relu6 };
+        let tiled = Columns { x, ldx: k, w: self.strips(), j0: c0, k0: 0, k, m, relu6: self.relu6 };
         if tiled.run(out, m) {
             return;
         }
@@ -139,7 +157,7 @@ impl Pointwise {
                 x.as_ptr(),
                 1,
                 k as isize,
-                self.weight_t[c0..].as_ptr(),
+                self.weight_t()[c0..].as_ptr(),
                 1,
                 self.cout as isize,
             )
@@ -155,7 +173,7 @@ impl Pointwise {
         let (m, k) = (self.cout, self.cin);
         let kn = x.len() / p.max(1);
         assert!(k0 + kn <= k && out.len() == m * p && x.len() == kn * p, "pointwise: buffer sizes");
-        if (Columns { x, ldx: kn, w: &self.strips, j0: 0, k0, k: kn, m, relu6: false }).run(out, m) {
+        if (Columns { x, ldx: kn, w: self.strips(), j0: 0, k0, k: kn, m, relu6: false }).run(out, m) {
             return;
         }
         // SAFETY: dst is p×m (row stride m), lhs is p×kn (row stride kn), rhs is rows k0 .. k0 + kn of Wᵀ
@@ -171,7 +189,7 @@ impl Pointwise {
                 x.as_ptr(),
                 1,
                 kn as isize,
-                self.weight_t[k0 * m..].as_ptr(),
+                self.weight_t()[k0 * m..].as_ptr(),
                 1,
                 m as isize,
             )
@@ -494,11 +512,15 @@ fn pixel_group(p: usize) -> usize {
 }
 
 /// Channels per parallel task of a channels-last block: a multiple of 16 (or at least 8) where that keeps the
-/// split even, so that the depthwise kernel's and the products' vectors are full.
+/// split even, so that the depthwise kernel's and the products' vectors are full. With AVX-512 always a
+/// multiple of 16 (1280 channels on three threads: 432 + 432 + 416): the channels-last product starts its
+/// 16-channel weight strips there, and any other start would fall back to `gemm` on a transposed copy.
 fn channel_group_nhwc(channels: usize) -> usize {
     let g = even_split(channels, 16, usize::MAX);
     if g.is_multiple_of(16) {
         g
+    } else if crate::backbone::avx512() {
+        g.next_multiple_of(16)
     } else {
         even_split(channels, 8, usize::MAX)
     }
@@ -861,6 +883,7 @@ mod tests {
             (40, 240, 40, 5, 1, 14, 14),
             (16, 56, 16, 5, 1, 9, 13),
         ] {
+            let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("thread pool");
             let x = random(&[1, cin, h, w], 1.0);
             let (we, be) = (random(&[cexp, cin, 1, 1], 0.3), random(&[cexp], 0.3));
             let (wd, bd) = (random(&[cexp, 1, k, k], 0.3), random(&[cexp], 0.3));
@@ -900,12 +923,21 @@ mod tests {
             let diff = ours.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
             assert!(diff < 1e-3, "block {cin}→{cexp}→{cout} k{k} s{s} {h}×{w}: max difference {diff}");
 
-            // The channels-last path on the same block and input.
-            let (last, lh, lw) = block.forward_nhwc(&transpose(&values(&x), cin, h * w), h, w);
-            assert_eq!((lh, lw), (rh, rw));
-            let last = transpose(&last, lh * lw, cout);
-            let diff = last.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-            assert!(diff < 1e-3, "channels-last block {cin}→{cexp}→{cout} k{k} s{s} {h}×{w}: max difference {diff}");
+            // The channels-last path on the same block and input, also on three threads (channel groups that do
+            // not divide the channels evenly).
+            let nhwc = transpose(&values(&x), cin, h * w);
+            for (threads, (last, lh, lw)) in
+                [(0, block.forward_nhwc(&nhwc, h, w)), (3, three.install(|| block.forward_nhwc(&nhwc, h, w)))]
+            {
+                assert_eq!((lh, lw), (rh, rw));
+                let last = transpose(&last, lh * lw, cout);
+                let diff = last.iter().zip(&reference).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+                assert!(
+                    diff < 1e-3,
+                    "channels-last block {cin}→{cexp}→{cout} k{k} s{s} {h}×{w} ({threads} threads): max difference \
+                     {diff}"
+                );
+            }
         }
     }
 
@@ -985,9 +1017,15 @@ mod tests {
             ] {
                 assert_eq!(even_split(n, align, max), want, "{n} items, align {align}, max {max}");
             }
-            assert_eq!(channel_group_nhwc(240), 120);
+            // 240 channels: 120 + 120 where any start will do, 128 + 112 for the AVX-512 strips.
+            assert_eq!(channel_group_nhwc(240), if crate::backbone::avx512() { 128 } else { 120 });
             assert_eq!(channel_group_nhwc(672), 336);
         });
+        // On three threads the 1280 head channels split 427 + 427 + 426, except with AVX-512, whose product
+        // starts its weight strips at multiples of 16 only.
+        let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("thread pool");
+        let want = if crate::backbone::avx512() { 432 } else { 427 };
+        assert_eq!(three.install(|| channel_group_nhwc(1280)), want);
         let one = rayon::ThreadPoolBuilder::new().num_threads(1).build().expect("thread pool");
         assert_eq!(one.install(|| even_split(1152, 16, usize::MAX)), 1152);
     }

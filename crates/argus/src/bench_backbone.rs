@@ -4,7 +4,9 @@
 //!
 //! The two alternate in rounds (Argus then ONNX Runtime, then the other way round), so that a busy moment of a
 //! shared machine falls on both rather than on whichever happened to be running; each reports the median and
-//! the fastest of all its passes. Between rounds the machine is left idle for [`QUIET`]: ONNX Runtime's pool
+//! the fastest of all its passes, and the ratio of the two medians of each pair of adjacent rounds is reported
+//! too (its median and quartiles over the pairs): on a machine whose speed drifts during the run (a shared
+//! virtual machine), the pairs compare passes that ran within a second of each other. Between rounds the machine is left idle for [`QUIET`]: ONNX Runtime's pool
 //! threads keep spinning for some 40 ms after a run (measured from the reference process's CPU time), which on
 //! two cores took a core from whichever Argus round came next and raised Argus's batch-1 median by a third.
 
@@ -159,7 +161,7 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
     let mut rows = Vec::new();
     for (batch, x, runs) in [(1, &x1, args.runs), (8, &x8, args.runs.div_ceil(4))] {
         let per_round = runs.div_ceil(rounds).max(1);
-        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        let (mut ours, mut theirs, mut paired) = (Vec::new(), Vec::new(), Vec::new());
         for round in 0..rounds {
             let argus = || {
                 std::thread::sleep(QUIET);
@@ -169,15 +171,20 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
                 std::thread::sleep(QUIET);
                 reference.passes(batch, per_round)
             };
-            if round % 2 == 0 {
-                ours.extend(argus()?);
-                theirs.extend(theirs_round(&mut reference)?);
+            let (a, t) = if round % 2 == 0 {
+                let a = argus()?;
+                (a, theirs_round(&mut reference)?)
             } else {
-                theirs.extend(theirs_round(&mut reference)?);
-                ours.extend(argus()?);
-            }
+                let t = theirs_round(&mut reference)?;
+                (argus()?, t)
+            };
+            // The two rounds ran back to back: their ratio is the least disturbed by the machine's speed
+            // drifting over the whole run.
+            paired.push(median_and_best(a.clone()).0 / median_and_best(t.clone()).0);
+            ours.extend(a);
+            theirs.extend(t);
         }
-        rows.push((batch, median_and_best(ours), median_and_best(theirs)));
+        rows.push((batch, median_and_best(ours), median_and_best(theirs), paired));
     }
     drop(reference.stdin);
     reference.child.wait()?;
@@ -188,10 +195,24 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
         hello["onnxruntime"].as_str().unwrap_or("?"),
         hello["max_abs_logit_diff"].as_f64().unwrap_or(f64::NAN)
     );
-    println!("| batch | Argus ms/image, median (best) | ONNX Runtime ms/image, median (best) | Argus / ORT, medians (best) |");
-    println!("|---|---|---|---|");
-    for (batch, (om, ob), (tm, tb)) in rows {
-        println!("| {batch} | {om:.2} ({ob:.2}) | {tm:.2} ({tb:.2}) | {:.2}x ({:.2}x) |", om / tm, ob / tb);
+    println!(
+        "| batch | Argus ms/image, median (best) | ONNX Runtime ms/image, median (best) | Argus / ORT, medians (best) \
+         | Argus / ORT per round pair, median [quartiles] |"
+    );
+    println!("|---|---|---|---|---|");
+    for (batch, (om, ob), (tm, tb), mut paired) in rows {
+        paired.sort_by(f64::total_cmp);
+        let q = |f: f64| {
+            paired.get((paired.len().saturating_sub(1) as f64 * f).round() as usize).copied().unwrap_or(f64::NAN)
+        };
+        println!(
+            "| {batch} | {om:.2} ({ob:.2}) | {tm:.2} ({tb:.2}) | {:.2}x ({:.2}x) | {:.2}x [{:.2}x–{:.2}x] |",
+            om / tm,
+            ob / tb,
+            q(0.5),
+            q(0.25),
+            q(0.75)
+        );
     }
     Ok(())
 }

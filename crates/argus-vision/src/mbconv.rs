@@ -270,7 +270,9 @@ impl Pointwise {
     fn forward_into(&self, x: &[f32], p: usize, skip: Option<&[f32]>, out: &mut [f32]) {
         assert!(x.len() >= self.cin * p && out.len() == self.cout * p, "pointwise: buffer sizes");
         if crate::backbone::avx512() {
-            let part = even_split(p, 16, usize::MAX);
+            // Runs start on a cache line of every plane: 784 pixels split 392 + 392 made each load of the
+            // second run straddle two lines, and that run the step's last to finish.
+            let part = even_split(p, 16, usize::MAX).next_multiple_of(16);
             let dst = BandOutput(out.as_mut_ptr());
             for_each_index(p.div_ceil(part.max(1)), |t| {
                 let (i0, n) = (t * part, part.min(p - t * part));

@@ -387,6 +387,7 @@ impl Depthwise {
         let inner_lo = pl.div_ceil(s).min(ow);
         let inner_hi = if w + pl >= k { ((w + pl - k) / s + 1).min(ow) } else { 0 }.max(inner_lo);
         let mut taps = [(0usize, 0usize); MAX_TAPS];
+        #[cfg_attr(not(target_arch = "x86_64"), allow(unused_variables))]
         let wide512 = FMA && avx512();
         for oy in 0..oh {
             // Taps whose input row (oy·s + ky − pt) lies inside the image.
@@ -895,6 +896,7 @@ impl DirectPlane<'_> {
 /// stride-2 layers' time.
 fn deinterleave(src: &[f32], evens: &mut [f32], odds: &mut [f32], wide512: bool) {
     assert!(evens.len() == src.len().div_ceil(2) && odds.len() == src.len() / 2, "deinterleave: sizes");
+    #[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if wide512 {
@@ -964,6 +966,7 @@ pub(crate) struct Scratch {
     starts: Vec<usize>,
     /// (h, w, k, stride) of the plane whose padding `padded` holds zeroed and whose tap offsets `starts` holds.
     shape: (usize, usize, usize, usize),
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     wide: bool,
     /// Whether the AVX-512 build of the summing kernel may run ([`avx512`]).
     wide512: bool,

@@ -297,9 +297,11 @@ impl Pointwise {
 }
 
 /// Pixels of one tile of [`Tiled`]: four AVX-512 vectors.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const TILE_PIXELS: usize = 64;
 
 /// Output channels of one register block of [`Tiled`] (with four vectors each, 24 accumulators).
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const TILE_CHANNELS: usize = 6;
 
 /// The planar 1×1 convolution with AVX-512 registers:
@@ -327,6 +329,7 @@ struct Tiled<'a> {
     p: usize,
     /// m planes of p pixels (`ldx` apart), added before the activation.
     skip: Option<&'a [f32]>,
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     relu6: bool,
 }
 
@@ -365,6 +368,8 @@ impl Tiled<'_> {
         unsafe {
             self.tiles(out, ldo)
         };
+        #[cfg(not(target_arch = "x86_64"))]
+        let _ = out;
         true
     }
 

@@ -7,6 +7,9 @@
 //! each broadcast in turn — and the weights from [`Strips`], laid out once when the network loads, so a register
 //! block of `R` pixels × `V` vectors of output channels needs no packing.
 
+// The kernels are AVX-512 (x86-64) only; elsewhere `run` declines and the callers use `gemm`.
+#![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+
 use crate::aligned::{Buffer, LINE};
 
 /// `out[i·ldo + j] = act(out[i·ldo + j] + Σ_c x[i·ldx + c] · W[j0 + j][k0 + c])` for `i < p`, `j < m`,

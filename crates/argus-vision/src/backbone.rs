@@ -1277,7 +1277,14 @@ impl EfficientNetLite0 {
         Ok(vec![rayon::scope(|_| crate::team::with_team(|| f(x)))?])
     }
 
+    /// Both feature maps of one slice of a batch, inside its pass.
     fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (s16, top) = self.maps_serial(x, true)?;
+        Ok((s16.unwrap_or_else(|| top.clone()), top))
+    }
+
+    /// The top feature map of one slice of a batch, inside its pass, and the stride-16 map when `want_s16`.
+    fn maps_serial(&self, x: &Tensor, want_s16: bool) -> candle_core::Result<(Option<Tensor>, Tensor)> {
         let (n, c, h, w) = x.dims4()?;
         let data = x.flatten_all()?.to_vec1::<f32>()?;
         let mut s16 = Vec::with_capacity(n);
@@ -1285,26 +1292,29 @@ impl EfficientNetLite0 {
         let pass = |ws: &mut Workspace| -> candle_core::Result<()> {
             for image in data.chunks(c * h * w) {
                 let (sh, sw) = self.stem.forward_into(image, h, w, ws);
-                let (a, b) = self.run_blocks(ws, self.stem.cout(), sh, sw, None)?;
-                s16.push(a);
+                let (a, b) = self.run_blocks(ws, self.stem.cout(), sh, sw, want_s16, None)?;
+                s16.extend(a);
                 top.push(b);
             }
             Ok(())
         };
         with_workspace(pass)?;
-        Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?))
+        let s16 = if want_s16 { Some(Tensor::cat(&s16, 0)?) } else { None };
+        Ok((s16, Tensor::cat(&top, 0)?))
     }
 
-    /// The blocks and the head on one image's stem output (`c` planes of h × w): the stride-16 and the
-    /// stride-32 feature maps as (1, C, H, W) tensors. `times` collects each stage's wall time.
+    /// The blocks and the head on one image's stem output (`c` planes of h × w): the stride-16 feature map
+    /// when `want_s16` (a copy of it, which classification does not need) and the stride-32 feature map, as
+    /// (1, C, H, W) tensors. `times` collects each stage's wall time.
     fn run_blocks(
         &self,
         ws: &mut Workspace,
         c: usize,
         h: usize,
         w: usize,
+        want_s16: bool,
         mut times: Option<&mut Vec<(String, f64)>>,
-    ) -> candle_core::Result<(Tensor, Tensor)> {
+    ) -> candle_core::Result<(Option<Tensor>, Tensor)> {
         let (mut c, mut h, mut w) = (c, h, w);
         let mut s16 = None;
         // Channels-planar while planes are large; channels-last from the first block whose output is small.
@@ -1321,7 +1331,7 @@ impl EfficientNetLite0 {
             if let Some(times) = times.as_deref_mut() {
                 times.push((format!("block {i}"), t.elapsed().as_secs_f64() * 1e3));
             }
-            if i == 10 {
+            if i == 10 && want_s16 {
                 let y = &ws.cur[..c * h * w];
                 s16 = Some((if channels_last { transpose(y, h * w, c) } else { y.to_vec() }, c, h, w));
             }
@@ -1340,8 +1350,7 @@ impl EfficientNetLite0 {
             times.push(("head".to_string(), t.elapsed().as_secs_f64() * 1e3));
         }
         let tensor = |(d, c, h, w): (Vec<f32>, usize, usize, usize)| Tensor::from_vec(d, (1, c, h, w), &Device::Cpu);
-        let s16 = s16.unwrap_or_else(|| top.clone());
-        Ok((tensor(s16)?, tensor(top)?))
+        Ok((s16.map(tensor).transpose()?, tensor(top)?))
     }
 
     /// Wall time of each stage for one input, in milliseconds: stem, the 16 blocks, head (profiling aid).
@@ -1356,7 +1365,7 @@ impl EfficientNetLite0 {
                 with_workspace(|ws| {
                     let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
                     out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
-                    self.run_blocks(ws, self.stem.cout(), sh, sw, Some(&mut out))
+                    self.run_blocks(ws, self.stem.cout(), sh, sw, false, Some(&mut out))
                 })
             })
         })
@@ -1389,14 +1398,14 @@ impl EfficientNetLite0 {
         x: &Tensor,
         pool: impl Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
     ) -> candle_core::Result<Tensor> {
-        let parts = self.per_slice(x, |s| pool(&self.feature_maps_serial(s)?.1))?;
+        let parts = self.per_slice(x, |s| pool(&self.maps_serial(s, false)?.1))?;
         Tensor::cat(&parts, 0)
     }
 
     /// ImageNet-1k logits, (N, 1000).
     pub fn imagenet_logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         // The classifier runs inside each slice's pass: on its team of threads for a single image.
-        let parts = self.per_slice(x, |s| self.fc.forward(&mean_pool(&self.feature_maps_serial(s)?.1)?))?;
+        let parts = self.per_slice(x, |s| self.fc.forward(&mean_pool(&self.maps_serial(s, false)?.1)?))?;
         Tensor::cat(&parts, 0)
     }
 }

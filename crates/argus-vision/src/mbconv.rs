@@ -608,8 +608,24 @@ fn transpose_into(src: &[f32], rows: usize, cols: usize, out: &mut [f32]) {
 impl Workspace {
     /// Turns the current activations, `c` planes of `p` pixels, into `p` pixels of `c` channels, keeping
     /// both buffers.
+    /// Parallel over runs of pixels: on one thread this transpose was the longest stretch of a pass in which
+    /// the other threads had nothing to do.
     pub(crate) fn make_channels_last(&mut self, c: usize, p: usize) {
-        transpose_into(&self.cur[..c * p], c, p, self.next.sized(c * p));
+        let src = &self.cur[..c * p];
+        let run = even_split(p, 16, usize::MAX).next_multiple_of(16);
+        for_each_chunk(self.next.sized(c * p), run * c, |g, out| {
+            let (p0, n) = (g * run, out.len() / c.max(1));
+            for r0 in (0..c).step_by(16) {
+                for i0 in (0..n).step_by(16) {
+                    for r in r0..(r0 + 16).min(c) {
+                        let row = &src[r * p + p0..r * p + p0 + n];
+                        for i in i0..(i0 + 16).min(n) {
+                            out[i * c + r] = row[i];
+                        }
+                    }
+                }
+            }
+        });
         std::mem::swap(&mut self.cur, &mut self.next);
     }
 }

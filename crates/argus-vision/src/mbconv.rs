@@ -10,8 +10,8 @@
 //! 2. **per group of output channels**: the project product over all depthwise channels, with bias and the
 //!    skip connection folded in.
 //!
-//! The blocks at the top of the network (14 × 14 and 7 × 7 planes, hundreds of channels) run the same two
-//! passes channels-last ([`MbConv::forward_nhwc`]): there a plane is shorter than a few vectors while the
+//! The blocks at the top of the network (28 × 28 inputs and smaller, hundreds of channels) run the same two
+//! passes channels-last ([`MbConv::forward_nhwc`]): there a plane is at most a few dozen vectors while the
 //! channel counts are multiples of 16, so vectors run across channels instead.
 //!
 //! With AVX-512 the 1×1 products run on our own kernels — `Tiled` here for planes, `products::Columns`
@@ -905,6 +905,7 @@ mod tests {
             (24, 100, 24, 5, 1, 7, 7),
             (40, 240, 40, 5, 1, 14, 14),
             (16, 56, 16, 5, 1, 9, 13),
+            (40, 240, 40, 5, 1, 28, 28),
         ] {
             let three = rayon::ThreadPoolBuilder::new().num_threads(3).build().expect("thread pool");
             let x = random(&[1, cin, h, w], 1.0);

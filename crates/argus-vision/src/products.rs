@@ -1,7 +1,7 @@
 //! The channels-last 1×1 convolution as an AVX-512 matrix product without packing.
 //!
-//! At the top of the network (14 × 14 and 7 × 7 planes) a 1×1 convolution is a product of a few hundred pixels
-//! by a few hundred channels. `gemm` packs both operands into its own layout first: on these small products
+//! At the top of the network (28 × 28 planes and smaller) a 1×1 convolution is a product of a few hundred
+//! pixels by a few hundred channels. `gemm` packs both operands into its own layout first: on these small products
 //! that packing cost a quarter of the product's time (`perf`: `gemm_common::…::vectorize` at 9 % of a pass
 //! beside 25 % in the micro-kernels). Here the activations are read where they lie — a pixel's input channels,
 //! each broadcast in turn — and the weights from [`Strips`], laid out once when the network loads, so a register

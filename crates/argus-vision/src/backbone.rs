@@ -1282,42 +1282,59 @@ impl EfficientNetLite0 {
 
     /// Both feature maps of one slice of a batch, inside its pass.
     fn feature_maps_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
-        let (s16, top) = self.maps_serial(x, true)?;
-        Ok((s16.unwrap_or_else(|| top.clone()), top))
+        let (mut s16, mut top) = (Vec::new(), Vec::new());
+        for t in self.tops_serial(x, TopAs::Maps)? {
+            if let Top::Maps(a, b) = t {
+                s16.push(a);
+                top.push(b);
+            }
+        }
+        Ok((Tensor::cat(&s16, 0)?, Tensor::cat(&top, 0)?))
     }
 
-    /// The top feature map of one slice of a batch, inside its pass, and the stride-16 map when `want_s16`.
-    fn maps_serial(&self, x: &Tensor, want_s16: bool) -> candle_core::Result<(Option<Tensor>, Tensor)> {
+    /// The top feature map's global mean and global maximum, (N, 1280) each, for one slice of a batch inside
+    /// its pass.
+    fn pooled_serial(&self, x: &Tensor) -> candle_core::Result<(Tensor, Tensor)> {
+        let (mut means, mut maxes) = (Vec::new(), Vec::new());
+        for t in self.tops_serial(x, TopAs::Pooled)? {
+            if let Top::Pooled(mean, max) = t {
+                means.extend(mean);
+                maxes.extend(max);
+            }
+        }
+        let c = self.head.cout();
+        let n = means.len() / c;
+        Ok((Tensor::from_vec(means, (n, c), &Device::Cpu)?, Tensor::from_vec(maxes, (n, c), &Device::Cpu)?))
+    }
+
+    /// What each image of one slice of a batch leaves at the top of the network, as `top_as` asks.
+    fn tops_serial(&self, x: &Tensor, top_as: TopAs) -> candle_core::Result<Vec<Top>> {
         let (n, c, h, w) = x.dims4()?;
         let data = x.flatten_all()?.to_vec1::<f32>()?;
-        let mut s16 = Vec::with_capacity(n);
-        let mut top = Vec::with_capacity(n);
+        let mut tops = Vec::with_capacity(n);
         let pass = |ws: &mut Workspace| -> candle_core::Result<()> {
             for image in data.chunks(c * h * w) {
                 let (sh, sw) = self.stem.forward_into(image, h, w, ws);
-                let (a, b) = self.run_blocks(ws, self.stem.cout(), sh, sw, want_s16, None)?;
-                s16.extend(a);
-                top.push(b);
+                tops.push(self.run_blocks(ws, self.stem.cout(), sh, sw, top_as, None)?);
             }
             Ok(())
         };
         with_workspace(pass)?;
-        let s16 = if want_s16 { Some(Tensor::cat(&s16, 0)?) } else { None };
-        Ok((s16, Tensor::cat(&top, 0)?))
+        Ok(tops)
     }
 
-    /// The blocks and the head on one image's stem output (`c` planes of h × w): the stride-16 feature map
-    /// when `want_s16` (a copy of it, which classification does not need) and the stride-32 feature map, as
-    /// (1, C, H, W) tensors. `times` collects each stage's wall time.
+    /// The blocks and the head on one image's stem output (`c` planes of h × w): the stride-16 and stride-32
+    /// feature maps as (1, C, H, W) tensors, or the stride-32 map's pooled values, as `top_as` asks. `times`
+    /// collects each stage's wall time.
     fn run_blocks(
         &self,
         ws: &mut Workspace,
         c: usize,
         h: usize,
         w: usize,
-        want_s16: bool,
+        top_as: TopAs,
         mut times: Option<&mut Vec<(String, f64)>>,
-    ) -> candle_core::Result<(Option<Tensor>, Tensor)> {
+    ) -> candle_core::Result<Top> {
         let (mut c, mut h, mut w) = (c, h, w);
         let mut s16 = None;
         // Channels-planar while planes are large; channels-last from the first block whose input is small.
@@ -1333,88 +1350,114 @@ impl EfficientNetLite0 {
             if let Some(times) = times.as_deref_mut() {
                 times.push((format!("block {i}"), t.elapsed().as_secs_f64() * 1e3));
             }
-            if i == 10 && want_s16 {
+            if i == 10 && top_as == TopAs::Maps {
                 let y = &ws.cur[..c * h * w];
                 s16 = Some((if channels_last { transpose(y, h * w, c) } else { y.to_vec() }, c, h, w));
             }
         }
         let t = std::time::Instant::now();
         let data = &ws.cur[..c * h * w];
-        // The output is wanted planar: after a channels-last product (on 7 × 7 planes the planar one leaves a
-        // quarter of its 64-pixel tiles empty), the 1280 channels go back to planes.
-        let top = if channels_last {
-            self.head.forward_nhwc_to_planes(data, h * w)
-        } else {
-            self.head.forward(data, h * w, None)
+        let p = h * w;
+        let top = match top_as {
+            // Wanted planar: after a channels-last product (on 7 × 7 planes the planar one leaves a quarter of its
+            // 64-pixel tiles empty), the 1280 channels go back to planes.
+            TopAs::Maps => {
+                let planes = if channels_last {
+                    self.head.forward_nhwc_to_planes(data, p)
+                } else {
+                    self.head.forward(data, p, None)
+                };
+                let tensor =
+                    |(d, c, h, w): (Vec<f32>, usize, usize, usize)| Tensor::from_vec(d, (1, c, h, w), &Device::Cpu);
+                let top = (planes, self.head.cout(), h, w);
+                let s16 = s16.unwrap_or_else(|| top.clone());
+                Top::Maps(tensor(s16)?, tensor(top)?)
+            }
+            TopAs::Pooled if channels_last => {
+                let (mean, max) = self.head.forward_nhwc_pooled(data, p);
+                Top::Pooled(mean, max)
+            }
+            TopAs::Pooled => {
+                // Planes (an input so large that the head's is over 28 × 28): each plane is a column of its
+                // transpose.
+                let planes = transpose(&self.head.forward(data, p, None), self.head.cout(), p);
+                let (mut mean, mut max) = (vec![0f32; self.head.cout()], vec![0f32; self.head.cout()]);
+                crate::mbconv::pool_rows(&planes, &mut mean, &mut max);
+                Top::Pooled(mean, max)
+            }
         };
-        let top = (top, self.head.cout(), h, w);
         if let Some(times) = times {
             times.push(("head".to_string(), t.elapsed().as_secs_f64() * 1e3));
         }
-        let tensor = |(d, c, h, w): (Vec<f32>, usize, usize, usize)| Tensor::from_vec(d, (1, c, h, w), &Device::Cpu);
-        Ok((s16.map(tensor).transpose()?, tensor(top)?))
+        Ok(top)
     }
 
-    /// Wall time of each stage for one input, in milliseconds: stem, the 16 blocks, head (profiling aid).
+    /// Wall time of each stage for one input, in milliseconds: stem, the 16 blocks, head (with the pooling) and
+    /// the ImageNet classifier (profiling aid).
     pub fn stage_times(&self, x: &Tensor) -> candle_core::Result<Vec<(String, f64)>> {
         let mut out = Vec::new();
         let t = std::time::Instant::now();
         let (_, _, h, w) = x.dims4()?;
         let image = x.narrow(0, 0, 1)?.flatten_all()?.to_vec1::<f32>()?;
-        // Inside the pool, as a real pass runs.
+        let ms = |t: std::time::Instant| t.elapsed().as_secs_f64() * 1e3;
+        // Inside the pool and on a team, as a real pass runs.
         rayon::scope(|_| {
             crate::team::with_team(|| {
-                with_workspace(|ws| {
+                let top = with_workspace(|ws| {
                     let (sh, sw) = self.stem.forward_into(&image, h, w, ws);
-                    out.push(("stem".to_string(), t.elapsed().as_secs_f64() * 1e3));
-                    self.run_blocks(ws, self.stem.cout(), sh, sw, false, Some(&mut out))
-                })
+                    out.push(("stem".to_string(), ms(t)));
+                    self.run_blocks(ws, self.stem.cout(), sh, sw, TopAs::Pooled, Some(&mut out))
+                })?;
+                if let Top::Pooled(mean, _) = top {
+                    let t = std::time::Instant::now();
+                    let n = mean.len();
+                    self.fc.forward(&Tensor::from_vec(mean, (1, n), &Device::Cpu)?)?;
+                    out.push(("classifier".to_string(), ms(t)));
+                }
+                Ok::<_, candle_core::Error>(())
             })
-        })
-        .and_then(|(_, top)| {
-            let t = std::time::Instant::now();
-            let pooled = top.mean((2, 3))?;
-            out.push(("pool".to_string(), t.elapsed().as_secs_f64() * 1e3));
-            let t = std::time::Instant::now();
-            self.fc.forward(&pooled)?;
-            out.push(("classifier".to_string(), t.elapsed().as_secs_f64() * 1e3));
-            Ok(())
         })?;
         Ok(out)
     }
 
     /// Globally average-pooled features, (N, 1280).
     pub fn pooled(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.pooled_by(x, mean_pool)
+        let parts = self.per_slice(x, |s| Ok(self.pooled_serial(s)?.0))?;
+        Tensor::cat(&parts, 0)
     }
 
     /// Global average and global maximum of the top feature map side by side, (N, 2 × 1280).
     pub fn pooled_mean_max(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.pooled_by(x, |top| Tensor::cat(&[top.mean((2, 3))?, top.flatten_from(2)?.max(2)?], 1))
-    }
-
-    /// `pool` of the top feature map, applied to each slice of the batch inside its pass (the maps themselves
-    /// are never gathered).
-    fn pooled_by(
-        &self,
-        x: &Tensor,
-        pool: impl Fn(&Tensor) -> candle_core::Result<Tensor> + Sync,
-    ) -> candle_core::Result<Tensor> {
-        let parts = self.per_slice(x, |s| pool(&self.maps_serial(s, false)?.1))?;
+        let parts = self.per_slice(x, |s| {
+            let (mean, max) = self.pooled_serial(s)?;
+            Tensor::cat(&[mean, max], 1)
+        })?;
         Tensor::cat(&parts, 0)
     }
 
     /// ImageNet-1k logits, (N, 1000).
     pub fn imagenet_logits(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         // The classifier runs inside each slice's pass: on its team of threads for a single image.
-        let parts = self.per_slice(x, |s| self.fc.forward(&mean_pool(&self.maps_serial(s, false)?.1)?))?;
+        let parts = self.per_slice(x, |s| self.fc.forward(&self.pooled_serial(s)?.0))?;
         Tensor::cat(&parts, 0)
     }
 }
 
-/// Global average pooling of (N, C, H, W) maps, (N, C).
-fn mean_pool(top: &Tensor) -> candle_core::Result<Tensor> {
-    top.mean((2, 3))
+/// What a pass keeps of the top of the network.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TopAs {
+    /// The stride-16 and stride-32 feature maps (detection, region proposals).
+    Maps,
+    /// The stride-32 map's global mean and maximum per channel (classification).
+    Pooled,
+}
+
+/// What a pass left at the top of the network for one image.
+enum Top {
+    /// The stride-16 and stride-32 feature maps, (1, C, H, W) each.
+    Maps(Tensor, Tensor),
+    /// The stride-32 map's mean and maximum per channel.
+    Pooled(Vec<f32>, Vec<f32>),
 }
 
 /// Normalised (1, 3, size, size) input from an RGB image, resized with a triangle filter.

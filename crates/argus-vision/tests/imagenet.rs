@@ -68,3 +68,28 @@ fn a_batch_gives_each_image_its_own_features() {
         }
     }
 }
+
+/// The pooled features a classifier reads (pooled from the head's output as it is computed) equal the mean and
+/// maximum of the top feature map, on a 224-pixel input (channels-last head) and on one so large that the
+/// head's input is more than 28 × 28 (planar head).
+#[test]
+fn pooled_features_are_the_pooled_top_map() {
+    let m = model();
+    let img = image::open(test_models_dir().join("photos").join("coffee.png")).expect("photo");
+    for size in [224, 928] {
+        let x = preprocess(&img.to_rgb8(), size).expect("input");
+        let (_, top) = m.feature_maps(&x).expect("forward");
+        let mean = top.mean((2, 3)).expect("mean");
+        let max = top.flatten_from(2).and_then(|t| t.max(2)).expect("max");
+        let both = candle_core::Tensor::cat(&[&mean, &max], 1).expect("cat");
+        for (ours, want) in [(m.pooled(&x).expect("pooled"), mean), (m.pooled_mean_max(&x).expect("mean, max"), both)] {
+            assert_eq!(ours.dims(), want.dims());
+            let diff: f32 = (ours - want)
+                .and_then(|d| d.abs())
+                .and_then(|d| d.max_all())
+                .and_then(|d| d.to_scalar())
+                .expect("diff");
+            assert!(diff < 1e-4, "{size} px: pooled features differ from the pooled map by {diff}");
+        }
+    }
+}

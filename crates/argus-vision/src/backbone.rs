@@ -715,6 +715,7 @@ depthwise_simd!(
 
 /// Zeros on each side of a column phase row of [`StridedPlane`]: one vector, so rows start on a cache line and
 /// taps reaching left of the image read zeros.
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const PHASE_MARGIN: usize = 16;
 
 /// A stride-2 planar depthwise convolution (ReLU6 after the bias) into the output plane, with AVX-512

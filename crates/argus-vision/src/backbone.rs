@@ -255,16 +255,10 @@ impl Depthwise {
         let wk = &self.weight[ch * k * k..(ch + 1) * k * k];
         #[cfg(target_arch = "x86_64")]
         {
-            let direct = DirectPlane { inp, h, w, wk, k, pt, pl, bias: self.bias[ch] };
-            if FMA && s == 1 && bufs.wide512 && direct.suits() {
+            if FMA && s <= 2 && bufs.wide512 && k <= MAX_SIDE && pl <= PHASE_MARGIN {
+                let plane = PhasePlane { inp, h, w, wk, k, pt, pl, bias: self.bias[ch], oh, ow, stride: s };
                 // SAFETY: `wide512` is only true when `avx512()` found AVX-512F.
-                unsafe { direct.run(out) };
-                return;
-            }
-            if FMA && s == 2 && bufs.wide512 && k <= MAX_SIDE && pl <= PHASE_MARGIN {
-                let strided = StridedPlane { inp, h, w, wk, k, pt, pl, bias: self.bias[ch], oh, ow };
-                // SAFETY: as above.
-                unsafe { strided.run(&mut bufs.phase_rows, &mut bufs.phase_shape, out) };
+                unsafe { plane.run(&mut bufs.phase_rows, &mut bufs.phase_shape, out) };
                 return;
             }
         }
@@ -713,22 +707,26 @@ depthwise_simd!(
     _mm512_max_ps
 );
 
-/// Zeros on each side of a column phase row of [`StridedPlane`]: one vector, so rows start on a cache line and
+/// Zeros on each side of a phase row of [`PhasePlane`]: one vector, so rows start on a cache line and
 /// taps reaching left of the image read zeros.
 #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 const PHASE_MARGIN: usize = 16;
 
-/// A stride-2 planar depthwise convolution (ReLU6 after the bias) into the output plane, with AVX-512
-/// registers. Each input row is split once into its even and odd columns (two permutes per 32 values), each
-/// phase row with zeros on both sides; then every tap of 16 neighbouring outputs is one plain load from a phase
-/// row, and the output is written once. The padded-plane path before it copied the input into four zero-padded
-/// (row parity, column parity) phase planes, summed over their whole padded width and copied the result out:
-/// 3.7 GMAC/s on the 112 × 112 layer in a pass.
+/// A planar depthwise convolution (ReLU6 after the bias) into the output plane, with AVX-512 registers. At
+/// stride 2 each input row is split once into its even and odd columns (two permutes per 32 values), at
+/// stride 1 copied whole, each such phase row with zeros on both sides; then every tap of 16 neighbouring
+/// outputs is one plain load from a phase row, and the output is written once.
+///
+/// Measured against what it replaced (one thread, in a pass): at stride 2, four zero-padded (row parity,
+/// column parity) phase planes summed over their whole padded width and copied out: block 1 1.07 → 0.91 ms
+/// (its depthwise had run at 3.7 GMAC/s); at stride 1, a kernel reading the input plane directly and masking
+/// the vectors at the ends of each row: block 2 (56 × 56, two of four vectors masked) 0.84 → 0.68 ms, block 0
+/// (112 × 112) the same or slightly faster, so the masked kernel went.
 ///
 /// Blocks of `R` rows × `G` vectors of 16 outputs (`R·G` ≥ 8 accumulators, to hide the multiply-add latency);
 /// a tap's row outside the image is skipped, its columns outside the image read the phase rows' zeros.
 #[cfg(target_arch = "x86_64")]
-struct StridedPlane<'a> {
+struct PhasePlane<'a> {
     /// The h × w input plane.
     inp: &'a [f32],
     h: usize,
@@ -743,13 +741,15 @@ struct StridedPlane<'a> {
     /// Output size.
     oh: usize,
     ow: usize,
+    /// 2, or 1: each row copied whole between its margins (one phase).
+    stride: usize,
 }
 
 #[cfg(target_arch = "x86_64")]
-impl StridedPlane<'_> {
+impl PhasePlane<'_> {
     /// Values of one phase row: the margins, then room for every output vector's furthest tap.
     fn phase_len(&self) -> usize {
-        (PHASE_MARGIN + self.ow.div_ceil(16) * 16 + self.k / 2 + 1).next_multiple_of(16) + PHASE_MARGIN
+        (PHASE_MARGIN + self.ow.div_ceil(16) * 16 + self.k).next_multiple_of(16) + PHASE_MARGIN
     }
 
     /// Convolves into `out` (oh × ow; every value is written), splitting the plane's rows into `phases`.
@@ -766,7 +766,8 @@ impl StridedPlane<'_> {
                 && self.wk.len() == k * k
                 && k <= MAX_SIDE
                 && self.pl <= PHASE_MARGIN
-                && self.ow <= w.div_ceil(2),
+                && (self.stride == 1 || self.stride == 2)
+                && self.ow <= w.div_ceil(self.stride),
             "depthwise: strided plane sizes"
         );
         if self.oh == 0 || self.ow == 0 {
@@ -774,14 +775,19 @@ impl StridedPlane<'_> {
         }
         // Row iy's even columns at [2·iy·len + M ..), its odd ones at [(2·iy + 1)·len + M ..); zeros elsewhere,
         // laid down when the plane's shape changes (the values are rewritten in the same places every time).
-        if *shape != (h, w, len) {
-            phases.sized(2 * h * len).fill(0.0);
-            *shape = (h, w, len);
+        let s = self.stride;
+        if *shape != (h, w, s * len) {
+            phases.sized(s * h * len).fill(0.0);
+            *shape = (h, w, s * len);
         }
-        let rows = phases.sized(2 * h * len);
-        for (iy, pair) in rows.chunks_exact_mut(2 * len).enumerate() {
-            let (evens, odds) = pair.split_at_mut(len);
+        let rows = phases.sized(s * h * len);
+        for (iy, pair) in rows.chunks_exact_mut(s * len).enumerate() {
             let src = &self.inp[iy * w..(iy + 1) * w];
+            if s == 1 {
+                pair[PHASE_MARGIN..PHASE_MARGIN + w].copy_from_slice(src);
+                continue;
+            }
+            let (evens, odds) = pair.split_at_mut(len);
             deinterleave(
                 src,
                 &mut evens[PHASE_MARGIN..PHASE_MARGIN + w.div_ceil(2)],
@@ -789,6 +795,15 @@ impl StridedPlane<'_> {
                 true,
             );
         }
+        // Where output column 0 of each tap column kx reads, from the start of its input row's phases: input
+        // column kx − pl, which is in phase (kx − pl) mod s at ⌊(kx − pl) / s⌋.
+        let mut columns = [0isize; MAX_SIDE];
+        for (kx, c) in columns.iter_mut().enumerate().take(k) {
+            let t = kx as isize - self.pl as isize;
+            let (phase, shift) = (t.rem_euclid(s as isize), t.div_euclid(s as isize));
+            *c = phase * len as isize + PHASE_MARGIN as isize + shift;
+        }
+        let columns = &columns[..k];
         let vectors = self.ow.div_ceil(16);
         let mut v = 0;
         while v < vectors {
@@ -796,10 +811,10 @@ impl StridedPlane<'_> {
             // SAFETY (every call): vectors v .. v + g of every output row; the phase rows hold every tap.
             unsafe {
                 match g {
-                    4 => self.rows::<2, 4>(rows, len, v, out),
-                    3 => self.rows::<3, 3>(rows, len, v, out),
-                    2 => self.rows::<4, 2>(rows, len, v, out),
-                    _ => self.rows::<8, 1>(rows, len, v, out),
+                    4 => self.rows::<2, 4>(rows, len, columns, v, out),
+                    3 => self.rows::<3, 3>(rows, len, columns, v, out),
+                    2 => self.rows::<4, 2>(rows, len, columns, v, out),
+                    _ => self.rows::<8, 1>(rows, len, columns, v, out),
                 }
             }
             v += g;
@@ -809,18 +824,25 @@ impl StridedPlane<'_> {
     /// The `G` vectors from `v0` of every output row, `R` rows at a time, then the last rows one by one.
     ///
     /// # Safety
-    /// As [`StridedPlane::run`], after its checks; `phases` holds the plane's phase rows.
+    /// As [`PhasePlane::run`], after its checks; `phases` holds the plane's phase rows.
     #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const R: usize, const G: usize>(&self, phases: &[f32], len: usize, v0: usize, out: &mut [f32]) {
+    unsafe fn rows<const R: usize, const G: usize>(
+        &self,
+        phases: &[f32],
+        len: usize,
+        columns: &[isize],
+        v0: usize,
+        out: &mut [f32],
+    ) {
         let mut y = 0;
         while y + R <= self.oh {
             // SAFETY: output rows y .. y + R exist.
-            unsafe { self.block::<R, G>(phases, len, y, v0, out) };
+            unsafe { self.block::<R, G>(phases, len, columns, y, v0, out) };
             y += R;
         }
         while y < self.oh {
             // SAFETY: output row y exists.
-            unsafe { self.block::<1, G>(phases, len, y, v0, out) };
+            unsafe { self.block::<1, G>(phases, len, columns, y, v0, out) };
             y += 1;
         }
     }
@@ -828,12 +850,13 @@ impl StridedPlane<'_> {
     /// Output rows `y0 .. y0 + R`, columns `16·v0 .. 16·(v0 + G)` (those inside the row).
     ///
     /// # Safety
-    /// As [`StridedPlane::rows`]; the output rows must exist.
+    /// As [`PhasePlane::rows`]; the output rows must exist.
     #[target_feature(enable = "avx512f")]
     unsafe fn block<const R: usize, const G: usize>(
         &self,
         phases: &[f32],
         len: usize,
+        columns: &[isize],
         y0: usize,
         v0: usize,
         out: &mut [f32],
@@ -844,13 +867,10 @@ impl StridedPlane<'_> {
         for ky in 0..k {
             for (r, sums) in acc.iter_mut().enumerate() {
                 // Input row 2·(y0 + r) + ky − pt; rows in the padding add nothing.
-                let Some(iy) = (2 * (y0 + r) + ky).checked_sub(self.pt).filter(|&iy| iy < h) else { continue };
-                for (kx, &tap) in self.wk[ky * k..(ky + 1) * k].iter().enumerate() {
-                    // Output column ox reads input column 2·ox + kx − pl: phase (kx − pl) mod 2, at ox plus
-                    // ⌊(kx − pl) / 2⌋ in it.
-                    let t = kx as isize - self.pl as isize;
-                    let (phase, shift) = (t.rem_euclid(2) as usize, t.div_euclid(2));
-                    let start = ((2 * iy + phase) * len + PHASE_MARGIN) as isize + shift;
+                let s = self.stride;
+                let Some(iy) = (s * (y0 + r) + ky).checked_sub(self.pt).filter(|&iy| iy < h) else { continue };
+                for (&tap, &offset) in self.wk[ky * k..(ky + 1) * k].iter().zip(columns) {
+                    let start = (s * iy * len) as isize + offset;
                     let wv = _mm512_set1_ps(tap);
                     for (g, sum) in sums.iter_mut().enumerate() {
                         // SAFETY: start + 16·(v0 + g) ≥ row start (shift ≥ −M), and its 16 values end before the
@@ -869,192 +889,6 @@ impl StridedPlane<'_> {
                 let mask = if x0 + 16 <= ow { u16::MAX } else { ((1u32 << (ow - x0)) - 1) as u16 };
                 // SAFETY: the lanes kept lie inside output row y0 + r.
                 _mm512_mask_storeu_ps(row.add(x0), mask, _mm512_min_ps(_mm512_max_ps(*sum, zero), six));
-            }
-        }
-    }
-}
-
-/// A stride-1 planar depthwise convolution (ReLU6 after the bias) straight from the input plane into the output
-/// plane, with AVX-512 registers: the planar kernel's copy into a zero-padded plane and back out of a padded-width
-/// result were 7 % of a pass (`perf`: `memmove`), and the padded width's extra columns cost sums of their own.
-///
-/// The output is walked in blocks of `R` rows × `G` vectors of 16 columns (`R·G` accumulators, at least eight so
-/// the multiply-add latency is hidden); a tap's row outside the image is skipped, and its columns outside the image
-/// are masked off at the two ends of a row (only the blocks there pay for computing masks).
-#[cfg(target_arch = "x86_64")]
-struct DirectPlane<'a> {
-    /// The h × w input plane.
-    inp: &'a [f32],
-    h: usize,
-    w: usize,
-    /// The k × k weights, row-major.
-    wk: &'a [f32],
-    k: usize,
-    /// Padding above and to the left ("SAME").
-    pt: usize,
-    pl: usize,
-    bias: f32,
-}
-
-#[cfg(target_arch = "x86_64")]
-impl DirectPlane<'_> {
-    /// A row's vectors, and the first and the end of those whose every tap lies inside the row (from the first
-    /// whose columns minus the left padding are ≥ 0 to the last whose columns plus the right reach stay < w).
-    fn parts(&self) -> (usize, usize, usize) {
-        let (w, k) = (self.w, self.k);
-        let vectors = w.div_ceil(16);
-        let reach = k.saturating_sub(1 + self.pl);
-        let first = self.pl.div_ceil(16).min(vectors);
-        let end = if w >= 16 + reach { ((w - reach - 16) / 16 + 1).min(vectors) } else { 0 }.max(first);
-        (vectors, first, end)
-    }
-
-    /// Whether this plane is better convolved directly than through a padded copy: the kernel fits, and at least
-    /// half of a row's vectors need no masks. Measured (one thread): 112 × 112, 3 × 3 (five of seven vectors
-    /// inside) 0.72 → 0.52 ms for its block; 56 × 56, 3 × 3 (two of four) the same; 28 × 28, 5 × 5 (none)
-    /// 0.58 → 0.72 ms, its masked loads slower than the copy they save.
-    fn suits(&self) -> bool {
-        let (vectors, first, end) = self.parts();
-        self.k <= MAX_SIDE && self.pt < self.k && self.pl < self.k && 2 * (end - first) >= vectors
-    }
-
-    /// Convolves into `out` (h × w; every value is written).
-    ///
-    /// # Safety
-    /// The CPU must support AVX-512F ([`avx512`]).
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn run(&self, out: &mut [f32]) {
-        let (h, w, k) = (self.h, self.w, self.k);
-        let (vectors, first, end) = self.parts();
-        assert!(
-            self.inp.len() >= h * w
-                && out.len() >= h * w
-                && self.wk.len() == k * k
-                && k <= MAX_SIDE
-                && self.pt < k
-                && self.pl < k,
-            "depthwise: direct plane sizes"
-        );
-        // SAFETY (every call): the parts' vectors and the rows lie inside the plane; `run_part` masks what is not.
-        unsafe {
-            self.part::<false>(0, first, out);
-            self.part::<true>(first, end, out);
-            self.part::<false>(end, vectors, out);
-        }
-    }
-
-    /// Vectors `v0 .. v1` of every row, in groups of at most eight; `INTERIOR`: no tap of them leaves the row.
-    ///
-    /// # Safety
-    /// As [`DirectPlane::run`], with its checked sizes.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn part<const INTERIOR: bool>(&self, v0: usize, v1: usize, out: &mut [f32]) {
-        let mut v = v0;
-        while v < v1 {
-            let g = (v1 - v).min(8);
-            // SAFETY: vectors v .. v + g lie inside the part.
-            unsafe {
-                match g {
-                    8 => self.rows::<1, 8, INTERIOR>(v, out),
-                    7 => self.rows::<2, 7, INTERIOR>(v, out),
-                    6 => self.rows::<2, 6, INTERIOR>(v, out),
-                    5 => self.rows::<2, 5, INTERIOR>(v, out),
-                    4 => self.rows::<2, 4, INTERIOR>(v, out),
-                    3 => self.rows::<3, 3, INTERIOR>(v, out),
-                    2 => self.rows::<4, 2, INTERIOR>(v, out),
-                    _ => self.rows::<8, 1, INTERIOR>(v, out),
-                }
-            }
-            v += g;
-        }
-    }
-
-    /// The `G` vectors from `v0` of every row, `R` rows at a time, then the last rows one by one.
-    ///
-    /// # Safety
-    /// As [`DirectPlane::part`].
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn rows<const R: usize, const G: usize, const INTERIOR: bool>(&self, v0: usize, out: &mut [f32]) {
-        let mut y = 0;
-        while y + R <= self.h {
-            // SAFETY: rows y .. y + R lie inside the plane.
-            unsafe { self.block::<R, G, INTERIOR>(y, v0, out) };
-            y += R;
-        }
-        while y < self.h {
-            // SAFETY: row y lies inside the plane.
-            unsafe { self.block::<1, G, INTERIOR>(y, v0, out) };
-            y += 1;
-        }
-    }
-
-    /// Output rows `y0 .. y0 + R`, columns `16·v0 .. 16·(v0 + G)` (those inside the row).
-    ///
-    /// # Safety
-    /// As [`DirectPlane::part`]; the rows must lie inside the plane, and with `INTERIOR` every tap of the vectors
-    /// inside the row.
-    #[cfg(target_arch = "x86_64")]
-    #[target_feature(enable = "avx512f")]
-    unsafe fn block<const R: usize, const G: usize, const INTERIOR: bool>(
-        &self,
-        y0: usize,
-        v0: usize,
-        out: &mut [f32],
-    ) {
-        use std::arch::x86_64::*;
-        let (h, w, k) = (self.h, self.w, self.k);
-        // Lanes of the input run starting at column x (which may be negative) that lie inside the row.
-        let inside = |x: isize| -> u16 {
-            let lo = (-x).clamp(0, 16) as u32;
-            let hi = (w as isize - x).clamp(0, 16) as u32;
-            if hi <= lo {
-                0
-            } else {
-                (((1u32 << hi) - 1) & !((1u32 << lo) - 1)) as u16
-            }
-        };
-        // Each tap column's masks, computed once for the block (edge blocks only).
-        let mut masks = [[u16::MAX; G]; MAX_SIDE];
-        if !INTERIOR {
-            for (kx, row) in masks.iter_mut().enumerate().take(k) {
-                for (g, mask) in row.iter_mut().enumerate() {
-                    *mask = inside((16 * (v0 + g) + kx) as isize - self.pl as isize);
-                }
-            }
-        }
-        let mut acc = [[_mm512_set1_ps(self.bias); G]; R];
-        for ky in 0..k {
-            for (r, sums) in acc.iter_mut().enumerate() {
-                // Input row y0 + r + ky − pt; rows in the padding add nothing.
-                let Some(iy) = (y0 + r + ky).checked_sub(self.pt).filter(|&iy| iy < h) else { continue };
-                let row = self.inp.as_ptr().add(iy * w);
-                for (kx, (tap_masks, &tap)) in masks.iter().zip(&self.wk[ky * k..(ky + 1) * k]).enumerate() {
-                    let wv = _mm512_set1_ps(tap);
-                    for (g, sum) in sums.iter_mut().enumerate() {
-                        let x = (16 * (v0 + g) + kx) as isize - self.pl as isize;
-                        // SAFETY: INTERIOR vectors read columns x .. x + 16 inside the row; elsewhere only the
-                        // lanes inside the row are read (the others are masked off and never touched, so the
-                        // pointer may point before the row).
-                        let xv = if INTERIOR {
-                            _mm512_loadu_ps(row.offset(x))
-                        } else {
-                            _mm512_maskz_loadu_ps(tap_masks[g], row.wrapping_offset(x))
-                        };
-                        *sum = _mm512_fmadd_ps(xv, wv, *sum);
-                    }
-                }
-            }
-        }
-        let (zero, six) = (_mm512_setzero_ps(), _mm512_set1_ps(6.0));
-        for (r, sums) in acc.iter().enumerate() {
-            let row = out.as_mut_ptr().add((y0 + r) * w);
-            for (g, sum) in sums.iter().enumerate() {
-                let x = 16 * (v0 + g);
-                // SAFETY: only the columns of the vector inside the row are stored.
-                _mm512_mask_storeu_ps(row.add(x), inside(x as isize), _mm512_min_ps(_mm512_max_ps(*sum, zero), six));
             }
         }
     }
@@ -1122,7 +956,7 @@ pub(crate) fn strided_copy(dst: &mut [f32], src: &[f32], s: usize) {
 /// [`Depthwise::channel`].
 const MAX_TAPS: usize = 49;
 
-/// The largest kernel side of the direct stride-1 kernel ([`DirectPlane`]) and of the row-reusing one.
+/// The largest kernel side of the planar AVX-512 kernel ([`PhasePlane`]) and of the row-reusing one.
 #[cfg(target_arch = "x86_64")]
 const MAX_SIDE: usize = 7;
 
@@ -1136,7 +970,7 @@ pub(crate) struct Scratch {
     starts: Vec<usize>,
     /// (h, w, k, stride) of the plane whose padding `padded` holds zeroed and whose tap offsets `starts` holds.
     shape: (usize, usize, usize, usize),
-    /// The stride-2 kernel's column phases of a plane ([`StridedPlane`]), zero around the values it writes.
+    /// The stride-2 kernel's column phases of a plane ([`PhasePlane`]), zero around the values it writes.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     phase_rows: Buffer,
     /// (h, w, phase row length) of the plane whose margins `phase_rows` holds zeroed.

@@ -768,7 +768,7 @@ impl PhasePlane<'_> {
                 && self.pl <= PHASE_MARGIN
                 && (self.stride == 1 || self.stride == 2)
                 && self.ow <= w.div_ceil(self.stride),
-            "depthwise: strided plane sizes"
+            "depthwise: phase plane sizes"
         );
         if self.oh == 0 || self.ow == 0 {
             return;

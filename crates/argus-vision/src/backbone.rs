@@ -866,7 +866,7 @@ impl PhasePlane<'_> {
         let mut acc = [[_mm512_set1_ps(self.bias); G]; R];
         for ky in 0..k {
             for (r, sums) in acc.iter_mut().enumerate() {
-                // Input row 2·(y0 + r) + ky − pt; rows in the padding add nothing.
+                // Input row s·(y0 + r) + ky − pt; rows in the padding add nothing.
                 let s = self.stride;
                 let Some(iy) = (s * (y0 + r) + ky).checked_sub(self.pt).filter(|&iy| iy < h) else { continue };
                 for (&tap, &offset) in self.wk[ky * k..(ky + 1) * k].iter().zip(columns) {
@@ -970,7 +970,8 @@ pub(crate) struct Scratch {
     starts: Vec<usize>,
     /// (h, w, k, stride) of the plane whose padding `padded` holds zeroed and whose tap offsets `starts` holds.
     shape: (usize, usize, usize, usize),
-    /// The stride-2 kernel's column phases of a plane ([`PhasePlane`]), zero around the values it writes.
+    /// The phase rows of a plane for [`PhasePlane`] (column phases at stride 2, whole rows at stride 1), zero
+    /// around the values it writes.
     #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     phase_rows: Buffer,
     /// (h, w, phase row length) of the plane whose margins `phase_rows` holds zeroed.

@@ -86,6 +86,8 @@ def test_tags_images_and_labels(trainer, image_host):
     # The same bytes again: OKDuplicate, pointing at the existing image.
     again = trainer.create_images_from_data(p.id, jpeg(0), tag_ids=[cat.id])
     assert again.images[0].status == "OKDuplicate"
+    # As on the hosted service, a duplicate makes the batch unsuccessful (207), so that scripts skip it.
+    assert not again.is_batch_successful
 
     # Base64 files batch with per-image tags and batch metadata.
     batch = ImageFileCreateBatch(

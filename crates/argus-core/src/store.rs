@@ -262,6 +262,8 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn files_by_ids(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>>;
     /// Files of a project by external id (unknown ones are skipped).
     async fn files_by_external_ids(&self, project: &str, ids: &[String]) -> StoreResult<Vec<FileRecord>>;
+    /// Files by data-modeling instance id `(space, externalId)`; unknown ones are skipped.
+    async fn files_by_instance_ids(&self, project: &str, ids: &[(String, String)]) -> StoreResult<Vec<FileRecord>>;
     /// Files of a project with ids above `after`, ascending, at most `limit`.
     async fn list_files(&self, project: &str, after: i64, limit: u32) -> StoreResult<Vec<FileRecord>>;
     /// Records that a file's bytes were uploaded.
@@ -299,6 +301,8 @@ pub struct FileRecord {
     pub project: String,
     /// External id, unique in the project.
     pub external_id: Option<String>,
+    /// Data-modeling instance id `(space, externalId)`, unique in the project.
+    pub instance_id: Option<(String, String)>,
     /// File name.
     pub name: String,
     /// MIME type.

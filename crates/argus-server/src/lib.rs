@@ -3,6 +3,7 @@
 //! downloads under `/blobs/`, and `/healthz` / `/readyz`. Handlers are thin: parse, call an
 //! [`argus_core::Argus`] service, map the result.
 
+mod disposition;
 pub mod error;
 pub mod extract;
 pub mod fetch;

@@ -260,7 +260,12 @@ async fn read_multipart(req: Request) -> HttpResult<Vec<UploadItem>> {
             ApiError::new(ErrorCode::BadRequestImageStream, format!("The multipart body is malformed: {e}"))
         })?;
         let Some(mut field) = field else { break };
-        let source = field.file_name().map(|f| format!("\"{f}\"")).unwrap_or_default();
+        let source = field
+            .headers()
+            .get(axum::http::header::CONTENT_DISPOSITION)
+            // Browsers send UTF-8 names raw in the header, which `to_str` would refuse.
+            .and_then(|h| crate::disposition::file_name(&String::from_utf8_lossy(h.as_bytes())))
+            .unwrap_or_default();
         let mut data = Vec::new();
         let mut too_large = false;
         while let Some(chunk) = field.chunk().await.map_err(|e| {
@@ -490,9 +495,13 @@ async fn get_images_by_ids(
 
 async fn delete_images(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<StatusCode> {
     let project = path_id("projectId", &p)?;
-    let all = q.bool("allImages")?.unwrap_or(false) || q.bool("allIterations")?.unwrap_or(false);
-    s.argus.delete_images(project, q.uuids("imageIds")?, all).await?;
-    Ok(if all { StatusCode::ACCEPTED } else { StatusCode::NO_CONTENT })
+    // `allImages` alone widens the deletion to every image; `allIterations` only says the named images leave
+    // earlier iterations too (the spec: "removes these images from all iterations, not just the current
+    // workspace"). Both flags answer 202, as the spec says of each.
+    let all_images = q.bool("allImages")?.unwrap_or(false);
+    let all_iterations = q.bool("allIterations")?.unwrap_or(false);
+    s.argus.delete_images(project, q.uuids("imageIds")?, all_images).await?;
+    Ok(if all_images || all_iterations { StatusCode::ACCEPTED } else { StatusCode::NO_CONTENT })
 }
 
 // ---- labels ----

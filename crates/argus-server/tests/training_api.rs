@@ -165,6 +165,30 @@ async fn uploads_200_207_400_and_formats() {
     );
     assert_eq!(v["images"][4]["image"]["id"], v["images"][0]["image"]["id"]);
 
+    // Duplicates alone still make the batch unsuccessful (207), as the hosted service answers; the
+    // multipart file name is the part's real name, unquoted.
+    let boundary = "argus-test-boundary";
+    let mut body = Vec::new();
+    for (name, bytes) in [("horse.png", jpeg(60)), ("a \\\"b\\\".jpg", jpeg(61))] {
+        body.extend_from_slice(format!("--{boundary}\r\nContent-Disposition: form-data; name=\"imageData\"; filename=\"{name}\"\r\nContent-Type: image/jpeg\r\n\r\n").as_bytes());
+        body.extend_from_slice(&bytes);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let r = s
+        .send(
+            s.req(Method::POST, &format!("/projects/{p}/images"))
+                .header("content-type", format!("multipart/form-data; boundary={boundary}"))
+                .body(body),
+        )
+        .await;
+    assert_eq!(r.0, 207, "{}", r.1);
+    assert_eq!(r.1["isBatchSuccessful"], false);
+    assert_eq!(r.1["images"][0]["status"], "OKDuplicate");
+    assert_eq!(r.1["images"][0]["sourceUrl"], "horse.png");
+    assert_eq!(r.1["images"][1]["status"], "OK");
+    assert_eq!(r.1["images"][1]["sourceUrl"], "a \"b\".jpg");
+
     // Whole-request rejections change nothing.
     let before = s.call(Method::GET, &format!("/projects/{p}/images/count")).await.1;
     assert_error(
@@ -196,7 +220,7 @@ async fn uploads_200_207_400_and_formats() {
         "BadRequestRequiredParamIsNull",
     );
     assert_eq!(s.call(Method::GET, &format!("/projects/{p}/images/count")).await.1, before);
-    assert_eq!(before, 7);
+    assert_eq!(before, 8);
     s.stop().await;
 }
 
@@ -313,7 +337,25 @@ async fn listings_counts_filters_and_paging() {
     assert_eq!(s.call(Method::DELETE, &format!("/projects/{p}/images?imageIds={}", ids[0])).await.0, 204);
     assert_eq!(count(format!("/projects/{p}/images/count")).await, 9);
     assert_error(&s.call(Method::DELETE, &format!("/projects/{p}/images")).await, 400, "BadRequestInvalidIds");
-    assert_eq!(s.call(Method::DELETE, &format!("/projects/{p}/images?allImages=true")).await.0, 202);
+    // allIterations alone, or with allImages=false, deletes only the named images (202, as the spec says).
+    assert_error(
+        &s.call(Method::DELETE, &format!("/projects/{p}/images?allIterations=true")).await,
+        400,
+        "BadRequestInvalidIds",
+    );
+    assert_eq!(count(format!("/projects/{p}/images/count")).await, 9);
+    let q = format!("/projects/{p}/images?imageIds={},{}&allIterations=true", ids[1], ids[2]);
+    assert_eq!(s.call(Method::DELETE, &q).await.0, 202);
+    assert_eq!(count(format!("/projects/{p}/images/count")).await, 7);
+    let (_, left) =
+        s.call(Method::GET, &format!("/projects/{p}/images/id?imageIds={},{},{}", ids[1], ids[2], ids[3])).await;
+    assert_eq!(left.as_array().map(Vec::len), Some(1), "only the named images are gone: {left}");
+    let q = format!("/projects/{p}/images?imageIds={}&allIterations=true&allImages=false", ids[3]);
+    assert_eq!(s.call(Method::DELETE, &q).await.0, 202);
+    assert_eq!(count(format!("/projects/{p}/images/count")).await, 6);
+    // Both flags: allImages wins and everything goes.
+    let q = format!("/projects/{p}/images?allImages=true&allIterations=true");
+    assert_eq!(s.call(Method::DELETE, &q).await.0, 202);
     assert_eq!(count(format!("/projects/{p}/images/count")).await, 0);
     let blobs = s.argus.blobs.list("projects/").await.expect("list");
     assert!(blobs.is_empty(), "{} blobs left", blobs.len());

@@ -134,6 +134,48 @@ async fn files_and_segmentation_jobs() {
     let total: u64 = rle["counts"].as_array().expect("counts").iter().filter_map(Value::as_u64).sum();
     assert_eq!(total, 120_000);
 
+    // A file with a data-modeling instance id, referenced by it (Files byids and a segment job).
+    let inst = json!({"space": "site-a", "externalId": "cam-7/frame-1"});
+    let (st, f2) = s
+        .send(
+            vision(&s, Method::POST, "/files")
+                .json(&json!({"name": "frame.png", "mimeType": "image/png", "instanceId": inst})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{f2}");
+    assert_eq!(f2["instanceId"], inst);
+    let r = s.client.put(f2["uploadUrl"].as_str().expect("uploadUrl")).body(png.clone()).send().await.expect("put");
+    assert_eq!(r.status(), StatusCode::OK);
+    let (_, by) =
+        s.send(vision(&s, Method::POST, "/files/byids").json(&json!({"items": [{"instanceId": inst}]}))).await;
+    assert_eq!(by["items"][0]["id"], f2["id"], "{by}");
+    let (st, dup) =
+        s.send(vision(&s, Method::POST, "/files").json(&json!({"name": "again.png", "instanceId": inst}))).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{dup}");
+    let (st, job) = s
+        .send(vision(&s, Method::POST, "/context/vision/segment").json(&json!({
+            "items": [{"fileInstanceId": inst}], "boundingBox": bbox
+        })))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{job}");
+    assert_eq!(job["items"][0]["fileId"], f2["id"]);
+    assert_eq!(job["items"][0]["fileInstanceId"], inst);
+    assert_eq!(job["startTime"], job["createdTime"], "a queued job reports its creation as its start");
+    let done = wait_job(&s, job["jobId"].as_i64().expect("jobId")).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert!(iou(polygon_box(&done), truth) > 0.75, "instance id: {done}");
+    let (start, created, status) =
+        (done["startTime"].as_i64(), done["createdTime"].as_i64(), done["statusTime"].as_i64());
+    assert!(start >= created && start <= status, "startTime is when a worker took the job: {done}");
+    let unknown = json!({"space": "site-a", "externalId": "nope"});
+    let (st, e) = s
+        .send(vision(&s, Method::POST, "/context/vision/segment").json(&json!({
+            "items": [{"fileInstanceId": unknown}], "boundingBox": bbox
+        })))
+        .await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    assert_eq!(e["error"]["missing"], json!([{"fileInstanceId": unknown}]));
+
     // A Custom Vision training image is a file too.
     let p = s.project("name=Seg").await;
     let (_, up) = s.upload(&p, vec![png.clone()], "").await;
@@ -292,4 +334,6 @@ async fn running_jobs_are_capped_per_project() {
         .await;
     assert_eq!(st, StatusCode::TOO_MANY_REQUESTS, "{e}");
     assert_eq!(e["error"]["code"], 429);
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.starts_with("At most 0 segmentation jobs"), "the message names the cap: {message}");
 }

@@ -863,11 +863,13 @@ impl MetadataStore for SqliteStore {
 
     async fn insert_file(&self, f: &FileRecord) -> StoreResult<FileRecord> {
         let id: i64 = sqlx::query_scalar(
-            "INSERT INTO files (project, external_id, name, mime_type, blob_key, uploaded, size, created, updated, \
-             uploaded_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+            "INSERT INTO files (project, external_id, instance_space, instance_external_id, name, mime_type, blob_key, \
+             uploaded, size, created, updated, uploaded_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
         )
         .bind(&f.project)
         .bind(&f.external_id)
+        .bind(f.instance_id.as_ref().map(|i| &i.0))
+        .bind(f.instance_id.as_ref().map(|i| &i.1))
         .bind(&f.name)
         .bind(&f.mime_type)
         .bind(&f.blob_key)
@@ -907,6 +909,23 @@ impl MetadataStore for SqliteStore {
         qb.push(")");
         let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
         Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn files_by_instance_ids(&self, project: &str, ids: &[(String, String)]) -> StoreResult<Vec<FileRecord>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for (space, external) in ids {
+            let row = sqlx::query(
+                "SELECT * FROM files WHERE project = ? AND instance_space = ? AND instance_external_id = ?",
+            )
+            .bind(project)
+            .bind(space)
+            .bind(external)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(backend)?;
+            out.extend(row.as_ref().map(file_from));
+        }
+        Ok(out)
     }
 
     async fn list_files(&self, project: &str, after: i64, limit: u32) -> StoreResult<Vec<FileRecord>> {
@@ -1005,12 +1024,15 @@ impl MetadataStore for SqliteStore {
         let result = result.map(serde_json::to_string).transpose().map_err(backend)?;
         sqlx::query(
             "UPDATE vision_jobs SET status = ?, status_time = ?, result = COALESCE(?, result), \
-             error = COALESCE(?, error) WHERE id = ?",
+             error = COALESCE(?, error), start_time = CASE WHEN ? = 'Running' THEN ? ELSE start_time END \
+             WHERE id = ?",
         )
         .bind(status)
         .bind(ms(&at))
         .bind(result)
         .bind(error)
+        .bind(status)
+        .bind(ms(&at))
         .bind(id)
         .execute(&self.writer)
         .await
@@ -1033,6 +1055,13 @@ fn file_from(r: &SqliteRow) -> FileRecord {
         id: r.get("id"),
         project: r.get("project"),
         external_id: r.get("external_id"),
+        instance_id: match (
+            r.get::<Option<String>, _>("instance_space"),
+            r.get::<Option<String>, _>("instance_external_id"),
+        ) {
+            (Some(space), Some(external)) => Some((space, external)),
+            _ => None,
+        },
         name: r.get("name"),
         mime_type: r.get("mime_type"),
         blob_key: r.get("blob_key"),

@@ -7,6 +7,7 @@ pub mod classifier;
 pub mod composite;
 pub mod detector;
 pub mod imageio;
+pub mod logreg;
 pub mod maxflow;
 pub mod mbconv;
 pub mod metrics;

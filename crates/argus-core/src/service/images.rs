@@ -338,8 +338,11 @@ impl Argus {
             })
             .collect();
         let ok = results.iter().filter(|r| r.status.is_success()).count();
+        // The hosted service answers `isBatchSuccessful: false` (and 207) as soon as one entry is not a plain
+        // `OK`, duplicates included; client code in the wild relies on that to skip `OKDuplicate` entries.
+        let all_new = results.iter().all(|r| r.status == ImageCreateStatus::Ok);
         tracing::info!(project = %project, images = n, ok, "image batch processed");
-        Ok(ImageCreateSummary { is_batch_successful: ok == n, images: results })
+        Ok(ImageCreateSummary { is_batch_successful: all_new, images: results })
     }
 
     /// CreateImagesFromUrls: downloads each URL (SSRF-guarded) and creates the images.

@@ -15,7 +15,7 @@ use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::{MAX_IMAGES_PER_BATCH, MAX_PREDICTION_IDS, MAX_PREDICTION_IMAGE_BYTES, MAX_TAKE};
 use crate::model::{
     now, ImageCreateStatus, ImageCreateSummary, ImageIdCreateBatch, ImagePrediction, Prediction, PredictionQueryResult,
-    PredictionQueryToken, StoredImagePrediction,
+    PredictionQueryTag, PredictionQueryToken, StoredImagePrediction,
 };
 use crate::store::{FetchError, PredictionCursor, PredictionOrder, PredictionQuery, PredictionRecord};
 
@@ -320,7 +320,16 @@ impl Argus {
                 }
                 .to_string(),
             ),
-            tags: Some(tags),
+            // The effective thresholds, never `null` (the schema's numbers are not nullable).
+            tags: Some(
+                tags.into_iter()
+                    .map(|t| PredictionQueryTag {
+                        min_threshold: Some(t.min_threshold.unwrap_or(0.0)),
+                        max_threshold: Some(t.max_threshold.unwrap_or(1.0)),
+                        ..t
+                    })
+                    .collect(),
+            ),
             application: Some(token.application.unwrap_or_default()),
             ..token
         };

@@ -27,7 +27,7 @@ use crate::model::{
     IterationPerformance, IterationUpdate, Prediction, Tag, TagPerformance, TagType, Time,
 };
 use crate::store::{ImageQuery, Order, TaggingStatus};
-use argus_vision::classifier::{features, view, HeadKind, LinearHead, TrainingRecipe};
+use argus_vision::classifier::{cross_validate, training_features, HeadKind, LinearHead, TrainingRecipe};
 use argus_vision::detector::{
     detection_view, feature_grids, match_detections, Detection, DetectionRecipe, DetectorHead, GtBox,
 };
@@ -482,38 +482,31 @@ impl Argus {
         let recipe = if snap.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
         let kind = if snap.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };
         let p = progress.clone();
+        let seeds: Vec<u64> = snap.images.iter().map(|i| i.id.as_u64_pair().0).collect();
         let (head, evaluation) = tokio::task::spawn_blocking(move || -> Result<(LinearHead, Evaluation), String> {
             let n = images.len();
-            let mut feats: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n);
+            let mut rows: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n);
+            let mut scored: Vec<Vec<f32>> = Vec::with_capacity(n);
             for (i, bytes) in images.iter().enumerate() {
                 let img = argus_vision::image::load_from_memory(bytes)
                     .map_err(|e| format!("decoding a stored image: {e}"))?
                     .to_rgb8();
-                let views: Vec<_> = (0..recipe.views).map(|v| view(&img, v)).collect();
-                feats.push(features(&backbone, &views, recipe.input_size, recipe.pooling).map_err(|e| e.to_string())?);
-                p.set(0.05 + 0.8 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
+                let (r, s) = training_features(&backbone, &img, &recipe, seeds[i]).map_err(|e| e.to_string())?;
+                rows.push(r);
+                scored.push(s);
+                p.set(0.05 + 0.75 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
             }
-            let fit = |rows: &[usize]| -> Result<LinearHead, String> {
-                let x: Vec<Vec<f32>> = rows.iter().flat_map(|i| feats[*i].iter().cloned()).collect();
-                let y: Vec<Vec<f32>> =
-                    rows.iter().flat_map(|i| std::iter::repeat_n(targets[*i].clone(), feats[*i].len())).collect();
-                LinearHead::fit(&x, &y, kind, &recipe).map_err(|e| e.to_string())
-            };
-            let mut eval = vec![Vec::new(); n];
-            for f in 0..folds {
-                let train: Vec<usize> = (0..n).filter(|i| fold_of[*i] != f).collect();
-                let head = fit(&train)?;
-                for i in (0..n).filter(|i| fold_of[*i] == f) {
-                    eval[i] = head.predict(&feats[i][0]);
-                }
-                p.set(0.85 + 0.1 * (f + 1) as f64 / folds as f64, format!("cross-validating (fold {}/{folds})", f + 1));
-            }
-            let all: Vec<usize> = (0..n).collect();
-            let head = fit(&all)?;
+            p.set(0.8, format!("cross-validating ({folds} folds, {} strengths)", recipe.lambdas.len()));
+            let cv = cross_validate(&rows, &scored, &targets, &fold_of, folds, kind, &recipe, &|f| {
+                p.set(0.8 + 0.18 * f, "cross-validating");
+            })
+            .map_err(|e| e.to_string())?;
+            tracing::info!(lambda = cv.lambda, losses = ?cv.losses, "head regularisation chosen by cross-validation");
             let evaluation = Evaluation {
                 folds,
                 classes: classes.clone(),
-                images: eval
+                images: cv
+                    .held_out
                     .into_iter()
                     .enumerate()
                     .map(|(i, scores)| EvalImage {
@@ -524,7 +517,7 @@ impl Argus {
                     })
                     .collect(),
             };
-            Ok((head, evaluation))
+            Ok((cv.head, evaluation))
         })
         .await
         .map_err(ApiError::internal)?
@@ -1012,8 +1005,8 @@ impl Argus {
             let rgb = img.to_rgb8();
             let out = match head.as_ref() {
                 Head::Classifier(h) => {
-                    let f = features(&backbone, &[rgb], h.input_size, h.pooling).map_err(ApiError::internal)?;
-                    Out::Scores(h.predict(&f[0]))
+                    let f = h.image_feature(&backbone, &rgb).map_err(ApiError::internal)?;
+                    Out::Scores(h.predict(&f))
                 }
                 Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),
             };

@@ -119,7 +119,16 @@ fn is_segmentable(f: &FileRecord) -> bool {
 enum FileRef {
     Id(i64),
     External(String),
-    Instance(Value),
+    Instance(String, String),
+}
+
+/// `{"space": …, "externalId": …}` → the pair, each 1 to 255 characters.
+fn instance_id(v: &Value) -> CdfResult<(String, String)> {
+    let part = |k: &str| v.get(k).and_then(Value::as_str).filter(|s| !s.is_empty() && s.len() <= 255);
+    match (part("space"), part("externalId")) {
+        (Some(space), Some(external)) => Ok((space.to_string(), external.to_string())),
+        _ => Err(CdfError::bad("An instanceId needs space and externalId, strings of 1 to 255 characters.")),
+    }
 }
 
 fn parse_ref(v: &Value) -> CdfResult<FileRef> {
@@ -142,13 +151,8 @@ fn parse_ref(v: &Value) -> CdfResult<FileRef> {
             .ok_or_else(|| CdfError::bad("fileExternalId must be a string of 1 to 255 characters."));
     }
     if let Some(x) = obj.get("fileInstanceId") {
-        let ok =
-            x.get("space").and_then(Value::as_str).is_some() && x.get("externalId").and_then(Value::as_str).is_some();
-        return if ok {
-            Ok(FileRef::Instance(x.clone()))
-        } else {
-            Err(CdfError::bad("fileInstanceId needs space and externalId."))
-        };
+        let (space, external) = instance_id(x)?;
+        return Ok(FileRef::Instance(space, external));
     }
     Err(CdfError::bad("Each item needs exactly one of fileId, fileExternalId or fileInstanceId."))
 }
@@ -224,6 +228,9 @@ fn file_item(f: &FileRecord) -> Value {
     if let Some(x) = &f.external_id {
         m.insert("fileExternalId".into(), json!(x));
     }
+    if let Some((space, external)) = &f.instance_id {
+        m.insert("fileInstanceId".into(), json!({"space": space, "externalId": external}));
+    }
     Value::Object(m)
 }
 
@@ -240,6 +247,9 @@ impl Argus {
         if let Some(obj) = v.as_object_mut() {
             if let Some(x) = &f.external_id {
                 obj.insert("externalId".into(), json!(x));
+            }
+            if let Some((space, external)) = &f.instance_id {
+                obj.insert("instanceId".into(), json!({"space": space, "externalId": external}));
             }
             if let Some(m) = &f.mime_type {
                 obj.insert("mimeType".into(), json!(m));
@@ -271,11 +281,16 @@ impl Argus {
             )));
         }
         let mime_type = body.get("mimeType").and_then(Value::as_str).map(String::from);
+        let instance = match body.get("instanceId") {
+            None | Some(Value::Null) => None,
+            Some(v) => Some(instance_id(v)?),
+        };
         let t = now();
         let record = FileRecord {
             id: 0,
             project: project.to_string(),
             external_id: external_id.clone(),
+            instance_id: instance,
             name: name.to_string(),
             mime_type,
             blob_key: String::new(),
@@ -286,9 +301,11 @@ impl Argus {
             uploaded_time: None,
         };
         let f = self.store.insert_file(&record).await.map_err(|e| match e {
-            StoreError::Conflict(_) => {
-                CdfError { status: 409, message: "A file with this externalId already exists.".into(), missing: None }
-            }
+            StoreError::Conflict(_) => CdfError {
+                status: 409,
+                message: "A file with this externalId or instanceId already exists.".into(),
+                missing: None,
+            },
             other => other.into(),
         })?;
         let mut v = self.file_json(&f);
@@ -335,7 +352,12 @@ impl Argus {
                         None => None,
                     }
                 }
-                FileRef::Instance(_) => None,
+                FileRef::Instance(space, external) => self
+                    .store
+                    .files_by_instance_ids(project, &[(space.clone(), external.clone())])
+                    .await?
+                    .into_iter()
+                    .next(),
             };
             match found {
                 Some(f) => out.push(f),
@@ -362,6 +384,7 @@ impl Argus {
             id: 0,
             project: project.to_string(),
             external_id: Some(external.to_string()),
+            instance_id: None,
             name: format!("{i}.jpg"),
             mime_type: Some("image/jpeg".into()),
             blob_key: resized_key(p, i),
@@ -398,10 +421,18 @@ impl Argus {
         }
         let mut refs = Vec::new();
         for it in items {
-            let r = match (it.get("id").and_then(Value::as_i64), it.get("externalId").and_then(Value::as_str)) {
-                (Some(id), None) => FileRef::Id(id),
-                (None, Some(x)) => FileRef::External(x.to_string()),
-                _ => return Err(CdfError::bad("Each item needs exactly one of id or externalId.")),
+            let one_of = "Each item needs exactly one of id, externalId or instanceId.";
+            if it.as_object().map_or(0, |o| o.len()) != 1 {
+                return Err(CdfError::bad(one_of));
+            }
+            let r = match (it.get("id"), it.get("externalId").and_then(Value::as_str), it.get("instanceId")) {
+                (Some(id), None, None) => FileRef::Id(id.as_i64().ok_or_else(|| CdfError::bad(one_of))?),
+                (None, Some(x), None) => FileRef::External(x.to_string()),
+                (None, None, Some(i)) => {
+                    let (space, external) = instance_id(i)?;
+                    FileRef::Instance(space, external)
+                }
+                _ => return Err(CdfError::bad(one_of)),
             };
             refs.push((r, it.clone()));
         }
@@ -494,7 +525,10 @@ impl Argus {
         if running >= self.config.max_running_vision_jobs {
             return Err(CdfError {
                 status: 429,
-                message: format!("At most {} segmentation jobs may run at once in a project.", running),
+                message: format!(
+                    "At most {} segmentation jobs may be queued or running at once in a project.",
+                    self.config.max_running_vision_jobs
+                ),
                 missing: None,
             });
         }

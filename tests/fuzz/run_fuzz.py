@@ -12,6 +12,7 @@ usage: python run_fuzz.py --bin target/debug/argus --models-dir argus-models [--
 
 import argparse
 import io
+import json
 import os
 import random
 import socket
@@ -93,19 +94,28 @@ class Api:
         return p, tag_ids, images, iteration
 
 
-def config(path, ids, allow, max_examples, seed):
-    """The schemathesis config: ids as fixed parameter values, the allow-list's per-operation exclusions."""
+def operation_ids(spec):
+    with open(spec) as f:
+        doc = json.load(f)
+    return {op.get("operationId") for ops in doc["paths"].values() for op in ops.values() if isinstance(op, dict)}
+
+
+def config(path, spec, ids, allow, max_examples, seed):
+    """The schemathesis config: the four checks, ids as fixed parameter values, the destructive operations on the
+    scratch project, and the allow-list's per-operation exclusions (for the operations this spec has)."""
+    present = operation_ids(spec)
     lines = [f"seed = {seed}", "[generation]", f"max-examples = {max_examples}", "deterministic = true", ""]
+    lines += ["[checks]", "enabled = false"] + [f"{c}.enabled = true" for c in CHECKS.split(",")] + [""]
     lines += ["[parameters]"]
     for k, v in ids["main"].items():
-        lines.append(f'"path.{k}" = "{v}"')
+        lines.append(f'{k} = "{v}"')
     lines.append("")
-    for op in DESTRUCTIVE:
+    for op in (o for o in DESTRUCTIVE if o in present):
         lines += ["[[operations]]", f'include-operation-id = "{op}"', "[operations.parameters]"]
-        for k, v in ids["scratch"].items():
-            lines.append(f'"path.{k}" = "{v}"')
+        for k, v in ids["doomed" if op == "DeleteProject" else "scratch"].items():
+            lines.append(f'{k} = "{v}"')
         lines.append("")
-    for entry in allow.get("exclusion", []):
+    for entry in (e for e in allow.get("exclusion", []) if e["operation"] in present):
         lines += ["[[operations]]", f'include-operation-id = "{entry["operation"]}"']
         for check in entry["checks"]:
             lines.append(f"checks.{check}.enabled = false")
@@ -122,6 +132,11 @@ def main():
     ap.add_argument("--max-examples", type=int, default=12)
     ap.add_argument("--seed", type=int, default=20261201)
     args = ap.parse_args()
+    # Paths given relative to the caller's directory stay valid when schemathesis runs in the data directory.
+    for name in ("bin", "models_dir", "schemathesis"):
+        value = getattr(args, name)
+        if os.sep in value:
+            setattr(args, name, os.path.abspath(value))
     with open(os.path.join(HERE, "allowlist.toml"), "rb") as f:
         allow = tomllib.load(f)
     for entry in allow.get("exclusion", []):
@@ -148,18 +163,23 @@ def main():
         api = Api(root)
         p, tags, images, it = api.project("fuzz", ["red", "blue"], 5, train=True)
         q, qtags, qimages, qit = api.project("fuzz-scratch", ["a", "b"], 5, train=True)
+        doomed, _, _, _ = api.project("fuzz-doomed", ["x", "y"], 1, train=False)
         ids = {
-            "main": {"projectId": p, "tagId": tags[0], "imageId": images[0], "iterationId": it},
-            "scratch": {"projectId": q, "tagId": qtags[0], "imageId": qimages[0], "iterationId": qit},
+            "doomed": {"projectId": doomed},
+            "main": {"projectId": p, "tagId": tags[0], "imageId": images[0], "iterationId": it,
+                     "publishedName": "fuzzModel"},
+            "scratch": {"projectId": q, "tagId": qtags[0], "imageId": qimages[0], "iterationId": qit,
+                        "publishedName": "fuzzModel"},
         }
         failed = []
         for name, spec, base, header in SPECS:
             cfg = os.path.join(data_dir, "schemathesis.toml")
-            config(cfg, ids, allow, args.max_examples, args.seed)
+            spec_path = os.path.join(HERE, "specs", spec)
+            config(cfg, spec_path, ids, allow, args.max_examples, args.seed)
             key = TRAINING_KEY if header == "Training-Key" else PREDICTION_KEY
-            cmd = [args.schemathesis, "--config-file", cfg, "run", os.path.join(HERE, "specs", spec),
-                   "--url", root + base, "-H", f"{header}: {key}", "--checks", CHECKS,
-                   "--phases", "examples,coverage,fuzzing", "--workers", "2", "--no-color",
+            cmd = [args.schemathesis, "--config-file", cfg, "run", spec_path,
+                   "--url", root + base, "-H", f"{header}: {key}",
+                   "--phases", "examples,coverage,fuzzing", "--workers", "1", "--no-color",
                    "--suppress-health-check", "all", "--request-timeout", "60",
                    "--generation-database", "none", "--output-truncate", "true"]
             print(f"==> schemathesis: {name}", flush=True)

@@ -66,7 +66,9 @@ impl BlobStore for ObjectBlobStore {
     }
 
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>> {
-        match self.store.get(&path(key)?).await {
+        // A key that cannot be an object path (control characters, say) names no stored blob.
+        let Ok(p) = Path::parse(key) else { return Ok(None) };
+        match self.store.get(&p).await {
             Ok(r) => Ok(Some(r.bytes().await.map_err(backend)?)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(backend(e)),

@@ -11,6 +11,7 @@ mod bench_backbone;
 mod bench_detection;
 mod bench_predict;
 mod bench_proposals;
+mod bench_quality;
 mod bench_segment;
 mod bench_training;
 mod config;
@@ -52,6 +53,8 @@ enum BenchCommand {
     Backbone(bench_backbone::BackboneBenchArgs),
     /// Region proposals: recall of the objects of unseen scenes beside a fixed set of boxes.
     Proposals(bench_proposals::ProposalBenchArgs),
+    /// Model quality on real photographs beside a linear-probe reference computed in the same run.
+    Quality(bench_quality::QualityBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -247,6 +250,7 @@ async fn main() -> Result<()> {
         Command::Bench(BenchCommand::Segment(args)) => bench_segment::run(args).await,
         Command::Bench(BenchCommand::Backbone(args)) => bench_backbone::run(args),
         Command::Bench(BenchCommand::Proposals(args)) => bench_proposals::run(args).await,
+        Command::Bench(BenchCommand::Quality(args)) => bench_quality::run(args).await,
         Command::Models(models::ModelsCommand::Pull(args)) => models::pull(args),
         Command::Models(models::ModelsCommand::Status(args)) => models::status(args),
     }

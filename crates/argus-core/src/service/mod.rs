@@ -172,7 +172,8 @@ impl Argus {
         let clean = !path.is_empty()
             && !path.starts_with('/')
             && path.split('/').all(|seg| !seg.is_empty() && seg != "." && seg != "..")
-            && !path.contains('\\');
+            && !path.contains('\\')
+            && !path.chars().any(char::is_control);
         if !clean {
             return Err(ApiError::new(
                 ErrorCode::BadRequestInvalidArtifactUri,

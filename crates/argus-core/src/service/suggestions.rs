@@ -151,7 +151,15 @@ impl Argus {
             })
             .collect();
         let next = offset + max;
-        token.continuation = (next < total).then(|| URL_SAFE_NO_PAD.encode(format!("offset:{next}")));
+        // The echoed token carries the effective values, never `null` (the schema's fields are not nullable);
+        // an empty continuation means there is no further page.
+        token.continuation =
+            Some(if next < total { URL_SAFE_NO_PAD.encode(format!("offset:{next}")) } else { String::new() });
+        token.tag_ids = Some(tags);
+        token.threshold = Some(threshold);
+        token.max_count = Some(max as i64);
+        token.session = Some(token.session.take().unwrap_or_default());
+        token.sort_by = Some(if descending { "UncertaintyDescending" } else { "UncertaintyAscending" }.to_string());
         Ok(SuggestedTagAndRegionQuery { token, results })
     }
 

@@ -1,0 +1,478 @@
+//! `argus bench quality`: model quality on real photographs, trained through the public API of an in-process
+//! server and scored on photographs the model never saw, beside a linear-probe reference computed in the same
+//! run on the same draws (`scripts/quality_probe.py`: the same EfficientNet-Lite0 weights under ONNX Runtime,
+//! centre crop and mirror averaging, scikit-learn's LogisticRegression with C chosen by 5-fold CV).
+//!
+//! - Classification: ants vs bees with 5, 10 and 30 photographs per tag (seeded draws, scored on all the
+//!   others), fruit (apple / banana / orange) with 10 per tag (scored on the other 8 per tag). Regular and
+//!   Advanced; top-1 accuracy from the Prediction API, beside the iteration's own cross-validated precision and
+//!   recall (threshold 0.5).
+//! - Detection: raccoons with 15 and 30 training photographs, scored on a fixed 100 others; mAP@0.5 (all-point
+//!   AP per tag, mean over tags) computed here from the Prediction API's boxes, beside the iteration's reported
+//!   mAP.
+//! - Training wall time of every run and the process's peak resident memory.
+//!
+//! The protocols (which photographs are drawn for training, which are held out) are fixed by seeds and never
+//! chosen image by image: what improves here must improve on photographs nobody has seen.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use argus_vision::detector::{mean_average_precision, Detection, GtBox};
+use base64::Engine as _;
+use clap::Args;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde_json::{json, Value};
+
+use crate::bench_detection::DETECTION_DOMAIN;
+use crate::bench_training::{peak_rss_mib, BenchServer, Client};
+
+/// Flags of `argus bench quality`.
+#[derive(Debug, Clone, Args)]
+pub struct QualityBenchArgs {
+    /// Folder of the labelled photographs (ants-bees/, fruit/, raccoon/).
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+    /// Directory of model weights.
+    #[arg(long, env = "ARGUS_MODELS_DIR", default_value = "argus-models")]
+    pub models_dir: PathBuf,
+    /// Python with onnxruntime, onnx, numpy, scikit-learn and pillow, for the linear-probe reference
+    /// (scripts/bench-quality.sh installs one); without it the reference column is left out.
+    #[arg(long)]
+    pub python: Option<PathBuf>,
+    /// Seeded draws per classification cell.
+    #[arg(long, default_value_t = 3)]
+    pub draws: usize,
+    /// Skip the Advanced runs.
+    #[arg(long)]
+    pub skip_advanced: bool,
+    /// Only this part: `classification` or `detection`.
+    #[arg(long)]
+    pub only: Option<String>,
+}
+
+const RECIPES: [(&str, &str); 2] =
+    [("Regular", "trainingType=Regular"), ("Advanced", "trainingType=Advanced&reservedBudgetInHours=1")];
+
+/// The photographs of a folder, sorted by name.
+fn photos(dir: &Path) -> Result<Vec<PathBuf>> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+/// One classification cell's draw: training and test photographs per tag.
+struct Draw {
+    name: String,
+    tags: Vec<String>,
+    train: Vec<Vec<PathBuf>>,
+    test: Vec<Vec<PathBuf>>,
+}
+
+/// `n` photographs per tag drawn with `seed` for training; the rest (at most `test_per_tag` each) for test.
+fn draw(name: String, classes: &[(String, Vec<PathBuf>)], n: usize, seed: u64, test_per_tag: usize) -> Draw {
+    let mut train = Vec::new();
+    let mut test = Vec::new();
+    for (k, (_, files)) in classes.iter().enumerate() {
+        let mut f = files.clone();
+        f.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(k as u64)));
+        let rest: Vec<PathBuf> = f[n.min(f.len())..].iter().take(test_per_tag).cloned().collect();
+        train.push(f[..n.min(f.len())].to_vec());
+        test.push(rest);
+    }
+    Draw { name, tags: classes.iter().map(|(t, _)| t.clone()).collect(), train, test }
+}
+
+struct Run {
+    accuracy: f64,
+    precision: f64,
+    recall: f64,
+    took: Duration,
+}
+
+async fn prediction(server: &BenchServer, path: &str, bytes: Vec<u8>) -> Result<Value> {
+    let resp = server
+        .client
+        .http
+        .post(format!("{}/customvision/v3.0/prediction/{path}", server.root))
+        .header("Prediction-Key", &server.prediction_key)
+        .header("content-type", "application/octet-stream")
+        .body(bytes)
+        .send()
+        .await?;
+    let status = resp.status();
+    let v: Value = resp.json().await.unwrap_or(Value::Null);
+    if !status.is_success() {
+        bail!("prediction {status}: {v}");
+    }
+    Ok(v)
+}
+
+async fn publish(c: &Client, pid: &str, it: &str) -> Result<()> {
+    c.json(c.http.post(format!("{}/projects/{pid}/iterations/{it}/publish?publishName=q&predictionId=bench", c.base)))
+        .await?;
+    Ok(())
+}
+
+async fn classification_run(server: &BenchServer, d: &Draw, label: &str, query: &str) -> Result<Run> {
+    let c = &server.client;
+    let tag_refs: Vec<&str> = d.tags.iter().map(String::as_str).collect();
+    let (pid, tags) = c.project(&format!("{}-{label}", d.name).replace(' ', "-"), &tag_refs).await?;
+    for (t, files) in tags.iter().zip(&d.train) {
+        for chunk in files.chunks(32) {
+            let mut form = reqwest::multipart::Form::new();
+            for f in chunk {
+                let bytes = std::fs::read(f).with_context(|| format!("reading {}", f.display()))?;
+                let name = f.file_name().and_then(|n| n.to_str()).unwrap_or("photo.jpg").to_string();
+                form = form.part("imageData", reqwest::multipart::Part::bytes(bytes).file_name(name));
+            }
+            c.json(c.http.post(format!("{}/projects/{pid}/images?tagIds={t}", c.base)).multipart(form)).await?;
+        }
+    }
+    let (it, took) = c.train(&pid, query).await?;
+    let perf =
+        c.json(c.http.get(format!("{}/projects/{pid}/iterations/{it}/performance?threshold=0.5", c.base))).await?;
+    publish(c, &pid, &it).await?;
+    let (mut right, mut total) = (0usize, 0usize);
+    for (k, files) in d.test.iter().enumerate() {
+        for f in files {
+            let v = prediction(server, &format!("{pid}/classify/iterations/q/image/nostore"), std::fs::read(f)?).await?;
+            let best = v["predictions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .max_by(|a, b| a["probability"].as_f64().unwrap_or(0.0).total_cmp(&b["probability"].as_f64().unwrap_or(0.0)));
+            if best.and_then(|p| p["tagId"].as_str()) == Some(tags[k].as_str()) {
+                right += 1;
+            }
+            total += 1;
+        }
+    }
+    Ok(Run {
+        accuracy: right as f64 / total.max(1) as f64,
+        precision: perf["precision"].as_f64().unwrap_or(f64::NAN),
+        recall: perf["recall"].as_f64().unwrap_or(f64::NAN),
+        took,
+    })
+}
+
+/// The probe's accuracy per draw name, from one run of the Python reference over every draw.
+fn probe(python: &Path, weights: &Path, draws: &[Draw]) -> Result<BTreeMap<String, (f64, f64)>> {
+    let tasks: Vec<Value> = draws
+        .iter()
+        .map(|d| {
+            let list = |sets: &[Vec<PathBuf>]| -> Vec<Value> {
+                sets.iter()
+                    .enumerate()
+                    .flat_map(|(k, files)| files.iter().map(move |f| json!([f.to_string_lossy(), k])))
+                    .collect()
+            };
+            json!({"name": d.name, "train": list(&d.train), "test": list(&d.test)})
+        })
+        .collect();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/quality_probe.py");
+    let mut child = std::process::Command::new(python)
+        .arg(&script)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", python.display()))?;
+    {
+        use std::io::Write;
+        let mut stdin = child.stdin.take().context("probe stdin")?;
+        stdin.write_all(json!({"weights": weights, "tasks": tasks}).to_string().as_bytes())?;
+    }
+    let out = child.wait_with_output()?;
+    if !out.status.success() {
+        bail!("the linear probe failed ({})", out.status);
+    }
+    let mut result = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let v: Value = serde_json::from_str(line)?;
+        let name = v["name"].as_str().unwrap_or_default().to_string();
+        result.insert(name, (v["accuracy"].as_f64().unwrap_or(f64::NAN), v["C"].as_f64().unwrap_or(f64::NAN)));
+    }
+    Ok(result)
+}
+
+/// Pascal VOC boxes of one annotation file, normalised.
+fn voc_boxes(xml: &str) -> Vec<GtBox> {
+    let num = |s: &str, tag: &str| -> Option<f32> {
+        let a = s.find(&format!("<{tag}>"))? + tag.len() + 2;
+        let b = s[a..].find(&format!("</{tag}>"))? + a;
+        s[a..b].trim().parse().ok()
+    };
+    let (Some(w), Some(h)) = (num(xml, "width"), num(xml, "height")) else { return Vec::new() };
+    xml.split("<object>")
+        .skip(1)
+        .filter_map(|o| {
+            let (x0, y0, x1, y1) = (num(o, "xmin")?, num(o, "ymin")?, num(o, "xmax")?, num(o, "ymax")?);
+            Some(GtBox {
+                class: 0,
+                left: (x0 / w).clamp(0.0, 1.0),
+                top: (y0 / h).clamp(0.0, 1.0),
+                width: ((x1 - x0) / w).clamp(0.0, 1.0),
+                height: ((y1 - y0) / h).clamp(0.0, 1.0),
+            })
+        })
+        .collect()
+}
+
+struct DetRun {
+    map: f64,
+    reported: f64,
+    took: Duration,
+}
+
+async fn detection_run(
+    server: &BenchServer,
+    name: &str,
+    train: &[(PathBuf, Vec<GtBox>)],
+    test: &[(PathBuf, Vec<GtBox>)],
+    tag: &str,
+    query: &str,
+) -> Result<DetRun> {
+    let c = &server.client;
+    let p = c.json(c.http.post(format!("{}/projects?name={name}&domainId={DETECTION_DOMAIN}", c.base))).await?;
+    let pid = p["id"].as_str().context("project id")?.to_string();
+    let t = c.json(c.http.post(format!("{}/projects/{pid}/tags?name={tag}", c.base))).await?;
+    let tid = t["id"].as_str().context("tag id")?.to_string();
+    let b64 = base64::engine::general_purpose::STANDARD;
+    for chunk in train.chunks(16) {
+        let mut images = Vec::new();
+        for (path, boxes) in chunk {
+            let regions: Vec<Value> = boxes
+                .iter()
+                .map(|b| json!({"tagId": tid, "left": b.left, "top": b.top, "width": b.width, "height": b.height}))
+                .collect();
+            images.push(json!({"name": path.file_name().and_then(|n| n.to_str()), "contents": b64.encode(std::fs::read(path)?), "regions": regions}));
+        }
+        c.json(c.http.post(format!("{}/projects/{pid}/images/files", c.base)).json(&json!({ "images": images })))
+            .await?;
+    }
+    let (it, took) = c.train(&pid, query).await?;
+    let perf =
+        c.json(c.http.get(format!("{}/projects/{pid}/iterations/{it}/performance?threshold=0.5&overlapThreshold=0.5", c.base)))
+            .await?;
+    publish(c, &pid, &it).await?;
+    let mut dets = Vec::new();
+    for (path, _) in test {
+        let v = prediction(server, &format!("{pid}/detect/iterations/q/image/nostore"), std::fs::read(path)?).await?;
+        dets.push(
+            v["predictions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| {
+                    let b = &p["boundingBox"];
+                    Some(Detection {
+                        class: 0,
+                        score: p["probability"].as_f64()? as f32,
+                        left: b["left"].as_f64()? as f32,
+                        top: b["top"].as_f64()? as f32,
+                        width: b["width"].as_f64()? as f32,
+                        height: b["height"].as_f64()? as f32,
+                    })
+                })
+                .collect::<Vec<_>>(),
+        );
+    }
+    let truth: Vec<Vec<GtBox>> = test.iter().map(|(_, b)| b.clone()).collect();
+    let (map, _) = mean_average_precision(&dets, &truth, 1, 0.5);
+    Ok(DetRun { map, reported: perf["averagePrecision"].as_f64().unwrap_or(f64::NAN), took })
+}
+
+fn mean(v: &[f64]) -> f64 {
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+/// Runs the quality benchmark and prints its tables.
+pub async fn run(args: QualityBenchArgs) -> Result<()> {
+    let data = match args.data.clone() {
+        Some(d) => d,
+        None => {
+            let d = PathBuf::from("../shared/data");
+            if !d.is_dir() {
+                bail!("no labelled photographs: pass --data DIR (a folder with ants-bees/, fruit/ and raccoon/)");
+            }
+            d
+        }
+    };
+    let recipes: Vec<(&str, &str)> =
+        RECIPES.iter().copied().filter(|(l, _)| !(args.skip_advanced && *l == "Advanced")).collect();
+    let tmp = tempfile::tempdir()?;
+    let server = BenchServer::start(tmp.path(), &args.models_dir).await?;
+    let want = |part: &str| args.only.as_deref().is_none_or(|o| o == part);
+
+    if want("classification") {
+        let ants = photos(&data.join("ants-bees/train/ants"))?;
+        let bees = photos(&data.join("ants-bees/train/bees"))?;
+        let fruit: Vec<(String, Vec<PathBuf>)> = ["apple", "banana", "orange"]
+            .iter()
+            .map(|t| Ok((t.to_string(), photos(&data.join("fruit/classification").join(t))?)))
+            .collect::<Result<_>>()?;
+        let ab = vec![("ants".to_string(), ants), ("bees".to_string(), bees)];
+        let mut cells: Vec<(String, usize, Vec<Draw>)> = Vec::new();
+        for n in [5usize, 10, 30] {
+            let draws = (0..args.draws).map(|d| draw(format!("ants-bees {n}/tag draw {d}"), &ab, n, 1000 + 10 * n as u64 + d as u64, usize::MAX)).collect();
+            cells.push(("ants vs bees".into(), n, draws));
+        }
+        let draws = (0..args.draws).map(|d| draw(format!("fruit 10/tag draw {d}"), &fruit, 10, 2000 + d as u64, usize::MAX)).collect();
+        cells.push(("fruit (3 tags)".into(), 10, draws));
+
+        let all: Vec<&Draw> = cells.iter().flat_map(|(_, _, d)| d).collect();
+        let probe_result = match &args.python {
+            Some(py) => {
+                let owned: Vec<Draw> = all
+                    .iter()
+                    .map(|d| Draw { name: d.name.clone(), tags: d.tags.clone(), train: d.train.clone(), test: d.test.clone() })
+                    .collect();
+                let t0 = Instant::now();
+                let r = probe(py, &args.models_dir.join("efficientnet-lite0.safetensors"), &owned)?;
+                println!("linear probe: {} draws in {:.0} s", r.len(), t0.elapsed().as_secs_f64());
+                Some(r)
+            }
+            None => None,
+        };
+        let mut rows = Vec::new();
+        for (task, n, draws) in &cells {
+            let mut per_recipe = Vec::new();
+            for (label, query) in &recipes {
+                let mut runs = Vec::new();
+                for d in draws {
+                    let r = classification_run(&server, d, label, query).await?;
+                    println!(
+                        "{}, {label}: {:.1} % on {} unseen (reported P {:.1} % R {:.1} %), trained in {:.1} s",
+                        d.name,
+                        r.accuracy * 100.0,
+                        d.test.iter().map(Vec::len).sum::<usize>(),
+                        r.precision * 100.0,
+                        r.recall * 100.0,
+                        r.took.as_secs_f64()
+                    );
+                    runs.push(r);
+                }
+                per_recipe.push((*label, runs));
+            }
+            let probe_acc = probe_result.as_ref().map(|p| {
+                let v: Vec<f64> = draws.iter().filter_map(|d| p.get(&d.name).map(|x| x.0)).collect();
+                let c: Vec<String> = draws.iter().filter_map(|d| p.get(&d.name).map(|x| format!("{}", x.1))).collect();
+                (mean(&v), c.join("/"))
+            });
+            rows.push((task.clone(), *n, draws[0].test.iter().map(Vec::len).sum::<usize>(), per_recipe, probe_acc));
+        }
+        println!();
+        println!("| real photographs | per tag | unseen | recipe | accuracy (mean of {} draws) | reported P / R | train time | linear probe (C) |", args.draws);
+        println!("|---|---|---|---|---|---|---|---|");
+        for (task, n, unseen, per_recipe, probe_acc) in &rows {
+            for (label, runs) in per_recipe {
+                let acc: Vec<f64> = runs.iter().map(|r| r.accuracy).collect();
+                let p: Vec<f64> = runs.iter().map(|r| r.precision).collect();
+                let r: Vec<f64> = runs.iter().map(|r| r.recall).collect();
+                let t: Vec<f64> = runs.iter().map(|r| r.took.as_secs_f64()).collect();
+                let probe_cell = match probe_acc {
+                    Some((a, c)) => format!("{:.1} % ({c})", a * 100.0),
+                    None => "–".into(),
+                };
+                println!(
+                    "| {task} | {n} | {unseen} | {label} | {:.1} % | {:.1} % / {:.1} % | {:.1} s | {probe_cell} |",
+                    mean(&acc) * 100.0,
+                    mean(&p) * 100.0,
+                    mean(&r) * 100.0,
+                    mean(&t)
+                );
+            }
+        }
+        println!();
+    }
+
+    if want("detection") {
+        let dir = data.join("raccoon");
+        let mut all: Vec<(PathBuf, Vec<GtBox>)> = Vec::new();
+        for img in photos(&dir.join("images"))? {
+            let stem = img.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
+            let xml = std::fs::read_to_string(dir.join("annotations").join(format!("{stem}.xml")))
+                .with_context(|| format!("annotation of {stem}"))?;
+            let boxes = voc_boxes(&xml);
+            if !boxes.is_empty() {
+                all.push((img, boxes));
+            }
+        }
+        all.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
+        let test: Vec<_> = all.iter().take(100).cloned().collect();
+        let pool: Vec<_> = all.iter().skip(100).cloned().collect();
+        let animals: usize = test.iter().map(|(_, b)| b.len()).sum();
+        let mut rows = Vec::new();
+        for n in [15usize, 30] {
+            for (label, query) in &recipes {
+                let r = detection_run(&server, &format!("raccoon-{n}-{label}"), &pool[..n.min(pool.len())], &test, "raccoon", query)
+                    .await?;
+                println!(
+                    "raccoon, {n} training photos, {label}: mAP@0.5 {:.3} on 100 unseen ({animals} animals), reported {:.3}, trained in {:.0} s",
+                    r.map,
+                    r.reported,
+                    r.took.as_secs_f64()
+                );
+                rows.push((n, *label, r));
+            }
+        }
+        println!();
+        println!("| detection, real photographs | training photos | recipe | mAP@0.5 on 100 unseen ({animals} animals) | reported mAP (CV) | train time |");
+        println!("|---|---|---|---|---|---|");
+        for (n, label, r) in &rows {
+            println!("| raccoon | {n} | {label} | {:.3} | {:.3} | {:.0} s |", r.map, r.reported, r.took.as_secs_f64());
+        }
+        println!();
+        println!(
+            "fruit detection: not run; its 9 / 13 / 11 photographs per tag are fewer than the 15 per tag that detection \
+             training requires (the hosted service's minimum)."
+        );
+    }
+    if let Some(p) = peak_rss_mib() {
+        println!("peak resident memory of the whole process: {p:.0} MiB");
+    }
+    server.stop().await;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voc_annotations_become_normalised_boxes() {
+        let xml = "<annotation><size><width>200</width><height>100</height></size>\
+                   <object><bndbox><xmin>20</xmin><ymin>10</ymin><xmax>120</xmax><ymax>60</ymax></bndbox></object>\
+                   <object><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>200</xmax><ymax>100</ymax></bndbox></object>\
+                   </annotation>";
+        let b = voc_boxes(xml);
+        assert_eq!(b.len(), 2);
+        assert_eq!((b[0].left, b[0].top, b[0].width, b[0].height), (0.1, 0.1, 0.5, 0.5));
+        assert_eq!(b[1].width, 1.0);
+        assert!(voc_boxes("<annotation></annotation>").is_empty());
+    }
+
+    #[test]
+    fn draws_are_seeded_and_disjoint() {
+        let files: Vec<PathBuf> = (0..20).map(|i| PathBuf::from(format!("{i}.jpg"))).collect();
+        let classes = vec![("a".to_string(), files.clone()), ("b".to_string(), files)];
+        let d1 = draw("x".into(), &classes, 5, 3, usize::MAX);
+        let d2 = draw("x".into(), &classes, 5, 3, usize::MAX);
+        assert_eq!(d1.train, d2.train);
+        assert_eq!(d1.train[0].len(), 5);
+        assert_eq!(d1.test[0].len(), 15);
+        assert!(d1.train[0].iter().all(|f| !d1.test[0].contains(f)));
+        assert_ne!(d1.train[0], draw("x".into(), &classes, 5, 4, usize::MAX).train[0]);
+    }
+}

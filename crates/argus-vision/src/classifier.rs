@@ -13,6 +13,7 @@ use image::{imageops, RgbImage};
 
 use crate::backbone::{preprocess, tensor_from_rgb, EfficientNetLite0, FEATURE_DIM};
 use crate::logreg::{Loss, Model, Problem};
+use crate::weights::Variant;
 
 /// Softmax (one tag per image) or sigmoid (any number of tags).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -55,6 +56,8 @@ pub struct TrainingRecipe {
     pub lambdas: &'static [f64],
     /// L-BFGS iterations per fit, at most.
     pub max_iterations: usize,
+    /// The pretrained backbone the features come from.
+    pub backbone: Variant,
 }
 
 /// The L2 strengths tried (on standardised features, loss averaged over rows): from a head that can barely
@@ -64,12 +67,27 @@ const LAMBDAS: &[f64] = &[3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003];
 impl TrainingRecipe {
     /// Quick training ("Regular").
     pub fn regular() -> Self {
-        Self { input_size: 224, pooling: Pooling::Mean, augmented_views: 4, lambdas: LAMBDAS, max_iterations: 150 }
+        Self {
+            input_size: 224,
+            pooling: Pooling::Mean,
+            augmented_views: 4,
+            lambdas: LAMBDAS,
+            max_iterations: 150,
+            backbone: Variant::Lite0,
+        }
     }
 
-    /// Longer training ("Advanced"): a larger input and more augmented views.
+    /// Longer training ("Advanced"): the larger EfficientNet-Lite2 at its native 260 px, and more augmented
+    /// views.
     pub fn advanced() -> Self {
-        Self { input_size: 288, pooling: Pooling::Mean, augmented_views: 10, lambdas: LAMBDAS, max_iterations: 200 }
+        Self {
+            input_size: 260,
+            pooling: Pooling::Mean,
+            augmented_views: 10,
+            lambdas: LAMBDAS,
+            max_iterations: 200,
+            backbone: Variant::Lite2,
+        }
     }
 }
 
@@ -257,6 +275,8 @@ pub struct LinearHead {
     pub pooling: Pooling,
     /// How it frames an image.
     pub framing: Framing,
+    /// The backbone its features come from.
+    pub backbone: Variant,
     mean: Vec<f32>,
     inv_std: Vec<f32>,
     /// (classes, features).
@@ -318,6 +338,7 @@ impl LinearHead {
                 input_size: recipe.input_size,
                 pooling: recipe.pooling,
                 framing: Framing::CentreCrop,
+                backbone: recipe.backbone,
                 mean: mean.clone(),
                 inv_std: inv_std.clone(),
                 weight: model.weight.clone(),
@@ -374,6 +395,7 @@ impl LinearHead {
             if self.kind == HeadKind::Multiclass { 0.0 } else { 1.0 },
             if self.pooling == Pooling::Mean { 0.0 } else { 1.0 },
             if self.framing == Framing::Stretch { 0.0 } else { 1.0 },
+            self.backbone.code() as f32,
         ];
         let tensors: HashMap<String, Tensor> = [
             ("mean".to_string(), Tensor::from_slice(&self.mean, dim, &dev)?),
@@ -398,18 +420,22 @@ impl LinearHead {
                 .to_vec1()
         };
         let meta = get("meta")?;
-        if !(3..=5).contains(&meta.len()) {
+        if !(3..=6).contains(&meta.len()) {
             candle_core::bail!("head metadata malformed");
         }
         let pooling = if meta.get(3).copied().unwrap_or(0.0) == 0.0 { Pooling::Mean } else { Pooling::MeanMax };
         let framing = if meta.get(4).copied().unwrap_or(0.0) == 0.0 { Framing::Stretch } else { Framing::CentreCrop };
+        let code = meta.get(5).copied().unwrap_or(0.0);
+        let backbone = Variant::from_code(code as u32)
+            .filter(|_| code >= 0.0)
+            .ok_or_else(|| candle_core::Error::Msg(format!("head names an unknown backbone ({code})")))?;
         let (mean, inv_std, weight, bias) = (get("mean")?, get("inv_std")?, get("weight")?, get("bias")?);
         let classes = meta[0] as usize;
         if weight.len() != classes * mean.len() || bias.len() != classes || inv_std.len() != mean.len() {
             candle_core::bail!("head tensors have inconsistent shapes");
         }
         let kind = if meta[2] == 0.0 { HeadKind::Multiclass } else { HeadKind::Multilabel };
-        Ok(Self { kind, input_size: meta[1] as u32, pooling, framing, mean, inv_std, weight, bias, classes })
+        Ok(Self { kind, input_size: meta[1] as u32, pooling, framing, backbone, mean, inv_std, weight, bias, classes })
     }
 }
 
@@ -462,6 +488,7 @@ mod tests {
             let again = LinearHead::from_bytes(&head.to_bytes().expect("bytes")).expect("load");
             assert_eq!(again.predict(&scored[3]), head.predict(&scored[3]));
             assert_eq!((again.pooling, again.input_size, again.framing), (Pooling::Mean, 224, Framing::CentreCrop));
+            assert_eq!(again.backbone, Variant::Lite0);
         }
     }
 
@@ -501,7 +528,7 @@ mod tests {
         ];
         let head = LinearHead::from_bytes(&safetensors_bytes(&old).expect("bytes")).expect("old head");
         assert_eq!((head.pooling, head.input_size, head.kind), (Pooling::Mean, 224, HeadKind::Multiclass));
-        assert_eq!(head.framing, Framing::Stretch);
+        assert_eq!((head.framing, head.backbone), (Framing::Stretch, Variant::Lite0));
         assert!(head.predict(&[3.0, 0.0])[0] > 0.9);
         let round = LinearHead::from_bytes(&head.to_bytes().expect("bytes")).expect("again");
         assert_eq!(round.pooling, Pooling::Mean);

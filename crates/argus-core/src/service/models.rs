@@ -9,7 +9,7 @@ use argus_vision::backbone::EfficientNetLite0;
 use argus_vision::classifier::LinearHead;
 use argus_vision::detector::DetectorHead;
 use argus_vision::sam::SamEngine;
-use argus_vision::weights::WEIGHTS_FILE;
+use argus_vision::weights::Variant;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -29,7 +29,8 @@ const HEAD_CACHE: usize = 16;
 /// Where models come from and the ones already loaded.
 pub struct ModelHub {
     dir: PathBuf,
-    backbone: OnceLock<Arc<EfficientNetLite0>>,
+    /// One slot per backbone variant (`Variant::ALL` order).
+    backbones: [OnceLock<Arc<EfficientNetLite0>>; 2],
     heads: Mutex<VecDeque<(Uuid, Arc<Head>)>>,
     compute: Arc<tokio::sync::Semaphore>,
     sam_weights: Option<PathBuf>,
@@ -48,7 +49,7 @@ impl ModelHub {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Self {
             dir: dir.into(),
-            backbone: OnceLock::new(),
+            backbones: [OnceLock::new(), OnceLock::new()],
             heads: Mutex::new(VecDeque::new()),
             compute: Arc::new(tokio::sync::Semaphore::new(cores)),
             sam_weights: None,
@@ -104,17 +105,30 @@ impl ModelHub {
         Arc::clone(&self.compute).acquire_owned().await.map_err(ApiError::internal)
     }
 
-    /// The backbone, loading it on first use. Missing weights are a clear error saying how to get them.
+    /// The default backbone (EfficientNet-Lite0), loading it on first use. Missing weights are a clear error
+    /// saying how to get them.
     pub fn backbone(&self) -> ApiResult<Arc<EfficientNetLite0>> {
-        if let Some(b) = self.backbone.get() {
+        self.backbone_of(Variant::Lite0)
+    }
+
+    /// Whether a variant's weights are in the models directory.
+    pub fn has_backbone(&self, variant: Variant) -> bool {
+        self.dir.join(variant.file()).exists()
+    }
+
+    /// A backbone variant, loading it on first use.
+    pub fn backbone_of(&self, variant: Variant) -> ApiResult<Arc<EfficientNetLite0>> {
+        let slot = &self.backbones[Variant::ALL.iter().position(|v| *v == variant).unwrap_or(0)];
+        if let Some(b) = slot.get() {
             return Ok(Arc::clone(b));
         }
-        let path = self.dir.join(WEIGHTS_FILE);
+        let path = self.dir.join(variant.file());
         if !path.exists() {
             return Err(ApiError::new(
                 ErrorCode::ErrorFeaturizationServiceUnavailable,
                 format!(
-                    "The pretrained backbone weights are missing ({}). Run `argus models pull --models-dir {}` and retry.",
+                    "The pretrained {} weights are missing ({}). Run `argus models pull --models-dir {}` and retry.",
+                    variant.name(),
                     path.display(),
                     self.dir.display()
                 ),
@@ -126,7 +140,7 @@ impl ModelHub {
                 format!("{} is unreadable: {e}", path.display()),
             )
         })?;
-        Ok(Arc::clone(self.backbone.get_or_init(|| Arc::new(net))))
+        Ok(Arc::clone(slot.get_or_init(|| Arc::new(net))))
     }
 
     /// A cached head, most recently used first.

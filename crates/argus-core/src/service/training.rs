@@ -32,6 +32,7 @@ use argus_vision::detector::{
     detection_view, feature_grids, match_detections, Detection, DetectionRecipe, DetectorHead, GtBox,
 };
 use argus_vision::metrics::{average_precision, precision_recall, std_dev};
+use argus_vision::weights::Variant;
 
 /// Job kind of training.
 pub const TRAIN_JOB: &str = "train";
@@ -479,7 +480,15 @@ impl Argus {
             })
             .collect();
         let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS);
-        let recipe = if snap.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
+        let mut recipe = if snap.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
+        if !self.models.has_backbone(recipe.backbone) {
+            tracing::warn!(
+                wanted = recipe.backbone.name(),
+                "backbone weights missing (run `argus models pull`); training on EfficientNet-Lite0 instead"
+            );
+            recipe = TrainingRecipe { backbone: Variant::Lite0, input_size: 288, ..recipe };
+        }
+        let backbone = self.models.backbone_of(recipe.backbone)?;
         let kind = if snap.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };
         let p = progress.clone();
         let seeds: Vec<u64> = snap.images.iter().map(|i| i.id.as_u64_pair().0).collect();
@@ -982,6 +991,10 @@ impl Argus {
             }
         };
         let backbone = self.models.backbone()?;
+        let classifier_backbone = match head.as_ref() {
+            Head::Classifier(h) => self.models.backbone_of(h.backbone)?,
+            Head::Detector(_) => Arc::clone(&backbone),
+        };
         let limits =
             argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
         let names: HashMap<Uuid, &SnapTag> = snap.tags.iter().map(|t| (t.id, t)).collect();
@@ -1005,7 +1018,7 @@ impl Argus {
             let rgb = img.to_rgb8();
             let out = match head.as_ref() {
                 Head::Classifier(h) => {
-                    let f = h.image_feature(&backbone, &rgb).map_err(ApiError::internal)?;
+                    let f = h.image_feature(&classifier_backbone, &rgb).map_err(ApiError::internal)?;
                     Out::Scores(h.predict(&f))
                 }
                 Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),

@@ -33,10 +33,13 @@ const CHANNELS_LAST_MAX_PIXELS: usize = 784;
 /// have stride 1).
 const STAGE_STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
 
-/// The blocks a checkpoint holds, as (kernel, stride, has an expansion, in, out, stage): read off the weights, so one
+/// One block of a checkpoint: (kernel, stride, has an expansion, in, out, stage).
+type BlockPlan = (usize, usize, bool, usize, usize, usize);
+
+/// The blocks a checkpoint holds, as [`BlockPlan`]s: read off the weights, so one
 /// loader serves Lite0 and its wider, deeper siblings. A stage starts where a block's output channels differ from
 /// its input's (every stage changes the width); its first block takes the stage's stride.
-fn block_plan(w: &Weights) -> candle_core::Result<Vec<(usize, usize, bool, usize, usize, usize)>> {
+fn block_plan(w: &Weights) -> candle_core::Result<Vec<BlockPlan>> {
     let mut plan = Vec::new();
     let mut stage: Option<usize> = None;
     let mut channels = get(w, "_conv_stem.weight")?.dim(0)?;
@@ -64,7 +67,6 @@ fn block_plan(w: &Weights) -> candle_core::Result<Vec<(usize, usize, bool, usize
     }
     Ok(plan)
 }
-
 
 type Weights = HashMap<String, Tensor>;
 

@@ -58,11 +58,14 @@ pub struct TrainingRecipe {
     pub max_iterations: usize,
     /// The pretrained backbone the features come from.
     pub backbone: Variant,
+    /// Whether features are scaled to unit variance before the fit (they are always centred). Unscaled, the L2
+    /// penalty leaves the strongly varying channels the most room, as in a textbook probe on raw features.
+    pub standardise: bool,
 }
 
-/// The L2 strengths tried (on standardised features, loss averaged over rows): from a head that can barely
+/// The L2 strengths tried (on centred features, loss averaged over rows): from a head that can barely
 /// separate anything to one that fits its training photographs almost freely.
-const LAMBDAS: &[f64] = &[3.0, 1.0, 0.3, 0.1, 0.03, 0.01, 0.003];
+const LAMBDAS: &[f64] = &[400.0, 200.0, 100.0, 50.0, 25.0, 12.0, 6.0, 3.0, 1.5, 0.75, 0.4, 0.2, 0.1, 0.05];
 
 impl TrainingRecipe {
     /// Quick training ("Regular").
@@ -74,6 +77,7 @@ impl TrainingRecipe {
             lambdas: LAMBDAS,
             max_iterations: 150,
             backbone: Variant::Lite0,
+            standardise: false,
         }
     }
 
@@ -87,6 +91,7 @@ impl TrainingRecipe {
             lambdas: LAMBDAS,
             max_iterations: 200,
             backbone: Variant::Lite2,
+            standardise: false,
         }
     }
 }
@@ -188,6 +193,55 @@ pub fn training_features(
     Ok((rows, scored))
 }
 
+/// Probabilities of scores: softmax (Multiclass) or per-class sigmoid (Multilabel).
+fn probabilities(kind: HeadKind, logits: &[f32]) -> Vec<f32> {
+    match kind {
+        HeadKind::Multiclass => {
+            let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
+            let sum: f32 = exp.iter().sum();
+            exp.iter().map(|e| e / sum).collect()
+        }
+        HeadKind::Multilabel => logits.iter().map(|l| 1.0 / (1.0 + (-l).exp())).collect(),
+    }
+}
+
+/// The score temperature that minimises the cross-entropy of held-out scores (golden-section search on its
+/// logarithm over [1/20, 20]), and that cross-entropy per image.
+fn calibrate(kind: HeadKind, held: &[(Vec<f32>, &[f32])]) -> (f32, f64) {
+    let cost = |log_t: f64| -> f64 {
+        let t = log_t.exp() as f32;
+        held.iter()
+            .map(|(z, target)| {
+                let scaled: Vec<f32> = z.iter().map(|v| v * t).collect();
+                log_loss(kind, &probabilities(kind, &scaled), target)
+            })
+            .sum::<f64>()
+            / held.len().max(1) as f64
+    };
+    let (mut a, mut b) = ((1.0f64 / 20.0).ln(), 20f64.ln());
+    let phi = (5f64.sqrt() - 1.0) / 2.0;
+    let (mut c, mut d) = (b - phi * (b - a), a + phi * (b - a));
+    let (mut fc, mut fd) = (cost(c), cost(d));
+    for _ in 0..40 {
+        if fc <= fd {
+            b = d;
+            d = c;
+            fd = fc;
+            c = b - phi * (b - a);
+            fc = cost(c);
+        } else {
+            a = c;
+            c = d;
+            fc = fd;
+            d = a + phi * (b - a);
+            fd = cost(d);
+        }
+    }
+    let log_t = (a + b) / 2.0;
+    (log_t.exp() as f32, cost(log_t))
+}
+
 /// Held-out score of probabilities against targets: the cross-entropy the head was trained with.
 fn log_loss(kind: HeadKind, p: &[f32], t: &[f32]) -> f64 {
     let eps = 1e-6f64;
@@ -209,17 +263,20 @@ pub struct CrossValidated {
     pub head: LinearHead,
     /// The chosen L2 strength.
     pub lambda: f64,
+    /// The score temperature fitted on the held-out scores and folded into the head.
+    pub temperature: f32,
     /// Per image, the probabilities from the head of the fold that did not see it (at the chosen strength).
     pub held_out: Vec<Vec<f32>>,
-    /// Mean held-out cross-entropy per strength tried, in the recipe's order.
+    /// Mean held-out cross-entropy per strength tried (after calibration), in the recipe's order.
     pub losses: Vec<f64>,
 }
 
 /// Chooses the L2 strength by k-fold cross-validation and fits the final head. `rows[i]` are image `i`'s
 /// training rows, `scored[i]` the feature it is scored by, `fold_of[i]` its fold (`folds` in all). Each fold
 /// runs the recipe's strengths from strongest to weakest, each fit warm-started from the previous; the
-/// strength with the lowest mean held-out cross-entropy wins, and its held-out probabilities are returned
-/// as the evaluation. `progress` is told the fraction done.
+/// strength with the lowest mean held-out cross-entropy after temperature calibration wins, the final head
+/// gets that temperature, and its calibrated held-out probabilities are returned as the evaluation.
+/// `progress` is told the fraction done.
 #[allow(clippy::too_many_arguments)]
 pub fn cross_validate(
     rows: &[Vec<Vec<f32>>],
@@ -236,8 +293,7 @@ pub fn cross_validate(
     if lambdas.is_empty() {
         candle_core::bail!("the recipe has no regularisation strengths");
     }
-    let mut held = vec![vec![Vec::new(); n]; lambdas.len()];
-    let mut losses = vec![0f64; lambdas.len()];
+    let mut held: Vec<Vec<Vec<f32>>> = vec![vec![Vec::new(); n]; lambdas.len()];
     for f in 0..folds {
         let train: Vec<usize> = (0..n).filter(|i| fold_of[*i] != f).collect();
         let test: Vec<usize> = (0..n).filter(|i| fold_of[*i] == f).collect();
@@ -247,21 +303,41 @@ pub fn cross_validate(
         let heads = LinearHead::fit_path(rows, targets, &train, kind, recipe)?;
         for (l, head) in heads.iter().enumerate() {
             for &i in &test {
-                let p = head.predict(&scored[i]);
-                losses[l] += log_loss(kind, &p, &targets[i]) / n as f64;
-                held[l][i] = p;
+                held[l][i] = head.logits(&scored[i]);
             }
         }
         progress((f + 1) as f64 / (folds + 1) as f64);
     }
+    // Each strength is judged by its held-out cross-entropy once its scores are calibrated (the best single
+    // temperature): that measures how well the head ranks, not how sharp its raw probabilities happen to be,
+    // and a strongly regularised head that ranks well is not rejected for timid probabilities.
+    let judged: Vec<(f32, f64)> = held
+        .iter()
+        .map(|scores| {
+            let pairs: Vec<(Vec<f32>, &[f32])> = scores
+                .iter()
+                .zip(targets)
+                .filter(|(z, _)| !z.is_empty())
+                .map(|(z, t)| (z.clone(), t.as_slice()))
+                .collect();
+            calibrate(kind, &pairs)
+        })
+        .collect();
+    let losses: Vec<f64> = judged.iter().map(|j| j.1).collect();
     let best = (0..lambdas.len()).min_by(|a, b| losses[*a].total_cmp(&losses[*b])).unwrap_or(0);
+    let temperature = judged[best].0;
     let all: Vec<usize> = (0..n).collect();
     let single = TrainingRecipe { lambdas: &lambdas[best..=best], ..*recipe };
-    let head = LinearHead::fit_path(rows, targets, &all, kind, &single)?
+    let mut head = LinearHead::fit_path(rows, targets, &all, kind, &single)?
         .pop()
         .ok_or_else(|| candle_core::Error::Msg("no head was fitted".into()))?;
+    head.scale_scores(temperature);
     progress(1.0);
-    Ok(CrossValidated { head, lambda: lambdas[best], held_out: std::mem::take(&mut held[best]), losses })
+    let held_out = held[best]
+        .iter()
+        .map(|z| probabilities(kind, &z.iter().map(|v| v * temperature).collect::<Vec<f32>>()))
+        .collect();
+    Ok(CrossValidated { head, lambda: lambdas[best], temperature, held_out, losses })
 }
 
 /// A trained linear head over standardised backbone features.
@@ -315,7 +391,11 @@ impl LinearHead {
             }
         }
         let mean: Vec<f32> = mean.iter().map(|m| *m as f32).collect();
-        let inv_std: Vec<f32> = var.iter().map(|v| 1.0 / ((v / count as f64).sqrt() as f32 + 1e-3)).collect();
+        let inv_std: Vec<f32> = if recipe.standardise {
+            var.iter().map(|v| 1.0 / ((v / count as f64).sqrt() as f32 + 1e-3)).collect()
+        } else {
+            vec![1.0; dim]
+        };
         let mut x = Vec::with_capacity(count * dim);
         let mut y = Vec::with_capacity(count * classes);
         for &i in use_images {
@@ -367,22 +447,25 @@ impl LinearHead {
 
     /// Probabilities per class for one feature vector.
     pub fn predict(&self, feature: &[f32]) -> Vec<f32> {
+        probabilities(self.kind, &self.logits(feature))
+    }
+
+    /// Scores (logits) per class for one feature vector.
+    pub fn logits(&self, feature: &[f32]) -> Vec<f32> {
         let z: Vec<f32> = feature.iter().zip(&self.mean).zip(&self.inv_std).map(|((v, m), s)| (v - m) * s).collect();
-        let logits: Vec<f32> = (0..self.classes)
+        (0..self.classes)
             .map(|c| {
                 self.bias[c]
                     + self.weight[c * z.len()..(c + 1) * z.len()].iter().zip(&z).map(|(w, x)| w * x).sum::<f32>()
             })
-            .collect();
-        match self.kind {
-            HeadKind::Multiclass => {
-                let max = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let exp: Vec<f32> = logits.iter().map(|l| (l - max).exp()).collect();
-                let sum: f32 = exp.iter().sum();
-                exp.iter().map(|e| e / sum).collect()
-            }
-            HeadKind::Multilabel => logits.iter().map(|l| 1.0 / (1.0 + (-l).exp())).collect(),
-        }
+            .collect()
+    }
+
+    /// Multiplies every score by `t` (folded into the weights and biases): the same ranking, sharper (`t > 1`)
+    /// or softer probabilities.
+    pub fn scale_scores(&mut self, t: f32) {
+        self.weight.iter_mut().for_each(|w| *w *= t);
+        self.bias.iter_mut().for_each(|b| *b *= t);
     }
 
     /// Serialises the head to safetensors bytes.
@@ -535,6 +618,35 @@ mod tests {
         let mut bad = old;
         bad[4].1 = t(&[2.0]);
         assert!(LinearHead::from_bytes(&safetensors_bytes(&bad).expect("bytes")).is_err());
+    }
+
+    #[test]
+    fn calibration_sharpens_timid_scores_and_softens_overconfident_ones() {
+        let a = [1.0f32, 0.0];
+        let b = [0.0f32, 1.0];
+        // Always right, by a small margin: a higher temperature lowers the loss.
+        let timid: Vec<(Vec<f32>, &[f32])> =
+            (0..10).map(|i| if i % 2 == 0 { (vec![0.2, 0.0], &a[..]) } else { (vec![0.0, 0.2], &b[..]) }).collect();
+        let (t, loss) = calibrate(HeadKind::Multiclass, &timid);
+        assert!(t > 5.0 && loss < 0.2, "{t} {loss}");
+        // Confident and wrong a third of the time: softer.
+        let bold: Vec<(Vec<f32>, &[f32])> =
+            (0..9).map(|i| if i % 3 == 0 { (vec![0.0, 8.0], &a[..]) } else { (vec![8.0, 0.0], &a[..]) }).collect();
+        let (t, _) = calibrate(HeadKind::Multiclass, &bold);
+        assert!(t < 0.2, "{t}");
+        let mut head = LinearHead::fit_path(
+            &separable().0,
+            &separable().2,
+            &[0, 1, 2, 3],
+            HeadKind::Multiclass,
+            &TrainingRecipe::regular(),
+        )
+        .expect("fit")
+        .remove(0);
+        let before = head.logits(&separable().1[0]);
+        head.scale_scores(3.0);
+        let after = head.logits(&separable().1[0]);
+        assert!((after[0] - 3.0 * before[0]).abs() < 1e-4 && (after[1] - 3.0 * before[1]).abs() < 1e-4);
     }
 
     #[test]

@@ -111,7 +111,8 @@ fn lite2_loads_and_classifies() {
     };
     assert!((281..=285).contains(&top("chelsea.png")), "chelsea: {}", top("chelsea.png"));
     assert_eq!(top("coffee.png"), 967);
-    let x = candle_core::Tensor::zeros((1, 3, 260, 260), candle_core::DType::F32, &candle_core::Device::Cpu).expect("x");
+    let x =
+        candle_core::Tensor::zeros((1, 3, 260, 260), candle_core::DType::F32, &candle_core::Device::Cpu).expect("x");
     let (s16, s32) = m.feature_maps(&x).expect("maps");
     assert_eq!(s16.dims(), &[1, 120, 17, 17]);
     assert_eq!(s32.dims(), &[1, 1280, 9, 9]);

@@ -52,6 +52,12 @@ pub struct QualityBenchArgs {
     /// Only this part: `classification` or `detection`.
     #[arg(long)]
     pub only: Option<String>,
+    /// Photographs per tag of the ants-vs-bees cells.
+    #[arg(long, value_delimiter = ',', default_values_t = [5usize, 10, 30])]
+    pub sizes: Vec<usize>,
+    /// Leave out the fruit cell.
+    #[arg(long)]
+    pub no_fruit: bool,
 }
 
 const RECIPES: [(&str, &str); 2] =
@@ -147,12 +153,11 @@ async fn classification_run(server: &BenchServer, d: &Draw, label: &str, query: 
     let (mut right, mut total) = (0usize, 0usize);
     for (k, files) in d.test.iter().enumerate() {
         for f in files {
-            let v = prediction(server, &format!("{pid}/classify/iterations/q/image/nostore"), std::fs::read(f)?).await?;
-            let best = v["predictions"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .max_by(|a, b| a["probability"].as_f64().unwrap_or(0.0).total_cmp(&b["probability"].as_f64().unwrap_or(0.0)));
+            let v =
+                prediction(server, &format!("{pid}/classify/iterations/q/image/nostore"), std::fs::read(f)?).await?;
+            let best = v["predictions"].as_array().into_iter().flatten().max_by(|a, b| {
+                a["probability"].as_f64().unwrap_or(0.0).total_cmp(&b["probability"].as_f64().unwrap_or(0.0))
+            });
             if best.and_then(|p| p["tagId"].as_str()) == Some(tags[k].as_str()) {
                 right += 1;
             }
@@ -262,9 +267,14 @@ async fn detection_run(
             .await?;
     }
     let (it, took) = c.train(&pid, query).await?;
-    let perf =
-        c.json(c.http.get(format!("{}/projects/{pid}/iterations/{it}/performance?threshold=0.5&overlapThreshold=0.5", c.base)))
-            .await?;
+    let perf = c
+        .json(
+            c.http.get(format!(
+                "{}/projects/{pid}/iterations/{it}/performance?threshold=0.5&overlapThreshold=0.5",
+                c.base
+            )),
+        )
+        .await?;
     publish(c, &pid, &it).await?;
     let mut dets = Vec::new();
     for (path, _) in test {
@@ -324,19 +334,32 @@ pub async fn run(args: QualityBenchArgs) -> Result<()> {
             .collect::<Result<_>>()?;
         let ab = vec![("ants".to_string(), ants), ("bees".to_string(), bees)];
         let mut cells: Vec<(String, usize, Vec<Draw>)> = Vec::new();
-        for n in [5usize, 10, 30] {
-            let draws = (0..args.draws).map(|d| draw(format!("ants-bees {n}/tag draw {d}"), &ab, n, 1000 + 10 * n as u64 + d as u64, usize::MAX)).collect();
+        for &n in &args.sizes {
+            let draws = (0..args.draws)
+                .map(|d| {
+                    draw(format!("ants-bees {n}/tag draw {d}"), &ab, n, 1000 + 10 * n as u64 + d as u64, usize::MAX)
+                })
+                .collect();
             cells.push(("ants vs bees".into(), n, draws));
         }
-        let draws = (0..args.draws).map(|d| draw(format!("fruit 10/tag draw {d}"), &fruit, 10, 2000 + d as u64, usize::MAX)).collect();
-        cells.push(("fruit (3 tags)".into(), 10, draws));
+        let draws = (0..args.draws)
+            .map(|d| draw(format!("fruit 10/tag draw {d}"), &fruit, 10, 2000 + d as u64, usize::MAX))
+            .collect();
+        if !args.no_fruit {
+            cells.push(("fruit (3 tags)".into(), 10, draws));
+        }
 
         let all: Vec<&Draw> = cells.iter().flat_map(|(_, _, d)| d).collect();
         let probe_result = match &args.python {
             Some(py) => {
                 let owned: Vec<Draw> = all
                     .iter()
-                    .map(|d| Draw { name: d.name.clone(), tags: d.tags.clone(), train: d.train.clone(), test: d.test.clone() })
+                    .map(|d| Draw {
+                        name: d.name.clone(),
+                        tags: d.tags.clone(),
+                        train: d.train.clone(),
+                        test: d.test.clone(),
+                    })
                     .collect();
                 let t0 = Instant::now();
                 let r = probe(py, &args.models_dir.join("efficientnet-lite0.safetensors"), &owned)?;
@@ -416,8 +439,15 @@ pub async fn run(args: QualityBenchArgs) -> Result<()> {
         let mut rows = Vec::new();
         for n in [15usize, 30] {
             for (label, query) in &recipes {
-                let r = detection_run(&server, &format!("raccoon-{n}-{label}"), &pool[..n.min(pool.len())], &test, "raccoon", query)
-                    .await?;
+                let r = detection_run(
+                    &server,
+                    &format!("raccoon-{n}-{label}"),
+                    &pool[..n.min(pool.len())],
+                    &test,
+                    "raccoon",
+                    query,
+                )
+                .await?;
                 println!(
                     "raccoon, {n} training photos, {label}: mAP@0.5 {:.3} on 100 unseen ({animals} animals), reported {:.3}, trained in {:.0} s",
                     r.map,

@@ -536,7 +536,10 @@ mod tests {
     use super::*;
 
     /// Per image: two noisy rows of a class signal, and the class target.
-    fn separable() -> (Vec<Vec<Vec<f32>>>, Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    /// Training rows per image, the scored feature per image, the target per image.
+    type Separable = (Vec<Vec<Vec<f32>>>, Vec<Vec<f32>>, Vec<Vec<f32>>);
+
+    fn separable() -> Separable {
         let (mut rows, mut scored, mut y) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..40 {
             let c = i % 2;

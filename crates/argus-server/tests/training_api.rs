@@ -24,7 +24,7 @@ async fn auth_routing_and_unknown_routes() {
     ] {
         let r = s.send(s.client.get(format!("{}{path}", s.root)).header("training-key", KEY)).await;
         assert_eq!(r.0, StatusCode::OK, "{path}");
-        assert_eq!(r.1.as_array().map(Vec::len), Some(12));
+        assert_eq!(r.1.as_array().map(Vec::len), Some(18));
     }
     assert_error(&s.call(Method::GET, "/nothing/here").await, 404, "NotFound");
     assert_error(&s.call(Method::PUT, "/projects").await, 405, "BadRequestNotSupported");

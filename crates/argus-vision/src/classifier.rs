@@ -139,17 +139,7 @@ pub fn features(
     size: u32,
     pooling: Pooling,
 ) -> candle_core::Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(images.len());
-    for chunk in images.chunks(8) {
-        let batch: Vec<Tensor> = chunk.iter().map(|i| preprocess(i, size)).collect::<candle_core::Result<_>>()?;
-        let x = Tensor::cat(&batch, 0)?;
-        let pooled = match pooling {
-            Pooling::Mean => net.pooled(&x)?,
-            Pooling::MeanMax => net.pooled_mean_max(&x)?,
-        };
-        out.extend(pooled.to_vec2::<f32>()?);
-    }
-    Ok(out)
+    pooled_features(net, images, pooling, |i| preprocess(i, size))
 }
 
 /// Pooled features of square images already at the backbone's input size, batched.
@@ -158,9 +148,19 @@ fn square_features(
     images: &[RgbImage],
     pooling: Pooling,
 ) -> candle_core::Result<Vec<Vec<f32>>> {
+    pooled_features(net, images, pooling, tensor_from_rgb)
+}
+
+/// Runs the backbone over `images` in batches of 8, turning each into an input tensor with `input`.
+fn pooled_features(
+    net: &EfficientNetLite0,
+    images: &[RgbImage],
+    pooling: Pooling,
+    input: impl Fn(&RgbImage) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Vec<Vec<f32>>> {
     let mut out = Vec::with_capacity(images.len());
     for chunk in images.chunks(8) {
-        let batch: Vec<Tensor> = chunk.iter().map(tensor_from_rgb).collect::<candle_core::Result<_>>()?;
+        let batch: Vec<Tensor> = chunk.iter().map(&input).collect::<candle_core::Result<_>>()?;
         let x = Tensor::cat(&batch, 0)?;
         let pooled = match pooling {
             Pooling::Mean => net.pooled(&x)?,

@@ -990,10 +990,10 @@ impl Argus {
                 head
             }
         };
-        let backbone = self.models.backbone()?;
-        let classifier_backbone = match head.as_ref() {
+        // A classifier runs on the backbone it was trained on; detectors always use Lite0.
+        let backbone = match head.as_ref() {
             Head::Classifier(h) => self.models.backbone_of(h.backbone)?,
-            Head::Detector(_) => Arc::clone(&backbone),
+            Head::Detector(_) => self.models.backbone()?,
         };
         let limits =
             argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
@@ -1018,7 +1018,7 @@ impl Argus {
             let rgb = img.to_rgb8();
             let out = match head.as_ref() {
                 Head::Classifier(h) => {
-                    let f = h.image_feature(&classifier_backbone, &rgb).map_err(ApiError::internal)?;
+                    let f = h.image_feature(&backbone, &rgb).map_err(ApiError::internal)?;
                     Out::Scores(h.predict(&f))
                 }
                 Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),

@@ -20,6 +20,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::backbone::{preprocess, EfficientNetLite0};
+use crate::box_stage::{BoxRecipe, BoxStage, Corners};
 use crate::proposals::{iou, Proposal};
 
 /// Channels of one grid cell: stride-16 (112) + stride-32 (1280) activations.
@@ -50,17 +51,19 @@ pub struct DetectionRecipe {
     pub learning_rate: f64,
     /// Seed of initialisation and batch order.
     pub seed: u64,
+    /// The second stage that rescores and refines the dense head's boxes (none: the dense head answers).
+    pub second: Option<BoxRecipe>,
 }
 
 impl DetectionRecipe {
     /// Quick training ("Regular").
     pub fn regular() -> Self {
-        Self { input_size: 320, views: 4, steps: 300, batch: 8, hidden: 64, learning_rate: 3e-3, seed: 7 }
+        Self { input_size: 320, views: 4, steps: 300, batch: 8, hidden: 64, learning_rate: 3e-3, seed: 7, second: Some(BoxRecipe::default()) }
     }
 
     /// Longer training ("Advanced"): a larger input, more augmentation, a wider head, more steps.
     pub fn advanced() -> Self {
-        Self { input_size: 416, views: 8, steps: 600, batch: 8, hidden: 96, learning_rate: 3e-3, seed: 7 }
+        Self { input_size: 416, views: 8, steps: 600, batch: 8, hidden: 96, learning_rate: 3e-3, seed: 7, second: Some(BoxRecipe::default()) }
     }
 }
 
@@ -268,6 +271,8 @@ pub struct DetectorHead {
     b1: Vec<f32>,
     w2: Vec<f32>,
     b2: Vec<f32>,
+    /// The second stage, when the head was trained with one.
+    stage2: Option<BoxStage>,
 }
 
 impl DetectorHead {
@@ -395,6 +400,11 @@ impl DetectorHead {
             }
         }
         let to_vec = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
+        let stage2 = match &recipe.second {
+            Some(r) => Some(BoxStage::fit(grids, boxes, classes, r, recipe.seed)?),
+            None => None,
+        };
+        progress(1.0);
         Ok(Self {
             input_size: recipe.input_size,
             classes,
@@ -405,11 +415,12 @@ impl DetectorHead {
             b1: to_vec(&b1)?,
             w2: to_vec(&w2)?,
             b2: to_vec(&b2)?,
+            stage2,
         })
     }
 
-    /// Detections in one feature grid, after per-class NMS, best first, at most [`MAX_DETECTIONS`].
-    pub fn detect(&self, grid: &FeatureGrid) -> candle_core::Result<Vec<Detection>> {
+    /// The dense head's output for every cell: its decoded box and a probability per tag.
+    fn dense(&self, grid: &FeatureGrid) -> candle_core::Result<Vec<(Corners, Vec<f32>)>> {
         let dev = Device::Cpu;
         let cells = grid.rows * grid.cols;
         let xs: Vec<f32> = grid
@@ -425,7 +436,7 @@ impl DetectorHead {
         let b2 = Tensor::from_slice(&self.b2, out, &dev)?;
         let o = x.matmul(&w1)?.broadcast_add(&b1)?.relu()?.matmul(&w2)?.broadcast_add(&b2)?;
         let o = o.to_vec2::<f32>()?;
-        let mut per_class: HashMap<usize, Vec<Proposal>> = HashMap::new();
+        let mut cellboxes = Vec::with_capacity(cells);
         for (i, row) in o.iter().enumerate() {
             let (r, c) = (i / grid.cols, i % grid.cols);
             let (cx, cy) = ((c as f32 + 0.5) / grid.cols as f32, (r as f32 + 0.5) / grid.rows as f32);
@@ -437,15 +448,47 @@ impl DetectorHead {
             if x1 <= x0 || y1 <= y0 {
                 continue;
             }
-            for (k, z) in row[..self.classes].iter().enumerate() {
-                let score = 1.0 / (1.0 + (-z).exp());
-                if score >= MIN_SCORE {
+            let scores = row[..self.classes].iter().map(|z| 1.0 / (1.0 + (-z).exp())).collect();
+            cellboxes.push(([x0, y0, x1, y1], scores));
+        }
+        Ok(cellboxes)
+    }
+
+    /// Detections in one feature grid, after per-class NMS, best first, at most [`MAX_DETECTIONS`].
+    ///
+    /// With a second stage, the dense head's best boxes (class-agnostic NMS at IoU 0.7, at most the recipe's
+    /// candidate count) are refined and rescored by it; otherwise the dense head's scores and boxes are final.
+    pub fn detect(&self, grid: &FeatureGrid) -> candle_core::Result<Vec<Detection>> {
+        let mut scored = self.dense(grid)?;
+        if let Some(stage) = &self.stage2 {
+            let best = |s: &[f32]| s.iter().copied().fold(0f32, f32::max);
+            // Class-agnostic NMS over the cells, keeping each survivor's per-tag scores.
+            let mut order: Vec<usize> = (0..scored.len()).filter(|i| best(&scored[*i].1) >= MIN_SCORE).collect();
+            order.sort_by(|a, b| best(&scored[*b].1).total_cmp(&best(&scored[*a].1)));
+            let mut kept: Vec<usize> = Vec::new();
+            for i in order {
+                if kept.len() >= stage.candidates() {
+                    break;
+                }
+                if kept.iter().all(|k| crate::box_stage::corner_iou(&scored[*k].0, &scored[i].0) <= 0.7) {
+                    kept.push(i);
+                }
+            }
+            scored = kept.iter().map(|i| stage.rescore(grid, &scored[*i].0, &scored[*i].1)).collect();
+        }
+        let mut per_class: HashMap<usize, Vec<Proposal>> = HashMap::new();
+        for (b, scores) in &scored {
+            if b[2] <= b[0] || b[3] <= b[1] {
+                continue;
+            }
+            for (k, score) in scores.iter().enumerate() {
+                if *score >= MIN_SCORE {
                     per_class.entry(k).or_default().push(Proposal {
-                        left: x0 as f64,
-                        top: y0 as f64,
-                        width: (x1 - x0) as f64,
-                        height: (y1 - y0) as f64,
-                        confidence: score as f64,
+                        left: b[0] as f64,
+                        top: b[1] as f64,
+                        width: (b[2] - b[0]) as f64,
+                        height: (b[3] - b[1]) as f64,
+                        confidence: *score as f64,
                     });
                 }
             }
@@ -482,7 +525,7 @@ impl DetectorHead {
         let dev = Device::Cpu;
         let out = self.classes + 4;
         let meta = [self.classes as f32, self.input_size as f32, self.hidden as f32];
-        let tensors = vec![
+        let mut tensors = vec![
             ("meta".to_string(), Tensor::from_slice(&meta, 3, &dev)?),
             ("mean".to_string(), Tensor::from_slice(&self.mean, CELL_DIM, &dev)?),
             ("inv_std".to_string(), Tensor::from_slice(&self.inv_std, CELL_DIM, &dev)?),
@@ -491,6 +534,9 @@ impl DetectorHead {
             ("w2".to_string(), Tensor::from_slice(&self.w2, (self.hidden, out), &dev)?),
             ("b2".to_string(), Tensor::from_slice(&self.b2, out, &dev)?),
         ];
+        if let Some(stage) = &self.stage2 {
+            tensors.extend(stage.tensors()?);
+        }
         crate::classifier::safetensors_bytes(&tensors)
     }
 
@@ -518,6 +564,7 @@ impl DetectorHead {
             b1: get("b1")?,
             w2: get("w2")?,
             b2: get("b2")?,
+            stage2: BoxStage::from_tensors(&t, classes)?,
         };
         let out = classes + 4;
         if head.mean.len() != CELL_DIM

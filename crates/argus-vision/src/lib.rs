@@ -3,6 +3,7 @@
 
 mod aligned;
 pub mod backbone;
+pub mod box_stage;
 pub mod classifier;
 pub mod composite;
 pub mod detector;

@@ -2,24 +2,27 @@
 //!
 //! The objective over `n` rows of `d` features and `c` classes is
 //! `(1/n) Σ_i loss(x_i W + b, y_i) + (λ/2) ‖W‖²` (the bias is not penalised), with the softmax cross-entropy
-//! (Multiclass, targets summing to 1) or the per-class binary cross-entropy (Multilabel). It is smooth and strictly
+//! (Multiclass, targets summing to 1), the per-class binary cross-entropy (Multilabel), or half the squared error
+//! (ridge regression, for box refinement). It is smooth and strictly
 //! convex for λ > 0, so the minimum is unique and the result depends only on the data and λ: training is
 //! deterministic, and a path of λ values can be warm-started from the previous solution.
 
-/// Softmax over the classes, or an independent sigmoid per class.
+/// Softmax over the classes, an independent sigmoid per class, or least squares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Loss {
     /// Softmax cross-entropy.
     Softmax,
     /// Per-class binary cross-entropy.
     Sigmoid,
+    /// Half the squared error per output (ridge regression); targets are any real numbers.
+    Squared,
 }
 
 /// A problem: rows of features (row-major `n × d`) and targets (`n × c`).
 pub struct Problem<'a> {
     /// Features, row-major.
     pub x: &'a [f32],
-    /// Targets, row-major, each in [0, 1].
+    /// Targets, row-major, each in [0, 1] (any real for [`Loss::Squared`]).
     pub y: &'a [f32],
     /// Feature count.
     pub d: usize,
@@ -91,6 +94,13 @@ impl Problem<'_> {
                         // max(z, 0) − z·y + log(1 + e^−|z|)
                         total += zk.max(0.0) - zk * yk + (-zk.abs()).exp().ln_1p();
                         resid[k] = (1.0 / (1.0 + (-zk).exp()) - yk) as f32;
+                    }
+                }
+                Loss::Squared => {
+                    for k in 0..c {
+                        let r = z[k] - target[k] as f64;
+                        total += 0.5 * r * r;
+                        resid[k] = r as f32;
                     }
                 }
             }
@@ -216,7 +226,7 @@ mod tests {
     #[test]
     fn the_gradient_matches_finite_differences() {
         let (x, y) = problem_data();
-        for loss in [Loss::Softmax, Loss::Sigmoid] {
+        for loss in [Loss::Softmax, Loss::Sigmoid, Loss::Squared] {
             let p = Problem { x: &x, y: &y, d: 5, c: 3, loss };
             let theta: Vec<f64> = (0..18).map(|i| (i as f64 * 0.37).cos() * 0.3).collect();
             let (_, g) = p.evaluate(&theta, 0.1);

@@ -1,0 +1,414 @@
+//! The detector's second stage: it rescores and refines the dense head's candidate boxes from features pooled
+//! over each box, as R-CNN does over a frozen backbone.
+//!
+//! A box's features are the area-weighted mean of the grid cells inside it (all [`CELL_DIM`] channels), the mean
+//! of a ring around it (the box grown 1.6×, minus the box: tells whether the object goes on past an edge), the
+//! stride-16 means of its four quadrants (tells whether a part of the box is empty) and its geometry. Training
+//! samples boxes around every labelled box (jittered in position and size) and anywhere in the image, and fits,
+//! to convergence with L-BFGS: a per-tag logistic scorer whose soft target rises from 0 at IoU 0.35 to 1 at IoU
+//! 0.65 (so scores rank boxes by how well they fit, which is what average precision rewards), and a ridge
+//! regression of the usual R-CNN box deltas for the boxes that overlap a labelled one. Deterministic given the
+//! seed.
+
+use candle_core::{Device, Tensor};
+use rand::{Rng, SeedableRng};
+
+use crate::detector::{FeatureGrid, GtBox, CELL_DIM};
+use crate::logreg::{Loss, Model, Problem};
+
+/// Channels of the stride-16 part of a cell (the first ones).
+const S16_DIM: usize = 112;
+/// Length of one box's feature vector.
+pub const BOX_DIM: usize = 2 * CELL_DIM + 4 * S16_DIM + 4;
+/// How much a box is grown to find its ring.
+const RING: f32 = 1.6;
+/// IoU at or below which a sample's score target is 0, and at or above which it is 1.
+const IOU_LOW: f32 = 0.35;
+const IOU_HIGH: f32 = 0.65;
+
+/// Most candidates a stored head may ask for per image.
+const MAX_CANDIDATES: usize = 500;
+
+/// How the second stage is trained and run.
+#[derive(Debug, Clone, Copy)]
+pub struct BoxRecipe {
+    /// Jittered boxes sampled around each labelled box of a view.
+    pub jitters: usize,
+    /// Boxes sampled anywhere in a view.
+    pub randoms: usize,
+    /// L2 penalty of the scorer (on standardised features).
+    pub score_lambda: f64,
+    /// L2 penalty of the box refiner.
+    pub box_lambda: f64,
+    /// Candidates taken from the dense head per image.
+    pub candidates: usize,
+    /// Refinement passes applied to a candidate before it is scored.
+    pub refinements: usize,
+    /// Weight of the dense head's score in the final one (a weighted geometric mean with the stage's own).
+    pub blend: f32,
+    /// Scale every feature to unit variance (otherwise only centre them and scale all by one number).
+    pub standardise: bool,
+}
+
+impl Default for BoxRecipe {
+    fn default() -> Self {
+        Self { jitters: 16, randoms: 24, score_lambda: 0.05, box_lambda: 0.05, candidates: 40, refinements: 1, blend: 0.0, standardise: true }
+    }
+}
+
+/// A box as `[x0, y0, x1, y1]`, normalised to [0, 1].
+pub type Corners = [f32; 4];
+
+/// Corners of a labelled box.
+pub fn corners(b: &GtBox) -> Corners {
+    [b.left, b.top, b.left + b.width, b.top + b.height]
+}
+
+/// Intersection over union of two boxes.
+pub fn corner_iou(a: &Corners, b: &Corners) -> f32 {
+    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
+    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
+    let inter = w * h;
+    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
+    if union <= 0.0 {
+        0.0
+    } else {
+        inter / union
+    }
+}
+
+/// Area-weighted sums of the first `channels` channels over the cells a box covers, and the covered area (in
+/// cells).
+fn box_sums(grid: &FeatureGrid, b: &Corners, channels: usize, out: &mut [f32]) -> f32 {
+    out.iter_mut().for_each(|v| *v = 0.0);
+    let (rows, cols) = (grid.rows as f32, grid.cols as f32);
+    let (x0, x1) = (b[0].clamp(0.0, 1.0) * cols, b[2].clamp(0.0, 1.0) * cols);
+    let (y0, y1) = (b[1].clamp(0.0, 1.0) * rows, b[3].clamp(0.0, 1.0) * rows);
+    let mut area = 0f32;
+    let (c0, c1) = (x0.floor() as usize, (x1.ceil() as usize).min(grid.cols));
+    let (r0, r1) = (y0.floor() as usize, (y1.ceil() as usize).min(grid.rows));
+    for r in r0..r1 {
+        let wy = (y1.min(r as f32 + 1.0) - y0.max(r as f32)).max(0.0);
+        for c in c0..c1 {
+            let wx = (x1.min(c as f32 + 1.0) - x0.max(c as f32)).max(0.0);
+            let w = wx * wy;
+            if w <= 0.0 {
+                continue;
+            }
+            area += w;
+            let cell = &grid.data[(r * grid.cols + c) * CELL_DIM..][..channels];
+            for (o, v) in out.iter_mut().zip(cell) {
+                *o += w * v.to_f32();
+            }
+        }
+    }
+    area
+}
+
+/// The feature vector of a box on a grid ([`BOX_DIM`] values).
+pub fn box_features(grid: &FeatureGrid, b: &Corners) -> Vec<f32> {
+    let mut out = vec![0f32; BOX_DIM];
+    let mut inside = vec![0f32; CELL_DIM];
+    let area = box_sums(grid, b, CELL_DIM, &mut inside).max(1e-6);
+    let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
+    let (w, h) = ((b[2] - b[0]).max(1e-4), (b[3] - b[1]).max(1e-4));
+    let grown = [cx - w * RING / 2.0, cy - h * RING / 2.0, cx + w * RING / 2.0, cy + h * RING / 2.0];
+    let mut outer = vec![0f32; CELL_DIM];
+    let outer_area = box_sums(grid, &grown, CELL_DIM, &mut outer);
+    let ring_area = outer_area - area;
+    for k in 0..CELL_DIM {
+        out[k] = inside[k] / area;
+        // A box that fills the image has no ring: its ring reads as its inside.
+        out[CELL_DIM + k] = if ring_area > 0.05 { (outer[k] - inside[k]) / ring_area } else { out[k] };
+    }
+    let mut quad = vec![0f32; S16_DIM];
+    for (q, (qx, qy)) in [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)].into_iter().enumerate() {
+        let part = [b[0] + qx * w, b[1] + qy * h, b[0] + (qx + 0.5) * w, b[1] + (qy + 0.5) * h];
+        let a = box_sums(grid, &part, S16_DIM, &mut quad).max(1e-6);
+        for k in 0..S16_DIM {
+            out[2 * CELL_DIM + q * S16_DIM + k] = quad[k] / a;
+        }
+    }
+    let g = 2 * CELL_DIM + 4 * S16_DIM;
+    out[g..].copy_from_slice(&[cx, cy, w.ln(), h.ln()]);
+    out
+}
+
+/// R-CNN deltas that take box `p` to box `g`: centre shifts in units of `p`'s size, log size ratios.
+pub fn deltas(p: &Corners, g: &Corners) -> [f32; 4] {
+    let (pw, ph) = ((p[2] - p[0]).max(1e-4), (p[3] - p[1]).max(1e-4));
+    let (gw, gh) = ((g[2] - g[0]).max(1e-4), (g[3] - g[1]).max(1e-4));
+    let (pcx, pcy) = (p[0] + pw / 2.0, p[1] + ph / 2.0);
+    let (gcx, gcy) = (g[0] + gw / 2.0, g[1] + gh / 2.0);
+    [(gcx - pcx) / pw, (gcy - pcy) / ph, (gw / pw).ln(), (gh / ph).ln()]
+}
+
+/// Box `p` moved by deltas `d` (the inverse of [`deltas`]), clipped to the image.
+pub fn apply_deltas(p: &Corners, d: &[f32; 4]) -> Corners {
+    let (pw, ph) = ((p[2] - p[0]).max(1e-4), (p[3] - p[1]).max(1e-4));
+    let (cx, cy) = (p[0] + pw / 2.0 + d[0] * pw, p[1] + ph / 2.0 + d[1] * ph);
+    let (w, h) = (pw * d[2].clamp(-1.0, 1.0).exp(), ph * d[3].clamp(-1.0, 1.0).exp());
+    [
+        (cx - w / 2.0).clamp(0.0, 1.0),
+        (cy - h / 2.0).clamp(0.0, 1.0),
+        (cx + w / 2.0).clamp(0.0, 1.0),
+        (cy + h / 2.0).clamp(0.0, 1.0),
+    ]
+}
+
+/// Boxes sampled in one view: every labelled box, jitters around each, and boxes anywhere.
+fn sample_boxes(truth: &[GtBox], recipe: &BoxRecipe, rng: &mut impl Rng) -> Vec<Corners> {
+    let mut out = Vec::new();
+    for g in truth {
+        let c = corners(g);
+        out.push(c);
+        let (w, h) = (g.width.max(1e-3), g.height.max(1e-3));
+        for _ in 0..recipe.jitters {
+            let (dx, dy) = (rng.gen_range(-0.3f32..0.3) * w, rng.gen_range(-0.3f32..0.3) * h);
+            let (sw, sh) = (rng.gen_range(-0.5f32..0.5).exp(), rng.gen_range(-0.5f32..0.5).exp());
+            let (cx, cy) = (g.left + w / 2.0 + dx, g.top + h / 2.0 + dy);
+            let (nw, nh) = (w * sw, h * sh);
+            out.push([
+                (cx - nw / 2.0).clamp(0.0, 1.0),
+                (cy - nh / 2.0).clamp(0.0, 1.0),
+                (cx + nw / 2.0).clamp(0.0, 1.0),
+                (cy + nh / 2.0).clamp(0.0, 1.0),
+            ]);
+        }
+    }
+    for _ in 0..recipe.randoms {
+        let (w, h) = (rng.gen_range(0.08f32.ln()..0.0).exp(), rng.gen_range(0.08f32.ln()..0.0).exp());
+        let (x, y) = (rng.gen_range(0.0..=(1.0 - w)), rng.gen_range(0.0..=(1.0 - h)));
+        out.push([x, y, x + w, y + h]);
+    }
+    out.retain(|b| b[2] - b[0] > 1e-3 && b[3] - b[1] > 1e-3);
+    out
+}
+
+/// The fitted second stage.
+#[derive(Debug, Clone)]
+pub struct BoxStage {
+    classes: usize,
+    refinements: usize,
+    candidates: usize,
+    blend: f32,
+    mean: Vec<f32>,
+    inv_std: Vec<f32>,
+    scorer: Model,
+    refiner: Model,
+}
+
+impl BoxStage {
+    /// Fits the scorer and the refiner on boxes sampled in the training views.
+    pub fn fit(
+        grids: &[&FeatureGrid],
+        boxes: &[Vec<GtBox>],
+        classes: usize,
+        recipe: &BoxRecipe,
+        seed: u64,
+    ) -> candle_core::Result<Self> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_b0c5);
+        let (mut xs, mut ys, mut rx, mut ry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        for (grid, truth) in grids.iter().zip(boxes) {
+            let gt: Vec<Corners> = truth.iter().map(corners).collect();
+            for b in sample_boxes(truth, recipe, &mut rng) {
+                let f = box_features(grid, &b);
+                let best = gt
+                    .iter()
+                    .enumerate()
+                    .map(|(i, g)| (i, corner_iou(&b, g)))
+                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                let mut target = vec![0f32; classes];
+                if let Some((i, overlap)) = best {
+                    target[truth[i].class] = ((overlap - IOU_LOW) / (IOU_HIGH - IOU_LOW)).clamp(0.0, 1.0);
+                    if overlap >= IOU_LOW {
+                        rx.extend_from_slice(&f);
+                        ry.extend_from_slice(&deltas(&b, &gt[i]));
+                    }
+                }
+                xs.extend(f);
+                ys.extend(target);
+            }
+        }
+        let n = xs.len() / BOX_DIM;
+        if n == 0 {
+            candle_core::bail!("no boxes to train the second stage on");
+        }
+        let mut mean = vec![0f64; BOX_DIM];
+        let mut sq = vec![0f64; BOX_DIM];
+        for row in xs.chunks_exact(BOX_DIM) {
+            for (k, v) in row.iter().enumerate() {
+                mean[k] += *v as f64;
+                sq[k] += (*v as f64) * (*v as f64);
+            }
+        }
+        let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
+        let mut inv_std: Vec<f32> = sq
+            .iter()
+            .zip(&mean)
+            .map(|(s, m)| 1.0 / (((s / n as f64) as f32 - m * m).max(0.0).sqrt() + 1e-3))
+            .collect();
+        if !recipe.standardise {
+            // One scale for all: the root mean variance.
+            let var: f32 = inv_std.iter().map(|s| 1.0 / (s * s)).sum::<f32>() / BOX_DIM as f32;
+            inv_std.iter_mut().for_each(|s| *s = 1.0 / var.sqrt().max(1e-6));
+        }
+        let standardise = |v: &mut [f32]| {
+            for row in v.chunks_exact_mut(BOX_DIM) {
+                for ((x, m), s) in row.iter_mut().zip(&mean).zip(&inv_std) {
+                    *x = (*x - m) * s;
+                }
+            }
+        };
+        standardise(&mut xs);
+        standardise(&mut rx);
+        let scorer = Problem { x: &xs, y: &ys, d: BOX_DIM, c: classes, loss: Loss::Sigmoid }.solve(
+            recipe.score_lambda,
+            None,
+            300,
+        );
+        let refiner = if rx.is_empty() {
+            Model { weight: vec![0.0; 4 * BOX_DIM], bias: vec![0.0; 4] }
+        } else {
+            Problem { x: &rx, y: &ry, d: BOX_DIM, c: 4, loss: Loss::Squared }.solve(recipe.box_lambda, None, 300)
+        };
+        Ok(Self { classes, refinements: recipe.refinements, candidates: recipe.candidates, blend: recipe.blend, mean, inv_std, scorer, refiner })
+    }
+
+    fn standardised(&self, grid: &FeatureGrid, b: &Corners) -> Vec<f32> {
+        let mut f = box_features(grid, b);
+        for ((x, m), s) in f.iter_mut().zip(&self.mean).zip(&self.inv_std) {
+            *x = (*x - m) * s;
+        }
+        f
+    }
+
+    /// Candidates it rescores per image.
+    pub fn candidates(&self) -> usize {
+        self.candidates
+    }
+
+    /// A candidate box refined, and its probability per tag (blended with `dense`, the dense head's).
+    pub fn rescore(&self, grid: &FeatureGrid, candidate: &Corners, dense: &[f32]) -> (Corners, Vec<f32>) {
+        let mut b = *candidate;
+        let mut f = self.standardised(grid, &b);
+        for _ in 0..self.refinements {
+            let d = Problem::logits(&self.refiner, &f);
+            b = apply_deltas(&b, &[d[0], d[1], d[2], d[3]]);
+            f = self.standardised(grid, &b);
+        }
+        let scores = Problem::logits(&self.scorer, &f)
+            .iter()
+            .zip(dense)
+            .map(|(z, d)| {
+                let own = 1.0 / (1.0 + (-z).exp());
+                own.powf(1.0 - self.blend) * d.max(1e-6).powf(self.blend)
+            })
+            .collect();
+        (b, scores)
+    }
+
+    /// Named tensors for a safetensors file.
+    pub fn tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
+        let dev = Device::Cpu;
+        let meta = [self.classes as f32, self.refinements as f32, self.candidates as f32, self.blend];
+        Ok(vec![
+            ("s2_meta".to_string(), Tensor::from_slice(&meta, 4, &dev)?),
+            ("s2_mean".to_string(), Tensor::from_slice(&self.mean, BOX_DIM, &dev)?),
+            ("s2_inv_std".to_string(), Tensor::from_slice(&self.inv_std, BOX_DIM, &dev)?),
+            ("s2_score_w".to_string(), Tensor::from_slice(&self.scorer.weight, (self.classes, BOX_DIM), &dev)?),
+            ("s2_score_b".to_string(), Tensor::from_slice(&self.scorer.bias, self.classes, &dev)?),
+            ("s2_box_w".to_string(), Tensor::from_slice(&self.refiner.weight, (4, BOX_DIM), &dev)?),
+            ("s2_box_b".to_string(), Tensor::from_slice(&self.refiner.bias, 4, &dev)?),
+        ])
+    }
+
+    /// Reads the stage from tensors written by [`BoxStage::tensors`]; `None` when the file has none (heads
+    /// trained before the second stage existed).
+    pub fn from_tensors(
+        t: &std::collections::HashMap<String, Tensor>,
+        classes: usize,
+    ) -> candle_core::Result<Option<Self>> {
+        let get = |k: &str| -> candle_core::Result<Vec<f32>> {
+            t.get(k)
+                .ok_or_else(|| candle_core::Error::Msg(format!("detector tensor {k} missing")))?
+                .flatten_all()?
+                .to_vec1()
+        };
+        if !t.contains_key("s2_meta") {
+            return Ok(None);
+        }
+        let meta = get("s2_meta")?;
+        if meta.len() != 4 || meta[0] as usize != classes {
+            candle_core::bail!("second-stage metadata malformed");
+        }
+        let stage = Self {
+            classes,
+            refinements: (meta[1].max(0.0) as usize).min(4),
+            candidates: (meta[2].max(1.0) as usize).min(MAX_CANDIDATES),
+            blend: meta[3].clamp(0.0, 1.0),
+            mean: get("s2_mean")?,
+            inv_std: get("s2_inv_std")?,
+            scorer: Model { weight: get("s2_score_w")?, bias: get("s2_score_b")? },
+            refiner: Model { weight: get("s2_box_w")?, bias: get("s2_box_b")? },
+        };
+        if stage.mean.len() != BOX_DIM
+            || stage.inv_std.len() != BOX_DIM
+            || stage.scorer.weight.len() != classes * BOX_DIM
+            || stage.scorer.bias.len() != classes
+            || stage.refiner.weight.len() != 4 * BOX_DIM
+            || stage.refiner.bias.len() != 4
+        {
+            candle_core::bail!("second-stage tensors have inconsistent shapes");
+        }
+        Ok(Some(stage))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+
+    #[test]
+    fn deltas_invert() {
+        let p = [0.1, 0.2, 0.5, 0.6];
+        let g = [0.15, 0.1, 0.7, 0.65];
+        let back = apply_deltas(&p, &deltas(&p, &g));
+        for k in 0..4 {
+            assert!((back[k] - g[k]).abs() < 1e-5, "{back:?}");
+        }
+        assert!((corner_iou(&p, &p) - 1.0).abs() < 1e-6);
+        assert_eq!(corner_iou(&[0.0, 0.0, 0.1, 0.1], &[0.5, 0.5, 0.6, 0.6]), 0.0);
+    }
+
+    #[test]
+    fn box_features_average_the_covered_cells_by_area() {
+        // A 2 × 2 grid whose cells hold 0, 1, 2, 3 in every channel.
+        let data: Vec<f16> = (0..4).flat_map(|v| std::iter::repeat_n(f16::from_f32(v as f32), CELL_DIM)).collect();
+        let grid = FeatureGrid { rows: 2, cols: 2, data };
+        // The left half: cells 0 and 2 → mean 1.
+        let f = box_features(&grid, &[0.0, 0.0, 0.5, 1.0]);
+        assert!((f[0] - 1.0).abs() < 1e-5 && (f[CELL_DIM - 1] - 1.0).abs() < 1e-5);
+        // Its ring (grown 1.6×, clipped) reaches only into the right half: cells 1 and 3 → mean 2.
+        assert!((f[CELL_DIM] - 2.0).abs() < 1e-4, "{}", f[CELL_DIM]);
+        // The top-left quadrant lies in cell 0, the bottom-left one in cell 2.
+        assert!(f[2 * CELL_DIM].abs() < 1e-5);
+        assert!((f[2 * CELL_DIM + 2 * S16_DIM] - 2.0).abs() < 1e-5);
+        // A quarter of cell 3 and three quarters of nothing else: still cell 3's value.
+        let f = box_features(&grid, &[0.75, 0.75, 1.0, 1.0]);
+        assert!((f[0] - 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn samples_cover_good_and_bad_fits() {
+        let truth = [GtBox { class: 0, left: 0.2, top: 0.2, width: 0.4, height: 0.5 }];
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let boxes = sample_boxes(&truth, &BoxRecipe::default(), &mut rng);
+        let g = corners(&truth[0]);
+        let ious: Vec<f32> = boxes.iter().map(|b| corner_iou(b, &g)).collect();
+        assert!(ious.iter().any(|v| *v > IOU_HIGH));
+        assert!(ious.iter().filter(|v| **v < IOU_LOW).count() >= 10);
+        assert!(boxes.iter().all(|b| b.iter().all(|v| (0.0..=1.0).contains(v))));
+    }
+}

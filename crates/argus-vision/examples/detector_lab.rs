@@ -54,7 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         s.candidates = env("LAB_CANDIDATES").map_or(s.candidates, |v| v as usize);
         s.refinements = env("LAB_REFINE").map_or(s.refinements, |v| v as usize);
         s.blend = env("LAB_BLEND").map_or(s.blend, |v| v as f32);
-        s.standardise = std::env::var("LAB_CENTRE_ONLY").is_err();
+        s.standardise = std::env::var("LAB_STANDARDISE").is_ok();
     }
     recipe.steps = env("LAB_STEPS").map_or(recipe.steps, |v| v as usize);
     recipe.input_size = env("LAB_SIZE").map_or(recipe.input_size, |v| v as u32);
@@ -107,8 +107,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .sum();
             hit as f64 / truth.iter().map(Vec::len).sum::<usize>() as f64
         };
-        println!("  recall of all boxes: @0.5 {:.3} @0.7 {:.3}; boxes per image {:.1}", found(0.5), found(0.7),
-            dets.iter().map(Vec::len).sum::<usize>() as f64 / dets.len() as f64);
+        println!(
+            "  recall of all boxes: @0.5 {:.3} @0.7 {:.3}; boxes per image {:.1}",
+            found(0.5),
+            found(0.7),
+            dets.iter().map(Vec::len).sum::<usize>() as f64 / dets.len() as f64
+        );
         println!(
             "n={n}: mAP@0.3 {:.3} @0.5 {:.3} @0.7 {:.3}  (featurise {feat:.1} s, fit {fit:.1} s)",
             at(0.3),

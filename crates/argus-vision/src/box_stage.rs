@@ -52,7 +52,16 @@ pub struct BoxRecipe {
 
 impl Default for BoxRecipe {
     fn default() -> Self {
-        Self { jitters: 16, randoms: 24, score_lambda: 0.05, box_lambda: 0.05, candidates: 40, refinements: 1, blend: 0.0, standardise: true }
+        Self {
+            jitters: 16,
+            randoms: 24,
+            score_lambda: 1.0,
+            box_lambda: 3.0,
+            candidates: 40,
+            refinements: 2,
+            blend: 0.5,
+            standardise: false,
+        }
     }
 }
 
@@ -213,11 +222,8 @@ impl BoxStage {
             let gt: Vec<Corners> = truth.iter().map(corners).collect();
             for b in sample_boxes(truth, recipe, &mut rng) {
                 let f = box_features(grid, &b);
-                let best = gt
-                    .iter()
-                    .enumerate()
-                    .map(|(i, g)| (i, corner_iou(&b, g)))
-                    .max_by(|a, b| a.1.total_cmp(&b.1));
+                let best =
+                    gt.iter().enumerate().map(|(i, g)| (i, corner_iou(&b, g))).max_by(|a, b| a.1.total_cmp(&b.1));
                 let mut target = vec![0f32; classes];
                 if let Some((i, overlap)) = best {
                     target[truth[i].class] = ((overlap - IOU_LOW) / (IOU_HIGH - IOU_LOW)).clamp(0.0, 1.0);
@@ -243,11 +249,8 @@ impl BoxStage {
             }
         }
         let mean: Vec<f32> = mean.iter().map(|m| (m / n as f64) as f32).collect();
-        let mut inv_std: Vec<f32> = sq
-            .iter()
-            .zip(&mean)
-            .map(|(s, m)| 1.0 / (((s / n as f64) as f32 - m * m).max(0.0).sqrt() + 1e-3))
-            .collect();
+        let mut inv_std: Vec<f32> =
+            sq.iter().zip(&mean).map(|(s, m)| 1.0 / (((s / n as f64) as f32 - m * m).max(0.0).sqrt() + 1e-3)).collect();
         if !recipe.standardise {
             // One scale for all: the root mean variance.
             let var: f32 = inv_std.iter().map(|s| 1.0 / (s * s)).sum::<f32>() / BOX_DIM as f32;
@@ -272,7 +275,16 @@ impl BoxStage {
         } else {
             Problem { x: &rx, y: &ry, d: BOX_DIM, c: 4, loss: Loss::Squared }.solve(recipe.box_lambda, None, 300)
         };
-        Ok(Self { classes, refinements: recipe.refinements, candidates: recipe.candidates, blend: recipe.blend, mean, inv_std, scorer, refiner })
+        Ok(Self {
+            classes,
+            refinements: recipe.refinements,
+            candidates: recipe.candidates,
+            blend: recipe.blend,
+            mean,
+            inv_std,
+            scorer,
+            refiner,
+        })
     }
 
     fn standardised(&self, grid: &FeatureGrid, b: &Corners) -> Vec<f32> {

@@ -58,12 +58,30 @@ pub struct DetectionRecipe {
 impl DetectionRecipe {
     /// Quick training ("Regular").
     pub fn regular() -> Self {
-        Self { input_size: 320, views: 4, steps: 300, batch: 8, hidden: 64, learning_rate: 3e-3, seed: 7, second: Some(BoxRecipe::default()) }
+        Self {
+            input_size: 320,
+            views: 4,
+            steps: 300,
+            batch: 8,
+            hidden: 64,
+            learning_rate: 3e-3,
+            seed: 7,
+            second: Some(BoxRecipe::default()),
+        }
     }
 
     /// Longer training ("Advanced"): a larger input, more augmentation, a wider head, more steps.
     pub fn advanced() -> Self {
-        Self { input_size: 416, views: 8, steps: 600, batch: 8, hidden: 96, learning_rate: 3e-3, seed: 7, second: Some(BoxRecipe::default()) }
+        Self {
+            input_size: 416,
+            views: 8,
+            steps: 600,
+            batch: 8,
+            hidden: 96,
+            learning_rate: 3e-3,
+            seed: 7,
+            second: Some(BoxRecipe::default()),
+        }
     }
 }
 

@@ -7,32 +7,11 @@ use argus_vision::backbone::EfficientNetLite0;
 use argus_vision::detector::{
     detection_view, feature_grids, mean_average_precision, DetectionRecipe, DetectorHead, GtBox,
 };
+use argus_vision::voc::voc_boxes;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use std::path::PathBuf;
 use std::time::Instant;
-
-fn voc_boxes(xml: &str) -> Vec<GtBox> {
-    let num = |s: &str, tag: &str| -> Option<f32> {
-        let a = s.find(&format!("<{tag}>"))? + tag.len() + 2;
-        let b = s[a..].find(&format!("</{tag}>"))? + a;
-        s[a..b].trim().parse().ok()
-    };
-    let (Some(w), Some(h)) = (num(xml, "width"), num(xml, "height")) else { return Vec::new() };
-    xml.split("<object>")
-        .skip(1)
-        .filter_map(|o| {
-            let (x0, y0, x1, y1) = (num(o, "xmin")?, num(o, "ymin")?, num(o, "xmax")?, num(o, "ymax")?);
-            Some(GtBox {
-                class: 0,
-                left: (x0 / w).clamp(0.0, 1.0),
-                top: (y0 / h).clamp(0.0, 1.0),
-                width: ((x1 - x0) / w).clamp(0.0, 1.0),
-                height: ((y1 - y0) / h).clamp(0.0, 1.0),
-            })
-        })
-        .collect()
-}
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();

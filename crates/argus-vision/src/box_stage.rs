@@ -13,8 +13,9 @@
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
-use crate::detector::{FeatureGrid, GtBox, CELL_DIM};
+use crate::detector::{tensor_values, FeatureGrid, GtBox, CELL_DIM};
 use crate::logreg::{Loss, Model, Problem};
+use crate::proposals::{iou, Proposal};
 
 /// Channels of the stride-16 part of a cell (the first ones).
 const S16_DIM: usize = 112;
@@ -73,17 +74,20 @@ pub fn corners(b: &GtBox) -> Corners {
     [b.left, b.top, b.left + b.width, b.top + b.height]
 }
 
+/// A box as a [`Proposal`] of confidence `confidence`.
+pub fn proposal(c: &Corners, confidence: f32) -> Proposal {
+    Proposal {
+        left: c[0] as f64,
+        top: c[1] as f64,
+        width: (c[2] - c[0]) as f64,
+        height: (c[3] - c[1]) as f64,
+        confidence: confidence as f64,
+    }
+}
+
 /// Intersection over union of two boxes.
 pub fn corner_iou(a: &Corners, b: &Corners) -> f32 {
-    let w = (a[2].min(b[2]) - a[0].max(b[0])).max(0.0);
-    let h = (a[3].min(b[3]) - a[1].max(b[1])).max(0.0);
-    let inter = w * h;
-    let union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter;
-    if union <= 0.0 {
-        0.0
-    } else {
-        inter / union
-    }
+    iou(&proposal(a, 1.0), &proposal(b, 1.0)) as f32
 }
 
 /// Area-weighted sums of the first `channels` channels over the cells a box covers, and the covered area (in
@@ -194,6 +198,13 @@ fn sample_boxes(truth: &[GtBox], recipe: &BoxRecipe, rng: &mut impl Rng) -> Vec<
     out
 }
 
+/// `(x − mean) · inv_std`, in place, for one feature row.
+fn standardise(row: &mut [f32], mean: &[f32], inv_std: &[f32]) {
+    for ((x, m), s) in row.iter_mut().zip(mean).zip(inv_std) {
+        *x = (*x - m) * s;
+    }
+}
+
 /// The fitted second stage.
 #[derive(Debug, Clone)]
 pub struct BoxStage {
@@ -217,7 +228,8 @@ impl BoxStage {
         seed: u64,
     ) -> candle_core::Result<Self> {
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_b0c5);
-        let (mut xs, mut ys, mut rx, mut ry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+        // Every sampled box is a scorer row; those overlapping a labelled box are also refiner rows.
+        let (mut xs, mut ys, mut refine_rows, mut ry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
         for (grid, truth) in grids.iter().zip(boxes) {
             let gt: Vec<Corners> = truth.iter().map(corners).collect();
             for b in sample_boxes(truth, recipe, &mut rng) {
@@ -228,7 +240,7 @@ impl BoxStage {
                 if let Some((i, overlap)) = best {
                     target[truth[i].class] = ((overlap - IOU_LOW) / (IOU_HIGH - IOU_LOW)).clamp(0.0, 1.0);
                     if overlap >= IOU_LOW {
-                        rx.extend_from_slice(&f);
+                        refine_rows.push(xs.len() / BOX_DIM);
                         ry.extend_from_slice(&deltas(&b, &gt[i]));
                     }
                 }
@@ -256,15 +268,10 @@ impl BoxStage {
             let var: f32 = inv_std.iter().map(|s| 1.0 / (s * s)).sum::<f32>() / BOX_DIM as f32;
             inv_std.iter_mut().for_each(|s| *s = 1.0 / var.sqrt().max(1e-6));
         }
-        let standardise = |v: &mut [f32]| {
-            for row in v.chunks_exact_mut(BOX_DIM) {
-                for ((x, m), s) in row.iter_mut().zip(&mean).zip(&inv_std) {
-                    *x = (*x - m) * s;
-                }
-            }
-        };
-        standardise(&mut xs);
-        standardise(&mut rx);
+        for row in xs.chunks_exact_mut(BOX_DIM) {
+            standardise(row, &mean, &inv_std);
+        }
+        let rx: Vec<f32> = refine_rows.iter().flat_map(|r| &xs[r * BOX_DIM..(r + 1) * BOX_DIM]).copied().collect();
         let scorer = Problem { x: &xs, y: &ys, d: BOX_DIM, c: classes, loss: Loss::Sigmoid }.solve(
             recipe.score_lambda,
             None,
@@ -289,9 +296,7 @@ impl BoxStage {
 
     fn standardised(&self, grid: &FeatureGrid, b: &Corners) -> Vec<f32> {
         let mut f = box_features(grid, b);
-        for ((x, m), s) in f.iter_mut().zip(&self.mean).zip(&self.inv_std) {
-            *x = (*x - m) * s;
-        }
+        standardise(&mut f, &self.mean, &self.inv_std);
         f
     }
 
@@ -341,12 +346,7 @@ impl BoxStage {
         t: &std::collections::HashMap<String, Tensor>,
         classes: usize,
     ) -> candle_core::Result<Option<Self>> {
-        let get = |k: &str| -> candle_core::Result<Vec<f32>> {
-            t.get(k)
-                .ok_or_else(|| candle_core::Error::Msg(format!("detector tensor {k} missing")))?
-                .flatten_all()?
-                .to_vec1()
-        };
+        let get = |k: &str| tensor_values(t, k);
         if !t.contains_key("s2_meta") {
             return Ok(None);
         }

@@ -5,8 +5,9 @@
 //! per tag and the distances from the cell centre to the four box edges (log scale, in cells). Training
 //! targets follow FCOS: cells whose centre lies inside a box are positives, their class target is the box's
 //! "centerness" (a soft quality target, generalized-focal-loss style), and the box edges are regressed with a
-//! smooth-L1 loss weighted by that centerness. Inference decodes every cell, keeps scores ≥ 0.01, and runs
-//! per-tag non-maximum suppression.
+//! smooth-L1 loss weighted by that centerness. Inference decodes every cell; a second stage
+//! ([`crate::box_stage`]) refines and rescores the best boxes from features pooled over each; then scores ≥ 0.01
+//! are kept and per-tag non-maximum suppression runs.
 //!
 //! Deterministic given the seed: fixed augmentation geometry, seeded initialisation and batch order.
 
@@ -20,7 +21,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::backbone::{preprocess, EfficientNetLite0};
-use crate::box_stage::{BoxRecipe, BoxStage, Corners};
+use crate::box_stage::{proposal, BoxRecipe, BoxStage, Corners};
 use crate::proposals::{iou, Proposal};
 
 /// Channels of one grid cell: stride-16 (112) + stride-32 (1280) activations.
@@ -290,7 +291,7 @@ pub struct DetectorHead {
     w2: Vec<f32>,
     b2: Vec<f32>,
     /// The second stage, when the head was trained with one.
-    stage2: Option<BoxStage>,
+    stage2: Option<Box<BoxStage>>,
 }
 
 impl DetectorHead {
@@ -419,7 +420,7 @@ impl DetectorHead {
         }
         let to_vec = |v: &Var| v.as_tensor().flatten_all()?.to_vec1::<f32>();
         let stage2 = match &recipe.second {
-            Some(r) => Some(BoxStage::fit(grids, boxes, classes, r, recipe.seed)?),
+            Some(r) => Some(Box::new(BoxStage::fit(grids, boxes, classes, r, recipe.seed)?)),
             None => None,
         };
         progress(1.0);
@@ -479,20 +480,12 @@ impl DetectorHead {
     pub fn detect(&self, grid: &FeatureGrid) -> candle_core::Result<Vec<Detection>> {
         let mut scored = self.dense(grid)?;
         if let Some(stage) = &self.stage2 {
-            let best = |s: &[f32]| s.iter().copied().fold(0f32, f32::max);
             // Class-agnostic NMS over the cells, keeping each survivor's per-tag scores.
-            let mut order: Vec<usize> = (0..scored.len()).filter(|i| best(&scored[*i].1) >= MIN_SCORE).collect();
-            order.sort_by(|a, b| best(&scored[*b].1).total_cmp(&best(&scored[*a].1)));
-            let mut kept: Vec<usize> = Vec::new();
-            for i in order {
-                if kept.len() >= stage.candidates() {
-                    break;
-                }
-                if kept.iter().all(|k| crate::box_stage::corner_iou(&scored[*k].0, &scored[i].0) <= 0.7) {
-                    kept.push(i);
-                }
-            }
-            scored = kept.iter().map(|i| stage.rescore(grid, &scored[*i].0, &scored[*i].1)).collect();
+            let best = |s: &[f32]| s.iter().copied().fold(0f32, f32::max);
+            let cells: Vec<usize> = (0..scored.len()).filter(|i| best(&scored[*i].1) >= MIN_SCORE).collect();
+            let boxes: Vec<Proposal> = cells.iter().map(|i| proposal(&scored[*i].0, best(&scored[*i].1))).collect();
+            let kept = crate::proposals::nms_indices(&boxes, 0.7, stage.candidates());
+            scored = kept.iter().map(|k| &scored[cells[*k]]).map(|(b, s)| stage.rescore(grid, b, s)).collect();
         }
         let mut per_class: HashMap<usize, Vec<Proposal>> = HashMap::new();
         for (b, scores) in &scored {
@@ -501,13 +494,7 @@ impl DetectorHead {
             }
             for (k, score) in scores.iter().enumerate() {
                 if *score >= MIN_SCORE {
-                    per_class.entry(k).or_default().push(Proposal {
-                        left: b[0] as f64,
-                        top: b[1] as f64,
-                        width: (b[2] - b[0]) as f64,
-                        height: (b[3] - b[1]) as f64,
-                        confidence: *score as f64,
-                    });
+                    per_class.entry(k).or_default().push(proposal(b, *score));
                 }
             }
         }
@@ -561,12 +548,7 @@ impl DetectorHead {
     /// Reads a head written by [`DetectorHead::to_bytes`].
     pub fn from_bytes(bytes: &[u8]) -> candle_core::Result<Self> {
         let t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
-        let get = |k: &str| -> candle_core::Result<Vec<f32>> {
-            t.get(k)
-                .ok_or_else(|| candle_core::Error::Msg(format!("detector tensor {k} missing")))?
-                .flatten_all()?
-                .to_vec1()
-        };
+        let get = |k: &str| tensor_values(&t, k);
         let meta = get("meta")?;
         if meta.len() != 3 {
             candle_core::bail!("detector metadata malformed");
@@ -582,7 +564,7 @@ impl DetectorHead {
             b1: get("b1")?,
             w2: get("w2")?,
             b2: get("b2")?,
-            stage2: BoxStage::from_tensors(&t, classes)?,
+            stage2: BoxStage::from_tensors(&t, classes)?.map(Box::new),
         };
         let out = classes + 4;
         if head.mean.len() != CELL_DIM
@@ -596,6 +578,11 @@ impl DetectorHead {
         }
         Ok(head)
     }
+}
+
+/// The values of tensor `k` of a loaded detector file, flattened.
+pub(crate) fn tensor_values(t: &HashMap<String, Tensor>, k: &str) -> candle_core::Result<Vec<f32>> {
+    t.get(k).ok_or_else(|| candle_core::Error::Msg(format!("detector tensor {k} missing")))?.flatten_all()?.to_vec1()
 }
 
 /// Matches detections of one image to its labelled boxes at `overlap` IoU, greedily by score (each box

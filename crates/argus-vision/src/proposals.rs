@@ -44,12 +44,21 @@ pub fn iou(a: &Proposal, b: &Proposal) -> f64 {
 
 /// Greedy non-maximum suppression: keeps the most confident boxes, dropping any that overlap a kept one by
 /// more than `threshold` IoU.
-pub fn nms(mut boxes: Vec<Proposal>, threshold: f64) -> Vec<Proposal> {
-    boxes.sort_by(|a, b| b.confidence.total_cmp(&a.confidence));
-    let mut kept: Vec<Proposal> = Vec::new();
-    for b in boxes {
-        if kept.iter().all(|k| iou(k, &b) <= threshold) {
-            kept.push(b);
+pub fn nms(boxes: Vec<Proposal>, threshold: f64) -> Vec<Proposal> {
+    nms_indices(&boxes, threshold, usize::MAX).into_iter().map(|i| boxes[i]).collect()
+}
+
+/// [`nms`] that answers the kept boxes' indices in `boxes`, most confident first, stopping after `max`.
+pub fn nms_indices(boxes: &[Proposal], threshold: f64, max: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..boxes.len()).collect();
+    order.sort_by(|a, b| boxes[*b].confidence.total_cmp(&boxes[*a].confidence));
+    let mut kept: Vec<usize> = Vec::new();
+    for i in order {
+        if kept.len() >= max {
+            break;
+        }
+        if kept.iter().all(|k| iou(&boxes[*k], &boxes[i]) <= threshold) {
+            kept.push(i);
         }
     }
     kept

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use argus_vision::detector::{mean_average_precision, Detection, GtBox};
+use argus_vision::voc::voc_boxes;
 use base64::Engine as _;
 use clap::Args;
 use rand::seq::SliceRandom;
@@ -209,29 +210,6 @@ fn probe(python: &Path, weights: &Path, draws: &[Draw]) -> Result<BTreeMap<Strin
         result.insert(name, (v["accuracy"].as_f64().unwrap_or(f64::NAN), v["C"].as_f64().unwrap_or(f64::NAN)));
     }
     Ok(result)
-}
-
-/// Pascal VOC boxes of one annotation file, normalised.
-fn voc_boxes(xml: &str) -> Vec<GtBox> {
-    let num = |s: &str, tag: &str| -> Option<f32> {
-        let a = s.find(&format!("<{tag}>"))? + tag.len() + 2;
-        let b = s[a..].find(&format!("</{tag}>"))? + a;
-        s[a..b].trim().parse().ok()
-    };
-    let (Some(w), Some(h)) = (num(xml, "width"), num(xml, "height")) else { return Vec::new() };
-    xml.split("<object>")
-        .skip(1)
-        .filter_map(|o| {
-            let (x0, y0, x1, y1) = (num(o, "xmin")?, num(o, "ymin")?, num(o, "xmax")?, num(o, "ymax")?);
-            Some(GtBox {
-                class: 0,
-                left: (x0 / w).clamp(0.0, 1.0),
-                top: (y0 / h).clamp(0.0, 1.0),
-                width: ((x1 - x0) / w).clamp(0.0, 1.0),
-                height: ((y1 - y0) / h).clamp(0.0, 1.0),
-            })
-        })
-        .collect()
 }
 
 struct DetRun {
@@ -479,19 +457,6 @@ pub async fn run(args: QualityBenchArgs) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn voc_annotations_become_normalised_boxes() {
-        let xml = "<annotation><size><width>200</width><height>100</height></size>\
-                   <object><bndbox><xmin>20</xmin><ymin>10</ymin><xmax>120</xmax><ymax>60</ymax></bndbox></object>\
-                   <object><bndbox><xmin>0</xmin><ymin>0</ymin><xmax>200</xmax><ymax>100</ymax></bndbox></object>\
-                   </annotation>";
-        let b = voc_boxes(xml);
-        assert_eq!(b.len(), 2);
-        assert_eq!((b[0].left, b[0].top, b[0].width, b[0].height), (0.1, 0.1, 0.5, 0.5));
-        assert_eq!(b[1].width, 1.0);
-        assert!(voc_boxes("<annotation></annotation>").is_empty());
-    }
 
     #[test]
     fn draws_are_seeded_and_disjoint() {

@@ -92,42 +92,90 @@ pub fn corner_iou(a: &Corners, b: &Corners) -> f32 {
 
 /// Area-weighted sums of the first `channels` channels over the cells a box covers, and the covered area (in
 /// cells).
-fn box_sums(grid: &FeatureGrid, b: &Corners, channels: usize, out: &mut [f32]) -> f32 {
-    out.iter_mut().for_each(|v| *v = 0.0);
-    let (rows, cols) = (grid.rows as f32, grid.cols as f32);
-    let (x0, x1) = (b[0].clamp(0.0, 1.0) * cols, b[2].clamp(0.0, 1.0) * cols);
-    let (y0, y1) = (b[1].clamp(0.0, 1.0) * rows, b[3].clamp(0.0, 1.0) * rows);
-    let mut area = 0f32;
-    let (c0, c1) = (x0.floor() as usize, (x1.ceil() as usize).min(grid.cols));
-    let (r0, r1) = (y0.floor() as usize, (y1.ceil() as usize).min(grid.rows));
-    for r in r0..r1 {
-        let wy = (y1.min(r as f32 + 1.0) - y0.max(r as f32)).max(0.0);
-        for c in c0..c1 {
-            let wx = (x1.min(c as f32 + 1.0) - x0.max(c as f32)).max(0.0);
-            let w = wx * wy;
-            if w <= 0.0 {
+/// A feature grid's summed-area table: the area-weighted sum of any box's cells in four bilinear reads.
+///
+/// `data[(r * (cols + 1) + c) * CELL_DIM + k]` is the sum of channel `k` over the cells above and left of grid
+/// corner `(r, c)`. Within a cell that integral is bilinear in the corner's position, so interpolating the table
+/// at a fractional corner is exact, and a box's sum is `I(x1, y1) − I(x0, y1) − I(x1, y0) + I(x0, y0)`.
+pub struct GridIntegral {
+    rows: usize,
+    cols: usize,
+    data: Vec<f32>,
+}
+
+impl GridIntegral {
+    /// The table of a grid.
+    pub fn new(grid: &FeatureGrid) -> Self {
+        let (rows, cols) = (grid.rows, grid.cols);
+        let stride = (cols + 1) * CELL_DIM;
+        let mut data = vec![0f32; (rows + 1) * stride];
+        let mut line = vec![0f32; CELL_DIM];
+        for r in 0..rows {
+            line.iter_mut().for_each(|v| *v = 0.0);
+            let (above, below) = data.split_at_mut((r + 1) * stride);
+            let above = &above[r * stride..];
+            for c in 0..cols {
+                let cell = &grid.data[(r * cols + c) * CELL_DIM..][..CELL_DIM];
+                let out = &mut below[(c + 1) * CELL_DIM..][..CELL_DIM];
+                let up = &above[(c + 1) * CELL_DIM..][..CELL_DIM];
+                for k in 0..CELL_DIM {
+                    line[k] += cell[k].to_f32();
+                    out[k] = up[k] + line[k];
+                }
+            }
+        }
+        Self { rows, cols, data }
+    }
+
+    /// Adds `sign ×` the table interpolated at `(x, y)` (in cells, inside the grid) to `out`.
+    fn add_corner(&self, x: f32, y: f32, sign: f32, out: &mut [f32]) {
+        let c = (x.floor() as usize).min(self.cols.saturating_sub(1));
+        let r = (y.floor() as usize).min(self.rows.saturating_sub(1));
+        let (fx, fy) = (x - c as f32, y - r as f32);
+        let stride = (self.cols + 1) * CELL_DIM;
+        let n = out.len();
+        let weights = [(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy];
+        let offsets = [r * stride + c * CELL_DIM, r * stride + (c + 1) * CELL_DIM];
+        let offsets = [offsets[0], offsets[1], offsets[0] + stride, offsets[1] + stride];
+        for (w, o) in weights.iter().zip(offsets) {
+            let w = sign * w;
+            if w == 0.0 {
                 continue;
             }
-            area += w;
-            let cell = &grid.data[(r * grid.cols + c) * CELL_DIM..][..channels];
-            for (o, v) in out.iter_mut().zip(cell) {
-                *o += w * v.to_f32();
+            for (v, t) in out.iter_mut().zip(&self.data[o..o + n]) {
+                *v += w * t;
             }
         }
     }
-    area
+
+    /// Area-weighted sums of the first `out.len()` channels over box `b` (clipped to the grid); returns the
+    /// covered area in cells.
+    fn box_sums(&self, b: &Corners, out: &mut [f32]) -> f32 {
+        out.iter_mut().for_each(|v| *v = 0.0);
+        let (rows, cols) = (self.rows as f32, self.cols as f32);
+        let (x0, x1) = (b[0].clamp(0.0, 1.0) * cols, b[2].clamp(0.0, 1.0) * cols);
+        let (y0, y1) = (b[1].clamp(0.0, 1.0) * rows, b[3].clamp(0.0, 1.0) * rows);
+        if x1 <= x0 || y1 <= y0 || self.rows == 0 || self.cols == 0 {
+            return 0.0;
+        }
+        self.add_corner(x1, y1, 1.0, out);
+        self.add_corner(x0, y1, -1.0, out);
+        self.add_corner(x1, y0, -1.0, out);
+        self.add_corner(x0, y0, 1.0, out);
+        (x1 - x0) * (y1 - y0)
+    }
 }
 
 /// The feature vector of a box on a grid ([`BOX_DIM`] values).
-pub fn box_features(grid: &FeatureGrid, b: &Corners) -> Vec<f32> {
+pub fn box_features(grid: &GridIntegral, b: &Corners) -> Vec<f32> {
     let mut out = vec![0f32; BOX_DIM];
     let mut inside = vec![0f32; CELL_DIM];
-    let area = box_sums(grid, b, CELL_DIM, &mut inside).max(1e-6);
+    let area = grid.box_sums(b, &mut inside).max(1e-6);
     let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
     let (w, h) = ((b[2] - b[0]).max(1e-4), (b[3] - b[1]).max(1e-4));
     let grown = [cx - w * RING / 2.0, cy - h * RING / 2.0, cx + w * RING / 2.0, cy + h * RING / 2.0];
     let mut outer = vec![0f32; CELL_DIM];
-    let outer_area = box_sums(grid, &grown, CELL_DIM, &mut outer);
+    let outer_area = grid.box_sums(&grown, &mut outer);
     let ring_area = outer_area - area;
     for k in 0..CELL_DIM {
         out[k] = inside[k] / area;
@@ -137,7 +185,7 @@ pub fn box_features(grid: &FeatureGrid, b: &Corners) -> Vec<f32> {
     let mut quad = vec![0f32; S16_DIM];
     for (q, (qx, qy)) in [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)].into_iter().enumerate() {
         let part = [b[0] + qx * w, b[1] + qy * h, b[0] + (qx + 0.5) * w, b[1] + (qy + 0.5) * h];
-        let a = box_sums(grid, &part, S16_DIM, &mut quad).max(1e-6);
+        let a = grid.box_sums(&part, &mut quad).max(1e-6);
         for k in 0..S16_DIM {
             out[2 * CELL_DIM + q * S16_DIM + k] = quad[k] / a;
         }
@@ -227,21 +275,31 @@ impl BoxStage {
         recipe: &BoxRecipe,
         seed: u64,
     ) -> candle_core::Result<Self> {
+        use rayon::prelude::*;
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_b0c5);
+        // Boxes are drawn in view order from one generator, then featurised in parallel (in order).
+        let samples: Vec<Vec<Corners>> = boxes.iter().map(|truth| sample_boxes(truth, recipe, &mut rng)).collect();
+        let features: Vec<Vec<Vec<f32>>> = grids
+            .par_iter()
+            .zip(&samples)
+            .map(|(grid, sampled)| {
+                let table = GridIntegral::new(grid);
+                sampled.iter().map(|b| box_features(&table, b)).collect()
+            })
+            .collect();
         // Every sampled box is a scorer row; those overlapping a labelled box are also refiner rows.
         let (mut xs, mut ys, mut refine_rows, mut ry) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
-        for (grid, truth) in grids.iter().zip(boxes) {
+        for ((truth, sampled), feats) in boxes.iter().zip(&samples).zip(features) {
             let gt: Vec<Corners> = truth.iter().map(corners).collect();
-            for b in sample_boxes(truth, recipe, &mut rng) {
-                let f = box_features(grid, &b);
+            for (b, f) in sampled.iter().zip(feats) {
                 let best =
-                    gt.iter().enumerate().map(|(i, g)| (i, corner_iou(&b, g))).max_by(|a, b| a.1.total_cmp(&b.1));
+                    gt.iter().enumerate().map(|(i, g)| (i, corner_iou(b, g))).max_by(|a, b| a.1.total_cmp(&b.1));
                 let mut target = vec![0f32; classes];
                 if let Some((i, overlap)) = best {
                     target[truth[i].class] = ((overlap - IOU_LOW) / (IOU_HIGH - IOU_LOW)).clamp(0.0, 1.0);
                     if overlap >= IOU_LOW {
                         refine_rows.push(xs.len() / BOX_DIM);
-                        ry.extend_from_slice(&deltas(&b, &gt[i]));
+                        ry.extend_from_slice(&deltas(b, &gt[i]));
                     }
                 }
                 xs.extend(f);
@@ -294,7 +352,7 @@ impl BoxStage {
         })
     }
 
-    fn standardised(&self, grid: &FeatureGrid, b: &Corners) -> Vec<f32> {
+    fn standardised(&self, grid: &GridIntegral, b: &Corners) -> Vec<f32> {
         let mut f = box_features(grid, b);
         standardise(&mut f, &self.mean, &self.inv_std);
         f
@@ -306,7 +364,7 @@ impl BoxStage {
     }
 
     /// A candidate box refined, and its probability per tag (blended with `dense`, the dense head's).
-    pub fn rescore(&self, grid: &FeatureGrid, candidate: &Corners, dense: &[f32]) -> (Corners, Vec<f32>) {
+    pub fn rescore(&self, grid: &GridIntegral, candidate: &Corners, dense: &[f32]) -> (Corners, Vec<f32>) {
         let mut b = *candidate;
         let mut f = self.standardised(grid, &b);
         for _ in 0..self.refinements {
@@ -398,7 +456,7 @@ mod tests {
     fn box_features_average_the_covered_cells_by_area() {
         // A 2 × 2 grid whose cells hold 0, 1, 2, 3 in every channel.
         let data: Vec<f16> = (0..4).flat_map(|v| std::iter::repeat_n(f16::from_f32(v as f32), CELL_DIM)).collect();
-        let grid = FeatureGrid { rows: 2, cols: 2, data };
+        let grid = GridIntegral::new(&FeatureGrid { rows: 2, cols: 2, data });
         // The left half: cells 0 and 2 → mean 1.
         let f = box_features(&grid, &[0.0, 0.0, 0.5, 1.0]);
         assert!((f[0] - 1.0).abs() < 1e-5 && (f[CELL_DIM - 1] - 1.0).abs() < 1e-5);
@@ -410,6 +468,38 @@ mod tests {
         // A quarter of cell 3 and three quarters of nothing else: still cell 3's value.
         let f = box_features(&grid, &[0.75, 0.75, 1.0, 1.0]);
         assert!((f[0] - 3.0).abs() < 1e-5);
+    }
+
+    #[test]
+    fn integral_sums_match_the_area_weighted_cells() {
+        // A 3 × 4 grid of distinct values; box sums by the table against sums cell by cell.
+        let (rows, cols) = (3usize, 4usize);
+        let value = |r: usize, c: usize, k: usize| ((r * 7 + c * 3 + k) % 11) as f32 - 5.0;
+        let data: Vec<f16> =
+            (0..rows * cols).flat_map(|i| (0..CELL_DIM).map(move |k| f16::from_f32(value(i / cols, i % cols, k)))).collect();
+        let table = GridIntegral::new(&FeatureGrid { rows, cols, data });
+        for b in [[0.1f32, 0.2, 0.85, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.31, 0.33, 0.6], [-0.2, 0.5, 0.4, 1.3]] {
+            let mut got = vec![0f32; CELL_DIM];
+            let area = table.box_sums(&b, &mut got);
+            let (x0, x1) = (b[0].clamp(0.0, 1.0) * cols as f32, b[2].clamp(0.0, 1.0) * cols as f32);
+            let (y0, y1) = (b[1].clamp(0.0, 1.0) * rows as f32, b[3].clamp(0.0, 1.0) * rows as f32);
+            let mut want = vec![0f32; CELL_DIM];
+            let mut want_area = 0f32;
+            for r in 0..rows {
+                let wy = (y1.min(r as f32 + 1.0) - y0.max(r as f32)).max(0.0);
+                for c in 0..cols {
+                    let w = (x1.min(c as f32 + 1.0) - x0.max(c as f32)).max(0.0) * wy;
+                    want_area += w;
+                    for (k, v) in want.iter_mut().enumerate() {
+                        *v += w * value(r, c, k);
+                    }
+                }
+            }
+            assert!((area - want_area).abs() < 1e-4, "{b:?}: area {area} vs {want_area}");
+            for k in 0..CELL_DIM {
+                assert!((got[k] - want[k]).abs() < 1e-3, "{b:?} channel {k}: {} vs {}", got[k], want[k]);
+            }
+        }
     }
 
     #[test]

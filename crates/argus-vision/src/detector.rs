@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::backbone::{preprocess, EfficientNetLite0};
-use crate::box_stage::{proposal, BoxRecipe, BoxStage, Corners};
+use crate::box_stage::{proposal, BoxRecipe, BoxStage, Corners, GridIntegral};
 use crate::proposals::{iou, Proposal};
 
 /// Channels of one grid cell: stride-16 (112) + stride-32 (1280) activations.
@@ -485,7 +485,8 @@ impl DetectorHead {
             let cells: Vec<usize> = (0..scored.len()).filter(|i| best(&scored[*i].1) >= MIN_SCORE).collect();
             let boxes: Vec<Proposal> = cells.iter().map(|i| proposal(&scored[*i].0, best(&scored[*i].1))).collect();
             let kept = crate::proposals::nms_indices(&boxes, 0.7, stage.candidates());
-            scored = kept.iter().map(|k| &scored[cells[*k]]).map(|(b, s)| stage.rescore(grid, b, s)).collect();
+            let table = GridIntegral::new(grid);
+            scored = kept.iter().map(|k| &scored[cells[*k]]).map(|(b, s)| stage.rescore(&table, b, s)).collect();
         }
         let mut per_class: HashMap<usize, Vec<Proposal>> = HashMap::new();
         for (b, scores) in &scored {

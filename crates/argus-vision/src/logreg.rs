@@ -18,6 +18,9 @@ pub enum Loss {
     Squared,
 }
 
+/// Rows per block of the parallel objective evaluation.
+const EVAL_BLOCK: usize = 256;
+
 /// A problem: rows of features (row-major `n × d`) and targets (`n × c`).
 pub struct Problem<'a> {
     /// Features, row-major.
@@ -65,15 +68,14 @@ impl Problem<'_> {
         model.bias.iter().enumerate().map(|(k, b)| b + dot(&model.weight[k * d..(k + 1) * d], row)).collect()
     }
 
-    /// Objective and gradient at `theta` (`c × d` weights, then `c` biases).
-    fn evaluate(&self, theta: &[f64], lambda: f64) -> (f64, Vec<f64>) {
-        let (n, d, c) = (self.rows(), self.d, self.c);
-        let w32: Vec<f32> = theta[..c * d].iter().map(|v| *v as f32).collect();
+    /// Unscaled loss and gradient sums (weights, biases) of a range of rows.
+    fn evaluate_rows(&self, theta: &[f64], w32: &[f32], rows: std::ops::Range<usize>) -> (f64, Vec<f32>, Vec<f64>) {
+        let (d, c) = (self.d, self.c);
         let mut gw = vec![0f32; c * d];
         let mut gb = vec![0f64; c];
         let mut total = 0f64;
         let mut resid = vec![0f32; c];
-        for i in 0..n {
+        for i in rows {
             let row = &self.x[i * d..(i + 1) * d];
             let target = &self.y[i * c..(i + 1) * c];
             let z: Vec<f64> = (0..c).map(|k| theta[c * d + k] + dot(&w32[k * d..(k + 1) * d], row) as f64).collect();
@@ -111,6 +113,27 @@ impl Problem<'_> {
                     *g += r * x;
                 }
             }
+        }
+        (total, gw, gb)
+    }
+
+    /// Objective and gradient at `theta` (`c × d` weights, then `c` biases).
+    fn evaluate(&self, theta: &[f64], lambda: f64) -> (f64, Vec<f64>) {
+        use rayon::prelude::*;
+        let (n, d, c) = (self.rows(), self.d, self.c);
+        let w32: Vec<f32> = theta[..c * d].iter().map(|v| *v as f32).collect();
+        // Fixed row blocks, summed in block order: the result does not depend on the thread count.
+        let blocks: Vec<(f64, Vec<f32>, Vec<f64>)> = (0..n.div_ceil(EVAL_BLOCK))
+            .into_par_iter()
+            .map(|b| self.evaluate_rows(theta, &w32, b * EVAL_BLOCK..((b + 1) * EVAL_BLOCK).min(n)))
+            .collect();
+        let mut total = 0f64;
+        let mut gw = vec![0f32; c * d];
+        let mut gb = vec![0f64; c];
+        for (t, w, b) in blocks {
+            total += t;
+            gw.iter_mut().zip(&w).for_each(|(g, v)| *g += v);
+            gb.iter_mut().zip(&b).for_each(|(g, v)| *g += v);
         }
         let inv = 1.0 / n.max(1) as f64;
         let penalty: f64 = theta[..c * d].iter().map(|v| v * v).sum::<f64>() * lambda / 2.0;

@@ -169,6 +169,8 @@ async fn create_project(State(s): State<AppState>, q: Query) -> HttpResult<Respo
         },
         classification_type: q.str("classificationType").map(String::from),
         target_export_platforms: q.strings("targetExportPlatforms"),
+        // Argus extension (`argus import customvision` keeps the source's ids); absent from the official spec.
+        requested_id: q.uuid("requestedId")?,
     };
     Ok(ok_json(s.argus.create_project(input).await?))
 }
@@ -224,7 +226,8 @@ async fn get_tag(State(s): State<AppState>, Path((p, t)): Path<(String, String)>
 
 async fn create_tag(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
     let id = path_id("projectId", &p)?;
-    Ok(ok_json(s.argus.create_tag(id, q.str("name"), q.str("description"), q.str("type")).await?))
+    let requested = q.uuid("requestedId")?; // Argus extension, as in CreateProject.
+    Ok(ok_json(s.argus.create_tag(id, q.str("name"), q.str("description"), q.str("type"), requested).await?))
 }
 
 async fn delete_tag(State(s): State<AppState>, Path((p, t)): Path<(String, String)>) -> HttpResult<StatusCode> {

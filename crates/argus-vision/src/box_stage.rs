@@ -292,8 +292,7 @@ impl BoxStage {
         for ((truth, sampled), feats) in boxes.iter().zip(&samples).zip(features) {
             let gt: Vec<Corners> = truth.iter().map(corners).collect();
             for (b, f) in sampled.iter().zip(feats) {
-                let best =
-                    gt.iter().enumerate().map(|(i, g)| (i, corner_iou(b, g))).max_by(|a, b| a.1.total_cmp(&b.1));
+                let best = gt.iter().enumerate().map(|(i, g)| (i, corner_iou(b, g))).max_by(|a, b| a.1.total_cmp(&b.1));
                 let mut target = vec![0f32; classes];
                 if let Some((i, overlap)) = best {
                     target[truth[i].class] = ((overlap - IOU_LOW) / (IOU_HIGH - IOU_LOW)).clamp(0.0, 1.0);
@@ -475,8 +474,9 @@ mod tests {
         // A 3 × 4 grid of distinct values; box sums by the table against sums cell by cell.
         let (rows, cols) = (3usize, 4usize);
         let value = |r: usize, c: usize, k: usize| ((r * 7 + c * 3 + k) % 11) as f32 - 5.0;
-        let data: Vec<f16> =
-            (0..rows * cols).flat_map(|i| (0..CELL_DIM).map(move |k| f16::from_f32(value(i / cols, i % cols, k)))).collect();
+        let data: Vec<f16> = (0..rows * cols)
+            .flat_map(|i| (0..CELL_DIM).map(move |k| f16::from_f32(value(i / cols, i % cols, k))))
+            .collect();
         let table = GridIntegral::new(&FeatureGrid { rows, cols, data });
         for b in [[0.1f32, 0.2, 0.85, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.31, 0.33, 0.6], [-0.2, 0.5, 0.4, 1.3]] {
             let mut got = vec![0f32; CELL_DIM];

@@ -3,6 +3,7 @@
 //! - `argus serve` runs the HTTP server (Custom Vision Training API, signed blob links, health checks).
 //! - `argus keys` prints the keys of a data directory.
 //! - `argus models pull` fetches and converts the pretrained backbone weights.
+//! - `argus import customvision` copies projects from Azure Custom Vision (or any compatible endpoint).
 //! - `argus bench` measures the data plane, training, detection, prediction, segmentation, the backbone and region
 //!   proposals.
 
@@ -15,6 +16,7 @@ mod bench_quality;
 mod bench_segment;
 mod bench_training;
 mod config;
+mod import;
 mod models;
 
 use std::sync::Arc;
@@ -73,11 +75,15 @@ enum Command {
     /// Manage pretrained model weights.
     #[command(subcommand)]
     Models(models::ModelsCommand),
+    /// Move projects into Argus (from Azure Custom Vision or any compatible endpoint).
+    #[command(subcommand)]
+    Import(import::ImportCommand),
 }
 
-fn init_logging(format: &str) {
+/// Logs to stderr in `format` (text or json), filtered by `ARGUS_LOG`, else by `default_filter`.
+fn init_logging(format: &str, default_filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("ARGUS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn,tower_http=info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
@@ -165,7 +171,7 @@ async fn shutdown_signal() {
 
 async fn serve(args: ServeArgs) -> Result<()> {
     let settings = Settings::resolve(&args)?;
-    init_logging(&settings.log_format);
+    init_logging(&settings.log_format, "info,sqlx=warn,tower_http=info");
     let (state, fresh) = build_state(&settings).await?;
     if fresh {
         println!(
@@ -253,5 +259,10 @@ async fn main() -> Result<()> {
         Command::Bench(BenchCommand::Quality(args)) => bench_quality::run(args).await,
         Command::Models(models::ModelsCommand::Pull(args)) => models::pull(args),
         Command::Models(models::ModelsCommand::Status(args)) => models::status(args),
+        Command::Import(import::ImportCommand::Customvision(args)) => {
+            // The progress bars say what happens; the in-process server's request logs would drown them.
+            init_logging("text", "warn");
+            import::customvision(args).await
+        }
     }
 }

@@ -7,6 +7,7 @@ use crate::domains::{find_domain, Domain, DomainType, DEFAULT_DOMAIN_ID, DOMAINS
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::{MAX_PROJECT_DESCRIPTION_LEN, MAX_PROJECT_NAME_LEN};
 use crate::model::{now, ClassificationType, ImageProcessingSettings, Project, ProjectSettings, ProjectUpdate};
+use crate::store::StoreError;
 
 const EXPORT_PLATFORMS: &[&str] = &["CoreML", "TensorFlow", "DockerFile", "ONNX", "VAIDK", "OpenVino"];
 
@@ -23,6 +24,14 @@ pub struct NewProject {
     pub classification_type: Option<String>,
     /// Export platforms.
     pub target_export_platforms: Vec<String>,
+    /// The id the project should get (an Argus extension for migrations, so that scripts keep their ids);
+    /// refused when another project has it. None: a new random id.
+    pub requested_id: Option<Uuid>,
+}
+
+/// The error for a requested id (CreateProject / CreateTag `requestedId`) that something else already has.
+pub(crate) fn id_in_use(what: &str, id: Uuid) -> ApiError {
+    ApiError::new(ErrorCode::BadRequestInvalidIds, format!("{what} id {id} is already in use."))
 }
 
 fn check_name(name: &str) -> ApiResult<String> {
@@ -113,9 +122,14 @@ impl Argus {
                 format!("This server allows at most {} projects.", self.config.max_projects),
             ));
         }
+        if let Some(id) = input.requested_id {
+            if self.store.get_project(id).await.map_err(store_err)?.is_some() {
+                return Err(id_in_use("Project", id));
+            }
+        }
         let t = now();
         let project = Project {
-            id: Uuid::new_v4(),
+            id: input.requested_id.unwrap_or_else(Uuid::new_v4),
             name,
             description,
             settings: ProjectSettings {
@@ -132,7 +146,11 @@ impl Argus {
             dr_mode_enabled: false,
             status: "Succeeded".into(),
         };
-        self.store.insert_project(&project).await.map_err(store_err)?;
+        match self.store.insert_project(&project).await {
+            Ok(()) => {}
+            Err(StoreError::Conflict(_)) => return Err(id_in_use("Project", project.id)),
+            Err(e) => return Err(store_err(e)),
+        }
         tracing::info!(project = %project.id, name = %project.name, "project created");
         Ok(project)
     }

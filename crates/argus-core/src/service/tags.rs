@@ -97,6 +97,7 @@ impl Argus {
         name: Option<&str>,
         description: Option<&str>,
         kind: Option<&str>,
+        requested_id: Option<Uuid>,
     ) -> ApiResult<Tag> {
         self.project(project).await?;
         let name = check_name(name.unwrap_or(""))?;
@@ -110,9 +111,19 @@ impl Argus {
             ));
         }
         single_special(&existing, kind, None)?;
-        let record = TagRecord { id: Uuid::new_v4(), name: name.clone(), description, kind, created: now() };
+        let record = TagRecord {
+            id: requested_id.unwrap_or_else(Uuid::new_v4),
+            name: name.clone(),
+            description,
+            kind,
+            created: now(),
+        };
         match self.store.insert_tag(project, &record).await {
             Ok(()) => {}
+            // Tag names are unique per project, ids across the server: tell the two apart.
+            Err(StoreError::Conflict(_)) if requested_id.is_some() && !existing.iter().any(|t| t.name == name) => {
+                return Err(super::projects::id_in_use("Tag", record.id))
+            }
             Err(StoreError::Conflict(_)) => return Err(conflict(&name)),
             Err(e) => return Err(store_err(e)),
         }

@@ -199,6 +199,7 @@ impl Argus {
             domain_id: Some(manifest.settings.domain_id),
             classification_type: manifest.settings.classification_type.map(|c| format!("{c:?}")),
             target_export_platforms: manifest.settings.target_export_platforms.clone(),
+            requested_id: None,
         };
         if input.name.as_deref().is_some_and(|n| n.trim().is_empty()) {
             input.name = Some("Imported project".into());

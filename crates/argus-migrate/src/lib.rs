@@ -1,0 +1,9 @@
+//! Moving projects into Argus.
+//!
+//! - [`client`]: the Custom Vision Training API as a migration uses it, with retries on 429 and 5xx.
+//! - [`journal`]: what a migration has done so far, so that a rerun resumes.
+//! - [`customvision`]: `argus import customvision`, from any Custom Vision-compatible endpoint.
+
+pub mod client;
+pub mod customvision;
+pub mod journal;

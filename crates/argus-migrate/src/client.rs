@@ -301,6 +301,12 @@ pub struct Tag {
 pub struct Image {
     /// Id.
     pub id: Uuid,
+    /// Width in pixels (as oriented).
+    #[serde(default)]
+    pub width: u32,
+    /// Height in pixels (as oriented).
+    #[serde(default)]
+    pub height: u32,
     /// A signed link to the original bytes.
     #[serde(default)]
     pub original_image_uri: Option<String>,

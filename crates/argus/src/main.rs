@@ -4,6 +4,7 @@
 //! - `argus keys` prints the keys of a data directory.
 //! - `argus models pull` fetches and converts the pretrained backbone weights.
 //! - `argus import customvision` copies projects from Azure Custom Vision (or any compatible endpoint).
+//! - `argus dataset export|import` converts a project to and from COCO, YOLO and Pascal VOC.
 //! - `argus bench` measures the data plane, training, detection, prediction, segmentation, the backbone and region
 //!   proposals.
 
@@ -16,6 +17,7 @@ mod bench_quality;
 mod bench_segment;
 mod bench_training;
 mod config;
+mod dataset;
 mod import;
 mod models;
 
@@ -78,6 +80,9 @@ enum Command {
     /// Move projects into Argus (from Azure Custom Vision or any compatible endpoint).
     #[command(subcommand)]
     Import(import::ImportCommand),
+    /// Export a project as COCO, YOLO or Pascal VOC, or import one of those into a project.
+    #[command(subcommand)]
+    Dataset(dataset::DatasetCommand),
 }
 
 /// Logs to stderr in `format` (text or json), filtered by `ARGUS_LOG`, else by `default_filter`.
@@ -263,6 +268,10 @@ async fn main() -> Result<()> {
             // The progress bars say what happens; the in-process server's request logs would drown them.
             init_logging("text", "warn");
             import::customvision(args).await
+        }
+        Command::Dataset(cmd) => {
+            init_logging("text", "warn");
+            dataset::run(cmd).await
         }
     }
 }

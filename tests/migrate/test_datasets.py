@@ -10,7 +10,7 @@ import zipfile
 import pytest
 import requests
 
-from helpers import BIN, Server, by_content, populate
+from helpers import API, BIN, OD_GENERAL, Server, by_content, populate
 
 
 @pytest.fixture(scope="module")
@@ -110,3 +110,35 @@ def test_bad_datasets_get_clear_errors_and_change_nothing(source, tmp_path):
         assert run.returncode != 0
         assert needle in run.stderr.decode(errors="replace"), run.stderr.decode(errors="replace")
     assert len(src.call("GET", "/projects")) == before
+
+
+def test_the_dataset_api_exports_and_imports_zips(source):
+    """The Argus extension the portal uses: GET / POST /projects/{p}/dataset?format=…"""
+    src, cls, det = source
+    for fmt in ("coco", "yolo", "voc"):
+        r = requests.get(f"{src.url}{API}/projects/{det['id']}/dataset", params={"format": fmt},
+                         headers={"Training-Key": src.key}, timeout=60)
+        assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip", r.text
+        assert "attachment" in r.headers["Content-Disposition"]
+        copy = src.call("POST", "/projects", params={"name": f"api copy {fmt}", "domainId": OD_GENERAL})
+        summary = src.call("POST", f"/projects/{copy['id']}/dataset", params={"format": fmt}, data=r.content)
+        assert summary["imagesCreated"] == len(src.images(det["id"])) and summary["failed"] == [], summary
+        assert summary["regionsCreated"] == sum(len(i["regions"] or []) for i in src.images(det["id"]))
+        same_within_a_pixel(labels(src, det["id"]), labels(src, copy["id"]))
+        # The same zip again: every image is a duplicate, nothing is added.
+        again = src.call("POST", f"/projects/{copy['id']}/dataset", params={"format": fmt}, data=r.content)
+        assert again["imagesCreated"] == 0 and again["imagesDuplicate"] == summary["imagesCreated"]
+
+    # Bad requests get the API's error shape and change nothing.
+    target = src.call("POST", "/projects", params={"name": "api target"})
+    zip_od = requests.get(f"{src.url}{API}/projects/{det['id']}/dataset", params={"format": "coco"},
+                          headers={"Training-Key": src.key}, timeout=60).content
+    for params, body, code in [({"format": "csv"}, zip_od, "BadRequest"),
+                               ({"format": "coco"}, b"not a zip", "BadRequest"),
+                               ({"format": "coco"}, zip_od, "BadRequestImageRegions")]:
+        r = requests.post(f"{src.url}{API}/projects/{target['id']}/dataset", params=params, data=body,
+                          headers={"Training-Key": src.key}, timeout=60)
+        assert r.status_code == 400 and r.json()["code"] == code, r.text
+    assert src.images(target["id"]) == [] and src.call("GET", f"/projects/{target['id']}/tags") == []
+    r = requests.get(f"{src.url}{API}/projects/{det['id']}/dataset", params={"format": "coco"}, timeout=10)
+    assert r.status_code == 401

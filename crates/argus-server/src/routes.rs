@@ -33,6 +33,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .route("/projects/{project}/images", post(create_images_from_data).get(get_images).delete(delete_images))
         .route("/projects/{project}/images/files", post(create_images_from_files))
         .route("/projects/{project}/quicktest/image", post(quick_test_image))
+        .route("/projects/{project}/dataset", get(export_dataset).post(import_dataset))
         .layer(DefaultBodyLimit::max(MAX_UPLOAD_REQUEST_BYTES));
     let training = Router::new()
         .route("/domains", get(get_domains))
@@ -321,6 +322,33 @@ async fn create_images_from_data(
         .into());
     };
     Ok(summary_response(s.argus.create_images(&ctx, project, tags, Metadata::new(), items).await?))
+}
+
+/// Argus extension: the project as a COCO / YOLO / VOC zip (`?format=`).
+async fn export_dataset(State(s): State<AppState>, Path(p): Path<String>, q: Query) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let format = argus_core::service::dataset_format(q.str("format"))?;
+    let zip = s.argus.export_dataset(project, format).await?;
+    let name = format!("attachment; filename=\"{project}-{}.zip\"", q.str("format").unwrap_or("").to_ascii_lowercase());
+    Ok((
+        StatusCode::OK,
+        [(header::CONTENT_TYPE, "application/zip".to_string()), (header::CONTENT_DISPOSITION, name)],
+        zip,
+    )
+        .into_response())
+}
+
+/// Argus extension: adds a COCO / YOLO / VOC zip (the request body, `?format=`) to the project.
+async fn import_dataset(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path(p): Path<String>,
+    q: Query,
+    body: Bytes,
+) -> HttpResult<Response> {
+    let project = path_id("projectId", &p)?;
+    let format = argus_core::service::dataset_format(q.str("format"))?;
+    Ok(ok_json(s.argus.import_dataset(&ctx, project, format, body).await?))
 }
 
 async fn create_images_from_files(

@@ -1,6 +1,7 @@
 //! Use cases of the Training API data plane. Handlers parse a request, call one method here, and map the
 //! result; every rule of the contract (limits, validation, error codes) is enforced in this module tree.
 
+mod datasets;
 mod images;
 mod labels;
 mod maintenance;
@@ -23,6 +24,7 @@ use crate::model::{Image, Project};
 use crate::signing::UrlSigner;
 use crate::store::{BlobStore, ImageRecord, MetadataStore, StoreError, UrlFetcher};
 
+pub use datasets::{dataset_format, DatasetImportFailure, DatasetImportSummary};
 pub use images::{ImageListing, UploadItem};
 pub use maintenance::SweepReport;
 pub use models::ModelHub;

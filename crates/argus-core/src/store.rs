@@ -222,8 +222,15 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Number of iterations of the project.
     async fn count_iterations(&self, project: Uuid) -> StoreResult<u64>;
 
-    /// Inserts an iteration with the snapshot of what it trains on.
-    async fn insert_iteration(&self, iteration: &Iteration, snapshot: &serde_json::Value) -> StoreResult<()>;
+    /// Inserts an iteration with the snapshot of what it trains on, and the job that trains it (with id
+    /// `job_id`, which `iteration.job_id` names), in one transaction: no iteration exists without its job.
+    async fn insert_iteration_with_job(
+        &self,
+        iteration: &Iteration,
+        snapshot: &serde_json::Value,
+        job_id: Uuid,
+        job: &crate::jobs::NewJob,
+    ) -> StoreResult<()>;
     /// One iteration and its snapshot.
     async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>>;
     /// Iterations of a project, oldest first.

@@ -3,6 +3,7 @@
 //! `object_store` (a local directory by default; S3-compatible stores plug into the same type).
 
 mod blobs;
+mod fault;
 mod sqlite;
 
 pub use blobs::ObjectBlobStore;

@@ -593,7 +593,14 @@ impl MetadataStore for SqliteStore {
         Ok(n as u64)
     }
 
-    async fn insert_iteration(&self, it: &Iteration, snapshot: &serde_json::Value) -> StoreResult<()> {
+    async fn insert_iteration_with_job(
+        &self,
+        it: &Iteration,
+        snapshot: &serde_json::Value,
+        job_id: Uuid,
+        job: &NewJob,
+    ) -> StoreResult<()> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
         sqlx::query(
             "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -607,10 +614,26 @@ impl MetadataStore for SqliteStore {
         .bind(it.trained_at.as_ref().map(ms))
         .bind(iteration_body(it)?)
         .bind(serde_json::to_string(snapshot).map_err(backend)?)
-        .execute(&self.writer)
+        .execute(&mut *tx)
         .await
-        .map(|_| ())
-        .map_err(map_sqlx)
+        .map_err(map_sqlx)?;
+        let t = now_ms();
+        sqlx::query(
+            "INSERT INTO jobs (id, kind, scope, payload, status, max_attempts, created, updated) \
+             VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?)",
+        )
+        .bind(job_id.to_string())
+        .bind(&job.kind)
+        .bind(&job.scope)
+        .bind(serde_json::to_string(&job.payload).map_err(backend)?)
+        .bind(job.max_attempts.max(1) as i64)
+        .bind(t)
+        .bind(t)
+        .execute(&mut *tx)
+        .await
+        .map_err(backend)?;
+        crate::fault::point("train-before-commit");
+        tx.commit().await.map_err(backend)
     }
 
     async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>> {

@@ -397,22 +397,17 @@ impl Argus {
             job_id: None,
         };
         let snapshot = Snapshot { fingerprint, advanced, multilabel, detection, tags, images };
-        self.store
-            .insert_iteration(&iteration, &serde_json::to_value(&snapshot).map_err(ApiError::internal)?)
-            .await
-            .map_err(store_err)?;
-        let job = self
-            .jobs
-            .enqueue(NewJob {
-                kind: TRAIN_JOB.into(),
-                scope: project_id.to_string(),
-                payload: serde_json::json!({"project": project_id, "iteration": id}),
-                max_attempts: 2,
-            })
-            .await
-            .map_err(store_err)?;
-        iteration.job_id = Some(job.id);
-        self.store.update_iteration(&iteration).await.map_err(store_err)?;
+        // The iteration and its job are one transaction: a crash leaves both or neither.
+        let job_id = Uuid::new_v4();
+        iteration.job_id = Some(job_id);
+        let job = NewJob {
+            kind: TRAIN_JOB.into(),
+            scope: project_id.to_string(),
+            payload: serde_json::json!({"project": project_id, "iteration": id}),
+            max_attempts: 2,
+        };
+        let snapshot_json = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
+        self.store.insert_iteration_with_job(&iteration, &snapshot_json, job_id, &job).await.map_err(store_err)?;
         tracing::info!(project = %project_id, iteration = %id, images = snapshot.images.len(), advanced, "training queued");
         Ok(iteration)
     }

@@ -1,5 +1,5 @@
-"""Shared parts of the migration and dataset tests: real `argus serve` processes, distinct JPEGs, and a source
-populated with a classification and a detection project."""
+"""Shared parts of the end-to-end tests (the real binary as processes): `argus serve` on loopback ports, distinct
+JPEGs, a fault-injecting proxy, and a source populated with a classification and a detection project."""
 
 import base64
 import hashlib
@@ -20,6 +20,7 @@ from PIL import Image, ImageDraw
 BIN = os.environ.get("ARGUS_BIN", os.path.join(os.path.dirname(__file__), "..", "..", "target", "debug", "argus"))
 API = "/customvision/v3.3/training"
 OD_GENERAL = "da2e3a8a-40a5-4171-82f4-58522f70fbc1"
+MODELS_DIR = os.environ.get("ARGUS_MODELS_DIR", os.path.join(os.path.dirname(__file__), "..", "..", "argus-models"))
 
 
 def free_port():
@@ -44,11 +45,12 @@ def jpeg(seed):
 class Server:
     """A real `argus serve` on a loopback port over its own data directory."""
 
-    def __init__(self, key, data_dir=None):
+    def __init__(self, key, data_dir=None, extra_env=None):
         self.key = key
-        self.dir = data_dir or tempfile.mkdtemp(prefix="argus-migrate-")
+        self.dir = data_dir or tempfile.mkdtemp(prefix="argus-e2e-")
         port = free_port()
-        env = dict(os.environ, ARGUS_TRAINING_KEY=key, ARGUS_PREDICTION_KEY=key + "-p", ARGUS_LOG="warn")
+        env = dict(os.environ, ARGUS_TRAINING_KEY=key, ARGUS_PREDICTION_KEY=key + "-p", ARGUS_LOG="warn",
+                   ARGUS_MODELS_DIR=MODELS_DIR, **(extra_env or {}))
         self.proc = subprocess.Popen([BIN, "serve", "--data-dir", self.dir, "--bind", f"127.0.0.1:{port}"],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{port}"

@@ -13,7 +13,7 @@ export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
-cargo clippy --locked --all-targets -- -D warnings
+cargo clippy --locked --workspace --all-targets -- -D warnings
 echo "==> pretrained weights and test photos"
 cargo build --locked --bin argus
 ./target/debug/argus models pull --models-dir argus-models

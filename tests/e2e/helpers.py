@@ -152,6 +152,8 @@ def populate(src):
     detection project (regions, two per image sometimes, metadata, untagged images)."""
     cls = src.call("POST", "/projects", params={"name": "pets", "description": "cats and dogs",
                                                 "classificationType": "Multilabel"})
+    src.call("PATCH", f"/projects/{cls['id']}", json={"settings": {"imageProcessingSettings": {
+        "augmentationMethods": {"rotation": True, "scaling": False}}}})
     cat = src.call("POST", f"/projects/{cls['id']}/tags", params={"name": "cat", "description": "felines"})
     dog = src.call("POST", f"/projects/{cls['id']}/tags", params={"name": "dog"})
     neg = src.call("POST", f"/projects/{cls['id']}/tags", params={"name": "Negative", "type": "Negative"})

@@ -72,6 +72,7 @@ def test_import_survives_a_kill_and_a_flaky_source_and_copies_everything(servers
         assert (got["name"], got["description"]) == (want["name"], want["description"])
         assert got["settings"]["domainId"] == want["settings"]["domainId"]
         assert got["settings"].get("classificationType") == want["settings"].get("classificationType")
+        assert got["settings"].get("imageProcessingSettings") == want["settings"].get("imageProcessingSettings")
         # The same tags with the same ids, types and descriptions.
         key = lambda t: (t["id"], t["name"], t["type"], t.get("description") or "")
         assert sorted(map(key, dst.call("GET", f"/projects/{project['id']}/tags"))) == \

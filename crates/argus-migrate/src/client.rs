@@ -264,6 +264,9 @@ pub struct ProjectSettings {
     /// Export platforms.
     #[serde(default)]
     pub target_export_platforms: Vec<String>,
+    /// Augmentation settings (`augmentationMethods`), copied as they are.
+    #[serde(default)]
+    pub image_processing_settings: Option<serde_json::Value>,
 }
 
 /// A domain (GetDomains).

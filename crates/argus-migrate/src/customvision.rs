@@ -203,6 +203,7 @@ impl Importer<'_> {
             match self.destination.post::<Project>("projects", &query, None, Retry::Idempotent).await {
                 Ok(p) => {
                     summary.projects_created += 1;
+                    self.copy_settings(project, p.id, summary).await;
                     // A destination that does not honour `requestedId` chose its own id: that is the mapping.
                     if let Some(s) = self.journal.projects.get_mut(&project.id) {
                         s.destination = p.id;
@@ -225,6 +226,22 @@ impl Importer<'_> {
             }
         }
         Err(anyhow!("could not create project '{}' at the destination", project.name))
+    }
+
+    /// Copies the settings CreateProject cannot set (the augmentation settings) with UpdateProject; a
+    /// destination that refuses them gets a note, not a failed migration.
+    async fn copy_settings(&self, project: &Project, dest: Uuid, summary: &mut Summary) {
+        let Some(settings) = project.settings.image_processing_settings.as_ref().filter(|v| !v.is_null()) else {
+            return;
+        };
+        let body = json!({ "settings": { "imageProcessingSettings": settings } });
+        let path = format!("projects/{dest}");
+        if let Err(e) = self.destination.send(reqwest::Method::PATCH, &path, &[], Some(&body), Retry::Idempotent).await
+        {
+            summary
+                .notes
+                .push(format!("Project '{}': its image processing settings were not copied ({e:#}).", project.name));
+        }
     }
 
     /// Whether a GET of `path` at the destination finds something (404: no).

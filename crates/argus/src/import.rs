@@ -6,16 +6,14 @@
 //! through the same public API and the same validation.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context, Result};
-use argus_core::service::TrainingJobs;
+use argus_app::config::{ServeArgs, Settings};
+use argus_app::{Node, NodeOptions};
 use argus_migrate::client::{RetryPolicy, TrainingApi};
 use argus_migrate::customvision::{ImportOptions, Importer, Summary, MAX_BATCH, MAX_PAGE};
 use argus_migrate::journal::{write_atomically, Journal};
 use clap::{Args, Subcommand};
-
-use crate::config::{ServeArgs, Settings};
 
 /// `argus import …`.
 #[derive(Debug, Subcommand)]
@@ -91,9 +89,9 @@ pub async fn customvision(args: CustomVisionArgs) -> Result<()> {
         }
         _ => {
             let dir = args.data_dir.clone().unwrap_or_else(|| PathBuf::from("argus-data"));
-            let server = LocalServer::start(dir.clone(), args.models_dir.clone(), args.train).await?;
-            let api = TrainingApi::new(&server.url, &server.key, retry)?;
-            local = Some(server);
+            let node = local_node(dir.clone(), args.models_dir.clone(), args.train).await?;
+            let api = TrainingApi::new(&node.url(), &node.training_key(), retry)?;
+            local = Some(node);
             let dir = std::fs::canonicalize(&dir).unwrap_or(dir);
             (api, format!("dir:{}", dir.display()))
         }
@@ -112,8 +110,8 @@ pub async fn customvision(args: CustomVisionArgs) -> Result<()> {
     };
     let started = chrono::Utc::now();
     let outcome = Importer { source: &source, destination: &destination, journal: &mut journal, options }.run().await;
-    if let Some(server) = local {
-        server.stop().await;
+    if let Some(node) = local {
+        node.stop(true).await?;
     }
     let summary = outcome?;
     let report = serde_json::json!({
@@ -164,46 +162,13 @@ fn print_summary(s: &Summary, report: &std::path::Path) {
     println!("Report: {}", report.display());
 }
 
-/// An Argus server over a data directory, in this process, on a loopback port.
-struct LocalServer {
-    url: String,
-    key: String,
-    stop: tokio::sync::oneshot::Sender<()>,
-    stop_jobs: tokio::sync::watch::Sender<bool>,
-    pool: Option<argus_jobs::WorkerPool>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
-}
-
-impl LocalServer {
-    async fn start(data_dir: PathBuf, models_dir: Option<PathBuf>, train: bool) -> Result<Self> {
-        let settings = Settings::resolve(&ServeArgs { data_dir: Some(data_dir), models_dir, ..Default::default() })?;
-        let (state, _) = crate::build_state(&settings).await?;
-        let key = state.keys.training.clone();
-        let (stop_jobs, stop_rx) = tokio::sync::watch::channel(false);
-        // Trainings run here while the import waits for them (and resume in `argus serve` if it is cut short).
-        let pool = train.then(|| {
-            argus_jobs::start(
-                state.argus.jobs.clone(),
-                vec![Arc::new(TrainingJobs(state.argus.clone()))],
-                argus_jobs::PoolConfig { concurrency: settings.training_workers, ..Default::default() },
-                stop_rx,
-            )
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let url = format!("http://{}", listener.local_addr()?);
-        let (stop, rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(argus_server::serve(listener, state, async move {
-            let _ = rx.await;
-        }));
-        Ok(Self { url, key, stop, stop_jobs, pool, server })
+/// An Argus node over a data directory, in this process, on a loopback port (training too with `--train`:
+/// the import waits for it, and a training cut short resumes in `argus serve`).
+async fn local_node(data_dir: PathBuf, models_dir: Option<PathBuf>, train: bool) -> Result<Node> {
+    let settings = Settings::resolve(&ServeArgs { data_dir: Some(data_dir), models_dir, ..Default::default() })?;
+    let mut options = NodeOptions::loopback();
+    if train {
+        options.training_workers = settings.training_workers;
     }
-
-    async fn stop(self) {
-        let _ = self.stop_jobs.send(true);
-        let _ = self.stop.send(());
-        let _ = self.server.await;
-        if let Some(pool) = self.pool {
-            pool.join().await;
-        }
-    }
+    Node::start(&settings, options).await
 }

@@ -1,4 +1,4 @@
-//! `argus bench`: upload throughput (64-image multipart batches, images/s) and listing latency (256 images,
+//! `argus-bench data`: upload throughput (64-image multipart batches, images/s) and listing latency (256 images,
 //! median), each beside a reference measured in the same run: the bare decode-and-derive work for the same
 //! images (the compute floor of an upload), and the bare store query for the same listing.
 
@@ -12,9 +12,9 @@ use image::{Rgb, RgbImage};
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::{Rng, SeedableRng};
 
-use crate::config::{ServeArgs, Settings};
+use argus_app::config::{ServeArgs, Settings};
 
-/// Flags of `argus bench`.
+/// Flags of `argus-bench data`.
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
     /// Images to upload (a multiple of 64 is best).
@@ -76,16 +76,10 @@ fn bar(len: usize, msg: &'static str) -> ProgressBar {
 pub async fn run(args: BenchArgs) -> Result<()> {
     let tmp = tempfile::tempdir()?;
     let settings = Settings::resolve(&ServeArgs { data_dir: Some(tmp.path().to_path_buf()), ..Default::default() })?;
-    let (state, _) = crate::build_state(&settings).await?;
-    let key = state.keys.training.clone();
-    let argus = state.argus.clone();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(argus_server::serve(listener, state, async move {
-        let _ = stop_rx.await;
-    }));
-    let base = format!("http://{addr}/customvision/v3.3/training");
+    let node = argus_app::Node::start(&settings, argus_app::NodeOptions::loopback()).await?;
+    let key = node.training_key();
+    let argus = node.state.argus.clone();
+    let base = format!("{}/customvision/v3.3/training", node.url());
     let client = reqwest::Client::new();
 
     let mut rng = rand::rngs::StdRng::seed_from_u64(7);
@@ -189,7 +183,5 @@ pub async fn run(args: BenchArgs) -> Result<()> {
         direct_med.as_secs_f64() * 1e3,
         http_med.as_secs_f64() / direct_med.as_secs_f64().max(1e-9)
     );
-    let _ = stop_tx.send(());
-    let _ = server.await;
-    Ok(())
+    node.stop(false).await
 }

@@ -1,4 +1,4 @@
-//! `argus bench predict`: load on the Prediction API of an in-process server serving a published classifier
+//! `argus-bench predict`: load on the Prediction API of an in-process server serving a published classifier
 //! (trained on scikit-image photographs), from a Rust load generator over loopback: requests/s and p50/p99
 //! latency at concurrency 1, 4 and 16, beside the bare model (decode + backbone + head, no HTTP, as many
 //! threads as the server runs models at once) measured in the same run — the physical ceiling here.
@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::bench_training::BenchServer;
 
-/// Flags of `argus bench predict`.
+/// Flags of `argus-bench predict`.
 #[derive(Debug, Clone, Args)]
 pub struct PredictBenchArgs {
     /// Directory of model weights.

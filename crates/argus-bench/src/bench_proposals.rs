@@ -1,4 +1,4 @@
-//! `argus bench proposals`: how well GetImageRegionProposals finds the objects of a scene, through the HTTP
+//! `argus-bench proposals`: how well GetImageRegionProposals finds the objects of a scene, through the HTTP
 //! API of an in-process server, on the detection benchmark's 24 unseen test scenes (objects pasted onto
 //! photographs never used in training).
 //!
@@ -21,7 +21,7 @@ use serde_json::json;
 use crate::bench_detection::DETECTION_DOMAIN;
 use crate::bench_training::BenchServer;
 
-/// Flags of `argus bench proposals`.
+/// Flags of `argus-bench proposals`.
 #[derive(Debug, Clone, Args)]
 pub struct ProposalBenchArgs {
     /// Directory of model weights.

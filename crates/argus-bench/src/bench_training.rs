@@ -1,4 +1,4 @@
-//! `argus bench training`: end-to-end classification training through the HTTP API of an in-process server
+//! `argus-bench training`: end-to-end classification training through the HTTP API of an in-process server
 //! (upload, train, poll, quick test), on real photographs shipped with scikit-image.
 //!
 //! - Wall time of Regular and Advanced training for 2 tags × 20 images (crops of chelsea vs coffee).
@@ -22,9 +22,9 @@ use image::RgbImage;
 use rand::{Rng, SeedableRng};
 use serde_json::Value;
 
-use crate::config::{ServeArgs, Settings};
+use argus_app::config::{ServeArgs, Settings};
 
-/// Flags of `argus bench training`.
+/// Flags of `argus-bench training`.
 #[derive(Debug, Clone, Args)]
 pub struct TrainBenchArgs {
     /// Directory of model weights.
@@ -239,7 +239,7 @@ pub async fn run(args: TrainBenchArgs) -> Result<()> {
     Ok(())
 }
 
-/// An in-process server with a training worker pool, on a loopback port, for benchmarks.
+/// An in-process node with a training and a segmentation worker, on a loopback port, for benchmarks.
 pub(crate) struct BenchServer {
     /// Training API client.
     pub(crate) client: Client,
@@ -249,10 +249,7 @@ pub(crate) struct BenchServer {
     pub(crate) prediction_key: String,
     /// The services (for bare-model reference runs).
     pub(crate) argus: argus_core::Argus,
-    stop_tx: tokio::sync::watch::Sender<bool>,
-    pool: argus_jobs::WorkerPool,
-    srv_tx: tokio::sync::oneshot::Sender<()>,
-    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    node: argus_app::Node,
 }
 
 impl BenchServer {
@@ -272,36 +269,31 @@ impl BenchServer {
             sam_weights,
             ..Default::default()
         })?;
-        let (state, _) = crate::build_state(&settings).await?;
-        state.argus.models.backbone().map_err(|e| anyhow::anyhow!(e.message))?;
-        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let pool = argus_jobs::start(
-            state.argus.jobs.clone(),
-            vec![
-                std::sync::Arc::new(argus_core::service::TrainingJobs(state.argus.clone())),
-                std::sync::Arc::new(argus_core::service::SegmentJobs(state.argus.clone())),
-            ],
-            argus_jobs::PoolConfig { idle_poll: Duration::from_millis(20), ..Default::default() },
-            stop_rx,
-        );
-        let key = state.keys.training.clone();
-        let prediction_key = state.keys.prediction.clone();
-        let argus = state.argus.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-        let addr = listener.local_addr()?;
-        let (srv_tx, srv_rx) = tokio::sync::oneshot::channel::<()>();
-        let server = tokio::spawn(argus_server::serve(listener, state, async move {
-            let _ = srv_rx.await;
-        }));
-        let client =
-            Client { http: reqwest::Client::new(), base: format!("http://{addr}/customvision/v3.3/training"), key };
-        Ok(Self { client, root: format!("http://{addr}"), prediction_key, argus, stop_tx, pool, srv_tx, server })
+        let options = argus_app::NodeOptions {
+            training_workers: 1,
+            segment_workers: 1,
+            training_poll: Duration::from_millis(20),
+            ..argus_app::NodeOptions::loopback()
+        };
+        let node = argus_app::Node::start(&settings, options).await?;
+        node.state.argus.models.backbone().map_err(|e| anyhow::anyhow!(e.message))?;
+        let client = Client {
+            http: reqwest::Client::new(),
+            base: format!("{}/customvision/v3.3/training", node.url()),
+            key: node.training_key(),
+        };
+        Ok(Self {
+            client,
+            root: node.url(),
+            prediction_key: node.state.keys.prediction.clone(),
+            argus: node.state.argus.clone(),
+            node,
+        })
     }
 
     pub(crate) async fn stop(self) {
-        let _ = self.stop_tx.send(true);
-        self.pool.join().await;
-        let _ = self.srv_tx.send(());
-        let _ = self.server.await;
+        if let Err(e) = self.node.stop(true).await {
+            eprintln!("stopping the benchmark server: {e:#}");
+        }
     }
 }

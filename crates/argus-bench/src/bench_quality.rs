@@ -1,4 +1,4 @@
-//! `argus bench quality`: model quality on real photographs, trained through the public API of an in-process
+//! `argus-bench quality`: model quality on real photographs, trained through the public API of an in-process
 //! server and scored on photographs the model never saw, beside a linear-probe reference computed in the same
 //! run on the same draws (`scripts/quality_probe.py`: the same EfficientNet-Lite0 weights under ONNX Runtime,
 //! centre crop and mirror averaging, scikit-learn's LogisticRegression with C chosen by 5-fold CV).
@@ -31,7 +31,7 @@ use serde_json::{json, Value};
 use crate::bench_detection::DETECTION_DOMAIN;
 use crate::bench_training::{peak_rss_mib, BenchServer, Client};
 
-/// Flags of `argus bench quality`.
+/// Flags of `argus-bench quality`.
 #[derive(Debug, Clone, Args)]
 pub struct QualityBenchArgs {
     /// Folder of the labelled photographs (ants-bees/, fruit/, raccoon/).

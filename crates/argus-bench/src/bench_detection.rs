@@ -1,4 +1,4 @@
-//! `argus bench detection`: object detection through the HTTP API of an in-process server, on scenes
+//! `argus-bench detection`: object detection through the HTTP API of an in-process server, on scenes
 //! composited from scikit-image photographs (a cat crop, a coffee-cup crop and a logo with transparency
 //! pasted at random scale, position and mirroring onto other photographs; test scenes use backgrounds never
 //! seen in training).
@@ -24,7 +24,7 @@ use crate::bench_training::{peak_rss_mib, BenchServer, Client};
 /// The hosted service's "General" object-detection domain.
 pub(crate) const DETECTION_DOMAIN: &str = "da2e3a8a-40a5-4171-82f4-58522f70fbc1";
 
-/// Flags of `argus bench detection`.
+/// Flags of `argus-bench detection`.
 #[derive(Debug, Clone, Args)]
 pub struct DetectionBenchArgs {
     /// Directory of model weights.

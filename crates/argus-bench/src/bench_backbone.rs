@@ -1,4 +1,4 @@
-//! `argus bench backbone`: EfficientNet-Lite0 forward time per image at batch 1 and 8, beside ONNX Runtime
+//! `argus-bench backbone`: EfficientNet-Lite0 forward time per image at batch 1 and 8, beside ONNX Runtime
 //! running the same network (built from the same weights by `scripts/bench_backbone_ort.py`) in the same
 //! run, on the same number of threads. The script also checks that both produce the same logits.
 //!
@@ -25,7 +25,7 @@ use clap::Args;
 /// the other's timed passes.
 const QUIET: std::time::Duration = std::time::Duration::from_millis(150);
 
-/// Flags of `argus bench backbone`.
+/// Flags of `argus-bench backbone`.
 #[derive(Debug, Clone, Args)]
 pub struct BackboneBenchArgs {
     /// Directory of model weights.

@@ -1,4 +1,4 @@
-//! `argus bench segment`: the weight-free segmenter on scenes with exact masks (the logo with its alpha, and
+//! `argus-bench segment`: the weight-free segmenter on scenes with exact masks (the logo with its alpha, and
 //! elliptical cut-outs of scikit-image photographs pasted onto other photographs), and the latency of a
 //! segmentation job through the HTTP API of an in-process server on a 1024 px image.
 //!
@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 
 use crate::bench_training::BenchServer;
 
-/// Flags of `argus bench segment`.
+/// Flags of `argus-bench segment`.
 #[derive(Debug, Clone, Args)]
 pub struct SegmentBenchArgs {
     /// Directory of model weights (the server needs none for segmentation; used for the in-process server).

@@ -1,0 +1,250 @@
+//! The composition root: the one place where Argus's parts are wired together. `argus serve`, the CLI commands
+//! that need a local server (`argus import customvision` into a data directory) and the benchmarks
+//! (`argus-bench`) all start a [`Node`] from one [`Settings`](config::Settings).
+//!
+//! - [`config`]: flags > environment > TOML > defaults, and the data directory's keys.
+//! - [`models`]: fetching and checking the pretrained weights (`argus models`).
+//! - [`build_state`]: opens the store and blobs of a data directory and builds the server state.
+//! - [`Node`]: that state served on a listener, with the job pools and sweeps a node runs.
+
+pub mod config;
+pub mod models;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use argus_core::service::{ModelHub, SegmentJobs, TrainingJobs};
+use argus_core::{Argus, ServiceConfig};
+use argus_server::{AppState, GuardedFetcher, Keys};
+use argus_store::{ObjectBlobStore, SqliteStore};
+
+use crate::config::{load_or_create_secrets, Settings};
+
+/// Logs to stderr in `format` (text or json), filtered by `ARGUS_LOG`, else by `default_filter`.
+pub fn init_logging(format: &str, default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ARGUS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default_filter));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    if format == "json" {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+/// Opens the stores of `settings` and builds the shared state.
+pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
+    std::fs::create_dir_all(&settings.data_dir)
+        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
+    let (mut secrets, fresh) = load_or_create_secrets(&settings.data_dir)?;
+    if let Ok(k) = std::env::var("ARGUS_TRAINING_KEY") {
+        if !k.is_empty() {
+            secrets.training_key = k;
+        }
+    }
+    if let Ok(k) = std::env::var("ARGUS_PREDICTION_KEY") {
+        if !k.is_empty() {
+            secrets.prediction_key = k;
+        }
+    }
+    let store =
+        Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
+    let blobs = ObjectBlobStore::local(settings.data_dir.join("blobs")).context("opening the blob store")?;
+    let argus = Argus {
+        store: store.clone(),
+        jobs: store,
+        models: Arc::new(ModelHub::new(&settings.models_dir).with_sam_weights(settings.sam_weights.clone())),
+        blobs: Arc::new(blobs),
+        fetcher: Arc::new(GuardedFetcher::new(settings.allow_private_urls)),
+        signer: argus_core::signing::UrlSigner::new(secrets.signing_key.as_bytes()),
+        config: ServiceConfig {
+            url_ttl_secs: settings.signed_url_ttl_secs,
+            max_projects: settings.max_projects,
+            prediction_retention_days: settings.prediction_retention_days,
+            vision_retention_hours: settings.vision_retention_hours,
+            max_running_vision_jobs: settings.max_running_vision_jobs,
+            ..Default::default()
+        },
+    };
+    if let Some(path) = &settings.sam_weights {
+        match argus_vision::sam::infer_spec(path) {
+            Ok(spec) => tracing::info!(weights = %path.display(), encoder = %spec.name(), "Segment Anything enabled"),
+            Err(e) => {
+                tracing::error!(error = %e, "Segment Anything weights unusable; segmentation defaults to grabcut")
+            }
+        }
+    }
+    let state = AppState {
+        argus,
+        keys: Arc::new(Keys {
+            training: secrets.training_key.clone(),
+            prediction: secrets.prediction_key.clone(),
+            // The vision API's bearer key: ARGUS_VISION_KEY, else the training key.
+            vision: std::env::var("ARGUS_VISION_KEY")
+                .ok()
+                .filter(|k| !k.trim().is_empty())
+                .unwrap_or_else(|| secrets.training_key.clone()),
+        }),
+        public_url: settings.public_url.clone(),
+    };
+    Ok((state, fresh))
+}
+
+/// What a [`Node`] runs besides its HTTP listener.
+#[derive(Debug, Clone)]
+pub struct NodeOptions {
+    /// Where to listen (port 0: any free port).
+    pub bind: SocketAddr,
+    /// Concurrent training jobs (0: this node trains nothing).
+    pub training_workers: usize,
+    /// Concurrent segmentation jobs (0: none); they get their own pool that polls often, so a prompt never waits
+    /// behind a training run.
+    pub segment_workers: usize,
+    /// How often an idle training worker looks for work.
+    pub training_poll: Duration,
+    /// Run the start-up orphan sweep and the hourly retention sweeps.
+    pub sweeps: bool,
+}
+
+impl NodeOptions {
+    /// Everything `argus serve` runs, on `bind`.
+    pub fn full(settings: &Settings) -> Self {
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        Self {
+            bind: settings.bind,
+            training_workers: settings.training_workers,
+            segment_workers: cores,
+            training_poll: argus_jobs::PoolConfig::default().idle_poll,
+            sweeps: true,
+        }
+    }
+
+    /// HTTP only, on a free loopback port (a server a command talks to through the API).
+    pub fn loopback() -> Self {
+        Self {
+            bind: SocketAddr::from(([127, 0, 0, 1], 0)),
+            training_workers: 0,
+            segment_workers: 0,
+            training_poll: argus_jobs::PoolConfig::default().idle_poll,
+            sweeps: false,
+        }
+    }
+}
+
+/// A running Argus: the HTTP listener, its job pools and sweeps.
+pub struct Node {
+    /// The shared state (service, keys).
+    pub state: AppState,
+    /// The address it listens on.
+    pub addr: SocketAddr,
+    /// Whether the data directory was new (its keys were just generated).
+    pub fresh: bool,
+    stop_jobs: tokio::sync::watch::Sender<bool>,
+    pools: Vec<argus_jobs::WorkerPool>,
+    stop_http: tokio::sync::oneshot::Sender<()>,
+    server: tokio::task::JoinHandle<std::io::Result<()>>,
+    sweeper: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Node {
+    /// Opens the data directory of `settings` and starts serving it.
+    pub async fn start(settings: &Settings, options: NodeOptions) -> Result<Self> {
+        let (state, fresh) = build_state(settings).await?;
+        let sweeper = if options.sweeps {
+            // Nothing is in flight before the listener opens, so every orphan can go now.
+            match state.argus.sweep_orphans(chrono::Duration::zero()).await {
+                Ok(r) => tracing::info!(examined = r.examined, deleted = r.deleted, "start-up orphan sweep"),
+                Err(e) => tracing::warn!(error = %e.message, "start-up orphan sweep failed"),
+            }
+            Some(tokio::spawn(sweep_forever(state.argus.clone())))
+        } else {
+            None
+        };
+        let (stop_jobs, stop_rx) = tokio::sync::watch::channel(false);
+        let mut pools = Vec::new();
+        if options.training_workers > 0 {
+            if let Err(e) = models::ensure(&settings.models_dir) {
+                tracing::warn!(error = %format!("{e:#}"), "pretrained weights unavailable; training will fail until `argus models pull` succeeds");
+            }
+            pools.push(argus_jobs::start(
+                state.argus.jobs.clone(),
+                vec![Arc::new(TrainingJobs(state.argus.clone()))],
+                argus_jobs::PoolConfig {
+                    concurrency: options.training_workers,
+                    idle_poll: options.training_poll,
+                    ..Default::default()
+                },
+                stop_rx.clone(),
+            ));
+        }
+        if options.segment_workers > 0 {
+            pools.push(argus_jobs::start(
+                state.argus.jobs.clone(),
+                vec![Arc::new(SegmentJobs(state.argus.clone()))],
+                argus_jobs::PoolConfig {
+                    concurrency: options.segment_workers,
+                    idle_poll: Duration::from_millis(20),
+                    ..Default::default()
+                },
+                stop_rx,
+            ));
+        }
+        let listener =
+            tokio::net::TcpListener::bind(options.bind).await.with_context(|| format!("binding {}", options.bind))?;
+        let addr = listener.local_addr()?;
+        let (stop_http, rx) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(argus_server::serve(listener, state.clone(), async move {
+            let _ = rx.await;
+        }));
+        Ok(Self { state, addr, fresh, stop_jobs, pools, stop_http, server, sweeper })
+    }
+
+    /// `http://<addr>`.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// The Training key of its data directory (or `ARGUS_TRAINING_KEY`).
+    pub fn training_key(&self) -> String {
+        self.state.keys.training.clone()
+    }
+
+    /// Stops the listener (in-flight requests finish), then the job pools. With `wait_for_jobs`, running jobs
+    /// finish first; otherwise they keep their lease until it lapses and a restarted node resumes them.
+    pub async fn stop(self, wait_for_jobs: bool) -> Result<()> {
+        let _ = self.stop_http.send(());
+        let served = self.server.await;
+        let _ = self.stop_jobs.send(true);
+        if let Some(s) = self.sweeper {
+            s.abort();
+        }
+        if wait_for_jobs {
+            for pool in self.pools {
+                pool.join().await;
+            }
+        }
+        served.context("the server task")?.context("serving")
+    }
+}
+
+/// The hourly sweeps: orphaned blobs, finished segmentation jobs, expired stored predictions.
+async fn sweep_forever(argus: Argus) {
+    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        if let Err(e) = argus.sweep_orphans(chrono::Duration::hours(1)).await {
+            tracing::warn!(error = %e.message, "orphan sweep failed");
+        }
+        let vision = chrono::Duration::hours(argus.config.vision_retention_hours);
+        if let Err(e) = argus.sweep_vision_jobs(vision).await {
+            tracing::warn!(error = %e.message, "vision job retention sweep failed");
+        }
+        let retention = chrono::Duration::days(argus.config.prediction_retention_days);
+        if let Err(e) = argus.sweep_expired_predictions(retention).await {
+            tracing::warn!(error = %e.message, "prediction retention sweep failed");
+        }
+    }
+}

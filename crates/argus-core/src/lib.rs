@@ -1,6 +1,8 @@
 //! Argus core: the Custom Vision domain (wire models, error codes, limits, domains), the persistence
 //! contracts, and the use-case services that the HTTP layer calls. No HTTP server, no SQL, no tensors.
 
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod domains;
 pub mod error;
 pub mod filter;

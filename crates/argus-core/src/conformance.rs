@@ -1,0 +1,287 @@
+//! The store conformance suite: what every [`MetadataStore`] + [`JobQueue`] backend must do, as checks that
+//! panic with a message. A backend runs it from its tests with a factory of fresh, empty stores
+//! ([`run`]); the SQLite store runs it in the test command, a PostgreSQL store will run the same checks.
+//!
+//! Compiled only with the `conformance` feature (a dev-dependency of the backends), never into the server.
+
+use std::future::Future;
+
+use chrono::Utc;
+use uuid::Uuid;
+
+use crate::jobs::{Claimed, JobQueue, JobStatus, NewJob};
+use crate::model::{BoundingBox, Iteration, Project, ProjectSettings, TagType};
+use crate::store::{
+    ImageQuery, InsertOutcome, MetadataStore, NewImage, NewRegion, StoreError, TagRecord, TaggingStatus,
+};
+
+/// Runs every check, each on a fresh store from `fresh`.
+pub async fn run<S, F, Fut>(fresh: F)
+where
+    S: MetadataStore + JobQueue,
+    F: Fn() -> Fut,
+    Fut: Future<Output = S>,
+{
+    projects_round_trip(&fresh().await).await;
+    tags_are_unique_by_name_per_project_and_by_id_everywhere(&fresh().await).await;
+    images_deduplicate_respect_the_quota_and_carry_labels(&fresh().await).await;
+    deleting_a_project_removes_what_it_owns(&fresh().await).await;
+    an_iteration_is_created_with_its_job(&fresh().await).await;
+    jobs_are_claimed_once_and_survive_dead_workers(&fresh().await).await;
+    failed_attempts_retry_then_complete(&fresh().await).await;
+}
+
+fn project(name: &str) -> Project {
+    let t = Utc::now();
+    Project {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        description: "d".into(),
+        settings: ProjectSettings {
+            domain_id: crate::domains::DEFAULT_DOMAIN_ID,
+            classification_type: None,
+            target_export_platforms: vec![],
+            use_negative_set: true,
+            detection_parameters: None,
+            image_processing_settings: None,
+        },
+        created: t,
+        last_modified: t,
+        thumbnail_uri: String::new(),
+        dr_mode_enabled: false,
+        status: "Succeeded".into(),
+    }
+}
+
+fn tag(name: &str) -> TagRecord {
+    TagRecord {
+        id: Uuid::new_v4(),
+        name: name.into(),
+        description: String::new(),
+        kind: TagType::Regular,
+        created: Utc::now(),
+    }
+}
+
+fn image(hash: &str, tags: Vec<Uuid>, regions: Vec<NewRegion>) -> NewImage {
+    NewImage {
+        id: Uuid::new_v4(),
+        created: Utc::now(),
+        width: 64,
+        height: 48,
+        mime: "image/jpeg".into(),
+        byte_size: 100,
+        content_hash: hash.into(),
+        metadata: Default::default(),
+        tag_ids: tags,
+        regions,
+    }
+}
+
+fn region(tag: Uuid) -> NewRegion {
+    NewRegion {
+        id: Uuid::new_v4(),
+        tag_id: tag,
+        bbox: BoundingBox { left: 0.1, top: 0.2, width: 0.3, height: 0.4 },
+        created: Utc::now(),
+    }
+}
+
+fn job(kind: &str) -> NewJob {
+    NewJob { kind: kind.into(), scope: "p".into(), payload: serde_json::json!({"x": 1}), max_attempts: 2 }
+}
+
+async fn projects_round_trip<S: MetadataStore>(s: &S) {
+    let mut p = project("one");
+    s.insert_project(&p).await.expect("insert project");
+    assert!(
+        matches!(s.insert_project(&p).await, Err(StoreError::Conflict(_))),
+        "a second project with the same id must be a Conflict"
+    );
+    let got = s.get_project(p.id).await.expect("get").expect("the project");
+    assert_eq!((got.name.as_str(), got.description.as_str()), ("one", "d"));
+    assert_eq!(got.settings, p.settings);
+    assert_eq!(s.count_projects().await.expect("count"), 1);
+    assert!(s.project_ids().await.expect("ids").contains(&p.id));
+    p.name = "renamed".into();
+    s.update_project(&p).await.expect("update");
+    assert_eq!(s.list_projects().await.expect("list")[0].name, "renamed");
+    assert!(s.delete_project(p.id).await.expect("delete"));
+    assert!(!s.delete_project(p.id).await.expect("delete again"), "deleting a missing project is false");
+    assert!(s.get_project(p.id).await.expect("get").is_none());
+}
+
+async fn tags_are_unique_by_name_per_project_and_by_id_everywhere<S: MetadataStore>(s: &S) {
+    let (a, b) = (project("a"), project("b"));
+    s.insert_project(&a).await.expect("a");
+    s.insert_project(&b).await.expect("b");
+    let t = tag("cat");
+    s.insert_tag(a.id, &t).await.expect("tag");
+    assert!(matches!(s.insert_tag(a.id, &tag("cat")).await, Err(StoreError::Conflict(_))), "same name, same project");
+    s.insert_tag(b.id, &tag("cat")).await.expect("the same name in another project is fine");
+    let same_id = TagRecord { name: "other".into(), ..t.clone() };
+    assert!(matches!(s.insert_tag(b.id, &same_id).await, Err(StoreError::Conflict(_))), "tag ids are unique");
+    let listed = s.list_tags(a.id).await.expect("list");
+    assert_eq!((listed.len(), listed[0].image_count), (1, 0));
+    let mut got = s.get_tag(a.id, t.id).await.expect("get").expect("tag");
+    assert!(s.get_tag(b.id, t.id).await.expect("get").is_none(), "a tag belongs to one project");
+    got.name = "feline".into();
+    s.update_tag(a.id, &got).await.expect("update");
+    assert_eq!(s.get_tag(a.id, t.id).await.expect("get").expect("tag").name, "feline");
+    assert!(s.delete_tag(a.id, t.id).await.expect("delete"));
+    assert!(s.list_tags(a.id).await.expect("list").is_empty());
+}
+
+async fn images_deduplicate_respect_the_quota_and_carry_labels<S: MetadataStore>(s: &S) {
+    let p = project("images");
+    s.insert_project(&p).await.expect("project");
+    let (cat, dog) = (tag("cat"), tag("dog"));
+    s.insert_tag(p.id, &cat).await.expect("cat");
+    s.insert_tag(p.id, &dog).await.expect("dog");
+    let first = image("h1", vec![cat.id], vec![]);
+    let boxed = image("h2", vec![], vec![region(dog.id)]);
+    let again = image("h1", vec![dog.id], vec![]);
+    let bare = image("h3", vec![], vec![]);
+    let outcomes = s.insert_images(p.id, &[first.clone(), boxed.clone(), again], 10).await.expect("insert");
+    assert_eq!(outcomes, vec![InsertOutcome::Inserted, InsertOutcome::Inserted, InsertOutcome::Duplicate(first.id)]);
+    assert_eq!(
+        s.insert_images(p.id, std::slice::from_ref(&bare), 2).await.expect("quota"),
+        vec![InsertOutcome::QuotaExceeded]
+    );
+    assert_eq!(
+        s.insert_images(p.id, std::slice::from_ref(&bare), 10).await.expect("insert"),
+        vec![InsertOutcome::Inserted]
+    );
+    assert_eq!(s.find_image_by_hash(p.id, "h2").await.expect("hash"), Some(boxed.id));
+    assert_eq!(s.find_image_by_hash(p.id, "nope").await.expect("hash"), None);
+
+    // An image's tags include its regions' tags.
+    let got = s.get_images(p.id, &[boxed.id]).await.expect("get");
+    assert_eq!(got[0].tags.iter().map(|t| t.tag_id).collect::<Vec<_>>(), vec![dog.id]);
+    assert_eq!(got[0].regions.len(), 1);
+    assert!((got[0].regions[0].width - 0.3).abs() < 1e-9);
+    let tagged = ImageQuery { tagging: TaggingStatus::Tagged, take: 100, ..Default::default() };
+    let untagged = ImageQuery { tagging: TaggingStatus::Untagged, take: 100, ..Default::default() };
+    assert_eq!(s.count_images(p.id, &tagged).await.expect("count"), 2);
+    assert_eq!(s.query_images(p.id, &untagged).await.expect("untagged")[0].id, bare.id);
+    let counts: Vec<i64> = s.list_tags(p.id).await.expect("tags").iter().map(|t| t.image_count).collect();
+    assert_eq!(counts, vec![1, 1]);
+
+    // Labels: tag links are idempotent, regions come and go, metadata replaces.
+    let now = Utc::now();
+    s.add_image_tags(p.id, &[(bare.id, cat.id, now), (bare.id, cat.id, now)]).await.expect("tags");
+    assert_eq!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].tags.len(), 1);
+    s.delete_image_tags(p.id, &[bare.id], &[cat.id]).await.expect("untag");
+    assert!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].tags.is_empty());
+    let r = region(cat.id);
+    s.add_regions(p.id, &[(bare.id, r.clone())]).await.expect("region");
+    assert_eq!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].regions.len(), 1);
+    s.delete_regions(p.id, &[r.id]).await.expect("delete region");
+    assert!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].regions.is_empty());
+    let meta: crate::model::Metadata = [("camera".to_string(), "a".to_string())].into_iter().collect();
+    s.set_metadata(p.id, &[(first.id, meta.clone())]).await.expect("metadata");
+    assert_eq!(s.get_images(p.id, &[first.id]).await.expect("get")[0].metadata, meta);
+
+    let existing = s.existing_image_ids(p.id, &[first.id, Uuid::new_v4()]).await.expect("existing");
+    assert_eq!(existing.len(), 1);
+    let deleted = s.delete_images(p.id, Some(&[first.id])).await.expect("delete");
+    assert_eq!(deleted, vec![first.id]);
+    assert_eq!(s.find_image_by_hash(p.id, "h1").await.expect("hash"), None, "a deleted image's bytes may come again");
+}
+
+async fn deleting_a_project_removes_what_it_owns<S: MetadataStore>(s: &S) {
+    let p = project("doomed");
+    s.insert_project(&p).await.expect("project");
+    let t = tag("t");
+    s.insert_tag(p.id, &t).await.expect("tag");
+    let img = image("x", vec![t.id], vec![region(t.id)]);
+    s.insert_images(p.id, std::slice::from_ref(&img), 10).await.expect("image");
+    assert!(s.delete_project(p.id).await.expect("delete"));
+    assert!(s.list_tags(p.id).await.expect("tags").is_empty());
+    assert!(s.get_images(p.id, &[img.id]).await.expect("images").is_empty());
+    // The tag id is free again.
+    let q = project("again");
+    s.insert_project(&q).await.expect("project");
+    s.insert_tag(q.id, &t).await.expect("a deleted project's tag ids are free");
+}
+
+async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S) {
+    let p = project("train");
+    s.insert_project(&p).await.expect("project");
+    let t = Utc::now();
+    let job_id = Uuid::new_v4();
+    let mut it = Iteration {
+        id: Uuid::new_v4(),
+        name: "Iteration 1".into(),
+        status: "Training".into(),
+        created: t,
+        last_modified: t,
+        trained_at: None,
+        project_id: p.id,
+        exportable: false,
+        exportable_to: vec![],
+        domain_id: Some(p.settings.domain_id),
+        classification_type: None,
+        training_type: "Regular".into(),
+        reserved_budget_in_hours: 0,
+        training_time_in_minutes: 0,
+        publish_name: String::new(),
+        original_publish_resource_id: String::new(),
+        training_progress: Some(0.0),
+        training_message: None,
+        job_id: Some(job_id),
+    };
+    let snapshot = serde_json::json!({"images": [1, 2, 3]});
+    let new_job = NewJob { scope: p.id.to_string(), ..job("train") };
+    s.insert_iteration_with_job(&it, &snapshot, job_id, &new_job).await.expect("iteration and job");
+    let (got, snap) = s.get_iteration(p.id, it.id).await.expect("get").expect("iteration");
+    assert_eq!((got.job_id, snap), (Some(job_id), snapshot.clone()));
+    let queued = s.get_job(job_id).await.expect("job").expect("the iteration's job exists");
+    assert_eq!((queued.status, queued.kind.as_str()), (JobStatus::Queued, "train"));
+    assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 1);
+    // A clash rolls back both: no second iteration under the same id, and no second job.
+    let other_job = Uuid::new_v4();
+    assert!(s.insert_iteration_with_job(&it, &snapshot, other_job, &new_job).await.is_err());
+    assert!(s.get_job(other_job).await.expect("job").is_none(), "a failed insert must not leave its job behind");
+    assert_eq!(s.count_iterations(p.id).await.expect("count"), 1);
+    it.status = "Completed".into();
+    s.update_iteration(&it).await.expect("update");
+    assert_eq!(s.list_iterations(p.id).await.expect("list")[0].status, "Completed");
+    assert!(s.iteration_exists(p.id, it.id).await.expect("exists"));
+    assert!(s.delete_iteration(p.id, it.id).await.expect("delete"));
+    assert!(!s.iteration_exists(p.id, it.id).await.expect("exists"));
+}
+
+async fn jobs_are_claimed_once_and_survive_dead_workers<S: JobQueue>(s: &S) {
+    let kinds = vec!["train".to_string()];
+    let a = s.enqueue(job("train")).await.expect("enqueue");
+    s.enqueue(job("other")).await.expect("enqueue");
+    assert_eq!(s.active_jobs("train", "p").await.expect("active"), 1);
+    let Some(Claimed::Run(j)) = s.claim(&kinds, "w1", 60_000).await.expect("claim") else { panic!("no job") };
+    assert_eq!((j.id, j.attempts), (a.id, 1));
+    assert!(s.claim(&kinds, "w2", 60_000).await.expect("claim").is_none(), "leased job claimed twice");
+    assert!(s.heartbeat(j.id, "w1", 0.5, Some("half"), 60_000).await.expect("hb"));
+    assert!(!s.heartbeat(j.id, "w2", 0.5, None, 60_000).await.expect("hb"), "stranger renewed the lease");
+    // w1 dies: once the lease lapses the job runs again (attempt 2), then is abandoned.
+    assert!(s.heartbeat(j.id, "w1", 0.5, None, -1).await.expect("expire"));
+    let Some(Claimed::Run(j2)) = s.claim(&kinds, "w2", -1).await.expect("claim") else { panic!("not rerun") };
+    assert_eq!(j2.attempts, 2);
+    let Some(Claimed::Abandoned(j3)) = s.claim(&kinds, "w3", 60_000).await.expect("claim") else {
+        panic!("not abandoned")
+    };
+    assert_eq!(j3.status, JobStatus::Failed);
+    assert!(!s.complete(j3.id, "w2", &serde_json::json!(null)).await.expect("complete"));
+    assert_eq!(s.get_job(a.id).await.expect("get").map(|j| j.status), Some(JobStatus::Failed));
+}
+
+async fn failed_attempts_retry_then_complete<S: JobQueue>(s: &S) {
+    let kinds = vec!["train".to_string()];
+    let a = s.enqueue(job("train")).await.expect("enqueue");
+    let Some(Claimed::Run(j)) = s.claim(&kinds, "w", 60_000).await.expect("claim") else { panic!("no job") };
+    assert!(s.fail(j.id, "w", "transient", true).await.expect("fail"));
+    let Some(Claimed::Run(j)) = s.claim(&kinds, "w", 60_000).await.expect("claim") else { panic!("no retry") };
+    assert!(s.complete(j.id, "w", &serde_json::json!({"ok": true})).await.expect("complete"));
+    let done = s.get_job(a.id).await.expect("get").expect("job");
+    assert_eq!((done.status, done.progress), (JobStatus::Completed, 1.0));
+    assert_eq!(s.active_jobs("train", "p").await.expect("active"), 0);
+}

@@ -1,4 +1,4 @@
-"""ONNX Runtime reference for `argus bench backbone`.
+"""ONNX Runtime reference for `argus-bench backbone`.
 
 Builds the same EfficientNet-Lite0 network (BatchNorm folded, TensorFlow SAME padding, ReLU6, no SE) as an ONNX
 graph straight from Argus's converted safetensors weights and checks its ImageNet logits against Argus's on a

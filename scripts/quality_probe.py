@@ -1,4 +1,4 @@
-"""The linear-probe reference of `argus bench quality`.
+"""The linear-probe reference of `argus-bench quality`.
 
 The textbook probe an ML engineer writes on a pretrained backbone, on the same EfficientNet-Lite0 weights as Argus
 (built as an ONNX graph from Argus's converted safetensors by bench_backbone_ort.py's `build`): each photograph's

@@ -1,5 +1,5 @@
 //! Development harness for the detector: trains a head on raccoon photographs (Pascal VOC) with the same split
-//! as `argus bench quality` and prints mAP at several IoUs on the held-out photographs, without the server.
+//! as `argus-bench quality` and prints mAP at several IoUs on the held-out photographs, without the server.
 //!
 //! `cargo run --release -p argus-vision --example detector_lab -- DATA_DIR MODELS_DIR [n ...]`
 

@@ -5,7 +5,7 @@
 //! prior: objects seldom fill the border), and the mean absolute activation. Each is normalised, thresholded
 //! at several levels and split into connected components; a component's bounding box is scored by its mean
 //! value, and overlapping boxes are suppressed. Background-contrast boxes rank first — on the detection
-//! benchmark's unseen scenes they find far more objects (`argus bench proposals`) — and activation boxes fill
+//! benchmark's unseen scenes they find far more objects (`argus-bench proposals`) — and activation boxes fill
 //! the places left.
 
 use image::RgbImage;

@@ -106,6 +106,8 @@ async fn worker_loop(
         };
         match claimed {
             Claimed::Abandoned(job) => {
+                metrics::counter!("argus_jobs_total", "kind" => job.kind.clone(), "outcome" => "abandoned")
+                    .increment(1);
                 if let Some(h) = handlers.get(&job.kind) {
                     h.abandoned(&job, job.message.as_deref().unwrap_or("abandoned")).await;
                 }
@@ -114,6 +116,7 @@ async fn worker_loop(
                 let Some(handler) = handlers.get(&job.kind).cloned() else { continue };
                 tracing::info!(job = %job.id, kind = %job.kind, attempt = job.attempts, "job started");
                 let progress = Progress::default();
+                let started = std::time::Instant::now();
                 let run = handler.run(&job, progress.clone());
                 tokio::pin!(run);
                 let mut beat = tokio::time::interval(config.heartbeat);
@@ -134,6 +137,14 @@ async fn worker_loop(
                         }
                     }
                 };
+                let label = match &outcome {
+                    Some(Ok(_)) => "completed",
+                    Some(Err(_)) => "failed",
+                    None => "lease_lost",
+                };
+                metrics::counter!("argus_jobs_total", "kind" => job.kind.clone(), "outcome" => label).increment(1);
+                metrics::histogram!("argus_job_duration_seconds", "kind" => job.kind.clone(), "outcome" => label)
+                    .record(started.elapsed().as_secs_f64());
                 match outcome {
                     Some(Ok(result)) => {
                         if let Err(e) = queue.complete(job.id, &worker, &result).await {

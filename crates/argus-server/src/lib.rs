@@ -1,12 +1,13 @@
 //! Argus HTTP surfaces. [`app`] builds the whole service: the Custom Vision Training API under
 //! `/customvision/{v3.3|v3.4-preview|…}/training/` (version and area matched case-insensitively), signed blob
-//! downloads under `/blobs/`, and `/healthz` / `/readyz`. Handlers are thin: parse, call an
-//! [`argus_core::Argus`] service, map the result.
+//! downloads under `/blobs/`, `/healthz` / `/readyz`, and `/metrics` (Prometheus). Handlers are thin: parse,
+//! call an [`argus_core::Argus`] service, map the result.
 
 mod disposition;
 pub mod error;
 pub mod extract;
 pub mod fetch;
+pub mod metrics;
 mod prediction_routes;
 mod routes;
 mod vision_routes;
@@ -87,6 +88,8 @@ fn rewrite(mut req: Request) -> Request {
 
 /// The router (without path normalisation; see [`app`]).
 pub fn router(state: AppState) -> Router {
+    // The recorder must be in place before the first request is counted.
+    metrics::handle();
     routes::router(state)
 }
 

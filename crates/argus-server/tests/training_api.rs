@@ -603,3 +603,26 @@ async fn export_imports_on_another_server() {
     a.stop().await;
     b.stop().await;
 }
+
+#[tokio::test]
+async fn metrics_count_and_time_requests_by_surface() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(dir.path()).await;
+    s.project("name=M").await;
+    let _ = s.call(Method::GET, "/projects").await;
+    let r = s.client.get(format!("{}/metrics", s.root)).send().await.expect("metrics");
+    assert_eq!(r.status(), 200);
+    assert!(r.headers()["content-type"].to_str().expect("ct").starts_with("text/plain"));
+    let text = r.text().await.expect("body");
+    let line = text
+        .lines()
+        .find(|l| {
+            l.starts_with("argus_http_requests_total{")
+                && l.contains("group=\"training\"")
+                && l.contains("method=\"GET\"")
+        })
+        .unwrap_or_else(|| panic!("no training GET counter in:\n{text}"));
+    let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
+    assert!(count >= 1.0, "{line}");
+    assert!(text.contains("argus_http_request_duration_seconds_bucket{group=\"training\",le=\"0.005\"}"), "{text}");
+}

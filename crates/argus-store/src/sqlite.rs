@@ -617,21 +617,7 @@ impl MetadataStore for SqliteStore {
         .execute(&mut *tx)
         .await
         .map_err(map_sqlx)?;
-        let t = now_ms();
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, scope, payload, status, max_attempts, created, updated) \
-             VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?)",
-        )
-        .bind(job_id.to_string())
-        .bind(&job.kind)
-        .bind(&job.scope)
-        .bind(serde_json::to_string(&job.payload).map_err(backend)?)
-        .bind(job.max_attempts.max(1) as i64)
-        .bind(t)
-        .bind(t)
-        .execute(&mut *tx)
-        .await
-        .map_err(backend)?;
+        insert_job(&mut *tx, job_id, job).await?;
         crate::fault::point("train-before-commit");
         tx.commit().await.map_err(backend)
     }
@@ -1130,6 +1116,29 @@ fn prediction_from(r: &SqliteRow) -> StoreResult<PredictionRecord> {
 }
 
 /// An iteration's stored body: its API fields plus the id of the job that trains it.
+/// Inserts a queued job (on the pool, or inside a caller's transaction).
+async fn insert_job<'e, E>(exec: E, id: Uuid, job: &NewJob) -> StoreResult<()>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let t = now_ms();
+    sqlx::query(
+        "INSERT INTO jobs (id, kind, scope, payload, status, max_attempts, created, updated) \
+         VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?)",
+    )
+    .bind(id.to_string())
+    .bind(&job.kind)
+    .bind(&job.scope)
+    .bind(serde_json::to_string(&job.payload).map_err(backend)?)
+    .bind(job.max_attempts.max(1) as i64)
+    .bind(t)
+    .bind(t)
+    .execute(exec)
+    .await
+    .map(|_| ())
+    .map_err(backend)
+}
+
 fn iteration_body(it: &Iteration) -> StoreResult<String> {
     let mut v = serde_json::to_value(it).map_err(backend)?;
     if let (Some(obj), Some(job)) = (v.as_object_mut(), it.job_id) {
@@ -1171,21 +1180,7 @@ fn now_ms() -> i64 {
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: NewJob) -> StoreResult<Job> {
         let id = Uuid::new_v4();
-        let t = now_ms();
-        sqlx::query(
-            "INSERT INTO jobs (id, kind, scope, payload, status, max_attempts, created, updated) \
-             VALUES (?, ?, ?, ?, 'Queued', ?, ?, ?)",
-        )
-        .bind(id.to_string())
-        .bind(&job.kind)
-        .bind(&job.scope)
-        .bind(serde_json::to_string(&job.payload).map_err(backend)?)
-        .bind(job.max_attempts.max(1) as i64)
-        .bind(t)
-        .bind(t)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
+        insert_job(&self.writer, id, &job).await?;
         self.get_job(id).await?.ok_or_else(|| backend("job vanished after insert"))
     }
 

@@ -60,7 +60,7 @@ def predictor(server):
 
 
 def wait(trainer, project_id, iteration):
-    deadline = time.time() + 300
+    deadline = time.time() + 600  # a hang guard: CI trains on two shared cores
     while iteration.status == "Training" and time.time() < deadline:
         time.sleep(0.5)
         iteration = trainer.get_iteration(project_id, iteration.id)

@@ -4,6 +4,7 @@
 //!
 //! Compiled only with the `conformance` feature (a dev-dependency of the backends), never into the server.
 
+use std::collections::HashSet;
 use std::future::Future;
 
 use chrono::Utc;
@@ -12,7 +13,7 @@ use uuid::Uuid;
 use crate::jobs::{Claimed, JobQueue, JobStatus, NewJob};
 use crate::model::{BoundingBox, Iteration, Project, ProjectSettings, TagType};
 use crate::store::{
-    ImageQuery, InsertOutcome, MetadataStore, NewImage, NewRegion, StoreError, TagRecord, TaggingStatus,
+    DeletedImages, ImageQuery, InsertOutcome, MetadataStore, NewImage, NewRegion, StoreError, TagRecord, TaggingStatus,
 };
 
 /// Runs every check, each on a fresh store from `fresh`.
@@ -184,9 +185,25 @@ async fn images_deduplicate_respect_the_quota_and_carry_labels<S: MetadataStore>
 
     let existing = s.existing_image_ids(p.id, &[first.id, Uuid::new_v4()]).await.expect("existing");
     assert_eq!(existing.len(), 1);
-    let deleted = s.delete_images(p.id, Some(&[first.id])).await.expect("delete");
-    assert_eq!(deleted, vec![first.id]);
+    let deleted = s.delete_images(p.id, Some(&[first.id]), &HashSet::new()).await.expect("delete");
+    assert_eq!(deleted, DeletedImages { deleted: vec![first.id], retired: vec![] });
     assert_eq!(s.find_image_by_hash(p.id, "h1").await.expect("hash"), None, "a deleted image's bytes may come again");
+    assert!(s.existing_image_ids(p.id, &[first.id]).await.expect("existing").is_empty());
+
+    // Retiring: a retained image leaves the workspace but stays readable, with its metadata, until purged.
+    let retain: HashSet<Uuid> = [boxed.id].into_iter().collect();
+    let done = s.delete_images(p.id, None, &retain).await.expect("delete all");
+    assert_eq!(done.retired, vec![boxed.id]);
+    assert_eq!(done.deleted, vec![bare.id]);
+    assert_eq!(s.count_images(p.id, &ImageQuery { take: 100, ..Default::default() }).await.expect("count"), 0);
+    assert_eq!(s.find_image_by_hash(p.id, "h2").await.expect("hash"), None, "retired bytes may come again");
+    let retired = s.get_retired_images(p.id, &[bare.id, boxed.id]).await.expect("retired");
+    assert_eq!(retired.iter().map(|r| r.id).collect::<Vec<_>>(), vec![boxed.id]);
+    assert_eq!((retired[0].width, retired[0].content_hash.as_str()), (boxed.width, "h2"));
+    assert!(s.existing_image_ids(p.id, &[boxed.id]).await.expect("existing").contains(&boxed.id));
+    assert!(s.purge_retired_images(p.id, None, &retain).await.expect("purge kept").is_empty());
+    assert_eq!(s.purge_retired_images(p.id, Some(&[boxed.id]), &HashSet::new()).await.expect("purge"), vec![boxed.id]);
+    assert!(s.get_retired_images(p.id, &[boxed.id]).await.expect("retired").is_empty());
 }
 
 async fn deleting_a_project_removes_what_it_owns<S: MetadataStore>(s: &S) {

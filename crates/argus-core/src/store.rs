@@ -66,6 +66,15 @@ pub struct ImageRecord {
     pub regions: Vec<ImageRegion>,
 }
 
+/// What [`MetadataStore::delete_images`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DeletedImages {
+    /// Images gone entirely (their blobs may go).
+    pub deleted: Vec<Uuid>,
+    /// Images gone from the workspace only (an iteration still shows them; their blobs stay).
+    pub retired: Vec<Uuid>,
+}
+
 /// A region to insert.
 #[derive(Debug, Clone)]
 pub struct NewRegion {
@@ -203,9 +212,26 @@ pub trait MetadataStore: Send + Sync + 'static {
     async fn query_images(&self, project: Uuid, query: &ImageQuery) -> StoreResult<Vec<ImageRecord>>;
     /// Number of images matching (skip/take ignored).
     async fn count_images(&self, project: Uuid, query: &ImageQuery) -> StoreResult<u64>;
-    /// Deletes the given images (all when `None`); returns the ids actually deleted.
-    async fn delete_images(&self, project: Uuid, ids: Option<&[Uuid]>) -> StoreResult<Vec<Uuid>>;
-    /// Of `candidates`, the image ids that exist in `project`.
+    /// Deletes the given images (all when `None`) from the workspace, in one transaction. Those in `retain` (the
+    /// images an iteration trained on) become retired images: gone from the workspace, still readable through
+    /// [`MetadataStore::get_retired_images`], blobs kept. The rest are gone.
+    async fn delete_images(
+        &self,
+        project: Uuid,
+        ids: Option<&[Uuid]>,
+        retain: &HashSet<Uuid>,
+    ) -> StoreResult<DeletedImages>;
+    /// Retired images with these ids, in the order asked (tags and regions are empty: an iteration's snapshot
+    /// holds what it trained on).
+    async fn get_retired_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>>;
+    /// Deletes the given retired images (all when `None`) except those in `retain`; returns the ids deleted.
+    async fn purge_retired_images(
+        &self,
+        project: Uuid,
+        ids: Option<&[Uuid]>,
+        retain: &HashSet<Uuid>,
+    ) -> StoreResult<Vec<Uuid>>;
+    /// Of `candidates`, the image ids that exist in `project`, in the workspace or retired.
     async fn existing_image_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>>;
     /// Replaces the metadata of each image, atomically.
     async fn set_metadata(&self, project: Uuid, updates: &[(Uuid, Metadata)]) -> StoreResult<()>;

@@ -533,7 +533,7 @@ async fn delete_images(State(s): State<AppState>, Path(p): Path<String>, q: Quer
     // workspace"). Both flags answer 202, as the spec says of each.
     let all_images = q.bool("allImages")?.unwrap_or(false);
     let all_iterations = q.bool("allIterations")?.unwrap_or(false);
-    s.argus.delete_images(project, q.uuids("imageIds")?, all_images).await?;
+    s.argus.delete_images(project, q.uuids("imageIds")?, all_images, all_iterations).await?;
     Ok(if all_images || all_iterations { StatusCode::ACCEPTED } else { StatusCode::NO_CONTENT })
 }
 

@@ -28,6 +28,12 @@ async fn two_tag_project(s: &TestServer, query: &str) -> (String, String, String
     (p, cat, coffee)
 }
 
+/// How many blobs (original, resized, thumbnail) an image has.
+async fn image_blobs(s: &TestServer, project: &str, image: &str) -> usize {
+    let keys = s.argus.blobs.list(&format!("projects/{project}/images/{image}/")).await.expect("list");
+    keys.len()
+}
+
 #[tokio::test]
 async fn classification_trains_evaluates_publishes_and_quick_tests() {
     let dir = tempfile::tempdir().expect("tmp");
@@ -115,6 +121,30 @@ async fn classification_trains_evaluates_publishes_and_quick_tests() {
     assert_eq!(st, 200, "{props}");
     assert!(!props["proposals"].as_array().expect("proposals").is_empty(), "{props}");
 
+    // Deleting without allIterations empties the workspace only: the iteration still shows the image (its
+    // views and performance images), as the hosted service does. With allIterations it leaves them too.
+    let (_, cats) = s.call(Method::GET, &format!("/projects/{p}/images/tagged?tagIds={cat}&take=1")).await;
+    let second = cats[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(s.call(Method::DELETE, &format!("/projects/{p}/images?imageIds={first}")).await.0, 204);
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/images/count")).await.1, 11);
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/images/tagged/count?iterationId={it}")).await.1, 12);
+    let (_, kept) = s.call(Method::GET, &format!("/projects/{p}/images/id?imageIds={first}&iterationId={it}")).await;
+    assert_eq!(kept[0]["id"], first.as_str(), "{kept}");
+    assert_eq!(kept[0]["tags"][0]["tagName"], "coffee", "the iteration's labels: {kept}");
+    let original = kept[0]["originalImageUri"].as_str().expect("uri").to_string();
+    assert_eq!(s.client.get(&original).send().await.expect("get").status(), 200, "the blobs stay");
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/images/id?imageIds={first}")).await.1, json!([]));
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance/images/count")).await.1, 12);
+    let q = format!("/projects/{p}/images?imageIds={second}&allIterations=true");
+    assert_eq!(s.call(Method::DELETE, &q).await.0, 202);
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/images/tagged/count?iterationId={it}")).await.1, 11);
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance/images/count")).await.1, 11);
+    let (_, perf_imgs) =
+        s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance/images?take=20")).await;
+    assert!(perf_imgs.as_array().expect("array").iter().all(|i| i["id"] != second.as_str()));
+    assert_eq!(image_blobs(&s, &p, &second).await, 0);
+    assert_eq!(image_blobs(&s, &p, &first).await, 3);
+
     // Rename, publish, quick test, unpublish, delete.
     let r =
         s.send(s.req(Method::PATCH, &format!("/projects/{p}/iterations/{it}")).json(&json!({"name": "First"}))).await;
@@ -166,6 +196,8 @@ async fn classification_trains_evaluates_publishes_and_quick_tests() {
     );
     assert_eq!(s.call(Method::DELETE, &format!("/projects/{p}/iterations/{it}")).await.0, 204);
     assert_error(&s.call(Method::GET, &format!("/projects/{p}/iterations/{it}")).await, 404, "NotFoundIteration");
+    // No iteration shows the image deleted from the workspace any more: its blobs went with the iteration.
+    assert_eq!(image_blobs(&s, &p, &first).await, 0);
     assert_error(&s.call(Method::POST, &format!("/projects/{p}/quicktest/image")).await, 415, "UnsupportedMediaType");
     s.stop().await;
 }

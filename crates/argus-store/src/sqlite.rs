@@ -13,8 +13,9 @@ use argus_core::filter::MetadataFilter;
 use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, ProjectSettings, Tag, TagType, Time};
 use argus_core::store::{
-    FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order, PredictionOrder,
-    PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus, VisionJobRecord,
+    DeletedImages, FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order,
+    PredictionOrder, PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
+    VisionJobRecord,
 };
 use async_trait::async_trait;
 use chrono::DateTime;
@@ -485,8 +486,87 @@ impl MetadataStore for SqliteStore {
         Ok(n as u64)
     }
 
-    async fn delete_images(&self, project: Uuid, ids: Option<&[Uuid]>) -> StoreResult<Vec<Uuid>> {
-        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM images WHERE project_id = ");
+    async fn delete_images(
+        &self,
+        project: Uuid,
+        ids: Option<&[Uuid]>,
+        retain: &HashSet<Uuid>,
+    ) -> StoreResult<DeletedImages> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM images WHERE project_id = ");
+        qb.push_bind(project.to_string());
+        if let Some(ids) = ids {
+            if ids.is_empty() {
+                return Ok(DeletedImages::default());
+            }
+            qb.push(" AND id IN (");
+            push_list(&mut qb, ids);
+            qb.push(")");
+        }
+        let found: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(backend)?;
+        let found: Vec<Uuid> = found.iter().map(|s| uuid(s)).collect::<StoreResult<_>>()?;
+        let (retired, deleted): (Vec<Uuid>, Vec<Uuid>) = found.into_iter().partition(|id| retain.contains(id));
+        let retired_at = ms(&chrono::Utc::now());
+        for chunk in retired.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new(
+                "INSERT OR REPLACE INTO retired_images (id, project_id, retired, created, width, height, mime, \
+                 byte_size, content_hash, metadata) SELECT id, project_id, ",
+            );
+            qb.push_bind(retired_at);
+            qb.push(
+                ", created, width, height, mime, byte_size, content_hash, metadata FROM images WHERE project_id = ",
+            );
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(")");
+            qb.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        for chunk in retired.chunks(500).chain(deleted.chunks(500)) {
+            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(")");
+            qb.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(DeletedImages { deleted, retired })
+    }
+
+    async fn get_retired_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>> {
+        let mut found: HashMap<Uuid, ImageRecord> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM retired_images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(")");
+            for row in qb.build().fetch_all(&self.reader).await.map_err(backend)? {
+                let r = ImageRecord {
+                    id: uuid(row.get("id"))?,
+                    project_id: uuid(row.get("project_id"))?,
+                    created: time(row.get("created")),
+                    width: row.get::<i64, _>("width") as u32,
+                    height: row.get::<i64, _>("height") as u32,
+                    mime: row.get("mime"),
+                    byte_size: row.get::<i64, _>("byte_size") as u64,
+                    content_hash: row.get("content_hash"),
+                    metadata: serde_json::from_str(row.get::<&str, _>("metadata")).map_err(backend)?,
+                    tags: Vec::new(),
+                    regions: Vec::new(),
+                };
+                found.insert(r.id, r);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn purge_retired_images(
+        &self,
+        project: Uuid,
+        ids: Option<&[Uuid]>,
+        retain: &HashSet<Uuid>,
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut tx = self.writer.begin().await.map_err(backend)?;
+        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM retired_images WHERE project_id = ");
         qb.push_bind(project.to_string());
         if let Some(ids) = ids {
             if ids.is_empty() {
@@ -496,21 +576,41 @@ impl MetadataStore for SqliteStore {
             push_list(&mut qb, ids);
             qb.push(")");
         }
-        qb.push(" RETURNING id");
-        let deleted: Vec<String> = qb.build_query_scalar().fetch_all(&self.writer).await.map_err(backend)?;
-        deleted.iter().map(|s| uuid(s)).collect()
+        let found: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(backend)?;
+        let mut gone = Vec::new();
+        for id in found {
+            let id = uuid(&id)?;
+            if !retain.contains(&id) {
+                gone.push(id);
+            }
+        }
+        for chunk in gone.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM retired_images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(")");
+            qb.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(gone)
     }
 
     async fn existing_image_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
-        if candidates.is_empty() {
-            return Ok(HashSet::new());
+        let mut existing = HashSet::new();
+        for chunk in candidates.chunks(500) {
+            let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(") UNION SELECT id FROM retired_images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(")");
+            let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await.map_err(backend)?;
+            for id in ids {
+                existing.insert(uuid(&id)?);
+            }
         }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM images WHERE project_id = ");
-        qb.push_bind(project.to_string()).push(" AND id IN (");
-        push_list(&mut qb, candidates);
-        qb.push(")");
-        let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await.map_err(backend)?;
-        ids.iter().map(|s| uuid(s)).collect()
+        Ok(existing)
     }
 
     async fn set_metadata(&self, project: Uuid, updates: &[(Uuid, Metadata)]) -> StoreResult<()> {

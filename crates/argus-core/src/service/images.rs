@@ -510,7 +510,7 @@ impl Argus {
 
     /// DeleteImages: by ids (at most 256), or every image (`all`). Rows go first, in one transaction, then
     /// the blobs.
-    pub async fn delete_images(&self, project: Uuid, ids: Vec<Uuid>, all: bool) -> ApiResult<()> {
+    pub async fn delete_images(&self, project: Uuid, ids: Vec<Uuid>, all: bool, all_iterations: bool) -> ApiResult<()> {
         self.project(project).await?;
         if !all && ids.is_empty() {
             return Err(ApiError::new(ErrorCode::BadRequestInvalidIds, "Give imageIds, or allImages=true."));
@@ -521,12 +521,21 @@ impl Argus {
                 format!("At most {MAX_IMAGE_IDS} image ids can be deleted at once; got {}.", ids.len()),
             ));
         }
-        let deleted =
-            self.store.delete_images(project, if all { None } else { Some(&ids) }).await.map_err(store_err)?;
-        for id in &deleted {
+        let selection = if all { None } else { Some(ids.as_slice()) };
+        // Without allIterations an image leaves the workspace only: the iterations that trained on it keep
+        // showing it, as the hosted service does ("removes these images from all iterations, not just the
+        // current workspace" is what the flag adds).
+        let retain = if all_iterations { HashSet::new() } else { self.images_in_iterations(project).await? };
+        let done = self.store.delete_images(project, selection, &retain).await.map_err(store_err)?;
+        let mut gone = done.deleted;
+        if all_iterations {
+            // Images that an earlier delete left in iteration views go now too.
+            gone.extend(self.store.purge_retired_images(project, selection, &retain).await.map_err(store_err)?);
+        }
+        for id in &gone {
             self.remove_image_blobs(project, *id).await;
         }
-        tracing::info!(project = %project, deleted = deleted.len(), "images deleted");
+        tracing::info!(project = %project, deleted = gone.len(), kept_for_iterations = done.retired.len(), "images deleted");
         Ok(())
     }
 }

@@ -638,6 +638,11 @@ impl Argus {
         }
         self.store.delete_iteration(project, id).await.map_err(store_err)?;
         self.models.evict(id);
+        // Images deleted from the workspace that only this iteration still showed are gone now.
+        let still_shown = self.images_in_iterations(project).await?;
+        for image in self.store.purge_retired_images(project, None, &still_shown).await.map_err(store_err)? {
+            self.remove_image_blobs(project, image).await;
+        }
         if let Err(e) = self.blobs.delete_prefix(&format!("projects/{project}/iterations/{id}/")).await {
             tracing::warn!(error = %e, "iteration blob cleanup failed; the sweep will retry");
         }
@@ -821,7 +826,14 @@ impl Argus {
         self.project(project).await?;
         check_tag_filter(tag_ids)?;
         let (_, snap, eval) = self.evaluation(project, id).await?;
+        // Images deleted with allIterations leave the performance views too.
+        let mut existing = HashSet::new();
+        let evaluated: Vec<Uuid> = eval.images.iter().map(|e| e.image_id).collect();
+        for chunk in evaluated.chunks(500) {
+            existing.extend(self.store.existing_image_ids(project, chunk).await.map_err(store_err)?);
+        }
         let keep: Vec<usize> = (0..eval.images.len())
+            .filter(|i| existing.contains(&eval.images[*i].image_id))
             .filter(|i| {
                 tag_ids.is_empty()
                     || snap.images.iter().find(|s| s.id == eval.images[*i].image_id).is_some_and(|s| {
@@ -1053,6 +1065,17 @@ impl Argus {
     }
 
     /// Images as an iteration saw them (tags and regions at training time), for `iterationId` listings.
+    /// Ids of every image that some iteration of the project trained on (from the iterations' snapshots).
+    pub(crate) async fn images_in_iterations(&self, project: Uuid) -> ApiResult<HashSet<Uuid>> {
+        let mut ids = HashSet::new();
+        for it in self.store.list_iterations(project).await.map_err(store_err)? {
+            if let Some((_, snap)) = self.store.get_iteration(project, it.id).await.map_err(store_err)? {
+                ids.extend(snapshot_of(snap)?.images.into_iter().map(|i| i.id));
+            }
+        }
+        Ok(ids)
+    }
+
     pub(crate) async fn iteration_images(
         &self,
         ctx: &UrlContext,
@@ -1066,6 +1089,13 @@ impl Argus {
         for chunk in ids.chunks(256) {
             for r in self.store.get_images(project, chunk).await.map_err(store_err)? {
                 current.insert(r.id, r);
+            }
+            // Deleted from the workspace since (without allIterations): still part of this iteration.
+            let missing: Vec<Uuid> = chunk.iter().filter(|id| !current.contains_key(id)).copied().collect();
+            if !missing.is_empty() {
+                for r in self.store.get_retired_images(project, &missing).await.map_err(store_err)? {
+                    current.insert(r.id, r);
+                }
             }
         }
         Ok(snap

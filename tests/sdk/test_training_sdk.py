@@ -1,8 +1,12 @@
-"""Trains, evaluates, publishes and quick-tests a classifier through the official Python SDK."""
+"""Trains, evaluates, publishes, quick-tests and exports classifiers through the official Python SDK."""
 
+import io
+import json
 import time
+import zipfile
 
 import pytest
+import requests
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
 from azure.cognitiveservices.vision.customvision.training.models import (
     CustomVisionErrorException,
@@ -11,6 +15,8 @@ from azure.cognitiveservices.vision.customvision.training.models import (
 from msrest.authentication import ApiKeyCredentials
 
 from conftest import TRAINING_KEY, photo_crop_jpeg
+
+GENERAL_COMPACT = "0732100f-1a38-4e49-a514-c9b44c697ab5"
 
 CROPS = [(0.0, 0.0, 0.8, 0.8), (0.2, 0.2, 0.8, 0.8), (0.1, 0.0, 0.85, 0.9),
          (0.0, 0.15, 0.9, 0.85), (0.15, 0.1, 0.7, 0.75), (0.05, 0.05, 0.9, 0.9)]
@@ -72,9 +78,51 @@ def test_train_evaluate_publish_quick_test(trainer, image_host):
     counts = trainer.query_suggested_image_count(project.id, iteration.id, tag_ids=[cat.id, cup.id], threshold=0.5)
     assert counts == {cat.id: 1, cup.id: 1}
 
+    # General is not a compact domain: its iterations cannot be exported.
+    assert iteration.exportable is False and iteration.exportable_to == []
+    with pytest.raises(CustomVisionErrorException) as e:
+        trainer.export_iteration(project.id, iteration.id, "ONNX")
+    assert e.value.error.code == "BadRequestExportValidationFailed"
+
     with pytest.raises(CustomVisionErrorException) as e:
         trainer.delete_iteration(project.id, iteration.id)
     assert e.value.error.code == "BadRequestIterationIsPublished"
     trainer.unpublish_iteration(project.id, iteration.id)
     trainer.delete_iteration(project.id, iteration.id)
+    trainer.delete_project(project.id)
+
+
+def test_export_a_compact_classifier_to_onnx(trainer):
+    compact = [d for d in trainer.get_domains() if d.id == GENERAL_COMPACT][0]
+    assert compact.exportable
+    if hasattr(compact, "exportable_platforms"):  # SDK 3.1 reads it; 3.0's Domain has no such field
+        assert compact.exportable_platforms == ["ONNX"]
+    project = trainer.create_project("Exportable", domain_id=GENERAL_COMPACT)
+    cat = trainer.create_tag(project.id, "cat")
+    cup = trainer.create_tag(project.id, "coffee")
+    for box in CROPS:
+        trainer.create_images_from_data(project.id, photo_crop_jpeg("chelsea.png", box), tag_ids=[cat.id])
+        trainer.create_images_from_data(project.id, photo_crop_jpeg("coffee.png", box), tag_ids=[cup.id])
+    iteration = trainer.train_project(project.id)
+    deadline = time.time() + 600  # a hang guard: CI trains on two shared cores
+    while iteration.status == "Training" and time.time() < deadline:
+        time.sleep(0.5)
+        iteration = trainer.get_iteration(project.id, iteration.id)
+    assert iteration.status == "Completed" and iteration.exportable and iteration.exportable_to == ["ONNX"]
+
+    with pytest.raises(CustomVisionErrorException) as e:
+        trainer.export_iteration(project.id, iteration.id, "CoreML")
+    assert e.value.error.code == "BadRequestExportValidationFailed"
+    started = trainer.export_iteration(project.id, iteration.id, "ONNX")
+    assert (started.platform, started.status) == ("ONNX", "Exporting")
+    deadline = time.time() + 300
+    exports = trainer.get_exports(project.id, iteration.id)
+    while exports[0].status == "Exporting" and time.time() < deadline:
+        time.sleep(0.3)
+        exports = trainer.get_exports(project.id, iteration.id)
+    assert len(exports) == 1 and exports[0].status == "Done" and not exports[0].newer_version_available
+    package = zipfile.ZipFile(io.BytesIO(requests.get(exports[0].download_uri, timeout=60).content))
+    assert package.read("model.onnx")[:2] == b"\x08\x08"  # ModelProto.ir_version = 8
+    assert sorted(package.read("labels.txt").decode().split()) == ["cat", "coffee"]
+    assert json.loads(package.read("cvexport.manifest"))["IterationId"] == iteration.id
     trainer.delete_project(project.id)

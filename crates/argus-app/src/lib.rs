@@ -15,7 +15,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use argus_core::service::{ModelHub, SegmentJobs, TrainingJobs};
+use argus_core::service::{ExportJobs, ModelHub, SegmentJobs, TrainingJobs};
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, SqliteStore};
@@ -170,7 +170,7 @@ impl Node {
             }
             pools.push(argus_jobs::start(
                 state.argus.jobs.clone(),
-                vec![Arc::new(TrainingJobs(state.argus.clone()))],
+                vec![Arc::new(TrainingJobs(state.argus.clone())), Arc::new(ExportJobs(state.argus.clone()))],
                 argus_jobs::PoolConfig {
                     concurrency: options.training_workers,
                     idle_poll: options.training_poll,

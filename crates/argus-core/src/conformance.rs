@@ -301,4 +301,8 @@ async fn failed_attempts_retry_then_complete<S: JobQueue>(s: &S) {
     let done = s.get_job(a.id).await.expect("get").expect("job");
     assert_eq!((done.status, done.progress), (JobStatus::Completed, 1.0));
     assert_eq!(s.active_jobs("train", "p").await.expect("active"), 0);
+    let b = s.enqueue(job("train")).await.expect("enqueue");
+    let listed: Vec<_> = s.list_jobs("train", "p").await.expect("list").iter().map(|j| (j.id, j.status)).collect();
+    assert_eq!(listed, vec![(a.id, JobStatus::Completed), (b.id, JobStatus::Queued)], "oldest first");
+    assert!(s.list_jobs("other", "p").await.expect("list").is_empty());
 }

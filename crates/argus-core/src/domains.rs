@@ -34,14 +34,15 @@ pub struct Domain {
     pub exportable_to: &'static [&'static str],
 }
 
-/// What a compact domain lists under `exportablePlatforms`: the platforms Argus itself can export to. Model
-/// export is not built yet, so no platform is listed; the hosted service's list (CoreML, TensorFlow, DockerFile,
-/// ONNX, VAIDK, OpenVino) would be a promise Argus cannot keep.
-const ARGUS_EXPORT_PLATFORMS: &[&str] = &[];
+/// What a compact domain lists under `exportablePlatforms`: the platforms Argus itself exports to (the hosted
+/// service's longer list would be a promise Argus cannot keep). Classifiers export to ONNX; detectors to
+/// nothing yet.
+const CLASSIFIER_EXPORT_PLATFORMS: &[&str] = &["ONNX"];
 
 const fn domain(id: Uuid, name: &'static str, kind: DomainType, compact: bool) -> Domain {
     // The hosted service marks every compact domain exportable and no other.
-    let platforms: &[&str] = if compact { ARGUS_EXPORT_PLATFORMS } else { &[] };
+    let platforms: &[&str] =
+        if compact && matches!(kind, DomainType::Classification) { CLASSIFIER_EXPORT_PLATFORMS } else { &[] };
     Domain {
         id,
         name,

@@ -126,6 +126,8 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>>;
     /// Jobs of `kind` in `scope` that are queued or running.
     async fn active_jobs(&self, kind: &str, scope: &str) -> StoreResult<u64>;
+    /// Every job of `kind` in `scope`, oldest first.
+    async fn list_jobs(&self, kind: &str, scope: &str) -> StoreResult<Vec<Job>>;
 }
 
 /// Progress a running handler reports; the worker's heartbeat persists it.

@@ -601,6 +601,23 @@ pub struct ProjectExport {
     pub token: String,
 }
 
+/// One export of an iteration (GetExports / ExportIteration).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Export {
+    /// Platform: `ONNX`.
+    pub platform: String,
+    /// `Exporting`, `Done` or `Failed`.
+    pub status: String,
+    /// A signed, expiring link to the package once `Done`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub download_uri: Option<String>,
+    /// Flavor asked for (`null` for the platform's default).
+    pub flavor: Option<String>,
+    /// Whether the exporter that made this package is older than the current one.
+    pub newer_version_available: bool,
+}
+
 /// A trained (or training) iteration, as the API returns it, with Argus's progress fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -69,6 +69,7 @@ pub(crate) fn router(state: AppState) -> Router {
             "/projects/{project}/iterations/{iteration}/publish",
             post(publish_iteration).delete(unpublish_iteration),
         )
+        .route("/projects/{project}/iterations/{iteration}/export", get(get_exports).post(export_iteration))
         .route("/projects/{project}/iterations/{iteration}/performance", get(get_iteration_performance))
         .route("/projects/{project}/iterations/{iteration}/performance/images", get(get_image_performances))
         .route("/projects/{project}/iterations/{iteration}/performance/images/count", get(get_image_performance_count))
@@ -636,6 +637,24 @@ async fn get_iterations(State(s): State<AppState>, Path(p): Path<String>) -> Htt
 async fn get_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<Response> {
     let (p, i) = ids(&p, &i)?;
     Ok(ok_json(s.argus.iteration(p, i).await?))
+}
+
+async fn export_iteration(
+    State(s): State<AppState>,
+    Path((p, i)): Path<(String, String)>,
+    q: Query,
+) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    Ok(ok_json(s.argus.export_iteration(p, i, q.str("platform"), q.str("flavor")).await?))
+}
+
+async fn get_exports(
+    State(s): State<AppState>,
+    BaseUrl(ctx): BaseUrl,
+    Path((p, i)): Path<(String, String)>,
+) -> HttpResult<Response> {
+    let (p, i) = ids(&p, &i)?;
+    Ok(ok_json(s.argus.exports(&ctx, p, i).await?))
 }
 
 async fn delete_iteration(State(s): State<AppState>, Path((p, i)): Path<(String, String)>) -> HttpResult<StatusCode> {

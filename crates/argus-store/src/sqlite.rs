@@ -1406,4 +1406,14 @@ impl JobQueue for SqliteStore {
         .map_err(backend)?;
         Ok(n as u64)
     }
+
+    async fn list_jobs(&self, kind: &str, scope: &str) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE kind = ? AND scope = ? ORDER BY seq")
+            .bind(kind)
+            .bind(scope)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(job_from).collect()
+    }
 }

@@ -34,12 +34,12 @@ const CHANNELS_LAST_MAX_PIXELS: usize = 784;
 const STAGE_STRIDES: [usize; 7] = [1, 2, 2, 2, 1, 2, 1];
 
 /// One block of a checkpoint: (kernel, stride, has an expansion, in, out, stage).
-type BlockPlan = (usize, usize, bool, usize, usize, usize);
+pub(crate) type BlockPlan = (usize, usize, bool, usize, usize, usize);
 
 /// The blocks a checkpoint holds, as [`BlockPlan`]s: read off the weights, so one
 /// loader serves Lite0 and its wider, deeper siblings. A stage starts where a block's output channels differ from
 /// its input's (every stage changes the width); its first block takes the stage's stride.
-fn block_plan(w: &Weights) -> candle_core::Result<Vec<BlockPlan>> {
+pub(crate) fn block_plan(w: &Weights) -> candle_core::Result<Vec<BlockPlan>> {
     let mut plan = Vec::new();
     let mut stage: Option<usize> = None;
     let mut channels = get(w, "_conv_stem.weight")?.dim(0)?;
@@ -68,7 +68,7 @@ fn block_plan(w: &Weights) -> candle_core::Result<Vec<BlockPlan>> {
     Ok(plan)
 }
 
-type Weights = HashMap<String, Tensor>;
+pub(crate) type Weights = HashMap<String, Tensor>;
 
 fn get(w: &Weights, name: &str) -> candle_core::Result<Tensor> {
     w.get(name).cloned().ok_or_else(|| candle_core::Error::Msg(format!("weight {name} is missing")))
@@ -82,7 +82,7 @@ pub fn same_padding(size: usize, k: usize, stride: usize) -> (usize, usize, usiz
 }
 
 /// Folds BatchNorm `bn` into a convolution weight of shape (out, …): returns (weight, bias).
-fn fold(w: &Weights, conv: &str, bn: &str) -> candle_core::Result<(Tensor, Tensor)> {
+pub(crate) fn fold(w: &Weights, conv: &str, bn: &str) -> candle_core::Result<(Tensor, Tensor)> {
     let weight = get(w, &format!("{conv}.weight"))?;
     let gamma = get(w, &format!("{bn}.weight"))?;
     let beta = get(w, &format!("{bn}.bias"))?;

@@ -461,6 +461,29 @@ impl LinearHead {
             .collect()
     }
 
+    /// The head as one affine map of the raw pooled feature, standardisation folded in: (`classes × features`
+    /// weights, row-major, and `classes` biases), so that `logits = W · feature + b`.
+    pub fn folded_affine(&self) -> (Vec<f32>, Vec<f32>) {
+        let d = self.mean.len();
+        let mut weight = vec![0f32; self.classes * d];
+        let mut bias = vec![0f32; self.classes];
+        for c in 0..self.classes {
+            let mut b = self.bias[c] as f64;
+            for j in 0..d {
+                let w = self.weight[c * d + j] as f64 * self.inv_std[j] as f64;
+                weight[c * d + j] = w as f32;
+                b -= w * self.mean[j] as f64;
+            }
+            bias[c] = b as f32;
+        }
+        (weight, bias)
+    }
+
+    /// Number of classes (tags) it scores.
+    pub fn classes(&self) -> usize {
+        self.classes
+    }
+
     /// Multiplies every score by `t` (folded into the weights and biases): the same ranking, sharper (`t > 1`)
     /// or softer probabilities.
     pub fn scale_scores(&mut self, t: f32) {
@@ -575,6 +598,25 @@ mod tests {
             assert_eq!(again.predict(&scored[3]), head.predict(&scored[3]));
             assert_eq!((again.pooling, again.input_size, again.framing), (Pooling::Mean, 224, Framing::CentreCrop));
             assert_eq!(again.backbone, Variant::Lite0);
+        }
+    }
+
+    #[test]
+    fn the_folded_affine_map_scores_like_the_head() {
+        let (rows, scored, y) = separable();
+        let all: Vec<usize> = (0..rows.len()).collect();
+        let head = LinearHead::fit_path(&rows, &y, &all, HeadKind::Multiclass, &TrainingRecipe::regular())
+            .expect("fit")
+            .pop()
+            .expect("head");
+        let (w, b) = head.folded_affine();
+        for f in &scored {
+            let folded: Vec<f32> = (0..head.classes())
+                .map(|c| b[c] + w[c * f.len()..(c + 1) * f.len()].iter().zip(f).map(|(w, x)| w * x).sum::<f32>())
+                .collect();
+            for (a, e) in folded.iter().zip(head.logits(f)) {
+                assert!((a - e).abs() < 1e-4 * (1.0 + e.abs()), "{a} vs {e}");
+            }
         }
     }
 

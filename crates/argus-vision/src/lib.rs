@@ -7,6 +7,7 @@ pub mod box_stage;
 pub mod classifier;
 pub mod composite;
 pub mod detector;
+pub mod export;
 pub mod imageio;
 pub mod logreg;
 pub mod maxflow;

@@ -2,6 +2,7 @@
 //! result; every rule of the contract (limits, validation, error codes) is enforced in this module tree.
 
 mod datasets;
+mod exports;
 mod images;
 mod labels;
 mod maintenance;
@@ -25,6 +26,7 @@ use crate::signing::UrlSigner;
 use crate::store::{BlobStore, ImageRecord, MetadataStore, StoreError, UrlFetcher};
 
 pub use datasets::{dataset_format, DatasetImportFailure, DatasetImportSummary};
+pub use exports::{ExportJobs, EXPORTER_VERSION, EXPORT_JOB};
 pub use images::{ImageListing, UploadItem};
 pub use maintenance::SweepReport;
 pub use models::ModelHub;

@@ -116,12 +116,8 @@ impl ModelHub {
         self.dir.join(variant.file()).exists()
     }
 
-    /// A backbone variant, loading it on first use.
-    pub fn backbone_of(&self, variant: Variant) -> ApiResult<Arc<EfficientNetLite0>> {
-        let slot = &self.backbones[Variant::ALL.iter().position(|v| *v == variant).unwrap_or(0)];
-        if let Some(b) = slot.get() {
-            return Ok(Arc::clone(b));
-        }
+    /// The checkpoint file of a backbone variant (a clear error when it is missing).
+    pub fn weights_path(&self, variant: Variant) -> ApiResult<PathBuf> {
         let path = self.dir.join(variant.file());
         if !path.exists() {
             return Err(ApiError::new(
@@ -134,6 +130,16 @@ impl ModelHub {
                 ),
             ));
         }
+        Ok(path)
+    }
+
+    /// A backbone variant, loading it on first use.
+    pub fn backbone_of(&self, variant: Variant) -> ApiResult<Arc<EfficientNetLite0>> {
+        let slot = &self.backbones[Variant::ALL.iter().position(|v| *v == variant).unwrap_or(0)];
+        if let Some(b) = slot.get() {
+            return Ok(Arc::clone(b));
+        }
+        let path = self.weights_path(variant)?;
         let net = EfficientNetLite0::from_file(&path).map_err(|e| {
             ApiError::new(
                 ErrorCode::ErrorFeaturizationInvalidFeaturizer,

@@ -156,6 +156,16 @@ impl Snapshot {
     pub(super) fn is_multilabel(&self) -> bool {
         self.multilabel
     }
+
+    /// Tag names in the order of the model's outputs.
+    pub(super) fn output_names(&self) -> Vec<String> {
+        self.tags.iter().map(|t| t.name.clone()).collect()
+    }
+}
+
+/// Where an iteration's trained model is stored.
+pub(super) fn classifier_model_key(project: Uuid, iteration: Uuid) -> String {
+    model_key(project, iteration, false)
 }
 
 pub(super) fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
@@ -383,8 +393,9 @@ impl Argus {
             last_modified: t,
             trained_at: None,
             project_id,
-            exportable: false,
-            exportable_to: Vec::new(),
+            // What Argus can export this iteration to (a compact classification domain: ONNX).
+            exportable: !domain.exportable_platforms.is_empty(),
+            exportable_to: domain.exportable_platforms.iter().map(|p| p.to_string()).collect(),
             domain_id: Some(domain.id),
             classification_type: project.settings.classification_type,
             training_type: if advanced { "Advanced" } else { "Regular" }.into(),

@@ -81,6 +81,7 @@ impl TestServer {
             argus.jobs.clone(),
             vec![
                 Arc::new(argus_core::service::TrainingJobs(argus.clone())),
+                Arc::new(argus_core::service::ExportJobs(argus.clone())),
                 Arc::new(argus_core::service::SegmentJobs(argus.clone())),
             ],
             argus_jobs::PoolConfig {

@@ -1,0 +1,324 @@
+//! Model export (ExportIteration / GetExports). Each request is an `export` job on the durable queue (so it
+//! survives a restart and a killed worker); the job writes the package under the iteration's blobs, where it
+//! lives and goes with the iteration. GetExports reads the jobs back as the hosted service's `Export` objects,
+//! the latest per platform and flavor.
+//!
+//! What Argus exports today: classifiers (Multiclass and Multilabel) of compact domains as ONNX, FP32
+//! (flavor none, `ONNX10`, `ONNX12`) or with FP16 weights (`OnnxFloat16`). Object detectors and the other
+//! platforms answer `BadRequestExportValidationFailed` naming what is supported.
+
+use std::collections::HashMap;
+
+use argus_vision::classifier::{HeadKind, LinearHead};
+use argus_vision::export::{classifier_onnx, zip_package, Precision, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT};
+use async_trait::async_trait;
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+use uuid::Uuid;
+
+use super::training::{classifier_model_key, snapshot_of};
+use super::{store_err, Argus, UrlContext};
+use crate::domains::find_domain;
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::jobs::{Job, JobHandler, JobStatus, NewJob, Progress};
+use crate::model::Export;
+
+/// Job kind of exports.
+pub const EXPORT_JOB: &str = "export";
+
+/// Version of the package format; packages from an older exporter report `newerVersionAvailable`.
+pub const EXPORTER_VERSION: u32 = 1;
+
+const PLATFORMS: &[&str] = &["CoreML", "TensorFlow", "DockerFile", "ONNX", "VAIDK", "OpenVino"];
+
+/// What one export job makes.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ExportPayload {
+    project: Uuid,
+    iteration: Uuid,
+    platform: String,
+    flavor: Option<String>,
+    exporter_version: u32,
+}
+
+fn scope(project: Uuid, iteration: Uuid) -> String {
+    format!("{project}/{iteration}")
+}
+
+fn package_key(project: Uuid, iteration: Uuid, platform: &str, flavor: Option<&str>) -> String {
+    format!("projects/{project}/iterations/{iteration}/exports/{platform}-{}.zip", flavor.unwrap_or("default"))
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::new(ErrorCode::BadRequestExportValidationFailed, message)
+}
+
+/// The canonical platform and flavor of a request, and the precision it asks for.
+fn parse_target(platform: Option<&str>, flavor: Option<&str>) -> ApiResult<(String, Option<String>, Precision)> {
+    let platform = platform
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .ok_or_else(|| ApiError::new(ErrorCode::BadRequest, "platform is required (ONNX is what Argus exports)."))?;
+    let Some(canon) = PLATFORMS.iter().find(|p| p.eq_ignore_ascii_case(platform)) else {
+        return Err(ApiError::new(
+            ErrorCode::BadRequestExportValidationFailed,
+            format!("Unknown export platform '{platform}'; Argus exports to ONNX."),
+        ));
+    };
+    if *canon != "ONNX" {
+        return Err(invalid(format!(
+            "Argus does not export to {canon} yet; it exports classifiers to ONNX (flavors ONNX10, ONNX12, \
+             OnnxFloat16)."
+        )));
+    }
+    let flavor = flavor.map(str::trim).filter(|f| !f.is_empty());
+    let (flavor, precision) = match flavor.map(str::to_ascii_lowercase).as_deref() {
+        None => (None, Precision::Float32),
+        Some("onnx10") => (Some("ONNX10"), Precision::Float32),
+        Some("onnx12") => (Some("ONNX12"), Precision::Float32),
+        Some("onnxfloat16") => (Some("OnnxFloat16"), Precision::Float16),
+        Some(_) => {
+            return Err(invalid(format!(
+                "ONNX exports come in flavors ONNX10, ONNX12 (FP32) and OnnxFloat16, not '{}'.",
+                flavor.unwrap_or_default()
+            )))
+        }
+    };
+    Ok((canon.to_string(), flavor.map(str::to_string), precision))
+}
+
+impl Argus {
+    /// ExportIteration: validates and queues an export of a trained iteration.
+    pub async fn export_iteration(
+        &self,
+        project: Uuid,
+        iteration: Uuid,
+        platform: Option<&str>,
+        flavor: Option<&str>,
+    ) -> ApiResult<Export> {
+        self.project(project).await?;
+        let (it, snap) = self.iteration_record(project, iteration).await?;
+        if it.status == "Training" {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestExportWhileTraining,
+                format!("Iteration {iteration} is still training; export it once it is Completed."),
+            ));
+        }
+        if it.status != "Completed" {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestIterationIsNotTrained,
+                format!("Iteration {iteration} did not finish training ({}); it cannot be exported.", it.status),
+            ));
+        }
+        let (platform, flavor, _) = parse_target(platform, flavor)?;
+        let domain = it.domain_id.and_then(find_domain);
+        if !domain.is_some_and(|d| d.exportable) {
+            return Err(invalid(format!(
+                "Iteration {iteration} was trained on the domain '{}', which is not exportable; train on a compact \
+                 domain to export.",
+                domain.map(|d| d.name).unwrap_or("unknown")
+            )));
+        }
+        if snapshot_of(snap)?.is_detection() {
+            return Err(invalid(
+                "Argus exports classifiers to ONNX; object detectors cannot be exported yet.".to_string(),
+            ));
+        }
+        let scope = scope(project, iteration);
+        let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope).await.map_err(store_err)?;
+        let same = |j: &Job| {
+            serde_json::from_value::<ExportPayload>(j.payload.clone())
+                .is_ok_and(|p| p.platform == platform && p.flavor == flavor)
+        };
+        if jobs.iter().any(|j| same(j) && matches!(j.status, JobStatus::Queued | JobStatus::Running)) {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestExportAlreadyInProgress,
+                format!("An export to {platform} ({}) is already in progress.", flavor.as_deref().unwrap_or("default")),
+            ));
+        }
+        let payload = ExportPayload {
+            project,
+            iteration,
+            platform: platform.clone(),
+            flavor: flavor.clone(),
+            exporter_version: EXPORTER_VERSION,
+        };
+        self.jobs
+            .enqueue(NewJob {
+                kind: EXPORT_JOB.into(),
+                scope,
+                payload: serde_json::to_value(&payload).map_err(ApiError::internal)?,
+                max_attempts: 3,
+            })
+            .await
+            .map_err(store_err)?;
+        tracing::info!(project = %project, iteration = %iteration, platform = %platform, flavor = ?flavor, "export queued");
+        Ok(Export { platform, status: "Exporting".into(), download_uri: None, flavor, newer_version_available: false })
+    }
+
+    /// GetExports: the latest export per platform and flavor, in the order they were first asked for.
+    pub async fn exports(&self, ctx: &UrlContext, project: Uuid, iteration: Uuid) -> ApiResult<Vec<Export>> {
+        self.project(project).await?;
+        self.iteration_record(project, iteration).await?;
+        let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope(project, iteration)).await.map_err(store_err)?;
+        let mut order: Vec<(String, Option<String>)> = Vec::new();
+        let mut latest: HashMap<(String, Option<String>), (ExportPayload, Job)> = HashMap::new();
+        for job in jobs {
+            let Ok(p) = serde_json::from_value::<ExportPayload>(job.payload.clone()) else { continue };
+            let target = (p.platform.clone(), p.flavor.clone());
+            if !latest.contains_key(&target) {
+                order.push(target.clone());
+            }
+            latest.insert(target, (p, job));
+        }
+        Ok(order
+            .into_iter()
+            .filter_map(|t| latest.remove(&t))
+            .map(|(p, job)| {
+                let (status, download_uri) = match job.status {
+                    JobStatus::Queued | JobStatus::Running => ("Exporting", None),
+                    JobStatus::Failed => ("Failed", None),
+                    JobStatus::Completed => (
+                        "Done",
+                        Some(self.signed_url(ctx, &package_key(project, iteration, &p.platform, p.flavor.as_deref()))),
+                    ),
+                };
+                Export {
+                    platform: p.platform,
+                    status: status.into(),
+                    download_uri,
+                    flavor: p.flavor,
+                    newer_version_available: p.exporter_version < EXPORTER_VERSION,
+                }
+            })
+            .collect())
+    }
+
+    /// Writes one export package (called by the job handler).
+    async fn run_export(&self, p: &ExportPayload, progress: &Progress) -> ApiResult<()> {
+        let (it, snap) = self.iteration_record(p.project, p.iteration).await?;
+        let snap = snapshot_of(snap)?;
+        let (_, _, precision) = parse_target(Some(&p.platform), p.flavor.as_deref())?;
+        let stored =
+            self.blobs.get(&classifier_model_key(p.project, p.iteration)).await.map_err(store_err)?.ok_or_else(
+                || ApiError::new(ErrorCode::ErrorExporterInvalidClassifier, "The model of this iteration is missing."),
+            )?;
+        let head = LinearHead::from_bytes(&stored).map_err(ApiError::internal)?;
+        let weights = self.models.weights_path(head.backbone)?;
+        progress.set(0.1, "writing the ONNX graph");
+        let labels = snap.output_names();
+        let (head_for_graph, size) = (head.clone(), head.input_size);
+        let model = tokio::task::spawn_blocking(move || classifier_onnx(&weights, &head_for_graph, precision))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
+        progress.set(0.8, "packaging");
+        let domain = it.domain_id.and_then(find_domain);
+        let multilabel = head.kind == HeadKind::Multilabel;
+        let sha1 = hex::encode(sha1_digest(&model));
+        let exported = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        let manifest = serde_json::json!({
+            "DomainType": if multilabel { "Classification (Multilabel)" } else { "Classification (Multiclass)" },
+            "Platform": p.platform,
+            "Flavor": p.flavor.clone().unwrap_or_default(),
+            "ExporterVersion": EXPORTER_VERSION.to_string(),
+            "ExportedDate": exported,
+            "IterationId": p.iteration,
+            "ModelFileName": "model.onnx",
+            "LabelFileName": "labels.txt",
+            "MetadataPropsFileName": "metadata_properties.json",
+            "ModelFileSHA1": sha1,
+            "SchemaVersion": "1.0",
+        });
+        let metadata = serde_json::json!({
+            "CustomVision.Metadata.AdditionalModelInfo": "",
+            "CustomVision.Metadata.Version": "1.0",
+            "CustomVision.Postprocess.Method": if multilabel { "Sigmoid" } else { "Softmax" },
+            "CustomVision.Preprocess.CropMethod": "CenterCrop224of256",
+            "CustomVision.Preprocess.CropHeight": size,
+            "CustomVision.Preprocess.CropWidth": size,
+            "CustomVision.Preprocess.NormalizationMethod": "(x - 127) / 128, inside the graph",
+            "CustomVision.Preprocess.ResizeMethod": "Triangle (bilinear) filter",
+            "CustomVision.Preprocess.TargetHeight": size,
+            "CustomVision.Preprocess.TargetWidth": size,
+            "Image.BitmapPixelFormat": "Rgb8",
+            "Image.ColorSpaceGamma": "SRGB",
+            "Image.NominalPixelRange": "Normalized_0_255",
+            "Domain": domain.map(|d| d.name).unwrap_or_default(),
+            "Precision": if precision == Precision::Float16 { "FP16 weights, FP32 compute" } else { "FP32" },
+        });
+        let readme = package_readme(size, multilabel, precision, &labels);
+        let files = [
+            ("model.onnx", model),
+            ("labels.txt", labels.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes()),
+            ("cvexport.manifest", serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?),
+            ("metadata_properties.json", serde_json::to_vec_pretty(&metadata).map_err(ApiError::internal)?),
+            ("predict.py", PREDICT_PY.as_bytes().to_vec()),
+            ("README.md", readme.into_bytes()),
+        ];
+        let zip = zip_package(&files).map_err(ApiError::internal)?;
+        let key = package_key(p.project, p.iteration, &p.platform, p.flavor.as_deref());
+        self.blobs.put(&key, Bytes::from(zip)).await.map_err(store_err)?;
+        tracing::info!(project = %p.project, iteration = %p.iteration, platform = %p.platform, key = %key, "export written");
+        Ok(())
+    }
+}
+
+/// The hosted manifest's `ModelFileSHA1` is a SHA-1 of the model file.
+fn sha1_digest(bytes: &[u8]) -> Vec<u8> {
+    sha1::Sha1::digest(bytes).to_vec()
+}
+
+/// The package's `predict.py`: the server's preprocessing (EXIF orientation, centre crop of 224/256 of the
+/// shorter side, triangle-filter resize) with numpy, Pillow and onnxruntime.
+const PREDICT_PY: &str = include_str!("export_predict.py");
+
+fn package_readme(size: u32, multilabel: bool, precision: Precision, labels: &[String]) -> String {
+    format!(
+        "# Argus classifier export\n\n\
+         `model.onnx` (ONNX opset 13) classifies an image into the tags of `labels.txt` ({} tags), as the Argus \
+         server that trained it does.\n\n\
+         - input `{CLASSIFIER_INPUT}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The image \
+         is first turned upright (EXIF orientation), then its central square of 224/256 of the shorter side is \
+         resized to {size} × {size} with a triangle (bilinear) filter. Normalisation and the mirror-image average \
+         happen inside the graph.\n\
+         - output `{CLASSIFIER_OUTPUT}`: float32 `[1, {}]`, {} in `labels.txt` order.\n\
+         - weights: {}.\n\n\
+         `python predict.py IMAGE...` (numpy, Pillow, onnxruntime) prints the probabilities per tag.\n",
+        labels.len(),
+        labels.len(),
+        if multilabel {
+            "one independent probability per tag (sigmoid)"
+        } else {
+            "probabilities summing to 1 (softmax)"
+        },
+        if precision == Precision::Float16 { "FP16 (computed in FP32)" } else { "FP32" },
+    )
+}
+
+/// Runs `export` jobs.
+pub struct ExportJobs(pub Argus);
+
+#[async_trait]
+impl JobHandler for ExportJobs {
+    fn kind(&self) -> &'static str {
+        EXPORT_JOB
+    }
+
+    async fn run(&self, job: &Job, progress: Progress) -> Result<serde_json::Value, (String, bool)> {
+        let p: ExportPayload =
+            serde_json::from_value(job.payload.clone()).map_err(|e| (format!("bad payload: {e}"), false))?;
+        match self.0.run_export(&p, &progress).await {
+            Ok(()) => {
+                Ok(serde_json::json!({"key": package_key(p.project, p.iteration, &p.platform, p.flavor.as_deref())}))
+            }
+            Err(e) => Err((e.message, false)),
+        }
+    }
+
+    async fn abandoned(&self, job: &Job, reason: &str) {
+        tracing::warn!(job = %job.id, reason, "export abandoned");
+    }
+}

@@ -113,6 +113,7 @@ def test_onnx_export_matches_the_server(srv, classification_type, tmp_path):
     labels = package.read("labels.txt").decode().split()
     assert sorted(labels) == ["cat", "coffee"]
     half = export(srv, project, it["id"], "OnnxFloat16").read("model.onnx")
+    print(f"{classification_type}: model.onnx {len(model)} bytes, FP16 {len(half)} ({len(half) / len(model):.0%})")
     assert len(half) < 0.6 * len(model), (len(half), len(model))
     # Deterministic: a second export of the same iteration writes the same model bytes.
     assert export(srv, project, it["id"]).read("model.onnx") == model

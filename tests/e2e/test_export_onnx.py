@@ -1,8 +1,8 @@
 """ExportIteration / GetExports end to end: a real `argus serve` trains compact-domain classifiers on real
 photographs, exports them to ONNX (FP32 and FP16 weights), and onnxruntime from PyPI runs the downloaded models.
 
-Parity is measured against the server's own predictions (QuickTestImage): on 256 × 256 PNGs the centre crop
-(224 of 256) needs no resampling, so the model sees exactly the server's input tensor and the FP32 export must
+Parity is measured against the server's own predictions (QuickTestImage): on square PNGs of side S·256/224 the
+centre crop (224/256 of the side) is already S × S and needs no resampling, so the model sees exactly the server's input tensor and the FP32 export must
 agree to 1e-4 (FP16 weights: 5e-3); from arbitrary photographs through the shipped `predict.py` (Pillow's
 resize instead of Argus's) to 1e-2 with the same top tag."""
 
@@ -41,14 +41,15 @@ def crop(photo, box, size=None, fmt="JPEG"):
     return buf.getvalue()
 
 
-def train(srv, classification_type):
-    p = srv.call("POST", "/projects", params={"name": f"export-{classification_type}", "domainId": COMPACT,
-                                               "classificationType": classification_type})
+def train(srv, classification_type, training_type):
+    p = srv.call("POST", "/projects", params={"name": f"export-{classification_type}-{training_type}",
+                                               "domainId": COMPACT, "classificationType": classification_type})
     tags = [srv.call("POST", f"/projects/{p['id']}/tags", params={"name": n}) for n in ("cat", "coffee")]
     for tag, photo in zip(tags, ("chelsea.png", "coffee.png")):
         files = [("files", (f"{photo}-{i}.jpg", crop(photo, c), "image/jpeg")) for i, c in enumerate(CROPS)]
         srv.call("POST", f"/projects/{p['id']}/images", params={"tagIds": tag["id"]}, files=files)
-    it = srv.call("POST", f"/projects/{p['id']}/train")
+    params = {"trainingType": "Advanced", "reservedBudgetInHours": 1} if training_type == "Advanced" else {}
+    it = srv.call("POST", f"/projects/{p['id']}/train", params=params)
     deadline = time.time() + 600  # a hang guard: CI trains on two shared cores
     while it["status"] == "Training" and time.time() < deadline:
         time.sleep(0.5)
@@ -92,9 +93,11 @@ def srv():
     s.proc.kill()
 
 
-@pytest.mark.parametrize("classification_type", ["Multiclass", "Multilabel"])
-def test_onnx_export_matches_the_server(srv, classification_type, tmp_path):
-    project, it = train(srv, classification_type)
+@pytest.mark.parametrize("classification_type,training_type,size",
+                         [("Multiclass", "Regular", 224), ("Multilabel", "Regular", 224), ("Multiclass", "Advanced", 260)])
+def test_onnx_export_matches_the_server(srv, classification_type, training_type, size, tmp_path):
+    """Regular classifiers run EfficientNet-Lite0 at 224 px, Advanced ones Lite2 at 260 px."""
+    project, it = train(srv, classification_type, training_type)
     assert it["exportable"] is True and it["exportableTo"] == ["ONNX"], it
     base = f"/projects/{project}/iterations/{it['id']}/export"
     for params, code in [({"platform": "CoreML"}, "BadRequestExportValidationFailed"),
@@ -113,7 +116,7 @@ def test_onnx_export_matches_the_server(srv, classification_type, tmp_path):
     labels = package.read("labels.txt").decode().split()
     assert sorted(labels) == ["cat", "coffee"]
     half = export(srv, project, it["id"], "OnnxFloat16").read("model.onnx")
-    print(f"{classification_type}: model.onnx {len(model)} bytes, FP16 {len(half)} ({len(half) / len(model):.0%})")
+    print(f"{classification_type} {training_type}: model.onnx {len(model)} bytes, FP16 {len(half)} ({len(half) / len(model):.0%})")
     assert len(half) < 0.6 * len(model), (len(half), len(model))
     # Deterministic: a second export of the same iteration writes the same model bytes.
     assert export(srv, project, it["id"]).read("model.onnx") == model
@@ -122,26 +125,31 @@ def test_onnx_export_matches_the_server(srv, classification_type, tmp_path):
     fp16 = ort.InferenceSession(half, providers=["CPUExecutionProvider"])
     meta = fp32.get_modelmeta().custom_metadata_map
     assert meta["Image.BitmapPixelFormat"] == "Rgb8" and meta["Image.NominalPixelRange"] == "Normalized_0_255"
-    assert [i.name for i in fp32.get_inputs()] == ["data"] and fp32.get_inputs()[0].shape == [1, 3, 224, 224]
+    assert [i.name for i in fp32.get_inputs()] == ["data"] and fp32.get_inputs()[0].shape == [1, 3, size, size]
     assert [o.name for o in fp32.get_outputs()] == ["model_output"]
 
-    # The server's exact input: a 256 × 256 PNG's central 224 × 224 square.
+    # The server's exact input: the central square (224/256 of the side) of a PNG needs no resampling.
+    side = round(size * 256 / 224)
+    crop_side = round(side * 224 / 256)
+    offset = (side - crop_side) // 2
+    assert crop_side == size
     worst32 = worst16 = 0.0
     least_sure = 1.0
     for photo, box in [("chelsea.png", (0.1, 0.1, 0.8, 0.8)), ("coffee.png", (0.0, 0.0, 1.0, 1.0)),
                        ("chelsea.png", (0.3, 0.0, 0.7, 1.0)), ("astronaut.png", (0.0, 0.0, 1.0, 1.0)),
                        ("horse.png", (0.0, 0.0, 1.0, 1.0)), ("motorcycle_left.png", (0.2, 0.0, 0.6, 1.0))]:
-        png = crop(photo, box, (256, 256), "PNG")
+        png = crop(photo, box, (side, side), "PNG")
         want = server_probs(srv, project, it["id"], png, labels)
         least_sure = min(least_sure, float(want.max()))
-        x = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)[16:240, 16:240]
+        x = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"), dtype=np.float32)
+        x = x[offset:offset + size, offset:offset + size]
         x = x.transpose(2, 0, 1)[None].copy()
         got32 = fp32.run(None, {"data": x})[0][0]
         got16 = fp16.run(None, {"data": x})[0][0]
         worst32 = max(worst32, float(np.abs(got32 - want).max()))
         worst16 = max(worst16, float(np.abs(got16 - want).max()))
         assert np.argmax(got32) == np.argmax(want) == np.argmax(got16)
-    print(f"{classification_type}: FP32 max |dp| {worst32:.2e}, FP16 {worst16:.2e}; least sure {least_sure:.3f}")
+    print(f"{classification_type} {training_type}: FP32 max |dp| {worst32:.2e}, FP16 {worst16:.2e}; least sure {least_sure:.3f}")
     # Photographs of neither tag keep the comparison away from saturated probabilities.
     assert least_sure < 0.99, least_sure
     assert worst32 <= 1e-4, worst32
@@ -165,5 +173,5 @@ def test_onnx_export_matches_the_server(srv, classification_type, tmp_path):
         got = np.array([got[label] for label in labels])
         worst = max(worst, float(np.abs(got - want).max()))
         assert np.argmax(got) == np.argmax(want)
-    print(f"{classification_type}: predict.py from JPEG files max |dp| {worst:.2e}")
+    print(f"{classification_type} {training_type}: predict.py from JPEG files max |dp| {worst:.2e}")
     assert worst <= 1e-2, worst

@@ -27,6 +27,7 @@ from PIL import Image, ImageDraw
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 TRAINING_KEY = "fuzz-training-key"
+GENERAL_COMPACT = "0732100f-1a38-4e49-a514-c9b44c697ab5"
 PREDICTION_KEY = "fuzz-prediction-key"
 CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
 SPECS = [
@@ -71,8 +72,8 @@ class Api:
             raise RuntimeError(f"{method} {path}: {r.status_code} {r.text}")
         return r.json() if r.content else None
 
-    def project(self, name, tags, images_per_tag, train):
-        p = self.call("POST", f"/projects?name={name}")["id"]
+    def project(self, name, tags, images_per_tag, train, domain=None):
+        p = self.call("POST", f"/projects?name={name}" + (f"&domainId={domain}" if domain else ""))["id"]
         tag_ids = [self.call("POST", f"/projects/{p}/tags?name={t}")["id"] for t in tags]
         images = []
         for k, (t, tint) in enumerate(zip(tag_ids, [(200, 40, 40), (40, 40, 200)])):
@@ -161,7 +162,8 @@ def main():
         else:
             sys.exit("argus did not start")
         api = Api(root)
-        p, tags, images, it = api.project("fuzz", ["red", "blue"], 5, train=True)
+        # On a compact domain, so that ExportIteration / GetExports run real exports.
+        p, tags, images, it = api.project("fuzz", ["red", "blue"], 5, train=True, domain=GENERAL_COMPACT)
         q, qtags, qimages, qit = api.project("fuzz-scratch", ["a", "b"], 5, train=True)
         doomed, _, _, _ = api.project("fuzz-doomed", ["x", "y"], 1, train=False)
         ids = {

@@ -121,6 +121,44 @@ fn push_list<T: ToString>(qb: &mut QueryBuilder<'_, Sqlite>, values: impl IntoIt
     }
 }
 
+/// The ids in `table` (`images` or `retired_images`) of `project`: those of `ids`, or all when `None`.
+async fn select_image_ids(
+    tx: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    project: Uuid,
+    ids: Option<&[Uuid]>,
+) -> StoreResult<Vec<Uuid>> {
+    let mut qb = QueryBuilder::<Sqlite>::new(format!("SELECT id FROM {table} WHERE project_id = "));
+    qb.push_bind(project.to_string());
+    if let Some(ids) = ids {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        qb.push(" AND id IN (");
+        push_list(&mut qb, ids);
+        qb.push(")");
+    }
+    let found: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(backend)?;
+    found.iter().map(|s| uuid(s)).collect()
+}
+
+/// Deletes these rows of `table` (`images` or `retired_images`) of `project`, in chunks.
+async fn delete_image_rows(
+    tx: &mut sqlx::SqliteConnection,
+    table: &'static str,
+    project: Uuid,
+    ids: &[Uuid],
+) -> StoreResult<()> {
+    for chunk in ids.chunks(500) {
+        let mut qb = QueryBuilder::<Sqlite>::new(format!("DELETE FROM {table} WHERE project_id = "));
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        push_list(&mut qb, chunk);
+        qb.push(")");
+        qb.build().execute(&mut *tx).await.map_err(backend)?;
+    }
+    Ok(())
+}
+
 fn push_where(qb: &mut QueryBuilder<'_, Sqlite>, project: Uuid, q: &ImageQuery) {
     qb.push(" WHERE i.project_id = ").push_bind(project.to_string());
     const LABELLED: &str = "(EXISTS (SELECT 1 FROM image_tags x WHERE x.image_id = i.id) \
@@ -217,23 +255,31 @@ impl SqliteStore {
         rows.iter()
             .map(|row| {
                 let id: String = row.get("id");
-                let metadata: Metadata = serde_json::from_str(row.get::<&str, _>("metadata")).map_err(backend)?;
-                Ok(ImageRecord {
-                    id: uuid(&id)?,
-                    project_id: uuid(row.get("project_id"))?,
-                    created: time(row.get("created")),
-                    width: row.get::<i64, _>("width") as u32,
-                    height: row.get::<i64, _>("height") as u32,
-                    mime: row.get("mime"),
-                    byte_size: row.get::<i64, _>("byte_size") as u64,
-                    content_hash: row.get("content_hash"),
-                    metadata,
-                    tags: tags.remove(&id).unwrap_or_default(),
-                    regions: regions.remove(&id).unwrap_or_default(),
-                })
+                let mut r = image_row(row)?;
+                r.tags = tags.remove(&id).unwrap_or_default();
+                r.regions = regions.remove(&id).unwrap_or_default();
+                Ok(r)
             })
             .collect()
     }
+}
+
+/// An image record from a row of `images` or `retired_images`, without its labels.
+fn image_row(row: &SqliteRow) -> StoreResult<ImageRecord> {
+    let metadata: Metadata = serde_json::from_str(row.get::<&str, _>("metadata")).map_err(backend)?;
+    Ok(ImageRecord {
+        id: uuid(row.get("id"))?,
+        project_id: uuid(row.get("project_id"))?,
+        created: time(row.get("created")),
+        width: row.get::<i64, _>("width") as u32,
+        height: row.get::<i64, _>("height") as u32,
+        mime: row.get("mime"),
+        byte_size: row.get::<i64, _>("byte_size") as u64,
+        content_hash: row.get("content_hash"),
+        metadata,
+        tags: Vec::new(),
+        regions: Vec::new(),
+    })
 }
 
 async fn insert_region(tx: &mut sqlx::SqliteConnection, image: Uuid, r: &NewRegion) -> Result<(), sqlx::Error> {
@@ -493,18 +539,7 @@ impl MetadataStore for SqliteStore {
         retain: &HashSet<Uuid>,
     ) -> StoreResult<DeletedImages> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM images WHERE project_id = ");
-        qb.push_bind(project.to_string());
-        if let Some(ids) = ids {
-            if ids.is_empty() {
-                return Ok(DeletedImages::default());
-            }
-            qb.push(" AND id IN (");
-            push_list(&mut qb, ids);
-            qb.push(")");
-        }
-        let found: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(backend)?;
-        let found: Vec<Uuid> = found.iter().map(|s| uuid(s)).collect::<StoreResult<_>>()?;
+        let found = select_image_ids(&mut tx, "images", project, ids).await?;
         let (retired, deleted): (Vec<Uuid>, Vec<Uuid>) = found.into_iter().partition(|id| retain.contains(id));
         let retired_at = ms(&chrono::Utc::now());
         for chunk in retired.chunks(500) {
@@ -521,13 +556,8 @@ impl MetadataStore for SqliteStore {
             qb.push(")");
             qb.build().execute(&mut *tx).await.map_err(backend)?;
         }
-        for chunk in retired.chunks(500).chain(deleted.chunks(500)) {
-            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM images WHERE project_id = ");
-            qb.push_bind(project.to_string()).push(" AND id IN (");
-            push_list(&mut qb, chunk);
-            qb.push(")");
-            qb.build().execute(&mut *tx).await.map_err(backend)?;
-        }
+        delete_image_rows(&mut tx, "images", project, &retired).await?;
+        delete_image_rows(&mut tx, "images", project, &deleted).await?;
         tx.commit().await.map_err(backend)?;
         Ok(DeletedImages { deleted, retired })
     }
@@ -540,19 +570,7 @@ impl MetadataStore for SqliteStore {
             push_list(&mut qb, chunk);
             qb.push(")");
             for row in qb.build().fetch_all(&self.reader).await.map_err(backend)? {
-                let r = ImageRecord {
-                    id: uuid(row.get("id"))?,
-                    project_id: uuid(row.get("project_id"))?,
-                    created: time(row.get("created")),
-                    width: row.get::<i64, _>("width") as u32,
-                    height: row.get::<i64, _>("height") as u32,
-                    mime: row.get("mime"),
-                    byte_size: row.get::<i64, _>("byte_size") as u64,
-                    content_hash: row.get("content_hash"),
-                    metadata: serde_json::from_str(row.get::<&str, _>("metadata")).map_err(backend)?,
-                    tags: Vec::new(),
-                    regions: Vec::new(),
-                };
+                let r = image_row(&row)?;
                 found.insert(r.id, r);
             }
         }
@@ -566,31 +584,9 @@ impl MetadataStore for SqliteStore {
         retain: &HashSet<Uuid>,
     ) -> StoreResult<Vec<Uuid>> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM retired_images WHERE project_id = ");
-        qb.push_bind(project.to_string());
-        if let Some(ids) = ids {
-            if ids.is_empty() {
-                return Ok(Vec::new());
-            }
-            qb.push(" AND id IN (");
-            push_list(&mut qb, ids);
-            qb.push(")");
-        }
-        let found: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(backend)?;
-        let mut gone = Vec::new();
-        for id in found {
-            let id = uuid(&id)?;
-            if !retain.contains(&id) {
-                gone.push(id);
-            }
-        }
-        for chunk in gone.chunks(500) {
-            let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM retired_images WHERE project_id = ");
-            qb.push_bind(project.to_string()).push(" AND id IN (");
-            push_list(&mut qb, chunk);
-            qb.push(")");
-            qb.build().execute(&mut *tx).await.map_err(backend)?;
-        }
+        let found = select_image_ids(&mut tx, "retired_images", project, ids).await?;
+        let gone: Vec<Uuid> = found.into_iter().filter(|id| !retain.contains(id)).collect();
+        delete_image_rows(&mut tx, "retired_images", project, &gone).await?;
         tx.commit().await.map_err(backend)?;
         Ok(gone)
     }

@@ -76,7 +76,19 @@ async fn classification_trains_evaluates_publishes_and_quick_tests() {
         400,
         "BadRequestTrainingAlreadyInProgress",
     );
+    let export = format!("/projects/{p}/iterations/{it}/export?platform=ONNX");
+    let (st, body) = s.call(Method::POST, &export).await;
+    // Refused while training (or, if training already ended, because General is not a compact domain).
+    assert_eq!(st, 400, "{body}");
+    assert!(
+        ["BadRequestExportWhileTraining", "BadRequestExportValidationFailed"]
+            .contains(&body["code"].as_str().unwrap_or("")),
+        "{body}"
+    );
     let done = wait_trained(&s, &p, &it).await;
+    assert_error(&s.call(Method::POST, &export).await, 400, "BadRequestExportValidationFailed");
+    assert_eq!(done["exportable"], false, "General is not a compact domain: {done}");
+    assert_eq!(s.call(Method::GET, &format!("/projects/{p}/iterations/{it}/export")).await.1, json!([]));
     assert_eq!(done["status"], "Completed", "{done}");
     assert!(done["trainedAt"].is_string());
     assert_error(&s.call(Method::POST, &format!("/projects/{p}/train")).await, 400, "BadRequestTrainingNotNeeded");

@@ -1,5 +1,6 @@
 """ExportIteration / GetExports end to end: a real `argus serve` trains compact-domain classifiers on real
-photographs, exports them to ONNX (FP32 and FP16 weights), and onnxruntime from PyPI runs the downloaded models.
+photographs, exports them to ONNX (FP32 and FP16 weights) and OpenVino, and onnxruntime and OpenVINO from PyPI
+run the downloaded models.
 
 Parity is measured against the server's own predictions (QuickTestImage): on square PNGs of side S·256/224 the
 centre crop (224/256 of the side) is already S × S and needs no resampling, so the model sees exactly the server's input tensor and the FP32 export must
@@ -17,6 +18,7 @@ import zipfile
 
 import numpy as np
 import onnxruntime as ort
+import openvino as ov
 import pytest
 import requests
 from PIL import Image
@@ -58,14 +60,14 @@ def train(srv, classification_type, training_type):
     return p["id"], it
 
 
-def export(srv, project, iteration, flavor=None):
-    params = {"platform": "ONNX", **({"flavor": flavor} if flavor else {})}
+def export(srv, project, iteration, flavor=None, platform="ONNX"):
+    params = {"platform": platform, **({"flavor": flavor} if flavor else {})}
     started = srv.call("POST", f"/projects/{project}/iterations/{iteration}/export", params=params)
-    assert (started["platform"], started["status"], started["flavor"]) == ("ONNX", "Exporting", flavor), started
+    assert (started["platform"], started["status"], started["flavor"]) == (platform, "Exporting", flavor), started
     deadline = time.time() + 300
     while time.time() < deadline:
         exports = srv.call("GET", f"/projects/{project}/iterations/{iteration}/export")
-        mine = [e for e in exports if e["platform"] == "ONNX" and e["flavor"] == flavor]
+        mine = [e for e in exports if e["platform"] == platform and e["flavor"] == flavor]
         assert len(mine) == 1, exports
         if mine[0]["status"] != "Exporting":
             break
@@ -98,10 +100,11 @@ def srv():
 def test_onnx_export_matches_the_server(srv, classification_type, training_type, size, tmp_path):
     """Regular classifiers run EfficientNet-Lite0 at 224 px, Advanced ones Lite2 at 260 px."""
     project, it = train(srv, classification_type, training_type)
-    assert it["exportable"] is True and it["exportableTo"] == ["ONNX"], it
+    assert it["exportable"] is True and it["exportableTo"] == ["ONNX", "OpenVino"], it
     base = f"/projects/{project}/iterations/{it['id']}/export"
     for params, code in [({"platform": "CoreML"}, "BadRequestExportValidationFailed"),
-                         ({"platform": "ONNX", "flavor": "TensorFlowLite"}, "BadRequestExportValidationFailed")]:
+                         ({"platform": "ONNX", "flavor": "TensorFlowLite"}, "BadRequestExportValidationFailed"),
+                         ({"platform": "OpenVino", "flavor": "ONNX12"}, "BadRequestExportValidationFailed")]:
         r = requests.post(srv.url + API + base, params=params, headers={"Training-Key": srv.key}, timeout=30)
         assert r.status_code == 400 and r.json()["code"] == code, r.text
 
@@ -121,6 +124,17 @@ def test_onnx_export_matches_the_server(srv, classification_type, training_type,
     # Deterministic: a second export of the same iteration writes the same model bytes.
     assert export(srv, project, it["id"]).read("model.onnx") == model
 
+    openvino_model = None
+    if training_type == "Regular" and classification_type == "Multiclass":
+        package_ov = export(srv, project, it["id"], platform="OpenVino")
+        assert json.loads(package_ov.read("cvexport.manifest"))["Platform"] == "OpenVino"
+        assert "OpenVINO" in package_ov.read("README.md").decode()
+        path = tmp_path / "openvino" / "model.onnx"
+        path.parent.mkdir()
+        path.write_bytes(package_ov.read("model.onnx"))
+        # OpenVINO's CPU plugin computes in bf16 / fp16 where the CPU has it unless told otherwise.
+        openvino_model = ov.Core().compile_model(str(path), "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+
     fp32 = ort.InferenceSession(model, providers=["CPUExecutionProvider"])
     fp16 = ort.InferenceSession(half, providers=["CPUExecutionProvider"])
     meta = fp32.get_modelmeta().custom_metadata_map
@@ -133,7 +147,7 @@ def test_onnx_export_matches_the_server(srv, classification_type, training_type,
     crop_side = round(side * 224 / 256)
     offset = (side - crop_side) // 2
     assert crop_side == size
-    worst32 = worst16 = 0.0
+    worst32 = worst16 = worst_ov = 0.0
     least_sure = 1.0
     for photo, box in [("chelsea.png", (0.1, 0.1, 0.8, 0.8)), ("coffee.png", (0.0, 0.0, 1.0, 1.0)),
                        ("chelsea.png", (0.3, 0.0, 0.7, 1.0)), ("astronaut.png", (0.0, 0.0, 1.0, 1.0)),
@@ -148,11 +162,17 @@ def test_onnx_export_matches_the_server(srv, classification_type, training_type,
         got16 = fp16.run(None, {"data": x})[0][0]
         worst32 = max(worst32, float(np.abs(got32 - want).max()))
         worst16 = max(worst16, float(np.abs(got16 - want).max()))
+        if openvino_model is not None:
+            got_ov = openvino_model(x)[openvino_model.output(0)][0]
+            worst_ov = max(worst_ov, float(np.abs(got_ov - want).max()))
         assert np.argmax(got32) == np.argmax(want) == np.argmax(got16)
     print(f"{classification_type} {training_type}: FP32 max |dp| {worst32:.2e}, FP16 {worst16:.2e}; least sure {least_sure:.3f}")
     # Photographs of neither tag keep the comparison away from saturated probabilities.
     assert least_sure < 0.99, least_sure
     assert worst32 <= 1e-4, worst32
+    if openvino_model is not None:
+        print(f"{classification_type} {training_type}: OpenVINO {ov.__version__} max |dp| {worst_ov:.2e}")
+        assert worst_ov <= 1e-4, worst_ov
     assert worst16 <= 5e-3, worst16
 
     # From files, through the shipped predict.py.

@@ -37,7 +37,7 @@ pub struct Domain {
 /// What a compact domain lists under `exportablePlatforms`: the platforms Argus itself exports to (the hosted
 /// service's longer list would be a promise Argus cannot keep). Classifiers export to ONNX; detectors to
 /// nothing yet.
-const CLASSIFIER_EXPORT_PLATFORMS: &[&str] = &["ONNX"];
+const CLASSIFIER_EXPORT_PLATFORMS: &[&str] = &["ONNX", "OpenVino"];
 
 const fn domain(id: Uuid, name: &'static str, kind: DomainType, compact: bool) -> Domain {
     // The hosted service marks every compact domain exportable and no other.

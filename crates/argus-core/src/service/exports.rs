@@ -4,7 +4,8 @@
 //! the latest per platform and flavor.
 //!
 //! What Argus exports today: classifiers (Multiclass and Multilabel) of compact domains as ONNX, FP32
-//! (flavor none, `ONNX10`, `ONNX12`) or with FP16 weights (`OnnxFloat16`). Object detectors and the other
+//! (flavor none, `ONNX10`, `ONNX12`) or with FP16 weights (`OnnxFloat16`), and for OpenVINO (which reads the
+//! same ONNX model directly: the package is the FP32 ONNX one, its README saying how OpenVINO loads it). Object detectors and the other
 //! platforms answer `BadRequestExportValidationFailed` naming what is supported.
 
 use std::collections::HashMap;
@@ -64,25 +65,28 @@ fn parse_target(platform: Option<&str>, flavor: Option<&str>) -> ApiResult<(Stri
     let Some(canon) = PLATFORMS.iter().find(|p| p.eq_ignore_ascii_case(platform)) else {
         return Err(ApiError::new(
             ErrorCode::BadRequestExportValidationFailed,
-            format!("Unknown export platform '{platform}'; Argus exports to ONNX."),
+            format!("Unknown export platform '{platform}'; Argus exports to ONNX and OpenVino."),
         ));
     };
-    if *canon != "ONNX" {
-        return Err(invalid(format!(
-            "Argus does not export to {canon} yet; it exports classifiers to ONNX (flavors ONNX10, ONNX12, \
-             OnnxFloat16)."
-        )));
-    }
     let flavor = flavor.map(str::trim).filter(|f| !f.is_empty());
-    let (flavor, precision) = match flavor.map(str::to_ascii_lowercase).as_deref() {
-        None => (None, Precision::Float32),
-        Some("onnx10") => (Some("ONNX10"), Precision::Float32),
-        Some("onnx12") => (Some("ONNX12"), Precision::Float32),
-        Some("onnxfloat16") => (Some("OnnxFloat16"), Precision::Float16),
-        Some(_) => {
+    let (flavor, precision) = match (*canon, flavor.map(str::to_ascii_lowercase).as_deref()) {
+        ("ONNX" | "OpenVino", None) => (None, Precision::Float32),
+        ("ONNX", Some("onnx10")) => (Some("ONNX10"), Precision::Float32),
+        ("ONNX", Some("onnx12")) => (Some("ONNX12"), Precision::Float32),
+        ("ONNX", Some("onnxfloat16")) => (Some("OnnxFloat16"), Precision::Float16),
+        ("ONNX", Some(_)) => {
             return Err(invalid(format!(
                 "ONNX exports come in flavors ONNX10, ONNX12 (FP32) and OnnxFloat16, not '{}'.",
                 flavor.unwrap_or_default()
+            )))
+        }
+        ("OpenVino", Some(_)) => {
+            return Err(invalid(format!("OpenVino exports take no flavor, not '{}'.", flavor.unwrap_or_default())))
+        }
+        _ => {
+            return Err(invalid(format!(
+                "Argus does not export to {canon} yet; it exports classifiers to ONNX (flavors ONNX10, ONNX12, \
+                 OnnxFloat16) and OpenVino."
             )))
         }
     };
@@ -249,7 +253,7 @@ impl Argus {
             "Domain": domain.map(|d| d.name).unwrap_or_default(),
             "Precision": if precision == Precision::Float16 { "FP16 weights, FP32 compute" } else { "FP32" },
         });
-        let readme = package_readme(size, multilabel, precision, &labels);
+        let readme = package_readme(size, multilabel, precision, &labels, p.platform == "OpenVino");
         let files = [
             ("model.onnx", model),
             ("labels.txt", labels.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes()),
@@ -275,8 +279,8 @@ fn sha1_digest(bytes: &[u8]) -> Vec<u8> {
 /// shorter side, triangle-filter resize) with numpy, Pillow and onnxruntime.
 const PREDICT_PY: &str = include_str!("export_predict.py");
 
-fn package_readme(size: u32, multilabel: bool, precision: Precision, labels: &[String]) -> String {
-    format!(
+fn package_readme(size: u32, multilabel: bool, precision: Precision, labels: &[String], openvino: bool) -> String {
+    let mut readme = format!(
         "# Argus classifier export\n\n\
          `model.onnx` (ONNX opset 13) classifies an image into the tags of `labels.txt` ({} tags), as the Argus \
          server that trained it does.\n\n\
@@ -295,7 +299,17 @@ fn package_readme(size: u32, multilabel: bool, precision: Precision, labels: &[S
             "probabilities summing to 1 (softmax)"
         },
         if precision == Precision::Float16 { "FP16 (computed in FP32)" } else { "FP32" },
-    )
+    );
+    if openvino {
+        readme.push_str(
+            "\n## OpenVINO\n\nOpenVINO reads `model.onnx` directly (no conversion step):\n\n```python\n\
+             import openvino as ov\n\
+             # f32: the CPU plugin otherwise computes in bf16 / fp16 where the CPU has it\n\
+             model = ov.Core().compile_model(\"model.onnx\", \"CPU\", {\"INFERENCE_PRECISION_HINT\": \"f32\"})\n\
+             probabilities = model(tensor)[model.output(0)]  # tensor: the input described above\n```\n",
+        );
+    }
+    readme
 }
 
 /// Runs `export` jobs.

@@ -36,8 +36,9 @@ pub struct Domain {
 
 /// What a compact domain lists under `exportablePlatforms`: the platforms Argus itself exports to (the hosted
 /// service's longer list would be a promise Argus cannot keep). Classifiers export to ONNX; detectors to
-/// nothing yet.
-const CLASSIFIER_EXPORT_PLATFORMS: &[&str] = &["ONNX", "OpenVino"];
+/// nothing yet. OpenVino exports are accepted too, but not listed: the v3.3 contract's `exportableTo` /
+/// `exportablePlatforms` enums do not know that platform (it came with v3.4-preview), and v3.3 clients read these.
+const CLASSIFIER_EXPORT_PLATFORMS: &[&str] = &["ONNX"];
 
 const fn domain(id: Uuid, name: &'static str, kind: DomainType, compact: bool) -> Domain {
     // The hosted service marks every compact domain exportable and no other.

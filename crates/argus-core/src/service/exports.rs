@@ -200,8 +200,8 @@ impl Argus {
             .collect())
     }
 
-    /// Writes one export package (called by the job handler).
-    async fn run_export(&self, p: &ExportPayload, progress: &Progress) -> ApiResult<()> {
+    /// Writes one export package (called by the job handler); returns its blob key.
+    async fn run_export(&self, p: &ExportPayload, progress: &Progress) -> ApiResult<String> {
         let (it, snap) = self.iteration_record(p.project, p.iteration).await?;
         let snap = snapshot_of(snap)?;
         let (_, _, precision) = parse_target(Some(&p.platform), p.flavor.as_deref())?;
@@ -213,14 +213,13 @@ impl Argus {
         let weights = self.models.weights_path(head.backbone)?;
         progress.set(0.1, "writing the ONNX graph");
         let labels = snap.output_names();
-        let (head_for_graph, size) = (head.clone(), head.input_size);
-        let model = tokio::task::spawn_blocking(move || classifier_onnx(&weights, &head_for_graph, precision))
+        let (size, multilabel) = (head.input_size, head.kind == HeadKind::Multilabel);
+        let model = tokio::task::spawn_blocking(move || classifier_onnx(&weights, &head, precision))
             .await
             .map_err(ApiError::internal)?
             .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
         progress.set(0.8, "packaging");
         let domain = it.domain_id.and_then(find_domain);
-        let multilabel = head.kind == HeadKind::Multilabel;
         let sha1 = hex::encode(sha1_digest(&model));
         let exported = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let manifest = serde_json::json!({
@@ -266,7 +265,7 @@ impl Argus {
         let key = package_key(p.project, p.iteration, &p.platform, p.flavor.as_deref());
         self.blobs.put(&key, Bytes::from(zip)).await.map_err(store_err)?;
         tracing::info!(project = %p.project, iteration = %p.iteration, platform = %p.platform, key = %key, "export written");
-        Ok(())
+        Ok(key)
     }
 }
 
@@ -325,9 +324,7 @@ impl JobHandler for ExportJobs {
         let p: ExportPayload =
             serde_json::from_value(job.payload.clone()).map_err(|e| (format!("bad payload: {e}"), false))?;
         match self.0.run_export(&p, &progress).await {
-            Ok(()) => {
-                Ok(serde_json::json!({"key": package_key(p.project, p.iteration, &p.platform, p.flavor.as_deref())}))
-            }
+            Ok(key) => Ok(serde_json::json!({ "key": key })),
             Err(e) => Err((e.message, false)),
         }
     }

@@ -838,11 +838,8 @@ impl Argus {
         check_tag_filter(tag_ids)?;
         let (_, snap, eval) = self.evaluation(project, id).await?;
         // Images deleted with allIterations leave the performance views too.
-        let mut existing = HashSet::new();
         let evaluated: Vec<Uuid> = eval.images.iter().map(|e| e.image_id).collect();
-        for chunk in evaluated.chunks(500) {
-            existing.extend(self.store.existing_image_ids(project, chunk).await.map_err(store_err)?);
-        }
+        let existing = self.store.existing_image_ids(project, &evaluated).await.map_err(store_err)?;
         let keep: Vec<usize> = (0..eval.images.len())
             .filter(|i| existing.contains(&eval.images[*i].image_id))
             .filter(|i| {
@@ -1075,7 +1072,6 @@ impl Argus {
             .collect())
     }
 
-    /// Images as an iteration saw them (tags and regions at training time), for `iterationId` listings.
     /// Ids of every image that some iteration of the project trained on (from the iterations' snapshots).
     pub(crate) async fn images_in_iterations(&self, project: Uuid) -> ApiResult<HashSet<Uuid>> {
         let mut ids = HashSet::new();
@@ -1087,6 +1083,7 @@ impl Argus {
         Ok(ids)
     }
 
+    /// Images as an iteration saw them (tags and regions at training time), for `iterationId` listings.
     pub(crate) async fn iteration_images(
         &self,
         ctx: &UrlContext,

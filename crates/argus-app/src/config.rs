@@ -20,7 +20,7 @@ pub struct ServeArgs {
     pub bind: Option<SocketAddr>,
     /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
     /// max_projects, log_format, models_dir, training_workers, prediction_retention_days,
-    /// vision_retention_hours, max_running_vision_jobs, sam_weights).
+    /// vision_retention_hours, max_running_vision_jobs, sam_weights, min_detection_images_per_tag).
     /// [default: ./argus.toml when it exists]
     #[arg(long, env = "ARGUS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -58,6 +58,10 @@ pub struct ServeArgs {
     /// without it segmentation uses the weight-free GrabCut engine. [default: none]
     #[arg(long, env = "ARGUS_SAM_WEIGHTS")]
     pub sam_weights: Option<PathBuf>,
+    /// Images with a box of it each tag needs before a detector trains. The hosted service asks 15; a
+    /// self-hosted server may ask fewer (at least 2) to try detection on small sets. [default: 15]
+    #[arg(long, env = "ARGUS_MIN_DETECTION_IMAGES_PER_TAG")]
+    pub min_detection_images_per_tag: Option<usize>,
 }
 
 /// The TOML file's shape.
@@ -77,6 +81,7 @@ pub struct FileConfig {
     vision_retention_hours: Option<i64>,
     max_running_vision_jobs: Option<u64>,
     sam_weights: Option<PathBuf>,
+    min_detection_images_per_tag: Option<usize>,
 }
 
 /// The resolved configuration.
@@ -108,6 +113,8 @@ pub struct Settings {
     pub max_running_vision_jobs: u64,
     /// Segment Anything checkpoint, when configured.
     pub sam_weights: Option<PathBuf>,
+    /// Images with a box of it each tag needs before a detector trains.
+    pub min_detection_images_per_tag: usize,
 }
 
 impl Settings {
@@ -141,7 +148,16 @@ impl Settings {
         if vision_retention <= 0 {
             anyhow::bail!("vision_retention_hours must be positive");
         }
+        let min_detection = args
+            .min_detection_images_per_tag
+            .or(fc.min_detection_images_per_tag)
+            .unwrap_or(argus_core::service::MIN_IMAGES_PER_TAG_DETECTION);
+        let least = argus_core::service::MIN_CONFIGURABLE_IMAGES_PER_TAG_DETECTION;
+        if min_detection < least {
+            anyhow::bail!("min_detection_images_per_tag must be at least {least} (cross-validation needs two)");
+        }
         Ok(Self {
+            min_detection_images_per_tag: min_detection,
             prediction_retention_days: retention,
             vision_retention_hours: vision_retention,
             max_running_vision_jobs: args.max_running_vision_jobs.or(fc.max_running_vision_jobs).unwrap_or(20),

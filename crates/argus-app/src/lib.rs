@@ -65,6 +65,7 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             prediction_retention_days: settings.prediction_retention_days,
             vision_retention_hours: settings.vision_retention_hours,
             max_running_vision_jobs: settings.max_running_vision_jobs,
+            min_detection_images_per_tag: settings.min_detection_images_per_tag,
             ..Default::default()
         },
     };

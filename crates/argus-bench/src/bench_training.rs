@@ -263,11 +263,19 @@ impl BenchServer {
         models_dir: &std::path::Path,
         sam_weights: Option<std::path::PathBuf>,
     ) -> Result<Self> {
+        Self::start_with(data_dir, models_dir, ServeArgs { sam_weights, ..Default::default() }).await
+    }
+
+    /// A server configured by `args` (its data and models directories are the given ones).
+    pub(crate) async fn start_with(
+        data_dir: &std::path::Path,
+        models_dir: &std::path::Path,
+        args: ServeArgs,
+    ) -> Result<Self> {
         let settings = Settings::resolve(&ServeArgs {
             data_dir: Some(data_dir.to_path_buf()),
             models_dir: Some(models_dir.to_path_buf()),
-            sam_weights,
-            ..Default::default()
+            ..args
         })?;
         let options = argus_app::NodeOptions {
             training_workers: 1,

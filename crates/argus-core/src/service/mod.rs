@@ -32,7 +32,9 @@ pub use maintenance::SweepReport;
 pub use models::ModelHub;
 pub use predictions::{prediction_key, PredictRequest, PredictionKind};
 pub use projects::NewProject;
-pub use training::{TrainRequest, TrainingJobs, TRAIN_JOB};
+pub use training::{
+    TrainRequest, TrainingJobs, MIN_CONFIGURABLE_IMAGES_PER_TAG_DETECTION, MIN_IMAGES_PER_TAG_DETECTION, TRAIN_JOB,
+};
 pub use vision::{vision_max_file_bytes, CdfError, CdfResult, SegmentJobs, CUSTOM_VISION_FILE_PREFIX, SEGMENT_JOB};
 
 /// Tunables of the services.
@@ -52,6 +54,8 @@ pub struct ServiceConfig {
     pub max_running_vision_jobs: u64,
     /// How long finished segmentation job results are kept, in hours.
     pub vision_retention_hours: i64,
+    /// Images with a box of it each tag needs before a detector trains (the hosted service asks 15; at least 2).
+    pub min_detection_images_per_tag: usize,
 }
 
 impl Default for ServiceConfig {
@@ -64,6 +68,7 @@ impl Default for ServiceConfig {
             prediction_retention_days: 30,
             max_running_vision_jobs: 20,
             vision_retention_hours: 24 * 7,
+            min_detection_images_per_tag: training::MIN_IMAGES_PER_TAG_DETECTION,
         }
     }
 }

@@ -38,8 +38,11 @@ use argus_vision::weights::Variant;
 pub const TRAIN_JOB: &str = "train";
 /// Images a tag needs before a classifier can be trained.
 pub const MIN_IMAGES_PER_TAG: usize = 5;
-/// Images a tag needs (with at least one box of it) before a detector can be trained.
+/// Images a tag needs (with at least one box of it) before a detector can be trained: the hosted service's
+/// minimum and the default of [`super::ServiceConfig::min_detection_images_per_tag`].
 pub const MIN_IMAGES_PER_TAG_DETECTION: usize = 15;
+/// The least a server may be configured to ask for: cross-validation needs two images of each tag.
+pub const MIN_CONFIGURABLE_IMAGES_PER_TAG_DETECTION: usize = 2;
 const MAX_FOLDS: usize = 5;
 /// Detection heads cost more to fit; cross-validation uses fewer folds.
 const MAX_FOLDS_DETECTION: usize = 3;
@@ -310,12 +313,18 @@ impl Argus {
             if used.is_empty() {
                 return Err(ApiError::new(
                     ErrorCode::BadRequestDetectionTrainingValidationFailed,
-                    format!("Draw regions on at least {MIN_IMAGES_PER_TAG_DETECTION} images per tag before training."),
+                    format!(
+                        "Draw regions on at least {} images per tag before training.",
+                        self.config.min_detection_images_per_tag
+                    ),
                 ));
             }
         }
         let (minimum, code) = if detection {
-            (MIN_IMAGES_PER_TAG_DETECTION, ErrorCode::BadRequestDetectionTrainingValidationFailed)
+            (
+                self.config.min_detection_images_per_tag.max(MIN_CONFIGURABLE_IMAGES_PER_TAG_DETECTION),
+                ErrorCode::BadRequestDetectionTrainingValidationFailed,
+            )
         } else {
             (MIN_IMAGES_PER_TAG, ErrorCode::BadRequestClassificationTrainingValidationFailed)
         };

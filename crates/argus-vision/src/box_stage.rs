@@ -1,7 +1,7 @@
 //! The detector's second stage: it rescores and refines the dense head's candidate boxes from features pooled
 //! over each box, as R-CNN does over a frozen backbone.
 //!
-//! A box's features are the area-weighted mean of the grid cells inside it (all [`CELL_DIM`] channels), the mean
+//! A box's features are the area-weighted mean of the grid cells inside it (all of a cell's channels), the mean
 //! of a ring around it (the box grown 1.6×, minus the box: tells whether the object goes on past an edge), the
 //! stride-16 means of its four quadrants (tells whether a part of the box is empty) and its geometry. Training
 //! samples boxes around every labelled box (jittered in position and size) and anywhere in the image, and fits,
@@ -13,14 +13,15 @@
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
-use crate::detector::{tensor_values, FeatureGrid, GtBox, CELL_DIM};
+use crate::detector::{tensor_values, FeatureGrid, GtBox};
 use crate::logreg::{Loss, Model, Problem};
 use crate::proposals::{iou, Proposal};
 
-/// Channels of the stride-16 part of a cell (the first ones).
-const S16_DIM: usize = 112;
-/// Length of one box's feature vector.
-pub const BOX_DIM: usize = 2 * CELL_DIM + 4 * S16_DIM + 4;
+/// Length of one box's feature vector on grids of `dim` channels per cell, `s16` of them stride-16 ones: the
+/// inside and ring means of every channel, the stride-16 means of the four quadrants, the geometry.
+pub fn box_dim(dim: usize, s16: usize) -> usize {
+    2 * dim + 4 * s16 + 4
+}
 /// How much a box is grown to find its ring.
 const RING: f32 = 1.6;
 /// IoU at or below which a sample's score target is 0, and at or above which it is 1.
@@ -90,41 +91,41 @@ pub fn corner_iou(a: &Corners, b: &Corners) -> f32 {
     iou(&proposal(a, 1.0), &proposal(b, 1.0)) as f32
 }
 
-/// Area-weighted sums of the first `channels` channels over the cells a box covers, and the covered area (in
-/// cells).
 /// A feature grid's summed-area table: the area-weighted sum of any box's cells in four bilinear reads.
 ///
-/// `data[(r * (cols + 1) + c) * CELL_DIM + k]` is the sum of channel `k` over the cells above and left of grid
+/// `data[(r * (cols + 1) + c) * dim + k]` is the sum of channel `k` over the cells above and left of grid
 /// corner `(r, c)`. Within a cell that integral is bilinear in the corner's position, so interpolating the table
 /// at a fractional corner is exact, and a box's sum is `I(x1, y1) − I(x0, y1) − I(x1, y0) + I(x0, y0)`.
 pub struct GridIntegral {
     rows: usize,
     cols: usize,
+    dim: usize,
+    s16: usize,
     data: Vec<f32>,
 }
 
 impl GridIntegral {
     /// The table of a grid.
     pub fn new(grid: &FeatureGrid) -> Self {
-        let (rows, cols) = (grid.rows, grid.cols);
-        let stride = (cols + 1) * CELL_DIM;
+        let (rows, cols, dim) = (grid.rows, grid.cols, grid.dim);
+        let stride = (cols + 1) * dim;
         let mut data = vec![0f32; (rows + 1) * stride];
-        let mut line = vec![0f32; CELL_DIM];
+        let mut line = vec![0f32; dim];
         for r in 0..rows {
             line.iter_mut().for_each(|v| *v = 0.0);
             let (above, below) = data.split_at_mut((r + 1) * stride);
             let above = &above[r * stride..];
             for c in 0..cols {
-                let cell = &grid.data[(r * cols + c) * CELL_DIM..][..CELL_DIM];
-                let out = &mut below[(c + 1) * CELL_DIM..][..CELL_DIM];
-                let up = &above[(c + 1) * CELL_DIM..][..CELL_DIM];
-                for k in 0..CELL_DIM {
+                let cell = &grid.data[(r * cols + c) * dim..][..dim];
+                let out = &mut below[(c + 1) * dim..][..dim];
+                let up = &above[(c + 1) * dim..][..dim];
+                for k in 0..dim {
                     line[k] += cell[k].to_f32();
                     out[k] = up[k] + line[k];
                 }
             }
         }
-        Self { rows, cols, data }
+        Self { rows, cols, dim, s16: grid.s16, data }
     }
 
     /// Adds `sign ×` the table interpolated at `(x, y)` (in cells, inside the grid) to `out`.
@@ -132,10 +133,11 @@ impl GridIntegral {
         let c = (x.floor() as usize).min(self.cols.saturating_sub(1));
         let r = (y.floor() as usize).min(self.rows.saturating_sub(1));
         let (fx, fy) = (x - c as f32, y - r as f32);
-        let stride = (self.cols + 1) * CELL_DIM;
+        let dim = self.dim;
+        let stride = (self.cols + 1) * dim;
         let n = out.len();
         let weights = [(1.0 - fx) * (1.0 - fy), fx * (1.0 - fy), (1.0 - fx) * fy, fx * fy];
-        let offsets = [r * stride + c * CELL_DIM, r * stride + (c + 1) * CELL_DIM];
+        let offsets = [r * stride + c * dim, r * stride + (c + 1) * dim];
         let offsets = [offsets[0], offsets[1], offsets[0] + stride, offsets[1] + stride];
         for (w, o) in weights.iter().zip(offsets) {
             let w = sign * w;
@@ -166,31 +168,32 @@ impl GridIntegral {
     }
 }
 
-/// The feature vector of a box on a grid ([`BOX_DIM`] values).
+/// The feature vector of a box on a grid ([`box_dim`] values).
 pub fn box_features(grid: &GridIntegral, b: &Corners) -> Vec<f32> {
-    let mut out = vec![0f32; BOX_DIM];
-    let mut inside = vec![0f32; CELL_DIM];
+    let (dim, s16) = (grid.dim, grid.s16);
+    let mut out = vec![0f32; box_dim(dim, s16)];
+    let mut inside = vec![0f32; dim];
     let area = grid.box_sums(b, &mut inside).max(1e-6);
     let (cx, cy) = ((b[0] + b[2]) / 2.0, (b[1] + b[3]) / 2.0);
     let (w, h) = ((b[2] - b[0]).max(1e-4), (b[3] - b[1]).max(1e-4));
     let grown = [cx - w * RING / 2.0, cy - h * RING / 2.0, cx + w * RING / 2.0, cy + h * RING / 2.0];
-    let mut outer = vec![0f32; CELL_DIM];
+    let mut outer = vec![0f32; dim];
     let outer_area = grid.box_sums(&grown, &mut outer);
     let ring_area = outer_area - area;
-    for k in 0..CELL_DIM {
+    for k in 0..dim {
         out[k] = inside[k] / area;
         // A box that fills the image has no ring: its ring reads as its inside.
-        out[CELL_DIM + k] = if ring_area > 0.05 { (outer[k] - inside[k]) / ring_area } else { out[k] };
+        out[dim + k] = if ring_area > 0.05 { (outer[k] - inside[k]) / ring_area } else { out[k] };
     }
-    let mut quad = vec![0f32; S16_DIM];
+    let mut quad = vec![0f32; s16];
     for (q, (qx, qy)) in [(0.0, 0.0), (0.5, 0.0), (0.0, 0.5), (0.5, 0.5)].into_iter().enumerate() {
         let part = [b[0] + qx * w, b[1] + qy * h, b[0] + (qx + 0.5) * w, b[1] + (qy + 0.5) * h];
         let a = grid.box_sums(&part, &mut quad).max(1e-6);
-        for k in 0..S16_DIM {
-            out[2 * CELL_DIM + q * S16_DIM + k] = quad[k] / a;
+        for k in 0..s16 {
+            out[2 * dim + q * s16 + k] = quad[k] / a;
         }
     }
-    let g = 2 * CELL_DIM + 4 * S16_DIM;
+    let g = 2 * dim + 4 * s16;
     out[g..].copy_from_slice(&[cx, cy, w.ln(), h.ln()]);
     out
 }
@@ -257,6 +260,8 @@ fn standardise(row: &mut [f32], mean: &[f32], inv_std: &[f32]) {
 #[derive(Debug, Clone)]
 pub struct BoxStage {
     classes: usize,
+    /// Length of a box's feature vector.
+    d: usize,
     refinements: usize,
     candidates: usize,
     blend: f32,
@@ -276,6 +281,8 @@ impl BoxStage {
         seed: u64,
     ) -> candle_core::Result<Self> {
         use rayon::prelude::*;
+        let Some(first) = grids.first() else { candle_core::bail!("no grids to train the second stage on") };
+        let d = box_dim(first.dim, first.s16);
         let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x5eed_b0c5);
         // Boxes are drawn in view order from one generator, then featurised in parallel (in order).
         let samples: Vec<Vec<Corners>> = boxes.iter().map(|truth| sample_boxes(truth, recipe, &mut rng)).collect();
@@ -297,7 +304,7 @@ impl BoxStage {
                 if let Some((i, overlap)) = best {
                     target[truth[i].class] = ((overlap - IOU_LOW) / (IOU_HIGH - IOU_LOW)).clamp(0.0, 1.0);
                     if overlap >= IOU_LOW {
-                        refine_rows.push(xs.len() / BOX_DIM);
+                        refine_rows.push(xs.len() / d);
                         ry.extend_from_slice(&deltas(b, &gt[i]));
                     }
                 }
@@ -305,13 +312,13 @@ impl BoxStage {
                 ys.extend(target);
             }
         }
-        let n = xs.len() / BOX_DIM;
+        let n = xs.len() / d;
         if n == 0 {
             candle_core::bail!("no boxes to train the second stage on");
         }
-        let mut mean = vec![0f64; BOX_DIM];
-        let mut sq = vec![0f64; BOX_DIM];
-        for row in xs.chunks_exact(BOX_DIM) {
+        let mut mean = vec![0f64; d];
+        let mut sq = vec![0f64; d];
+        for row in xs.chunks_exact(d) {
             for (k, v) in row.iter().enumerate() {
                 mean[k] += *v as f64;
                 sq[k] += (*v as f64) * (*v as f64);
@@ -322,28 +329,26 @@ impl BoxStage {
             sq.iter().zip(&mean).map(|(s, m)| 1.0 / (((s / n as f64) as f32 - m * m).max(0.0).sqrt() + 1e-3)).collect();
         if !recipe.standardise {
             // One scale for all: the root mean variance.
-            let var: f32 = inv_std.iter().map(|s| 1.0 / (s * s)).sum::<f32>() / BOX_DIM as f32;
+            let var: f32 = inv_std.iter().map(|s| 1.0 / (s * s)).sum::<f32>() / d as f32;
             inv_std.iter_mut().for_each(|s| *s = 1.0 / var.sqrt().max(1e-6));
         }
-        for row in xs.chunks_exact_mut(BOX_DIM) {
+        for row in xs.chunks_exact_mut(d) {
             standardise(row, &mean, &inv_std);
         }
-        let rx: Vec<f32> = refine_rows.iter().flat_map(|r| &xs[r * BOX_DIM..(r + 1) * BOX_DIM]).copied().collect();
-        let scorer = Problem { x: &xs, y: &ys, d: BOX_DIM, c: classes, loss: Loss::Sigmoid }.solve(
-            recipe.score_lambda,
-            None,
-            300,
-        );
+        let rx: Vec<f32> = refine_rows.iter().flat_map(|r| &xs[r * d..(r + 1) * d]).copied().collect();
+        let scorer =
+            Problem { x: &xs, y: &ys, d, c: classes, loss: Loss::Sigmoid }.solve(recipe.score_lambda, None, 300);
         let refiner = if rx.is_empty() {
-            Model { weight: vec![0.0; 4 * BOX_DIM], bias: vec![0.0; 4] }
+            Model { weight: vec![0.0; 4 * d], bias: vec![0.0; 4] }
         } else {
-            Problem { x: &rx, y: &ry, d: BOX_DIM, c: 4, loss: Loss::Squared }.solve(recipe.box_lambda, None, 300)
+            Problem { x: &rx, y: &ry, d, c: 4, loss: Loss::Squared }.solve(recipe.box_lambda, None, 300)
         };
         Ok(Self {
             classes,
             refinements: recipe.refinements,
             candidates: recipe.candidates,
             blend: recipe.blend,
+            d,
             mean,
             inv_std,
             scorer,
@@ -357,21 +362,47 @@ impl BoxStage {
         f
     }
 
+    /// Whether boxes on this grid have the features the stage was fitted on.
+    pub fn accepts(&self, grid: &GridIntegral) -> bool {
+        box_dim(grid.dim, grid.s16) == self.d
+    }
+
     /// Candidates it rescores per image.
     pub fn candidates(&self) -> usize {
         self.candidates
     }
 
     /// A candidate box refined, and its probability per tag (blended with `dense`, the dense head's).
-    pub fn rescore(&self, grid: &GridIntegral, candidate: &Corners, dense: &[f32]) -> (Corners, Vec<f32>) {
+    ///
+    /// With `mirror` (the grid of the mirror image), every step reads both: the refiner's deltas and the
+    /// scorer's logits are the means of the box's and of its mirror box's (horizontal shifts negated).
+    pub fn rescore(
+        &self,
+        grid: &GridIntegral,
+        mirror: Option<&GridIntegral>,
+        candidate: &Corners,
+        dense: &[f32],
+    ) -> (Corners, Vec<f32>) {
+        let flip = |b: &Corners| [1.0 - b[2], b[1], 1.0 - b[0], b[3]];
+        let read = |b: &Corners| (self.standardised(grid, b), mirror.map(|m| self.standardised(m, &flip(b))));
+        let mean = |model: &Model, f: &(Vec<f32>, Option<Vec<f32>>), negate_first: bool| {
+            let mut z = Problem::logits(model, &f.0);
+            if let Some(m) = &f.1 {
+                for (k, (v, w)) in z.iter_mut().zip(Problem::logits(model, m)).enumerate() {
+                    let w = if negate_first && k == 0 { -w } else { w };
+                    *v = (*v + w) / 2.0;
+                }
+            }
+            z
+        };
         let mut b = *candidate;
-        let mut f = self.standardised(grid, &b);
+        let mut f = read(&b);
         for _ in 0..self.refinements {
-            let d = Problem::logits(&self.refiner, &f);
+            let d = mean(&self.refiner, &f, true);
             b = apply_deltas(&b, &[d[0], d[1], d[2], d[3]]);
-            f = self.standardised(grid, &b);
+            f = read(&b);
         }
-        let scores = Problem::logits(&self.scorer, &f)
+        let scores = mean(&self.scorer, &f, false)
             .iter()
             .zip(dense)
             .map(|(z, d)| {
@@ -385,23 +416,25 @@ impl BoxStage {
     /// Named tensors for a safetensors file.
     pub fn tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
         let dev = Device::Cpu;
+        let d = self.d;
         let meta = [self.classes as f32, self.refinements as f32, self.candidates as f32, self.blend];
         Ok(vec![
             ("s2_meta".to_string(), Tensor::from_slice(&meta, 4, &dev)?),
-            ("s2_mean".to_string(), Tensor::from_slice(&self.mean, BOX_DIM, &dev)?),
-            ("s2_inv_std".to_string(), Tensor::from_slice(&self.inv_std, BOX_DIM, &dev)?),
-            ("s2_score_w".to_string(), Tensor::from_slice(&self.scorer.weight, (self.classes, BOX_DIM), &dev)?),
+            ("s2_mean".to_string(), Tensor::from_slice(&self.mean, d, &dev)?),
+            ("s2_inv_std".to_string(), Tensor::from_slice(&self.inv_std, d, &dev)?),
+            ("s2_score_w".to_string(), Tensor::from_slice(&self.scorer.weight, (self.classes, d), &dev)?),
             ("s2_score_b".to_string(), Tensor::from_slice(&self.scorer.bias, self.classes, &dev)?),
-            ("s2_box_w".to_string(), Tensor::from_slice(&self.refiner.weight, (4, BOX_DIM), &dev)?),
+            ("s2_box_w".to_string(), Tensor::from_slice(&self.refiner.weight, (4, d), &dev)?),
             ("s2_box_b".to_string(), Tensor::from_slice(&self.refiner.bias, 4, &dev)?),
         ])
     }
 
-    /// Reads the stage from tensors written by [`BoxStage::tensors`]; `None` when the file has none (heads
-    /// trained before the second stage existed).
+    /// Reads the stage from tensors written by [`BoxStage::tensors`] for a head on grids of `dim` channels per
+    /// cell; `None` when the file has none (heads trained before the second stage existed).
     pub fn from_tensors(
         t: &std::collections::HashMap<String, Tensor>,
         classes: usize,
+        dim: usize,
     ) -> candle_core::Result<Option<Self>> {
         let get = |k: &str| tensor_values(t, k);
         if !t.contains_key("s2_meta") {
@@ -411,21 +444,27 @@ impl BoxStage {
         if meta.len() != 4 || meta[0] as usize != classes {
             candle_core::bail!("second-stage metadata malformed");
         }
+        let mean = get("s2_mean")?;
+        let d = mean.len();
+        // The stride-16 width follows from the feature length: d = 2·dim + 4·s16 + 4.
+        if d < 2 * dim + 4 || !(d - 2 * dim - 4).is_multiple_of(4) || (d - 2 * dim - 4) / 4 > dim {
+            candle_core::bail!("second-stage features do not fit the head's grid");
+        }
         let stage = Self {
             classes,
+            d,
             refinements: (meta[1].max(0.0) as usize).min(4),
             candidates: (meta[2].max(1.0) as usize).min(MAX_CANDIDATES),
             blend: meta[3].clamp(0.0, 1.0),
-            mean: get("s2_mean")?,
+            mean,
             inv_std: get("s2_inv_std")?,
             scorer: Model { weight: get("s2_score_w")?, bias: get("s2_score_b")? },
             refiner: Model { weight: get("s2_box_w")?, bias: get("s2_box_b")? },
         };
-        if stage.mean.len() != BOX_DIM
-            || stage.inv_std.len() != BOX_DIM
-            || stage.scorer.weight.len() != classes * BOX_DIM
+        if stage.inv_std.len() != d
+            || stage.scorer.weight.len() != classes * d
             || stage.scorer.bias.len() != classes
-            || stage.refiner.weight.len() != 4 * BOX_DIM
+            || stage.refiner.weight.len() != 4 * d
             || stage.refiner.bias.len() != 4
         {
             candle_core::bail!("second-stage tensors have inconsistent shapes");
@@ -438,6 +477,10 @@ impl BoxStage {
 mod tests {
     use super::*;
     use half::f16;
+
+    /// EfficientNet-Lite0's cell: 112 stride-16 + 1280 stride-32 channels.
+    const CELL_DIM: usize = 112 + 1280;
+    const S16_DIM: usize = 112;
 
     #[test]
     fn deltas_invert() {
@@ -455,7 +498,7 @@ mod tests {
     fn box_features_average_the_covered_cells_by_area() {
         // A 2 × 2 grid whose cells hold 0, 1, 2, 3 in every channel.
         let data: Vec<f16> = (0..4).flat_map(|v| std::iter::repeat_n(f16::from_f32(v as f32), CELL_DIM)).collect();
-        let grid = GridIntegral::new(&FeatureGrid { rows: 2, cols: 2, data });
+        let grid = GridIntegral::new(&FeatureGrid { rows: 2, cols: 2, dim: CELL_DIM, s16: S16_DIM, data });
         // The left half: cells 0 and 2 → mean 1.
         let f = box_features(&grid, &[0.0, 0.0, 0.5, 1.0]);
         assert!((f[0] - 1.0).abs() < 1e-5 && (f[CELL_DIM - 1] - 1.0).abs() < 1e-5);
@@ -477,7 +520,7 @@ mod tests {
         let data: Vec<f16> = (0..rows * cols)
             .flat_map(|i| (0..CELL_DIM).map(move |k| f16::from_f32(value(i / cols, i % cols, k))))
             .collect();
-        let table = GridIntegral::new(&FeatureGrid { rows, cols, data });
+        let table = GridIntegral::new(&FeatureGrid { rows, cols, dim: CELL_DIM, s16: S16_DIM, data });
         for b in [[0.1f32, 0.2, 0.85, 0.9], [0.0, 0.0, 1.0, 1.0], [0.3, 0.31, 0.33, 0.6], [-0.2, 0.5, 0.4, 1.3]] {
             let mut got = vec![0f32; CELL_DIM];
             let area = table.box_sums(&b, &mut got);

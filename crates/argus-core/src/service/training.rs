@@ -437,7 +437,6 @@ impl Argus {
         let started = std::time::Instant::now();
         let (_, snap) = self.iteration_record(project, iteration).await?;
         let snap = snapshot_of(snap)?;
-        let backbone = self.models.backbone()?;
         progress.set(0.02, "loading images");
         let mut images = Vec::with_capacity(snap.images.len());
         for img in &snap.images {
@@ -453,9 +452,17 @@ impl Argus {
         if snap.detection {
             let boxes: Vec<Vec<GtBox>> = snap.images.iter().map(|i| gt_boxes(i, &classes)).collect();
             let p = progress.clone();
-            let advanced = snap.advanced;
+            let mut recipe = if snap.advanced { DetectionRecipe::advanced() } else { DetectionRecipe::regular() };
+            if !self.models.has_backbone(recipe.backbone) {
+                tracing::warn!(
+                    wanted = recipe.backbone.name(),
+                    "backbone weights missing (run `argus models pull`); training the detector on EfficientNet-Lite0"
+                );
+                recipe.backbone = Variant::Lite0;
+            }
+            let backbone = self.models.backbone_of(recipe.backbone)?;
             let (model, evaluation) =
-                tokio::task::spawn_blocking(move || train_detector(&backbone, &images, &boxes, classes, advanced, &p))
+                tokio::task::spawn_blocking(move || train_detector(&backbone, &images, &boxes, classes, &recipe, &p))
                     .await
                     .map_err(ApiError::internal)?
                     .map_err(|e| ApiError::new(ErrorCode::ErrorProjectTrainingRequestFailed, e))?;
@@ -1014,10 +1021,10 @@ impl Argus {
                 head
             }
         };
-        // A classifier runs on the backbone it was trained on; detectors always use Lite0.
+        // A head runs on the backbone it was trained on.
         let backbone = match head.as_ref() {
             Head::Classifier(h) => self.models.backbone_of(h.backbone)?,
-            Head::Detector(_) => self.models.backbone()?,
+            Head::Detector(h) => self.models.backbone_of(h.backbone)?,
         };
         let limits =
             argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
@@ -1149,10 +1156,9 @@ fn train_detector(
     images: &[Bytes],
     boxes: &[Vec<GtBox>],
     classes: Vec<Uuid>,
-    advanced: bool,
+    recipe: &DetectionRecipe,
     progress: &Progress,
 ) -> Result<(Vec<u8>, Evaluation), String> {
-    let recipe = if advanced { DetectionRecipe::advanced() } else { DetectionRecipe::regular() };
     let n = images.len();
     let mut grids = Vec::with_capacity(n);
     let mut view_boxes = Vec::with_capacity(n);
@@ -1174,14 +1180,17 @@ fn train_detector(
         let report = |f: f64| {
             progress.set(0.6 + 0.37 * (k as f64 + f) / fits as f64, format!("fitting the detector ({}/{fits})", k + 1))
         };
-        DetectorHead::fit(&g, &b, classes.len(), &recipe, &report).map_err(|e| e.to_string())
+        DetectorHead::fit(&g, &b, classes.len(), recipe, &report).map_err(|e| e.to_string())
     };
     let mut eval = vec![Vec::new(); n];
     for f in 0..folds {
         let train: Vec<usize> = (0..n).filter(|i| fold_of[*i] != f).collect();
         let head = fit(&train, f)?;
         for i in (0..n).filter(|i| fold_of[*i] == f) {
-            eval[i] = head.detect(&grids[i][0]).map_err(|e| e.to_string())?.iter().map(to_row).collect();
+            // View 1 is the whole image mirrored: what a mirroring head reads beside the image at prediction.
+            let mirror = if head.mirror { grids[i].get(1) } else { None };
+            eval[i] =
+                head.detect_with_mirror(&grids[i][0], mirror).map_err(|e| e.to_string())?.iter().map(to_row).collect();
         }
     }
     let all: Vec<usize> = (0..n).collect();

@@ -1,0 +1,116 @@
+//! Development harness for the classifier: the ants-vs-bees draws of `argus-bench quality` (same seeds, same
+//! photographs per tag, scored on all the others) trained and scored without the server, so that a recipe
+//! change can be judged in a minute. Prints top-1 accuracy per draw and the mean per size.
+//!
+//! `cargo run --release -p argus-vision --example classifier_lab -- DATA_DIR MODELS_DIR [n ...]`
+//!
+//! Environment: `LAB_ADVANCED` (the Advanced recipe), `LAB_BACKBONE=lite0|lite2`, `LAB_SIZE`, `LAB_VIEWS`,
+//! `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`.
+
+use argus_vision::backbone::EfficientNetLite0;
+use argus_vision::classifier::{cross_validate, training_features, HeadKind, Pooling, TrainingRecipe};
+use argus_vision::weights::Variant;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// Folds of the cross-validation, at most (the server's value).
+const MAX_FOLDS: usize = 5;
+
+fn photos(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
+    let mut out: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.extension()
+                .and_then(|e| e.to_str())
+                .is_some_and(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        })
+        .collect();
+    out.sort();
+    Ok(out)
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let data = PathBuf::from(args.get(1).ok_or("data dir")?).join("ants-bees");
+    let models = PathBuf::from(args.get(2).ok_or("models dir")?);
+    let sizes: Vec<usize> = args.iter().skip(3).filter_map(|a| a.parse().ok()).collect();
+    let sizes = if sizes.is_empty() { vec![5, 10, 30] } else { sizes };
+    let mut recipe =
+        if std::env::var("LAB_ADVANCED").is_ok() { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
+    let env = |k: &str| std::env::var(k).ok().and_then(|v| v.parse::<f64>().ok());
+    match std::env::var("LAB_BACKBONE").as_deref() {
+        Ok("lite0") => recipe.backbone = Variant::Lite0,
+        Ok("lite2") => recipe.backbone = Variant::Lite2,
+        _ => {}
+    }
+    recipe.input_size = env("LAB_SIZE").map_or(recipe.input_size, |v| v as u32);
+    recipe.augmented_views = env("LAB_VIEWS").map_or(recipe.augmented_views, |v| v as usize);
+    if std::env::var("LAB_MEANMAX").is_ok() {
+        recipe.pooling = Pooling::MeanMax;
+    }
+    recipe.standardise = std::env::var("LAB_STANDARDISE").is_ok();
+    eprintln!("{recipe:?}");
+    let net = EfficientNetLite0::from_file(&models.join(recipe.backbone.file()))?;
+    let classes: Vec<(String, Vec<PathBuf>)> = ["ants", "bees"]
+        .iter()
+        .map(|t| Ok((t.to_string(), photos(&data.join(t))?)))
+        .collect::<Result<_, std::io::Error>>()?;
+    // Every photograph's training rows and scored feature, once (seeded by its index).
+    let t0 = Instant::now();
+    let mut feats = Vec::new();
+    for (k, (_, files)) in classes.iter().enumerate() {
+        let mut per = Vec::new();
+        for (i, f) in files.iter().enumerate() {
+            let img = image::open(f)?.to_rgb8();
+            per.push(training_features(&net, &img, &recipe, (k * 10_000 + i) as u64)?);
+        }
+        feats.push(per);
+    }
+    eprintln!("features in {:.1} s", t0.elapsed().as_secs_f64());
+    for n in sizes {
+        let mut accs = Vec::new();
+        for d in 0..3u64 {
+            let seed = 1000 + 10 * n as u64 + d;
+            let (mut rows, mut scored, mut targets, mut labels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let mut test = Vec::new();
+            for (k, (_, files)) in classes.iter().enumerate() {
+                let mut order: Vec<usize> = (0..files.len()).collect();
+                order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(k as u64)));
+                for (rank, &i) in order.iter().enumerate() {
+                    let (r, s) = &feats[k][i];
+                    if rank < n {
+                        rows.push(r.clone());
+                        scored.push(s.clone());
+                        targets.push((0..classes.len()).map(|c| if c == k { 1.0 } else { 0.0 }).collect::<Vec<f32>>());
+                        labels.push(k);
+                    } else {
+                        test.push((k, s));
+                    }
+                }
+            }
+            // Stratified round-robin folds, as the server deals them.
+            let folds = n.clamp(2, MAX_FOLDS);
+            let mut idx: Vec<usize> = (0..labels.len()).collect();
+            idx.sort_by_key(|i| (labels[*i], *i));
+            let mut fold_of = vec![0; labels.len()];
+            for (rank, i) in idx.iter().enumerate() {
+                fold_of[*i] = rank % folds;
+            }
+            let cv = cross_validate(&rows, &scored, &targets, &fold_of, folds, HeadKind::Multiclass, &recipe, &|_| {})?;
+            let right = test
+                .iter()
+                .filter(|(k, s)| {
+                    let p = cv.head.predict(s);
+                    (0..p.len()).max_by(|a, b| p[*a].total_cmp(&p[*b])) == Some(*k)
+                })
+                .count();
+            let acc = 100.0 * right as f64 / test.len() as f64;
+            println!("{n}/tag draw {d}: {acc:.1} % ({right}/{}), lambda {}", test.len(), cv.lambda);
+            accs.push(acc);
+        }
+        println!("{n}/tag mean: {:.1} %", accs.iter().sum::<f64>() / accs.len() as f64);
+    }
+    Ok(())
+}

@@ -45,13 +45,13 @@ def jpeg(seed):
 class Server:
     """A real `argus serve` on a loopback port over its own data directory."""
 
-    def __init__(self, key, data_dir=None, extra_env=None):
+    def __init__(self, key, data_dir=None, extra_env=None, args=()):
         self.key = key
         self.dir = data_dir or tempfile.mkdtemp(prefix="argus-e2e-")
         port = free_port()
         env = dict(os.environ, ARGUS_TRAINING_KEY=key, ARGUS_PREDICTION_KEY=key + "-p", ARGUS_LOG="warn",
                    ARGUS_MODELS_DIR=MODELS_DIR, **(extra_env or {}))
-        self.proc = subprocess.Popen([BIN, "serve", "--data-dir", self.dir, "--bind", f"127.0.0.1:{port}"],
+        self.proc = subprocess.Popen([BIN, "serve", "--data-dir", self.dir, "--bind", f"127.0.0.1:{port}", *args],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{port}"
         for _ in range(400):

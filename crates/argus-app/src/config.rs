@@ -20,7 +20,7 @@ pub struct ServeArgs {
     pub bind: Option<SocketAddr>,
     /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
     /// max_projects, log_format, models_dir, training_workers, prediction_retention_days,
-    /// vision_retention_hours, max_running_vision_jobs, sam_weights, min_detection_images_per_tag).
+    /// vision_retention_hours, max_running_vision_jobs, sam_weights, min_detection_images_per_tag, workers).
     /// [default: ./argus.toml when it exists]
     #[arg(long, env = "ARGUS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -45,6 +45,11 @@ pub struct ServeArgs {
     /// Training jobs run at once. [default: 1]
     #[arg(long, env = "ARGUS_TRAINING_WORKERS")]
     pub training_workers: Option<usize>,
+    /// Job slots of this server: 0 serves HTTP only and leaves every job (training, export, segmentation) to
+    /// `argus worker` processes on the same data directory; N > 0 is `--training-workers N`. [default: jobs run
+    /// here]
+    #[arg(long, env = "ARGUS_WORKERS", conflicts_with = "training_workers")]
+    pub workers: Option<usize>,
     /// Days stored predictions (and their images) are kept before the hourly sweep removes them. [default: 30]
     #[arg(long, env = "ARGUS_PREDICTION_RETENTION_DAYS")]
     pub prediction_retention_days: Option<i64>,
@@ -77,6 +82,7 @@ pub struct FileConfig {
     log_format: Option<String>,
     models_dir: Option<PathBuf>,
     training_workers: Option<usize>,
+    workers: Option<usize>,
     prediction_retention_days: Option<i64>,
     vision_retention_hours: Option<i64>,
     max_running_vision_jobs: Option<u64>,
@@ -105,6 +111,8 @@ pub struct Settings {
     pub models_dir: PathBuf,
     /// Concurrent training jobs.
     pub training_workers: usize,
+    /// Whether this server runs jobs itself (`workers = 0`: HTTP only, `argus worker` processes run them).
+    pub run_jobs: bool,
     /// Stored-prediction retention in days.
     pub prediction_retention_days: i64,
     /// Finished segmentation job retention in hours.
@@ -156,6 +164,8 @@ impl Settings {
         if min_detection < least {
             anyhow::bail!("min_detection_images_per_tag must be at least {least} (cross-validation needs two)");
         }
+        let workers = args.workers.or(if args.training_workers.is_some() { None } else { fc.workers });
+        let training_workers = args.training_workers.or(fc.training_workers);
         Ok(Self {
             min_detection_images_per_tag: min_detection,
             prediction_retention_days: retention,
@@ -170,7 +180,8 @@ impl Settings {
             max_projects: args.max_projects.or(fc.max_projects).unwrap_or(argus_core::limits::DEFAULT_MAX_PROJECTS),
             log_format,
             models_dir: args.models_dir.clone().or(fc.models_dir).unwrap_or_else(|| PathBuf::from("argus-models")),
-            training_workers: args.training_workers.or(fc.training_workers).unwrap_or(1).max(1),
+            training_workers: workers.filter(|n| *n > 0).or(training_workers).unwrap_or(1).max(1),
+            run_jobs: workers != Some(0),
         })
     }
 }

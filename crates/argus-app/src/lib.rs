@@ -6,6 +6,7 @@
 //! - [`models`]: fetching and checking the pretrained weights (`argus models`).
 //! - [`build_state`]: opens the store and blobs of a data directory and builds the server state.
 //! - [`Node`]: that state served on a listener, with the job pools and sweeps a node runs.
+//! - [`Worker`]: the job pools alone, no listener (`argus worker`), over the same data directory as a node.
 
 pub mod config;
 pub mod models;
@@ -15,7 +16,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use argus_core::service::{ExportJobs, ModelHub, SegmentJobs, TrainingJobs};
+use argus_core::jobs::JobHandler;
+use argus_core::service::{ExportJobs, ModelHub, SegmentJobs, TrainingJobs, EXPORT_JOB, SEGMENT_JOB, TRAIN_JOB};
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, SqliteStore};
@@ -115,8 +117,8 @@ impl NodeOptions {
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         Self {
             bind: settings.bind,
-            training_workers: settings.training_workers,
-            segment_workers: cores,
+            training_workers: if settings.run_jobs { settings.training_workers } else { 0 },
+            segment_workers: if settings.run_jobs { cores } else { 0 },
             training_poll: argus_jobs::PoolConfig::default().idle_poll,
             sweeps: true,
         }
@@ -164,34 +166,15 @@ impl Node {
             None
         };
         let (stop_jobs, stop_rx) = tokio::sync::watch::channel(false);
-        let mut pools = Vec::new();
-        if options.training_workers > 0 {
-            if let Err(e) = models::ensure(&settings.models_dir) {
-                tracing::warn!(error = %format!("{e:#}"), "pretrained weights unavailable; training will fail until `argus models pull` succeeds");
-            }
-            pools.push(argus_jobs::start(
-                state.argus.jobs.clone(),
-                vec![Arc::new(TrainingJobs(state.argus.clone())), Arc::new(ExportJobs(state.argus.clone()))],
-                argus_jobs::PoolConfig {
-                    concurrency: options.training_workers,
-                    idle_poll: options.training_poll,
-                    ..Default::default()
-                },
-                stop_rx.clone(),
-            ));
-        }
-        if options.segment_workers > 0 {
-            pools.push(argus_jobs::start(
-                state.argus.jobs.clone(),
-                vec![Arc::new(SegmentJobs(state.argus.clone()))],
-                argus_jobs::PoolConfig {
-                    concurrency: options.segment_workers,
-                    idle_poll: Duration::from_millis(20),
-                    ..Default::default()
-                },
-                stop_rx,
-            ));
-        }
+        let pools = start_pools(
+            &state,
+            settings,
+            &JobKind::ALL,
+            options.training_workers,
+            options.segment_workers,
+            options.training_poll,
+            stop_rx,
+        );
         let listener =
             tokio::net::TcpListener::bind(options.bind).await.with_context(|| format!("binding {}", options.bind))?;
         let addr = listener.local_addr()?;
@@ -227,6 +210,109 @@ impl Node {
             }
         }
         served.context("the server task")?.context("serving")
+    }
+}
+
+/// A kind of job a node or worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JobKind {
+    /// Training iterations.
+    Train,
+    /// Model exports.
+    Export,
+    /// Interactive segmentation.
+    Segment,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 3] = [JobKind::Train, JobKind::Export, JobKind::Segment];
+
+    /// The queue's name of the kind.
+    pub fn queue_kind(self) -> &'static str {
+        match self {
+            JobKind::Train => TRAIN_JOB,
+            JobKind::Export => EXPORT_JOB,
+            JobKind::Segment => SEGMENT_JOB,
+        }
+    }
+}
+
+/// Starts the job pools for `kinds`: training and export share one pool of `training_workers` slots (they are
+/// long and CPU-bound), segmentation has its own of `segment_workers` that polls often, so a prompt never waits
+/// behind a training run. A pool with no slots or no kinds is not started.
+fn start_pools(
+    state: &AppState,
+    settings: &Settings,
+    kinds: &[JobKind],
+    training_workers: usize,
+    segment_workers: usize,
+    training_poll: Duration,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Vec<argus_jobs::WorkerPool> {
+    let argus = &state.argus;
+    let mut long: Vec<Arc<dyn JobHandler>> = Vec::new();
+    if kinds.contains(&JobKind::Train) {
+        long.push(Arc::new(TrainingJobs(argus.clone())));
+    }
+    if kinds.contains(&JobKind::Export) {
+        long.push(Arc::new(ExportJobs(argus.clone())));
+    }
+    let mut pools = Vec::new();
+    if training_workers > 0 && !long.is_empty() {
+        if let Err(e) = models::ensure(&settings.models_dir) {
+            tracing::warn!(error = %format!("{e:#}"), "pretrained weights unavailable; training will fail until `argus models pull` succeeds");
+        }
+        let config =
+            argus_jobs::PoolConfig { concurrency: training_workers, idle_poll: training_poll, ..Default::default() };
+        pools.push(argus_jobs::start(argus.jobs.clone(), long, config, stop.clone()));
+    }
+    if segment_workers > 0 && kinds.contains(&JobKind::Segment) {
+        let config = argus_jobs::PoolConfig {
+            concurrency: segment_workers,
+            idle_poll: Duration::from_millis(20),
+            ..Default::default()
+        };
+        pools.push(argus_jobs::start(argus.jobs.clone(), vec![Arc::new(SegmentJobs(argus.clone()))], config, stop));
+    }
+    pools
+}
+
+/// Job pools with no listener (`argus worker`): it claims jobs from the data directory's queue beside the
+/// nodes serving it (other processes on this machine: SQLite arbitrates the writers, leases hand the job of a
+/// worker that died to another). It runs no sweeps: the serving node does.
+pub struct Worker {
+    /// The shared state.
+    pub state: AppState,
+    stop_jobs: tokio::sync::watch::Sender<bool>,
+    pools: Vec<argus_jobs::WorkerPool>,
+}
+
+impl Worker {
+    /// Opens the data directory of `settings` and starts claiming jobs of `kinds` (training and export jobs run
+    /// `settings.training_workers` at a time, segmentation one per core).
+    pub async fn start(settings: &Settings, kinds: &[JobKind]) -> Result<Self> {
+        if kinds.is_empty() {
+            anyhow::bail!("a worker needs at least one job kind (train, export, segment)");
+        }
+        let (state, _) = build_state(settings).await?;
+        let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
+        let (stop_jobs, stop_rx) = tokio::sync::watch::channel(false);
+        let training = settings.training_workers.max(1);
+        let pools =
+            start_pools(&state, settings, kinds, training, cores, argus_jobs::PoolConfig::default().idle_poll, stop_rx);
+        Ok(Self { state, stop_jobs, pools })
+    }
+
+    /// Stops claiming; with `wait_for_jobs`, running jobs finish first, otherwise their leases lapse and
+    /// another worker resumes them.
+    pub async fn stop(self, wait_for_jobs: bool) {
+        let _ = self.stop_jobs.send(true);
+        if wait_for_jobs {
+            for pool in self.pools {
+                pool.join().await;
+            }
+        }
     }
 }
 

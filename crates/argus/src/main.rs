@@ -1,6 +1,7 @@
 //! `argus`: the Argus command-line entry point (the benchmarks are a binary of their own, `argus-bench`).
 //!
 //! - `argus serve` runs the HTTP server (Custom Vision Training API, signed blob links, health checks).
+//! - `argus worker` runs jobs (training, export, segmentation) beside `argus serve --workers 0`.
 //! - `argus keys` prints the keys of a data directory.
 //! - `argus models pull` fetches and converts the pretrained backbone weights.
 //! - `argus import customvision` copies projects from Azure Custom Vision (or any compatible endpoint).
@@ -11,7 +12,7 @@ mod import;
 
 use anyhow::Result;
 use argus_app::config::{load_or_create_secrets, ServeArgs, Settings};
-use argus_app::{init_logging, models, Node, NodeOptions};
+use argus_app::{init_logging, models, JobKind, Node, NodeOptions, Worker};
 use clap::{Parser, Subcommand};
 
 /// Argus: a self-hosted computer-vision platform that speaks the Custom Vision REST API.
@@ -26,6 +27,8 @@ struct Cli {
 enum Command {
     /// Run the HTTP server.
     Serve(ServeArgs),
+    /// Run jobs with no listener, beside servers on the same data directory (`argus serve --workers 0`).
+    Worker(WorkerArgs),
     /// Print the API keys of a data directory (generating them if it is new).
     Keys {
         /// Data directory. [default: ./argus-data]
@@ -41,6 +44,29 @@ enum Command {
     /// Export a project as COCO, YOLO or Pascal VOC, or import one of those into a project.
     #[command(subcommand)]
     Dataset(dataset::DatasetCommand),
+}
+
+/// Flags of `argus worker`: the server's settings (data directory, models, training slots, …) and the job
+/// kinds to claim.
+#[derive(Debug, clap::Args)]
+struct WorkerArgs {
+    /// Job kinds this worker claims.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = JobKind::ALL)]
+    kinds: Vec<JobKind>,
+    #[command(flatten)]
+    settings: ServeArgs,
+}
+
+async fn work(args: WorkerArgs) -> Result<()> {
+    let settings = Settings::resolve(&args.settings)?;
+    init_logging(&settings.log_format, "info,sqlx=warn");
+    let worker = Worker::start(&settings, &args.kinds).await?;
+    let kinds: Vec<&str> = args.kinds.iter().map(|k| k.queue_kind()).collect();
+    tracing::info!(data_dir = %settings.data_dir.display(), kinds = ?kinds, training_slots = settings.training_workers, "argus worker claiming jobs");
+    shutdown_signal().await;
+    // As for the server: running jobs keep their lease until it lapses, and another worker resumes them.
+    worker.stop(false).await;
+    Ok(())
 }
 
 async fn shutdown_signal() {
@@ -86,6 +112,7 @@ async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Serve(args) => serve(args).await,
+        Command::Worker(args) => work(args).await,
         Command::Keys { data_dir } => {
             std::fs::create_dir_all(&data_dir)?;
             let (s, _) = load_or_create_secrets(&data_dir)?;

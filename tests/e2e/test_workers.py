@@ -1,0 +1,89 @@
+"""Jobs in worker processes: `argus serve --workers 0` serves HTTP only and `argus worker` processes on the same
+data directory run the jobs. A worker killed with SIGKILL in the middle of a training loses nothing: once its lease
+lapses another worker runs the job to the end, and the serving process answers predictions from the head a worker
+wrote."""
+
+import base64
+import os
+import signal
+import subprocess
+import time
+
+import requests
+
+from helpers import BIN, MODELS_DIR, Server, jpeg
+
+
+class Worker:
+    """A real `argus worker` on a data directory, its log in a file."""
+
+    def __init__(self, data_dir, key, log_path):
+        env = dict(os.environ, ARGUS_TRAINING_KEY=key, ARGUS_PREDICTION_KEY=key + "-p", ARGUS_LOG="info",
+                   ARGUS_MODELS_DIR=MODELS_DIR)
+        self.log_path = log_path
+        self.log = open(log_path, "wb")
+        self.proc = subprocess.Popen([BIN, "worker", "--data-dir", data_dir, "--kinds", "train,export"], env=env,
+                                     stdout=subprocess.DEVNULL, stderr=self.log)
+
+    def wait_for(self, text, timeout):
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            with open(self.log_path, "rb") as f:
+                if text.encode() in f.read():
+                    return
+            assert self.proc.poll() is None, "the worker exited: " + open(self.log_path).read()
+            time.sleep(0.2)
+        raise AssertionError(f"the worker never logged {text!r}: " + open(self.log_path).read())
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+        self.log.close()
+
+
+def test_a_worker_killed_mid_training_is_replaced_and_the_server_predicts_with_its_head(tmp_path):
+    data = str(tmp_path / "data")
+    srv = Server("worker-key", data_dir=data, args=["--workers", "0"])
+    workers = []
+    try:
+        project = srv.call("POST", "/projects", params={"name": "workers"})
+        tags = []
+        for t, name in enumerate(["red", "blue"]):
+            tag = srv.call("POST", f"/projects/{project['id']}/tags", params={"name": name})
+            tags.append(tag["id"])
+            images = [{"name": f"{t}-{i}.jpg", "contents": base64.b64encode(jpeg(300 * t + i)).decode(),
+                       "tagIds": [tag["id"]]} for i in range(6)]
+            srv.call("POST", f"/projects/{project['id']}/images/files", json={"images": images})
+        iteration = srv.call("POST", f"/projects/{project['id']}/train")
+        path = f"/projects/{project['id']}/iterations/{iteration['id']}"
+        # The server runs no jobs itself: with no worker the iteration waits.
+        time.sleep(2)
+        assert srv.call("GET", path)["status"] == "Training"
+
+        first = Worker(data, srv.key, str(tmp_path / "worker-1.log"))
+        workers.append(first)
+        first.wait_for("job started", timeout=60)
+        first.proc.send_signal(signal.SIGKILL)
+        first.proc.wait(timeout=10)
+
+        second = Worker(data, srv.key, str(tmp_path / "worker-2.log"))
+        workers.append(second)
+        deadline = time.time() + 600
+        while time.time() < deadline:
+            it = srv.call("GET", path)
+            if it["status"] in ("Completed", "Failed"):
+                break
+            time.sleep(0.5)
+        assert it["status"] == "Completed", it
+        second.wait_for("job completed", timeout=10)
+
+        srv.call("POST", f"{path}/publish", params={"publishName": "live", "predictionId": "local"})
+        r = requests.post(f"{srv.url}/customvision/v3.0/prediction/{project['id']}/classify/iterations/live/image",
+                          headers={"Prediction-Key": srv.key + "-p"}, data=jpeg(7), timeout=120)
+        assert r.status_code == 200, r.text
+        assert sorted(p["tagId"] for p in r.json()["predictions"]) == sorted(tags)
+    finally:
+        for w in workers:
+            w.stop()
+        srv.stop()

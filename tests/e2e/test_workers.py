@@ -11,18 +11,29 @@ import time
 
 import requests
 
-from helpers import BIN, MODELS_DIR, Server, jpeg
+from helpers import BIN, MODELS_DIR, Server, free_port, jpeg
+
+
+def gauge(url, name, kind):
+    """The value of gauge `name{kind=...}` on a /metrics page."""
+    text = requests.get(url + "/metrics", timeout=10).text
+    for line in text.splitlines():
+        if line.startswith(f'{name}{{kind="{kind}"}}'):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no {name} for {kind} in:\n{text}")
 
 
 class Worker:
     """A real `argus worker` on a data directory, its log in a file."""
 
     def __init__(self, data_dir, key, log_path):
+        self.url = f"http://127.0.0.1:{free_port()}"
         env = dict(os.environ, ARGUS_TRAINING_KEY=key, ARGUS_PREDICTION_KEY=key + "-p", ARGUS_LOG="info",
                    ARGUS_MODELS_DIR=MODELS_DIR)
         self.log_path = log_path
         self.log = open(log_path, "wb")
-        self.proc = subprocess.Popen([BIN, "worker", "--data-dir", data_dir, "--kinds", "train,export"], env=env,
+        self.proc = subprocess.Popen([BIN, "worker", "--data-dir", data_dir, "--kinds", "train,export",
+                                      "--metrics-bind", self.url[len("http://"):]], env=env,
                                      stdout=subprocess.DEVNULL, stderr=self.log)
 
     def wait_for(self, text, timeout):
@@ -60,10 +71,15 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_server_predicts_with_i
         # The server runs no jobs itself: with no worker the iteration waits.
         time.sleep(2)
         assert srv.call("GET", path)["status"] == "Training"
+        assert gauge(srv.url, "argus_jobs_queued", "train") == 1
 
         first = Worker(data, srv.key, str(tmp_path / "worker-1.log"))
         workers.append(first)
         first.wait_for("job started", timeout=60)
+        # Every process reports the queue it shares.
+        assert gauge(first.url, "argus_jobs_running", "train") == 1
+        assert gauge(srv.url, "argus_jobs_queued", "train") == 0
+        assert requests.get(first.url + "/readyz", timeout=10).status_code == 200
         first.proc.send_signal(signal.SIGKILL)
         first.proc.wait(timeout=10)
 
@@ -77,6 +93,7 @@ def test_a_worker_killed_mid_training_is_replaced_and_the_server_predicts_with_i
             time.sleep(0.5)
         assert it["status"] == "Completed", it
         second.wait_for("job completed", timeout=10)
+        assert gauge(second.url, "argus_jobs_running", "train") == 0
 
         srv.call("POST", f"{path}/publish", params={"publishName": "live", "predictionId": "local"})
         r = requests.post(f"{srv.url}/customvision/v3.0/prediction/{project['id']}/classify/iterations/live/image",

@@ -284,14 +284,18 @@ fn start_pools(
 pub struct Worker {
     /// The shared state.
     pub state: AppState,
+    /// Where its `/metrics`, `/healthz` and `/readyz` listen, when asked for.
+    pub metrics_addr: Option<SocketAddr>,
     stop_jobs: tokio::sync::watch::Sender<bool>,
     pools: Vec<argus_jobs::WorkerPool>,
+    ops: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
 }
 
 impl Worker {
     /// Opens the data directory of `settings` and starts claiming jobs of `kinds` (training and export jobs run
-    /// `settings.training_workers` at a time, segmentation one per core).
-    pub async fn start(settings: &Settings, kinds: &[JobKind]) -> Result<Self> {
+    /// `settings.training_workers` at a time, segmentation one per core); with `metrics_bind`, serves
+    /// `/metrics`, `/healthz` and `/readyz` there.
+    pub async fn start(settings: &Settings, kinds: &[JobKind], metrics_bind: Option<SocketAddr>) -> Result<Self> {
         if kinds.is_empty() {
             anyhow::bail!("a worker needs at least one job kind (train, export, segment)");
         }
@@ -301,13 +305,24 @@ impl Worker {
         let training = settings.training_workers.max(1);
         let pools =
             start_pools(&state, settings, kinds, training, cores, argus_jobs::PoolConfig::default().idle_poll, stop_rx);
-        Ok(Self { state, stop_jobs, pools })
+        let (metrics_addr, ops) = match metrics_bind {
+            Some(bind) => {
+                let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+                let addr = listener.local_addr()?;
+                (Some(addr), Some(tokio::spawn(argus_server::serve_ops(listener, state.argus.clone()))))
+            }
+            None => (None, None),
+        };
+        Ok(Self { state, metrics_addr, stop_jobs, pools, ops })
     }
 
     /// Stops claiming; with `wait_for_jobs`, running jobs finish first, otherwise their leases lapse and
     /// another worker resumes them.
     pub async fn stop(self, wait_for_jobs: bool) {
         let _ = self.stop_jobs.send(true);
+        if let Some(ops) = self.ops {
+            ops.abort();
+        }
         if wait_for_jobs {
             for pool in self.pools {
                 pool.join().await;

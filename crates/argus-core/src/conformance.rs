@@ -274,8 +274,11 @@ async fn jobs_are_claimed_once_and_survive_dead_workers<S: JobQueue>(s: &S) {
     let a = s.enqueue(job("train")).await.expect("enqueue");
     s.enqueue(job("other")).await.expect("enqueue");
     assert_eq!(s.active_jobs("train", "p").await.expect("active"), 1);
+    let depth = |q: u64, r: u64| vec![("other".to_string(), 1, 0), ("train".to_string(), q, r)];
+    assert_eq!(s.queue_depth().await.expect("depth"), depth(1, 0));
     let Some(Claimed::Run(j)) = s.claim(&kinds, "w1", 60_000).await.expect("claim") else { panic!("no job") };
     assert_eq!((j.id, j.attempts), (a.id, 1));
+    assert_eq!(s.queue_depth().await.expect("depth"), depth(0, 1));
     assert!(s.claim(&kinds, "w2", 60_000).await.expect("claim").is_none(), "leased job claimed twice");
     assert!(s.heartbeat(j.id, "w1", 0.5, Some("half"), 60_000).await.expect("hb"));
     assert!(!s.heartbeat(j.id, "w2", 0.5, None, 60_000).await.expect("hb"), "stranger renewed the lease");
@@ -287,6 +290,7 @@ async fn jobs_are_claimed_once_and_survive_dead_workers<S: JobQueue>(s: &S) {
         panic!("not abandoned")
     };
     assert_eq!(j3.status, JobStatus::Failed);
+    assert_eq!(s.queue_depth().await.expect("depth"), vec![("other".to_string(), 1, 0)], "finished jobs counted");
     assert!(!s.complete(j3.id, "w2", &serde_json::json!(null)).await.expect("complete"));
     assert_eq!(s.get_job(a.id).await.expect("get").map(|j| j.status), Some(JobStatus::Failed));
 }

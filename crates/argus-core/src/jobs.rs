@@ -128,6 +128,9 @@ pub trait JobQueue: Send + Sync + 'static {
     async fn active_jobs(&self, kind: &str, scope: &str) -> StoreResult<u64>;
     /// Every job of `kind` in `scope`, oldest first.
     async fn list_jobs(&self, kind: &str, scope: &str) -> StoreResult<Vec<Job>>;
+    /// How many jobs wait and run, per kind, across every scope (the queue depth a scrape reports): `(kind,
+    /// queued, running)`, kinds with neither left out, sorted by kind.
+    async fn queue_depth(&self) -> StoreResult<Vec<(String, u64, u64)>>;
 }
 
 /// Progress a running handler reports; the worker's heartbeat persists it.

@@ -93,6 +93,34 @@ pub fn router(state: AppState) -> Router {
     routes::router(state)
 }
 
+/// What a process with no API serves (`argus worker --metrics-bind`): `GET /metrics`, `/healthz` and `/readyz`.
+pub fn ops_router(argus: argus_core::Argus) -> Router {
+    metrics::handle();
+    let readyz = |axum::extract::State(a): axum::extract::State<argus_core::Argus>| async move {
+        use axum::response::IntoResponse;
+        match a.ready().await {
+            Ok(()) => (axum::http::StatusCode::OK, "ready".to_string()).into_response(),
+            Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
+        }
+    };
+    Router::new()
+        .route(
+            "/metrics",
+            axum::routing::get(|axum::extract::State(a): axum::extract::State<argus_core::Argus>| async move {
+                metrics::render_for(&a).await
+            }),
+        )
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(readyz))
+        .layer(axum::middleware::from_fn(metrics::track))
+        .with_state(argus)
+}
+
+/// Serves [`ops_router`] on `listener` until the task is dropped.
+pub async fn serve_ops(listener: tokio::net::TcpListener, argus: argus_core::Argus) -> std::io::Result<()> {
+    axum::serve(listener, ops_router(argus)).await
+}
+
 /// The complete service: path normalisation in front of the router. Serve it with
 /// `axum::serve(listener, app(state).into_make_service())`.
 pub fn app(state: AppState) -> tower::util::MapRequest<Router, fn(Request) -> Request> {

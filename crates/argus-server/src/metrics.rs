@@ -4,7 +4,10 @@
 //! Recorded here: `argus_http_requests_total{group, method, status}` and
 //! `argus_http_request_duration_seconds{group}` for every request, grouped by surface (`training`,
 //! `prediction`, `vision`, `blobs`, `health`, `metrics`, `other`). Job counts and durations per kind are recorded by
-//! `argus-jobs`; training and prediction timings by the services they run in.
+//! `argus-jobs`; `argus_prediction_compute_seconds{kind}` (decode + backbone + head of one prediction) and
+//! `argus_store_errors_total{kind}` by the services. Queue depth, `argus_jobs_queued{kind}` and
+//! `argus_jobs_running{kind}`, is read from the job queue at each scrape, so every node and worker reports the
+//! cluster's queue.
 
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -70,8 +73,36 @@ pub async fn track(req: Request, next: Next) -> Response {
     response
 }
 
-/// `GET /metrics`.
-pub async fn render() -> Response {
+/// `GET /metrics` of a server.
+pub async fn render(axum::extract::State(state): axum::extract::State<crate::AppState>) -> Response {
+    render_for(&state.argus).await
+}
+
+/// The exposition, with the queue depth read from `argus`'s job queue first (a failed read leaves the gauges
+/// as they were and counts a store error).
+pub async fn render_for(argus: &argus_core::Argus) -> Response {
+    use argus_core::service::{EXPORT_JOB, SEGMENT_JOB, TRAIN_JOB};
+    match argus.jobs.queue_depth().await {
+        Ok(depth) => {
+            // Known kinds are always reported, as 0 when none wait or run.
+            let mut kinds: Vec<(String, u64, u64)> =
+                [TRAIN_JOB, EXPORT_JOB, SEGMENT_JOB].iter().map(|k| (k.to_string(), 0, 0)).collect();
+            for (kind, queued, running) in depth {
+                match kinds.iter_mut().find(|(k, _, _)| *k == kind) {
+                    Some(slot) => *slot = (kind, queued, running),
+                    None => kinds.push((kind, queued, running)),
+                }
+            }
+            for (kind, queued, running) in kinds {
+                metrics::gauge!("argus_jobs_queued", "kind" => kind.clone()).set(queued as f64);
+                metrics::gauge!("argus_jobs_running", "kind" => kind).set(running as f64);
+            }
+        }
+        Err(e) => {
+            metrics::counter!("argus_store_errors_total", "kind" => "backend").increment(1);
+            tracing::warn!(error = %e, "reading the queue depth for /metrics failed");
+        }
+    }
     let body = handle().render();
     (StatusCode::OK, [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], body).into_response()
 }

@@ -625,4 +625,9 @@ async fn metrics_count_and_time_requests_by_surface() {
     let count: f64 = line.rsplit(' ').next().and_then(|v| v.parse().ok()).expect("a number");
     assert!(count >= 1.0, "{line}");
     assert!(text.contains("argus_http_request_duration_seconds_bucket{group=\"training\",le=\"0.005\"}"), "{text}");
+    // The queue depth is read at each scrape, every known kind reported.
+    for kind in ["train", "export", "segment"] {
+        assert!(text.contains(&format!("argus_jobs_queued{{kind=\"{kind}\"}} 0")), "{kind} queued in:\n{text}");
+        assert!(text.contains(&format!("argus_jobs_running{{kind=\"{kind}\"}} 0")), "{kind} running in:\n{text}");
+    }
 }

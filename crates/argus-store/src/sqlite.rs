@@ -1403,6 +1403,23 @@ impl JobQueue for SqliteStore {
         Ok(n as u64)
     }
 
+    async fn queue_depth(&self) -> StoreResult<Vec<(String, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, SUM(status = 'Queued') AS queued, SUM(status = 'Running') AS running FROM jobs \
+             WHERE status IN ('Queued', 'Running') GROUP BY kind ORDER BY kind",
+        )
+        .fetch_all(&self.reader)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n = |k: &str| r.get::<i64, _>(k).max(0) as u64;
+                (r.get::<String, _>("kind"), n("queued"), n("running"))
+            })
+            .collect())
+    }
+
     async fn list_jobs(&self, kind: &str, scope: &str) -> StoreResult<Vec<Job>> {
         let rows = sqlx::query("SELECT * FROM jobs WHERE kind = ? AND scope = ? ORDER BY seq")
             .bind(kind)

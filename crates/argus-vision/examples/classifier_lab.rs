@@ -33,7 +33,7 @@ fn photos(dir: &Path) -> Result<Vec<PathBuf>, std::io::Error> {
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let data = PathBuf::from(args.get(1).ok_or("data dir")?).join("ants-bees");
+    let data = PathBuf::from(args.get(1).ok_or("data dir")?).join("ants-bees").join("train");
     let models = PathBuf::from(args.get(2).ok_or("models dir")?);
     let sizes: Vec<usize> = args.iter().skip(3).filter_map(|a| a.parse().ok()).collect();
     let sizes = if sizes.is_empty() { vec![5, 10, 30] } else { sizes };

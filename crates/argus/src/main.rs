@@ -53,6 +53,9 @@ struct WorkerArgs {
     /// Job kinds this worker claims.
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = JobKind::ALL)]
     kinds: Vec<JobKind>,
+    /// Serve `/metrics` (Prometheus), `/healthz` and `/readyz` on this address. [default: no listener]
+    #[arg(long, env = "ARGUS_METRICS_BIND")]
+    metrics_bind: Option<std::net::SocketAddr>,
     #[command(flatten)]
     settings: ServeArgs,
 }
@@ -60,9 +63,10 @@ struct WorkerArgs {
 async fn work(args: WorkerArgs) -> Result<()> {
     let settings = Settings::resolve(&args.settings)?;
     init_logging(&settings.log_format, "info,sqlx=warn");
-    let worker = Worker::start(&settings, &args.kinds).await?;
+    let worker = Worker::start(&settings, &args.kinds, args.metrics_bind).await?;
     let kinds: Vec<&str> = args.kinds.iter().map(|k| k.queue_kind()).collect();
-    tracing::info!(data_dir = %settings.data_dir.display(), kinds = ?kinds, training_slots = settings.training_workers, "argus worker claiming jobs");
+    let metrics = worker.metrics_addr.map(|a| format!("http://{a}/metrics"));
+    tracing::info!(data_dir = %settings.data_dir.display(), kinds = ?kinds, training_slots = settings.training_workers, metrics = ?metrics, "argus worker claiming jobs");
     shutdown_signal().await;
     // As for the server: running jobs keep their lease until it lapses, and another worker resumes them.
     worker.stop(false).await;

@@ -120,6 +120,11 @@ pub fn project_prefix(project: Uuid) -> String {
 }
 
 pub(crate) fn store_err(e: StoreError) -> ApiError {
+    let kind = match &e {
+        StoreError::Conflict(_) => "conflict",
+        StoreError::Backend(_) => "backend",
+    };
+    metrics::counter!("argus_store_errors_total", "kind" => kind).increment(1);
     ApiError::internal(e)
 }
 

@@ -1035,7 +1035,9 @@ impl Argus {
             Boxes(Vec<Detection>),
         }
         let permit = self.models.compute_permit().await?;
+        let kind = if snap.detection { "detect" } else { "classify" };
         let (out, kept) = tokio::task::spawn_blocking(move || -> ApiResult<(Out, Option<_>)> {
+            let started = std::time::Instant::now();
             let image_error = |e: argus_vision::ImageError| match e {
                 argus_vision::ImageError::TooLarge { .. } => {
                     ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string())
@@ -1054,6 +1056,8 @@ impl Argus {
                 }
                 Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),
             };
+            metrics::histogram!("argus_prediction_compute_seconds", "kind" => kind)
+                .record(started.elapsed().as_secs_f64());
             let kept = if keep {
                 Some(argus_vision::imageio::derivatives(&img, mime, &limits).map_err(image_error)?)
             } else {

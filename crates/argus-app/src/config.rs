@@ -50,6 +50,11 @@ pub struct ServeArgs {
     /// here]
     #[arg(long, env = "ARGUS_WORKERS", conflicts_with = "training_workers")]
     pub workers: Option<usize>,
+    /// Secret that signs image links (at least 32 characters). Give every process serving one store the same
+    /// one so that a link signed by one node opens on another; prefer the environment variable to the flag.
+    /// [default: generated once, kept in the data directory's secrets.json]
+    #[arg(long, env = "ARGUS_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<String>,
     /// Days stored predictions (and their images) are kept before the hourly sweep removes them. [default: 30]
     #[arg(long, env = "ARGUS_PREDICTION_RETENTION_DAYS")]
     pub prediction_retention_days: Option<i64>,
@@ -113,6 +118,8 @@ pub struct Settings {
     pub training_workers: usize,
     /// Whether this server runs jobs itself (`workers = 0`: HTTP only, `argus worker` processes run them).
     pub run_jobs: bool,
+    /// The link-signing secret, when given (otherwise the data directory's).
+    pub signing_key: Option<String>,
     /// Stored-prediction retention in days.
     pub prediction_retention_days: i64,
     /// Finished segmentation job retention in hours.
@@ -164,6 +171,10 @@ impl Settings {
         if min_detection < least {
             anyhow::bail!("min_detection_images_per_tag must be at least {least} (cross-validation needs two)");
         }
+        let signing_key = args.signing_key.clone().filter(|k| !k.is_empty());
+        if signing_key.as_ref().is_some_and(|k| k.chars().count() < MIN_SIGNING_KEY_CHARS) {
+            anyhow::bail!("the signing key must be at least {MIN_SIGNING_KEY_CHARS} characters");
+        }
         let workers = args.workers.or(if args.training_workers.is_some() { None } else { fc.workers });
         let training_workers = args.training_workers.or(fc.training_workers);
         Ok(Self {
@@ -182,9 +193,13 @@ impl Settings {
             models_dir: args.models_dir.clone().or(fc.models_dir).unwrap_or_else(|| PathBuf::from("argus-models")),
             training_workers: workers.filter(|n| *n > 0).or(training_workers).unwrap_or(1).max(1),
             run_jobs: workers != Some(0),
+            signing_key,
         })
     }
 }
+
+/// Shortest signing secret accepted from the flag or the environment.
+pub const MIN_SIGNING_KEY_CHARS: usize = 32;
 
 /// Keys and the signing secret kept in the data directory.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -244,6 +259,15 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("argus-data"));
         std::fs::write(&file, "nonsense = 1\n").expect("write");
         assert!(Settings::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn a_signing_key_must_be_long_enough() {
+        let short = ServeArgs { signing_key: Some("too-short".into()), ..Default::default() };
+        assert!(Settings::resolve(&short).is_err());
+        let key = "k".repeat(MIN_SIGNING_KEY_CHARS);
+        let ok = ServeArgs { signing_key: Some(key.clone()), ..Default::default() };
+        assert_eq!(Settings::resolve(&ok).expect("resolve").signing_key, Some(key));
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             secrets.prediction_key = k;
         }
     }
+    if let Some(k) = &settings.signing_key {
+        secrets.signing_key = k.clone();
+    }
     let store =
         Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
     let blobs = ObjectBlobStore::local(settings.data_dir.join("blobs")).context("opening the blob store")?;

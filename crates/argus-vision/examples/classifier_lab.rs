@@ -5,7 +5,8 @@
 //! `cargo run --release -p argus-vision --example classifier_lab -- DATA_DIR MODELS_DIR [n ...]`
 //!
 //! Environment: `LAB_ADVANCED` (the Advanced recipe), `LAB_BACKBONE=lite0|lite2`, `LAB_SIZE`, `LAB_VIEWS`,
-//! `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`.
+//! `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`, `LAB_CONCAT` (EfficientNet-Lite0 features at 224 px
+//! appended to the recipe's, same views: an experiment, not a product recipe).
 
 use argus_vision::backbone::EfficientNetLite0;
 use argus_vision::classifier::{cross_validate, training_features, HeadKind, Pooling, TrainingRecipe};
@@ -53,6 +54,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     recipe.standardise = std::env::var("LAB_STANDARDISE").is_ok();
     eprintln!("{recipe:?}");
     let net = EfficientNetLite0::from_file(&models.join(recipe.backbone.file()))?;
+    let concat = match std::env::var("LAB_CONCAT") {
+        Ok(_) => Some(EfficientNetLite0::from_file(&models.join(Variant::Lite0.file()))?),
+        Err(_) => None,
+    };
+    let lite0 = TrainingRecipe { backbone: Variant::Lite0, input_size: 224, ..recipe };
     let classes: Vec<(String, Vec<PathBuf>)> = ["ants", "bees"]
         .iter()
         .map(|t| Ok((t.to_string(), photos(&data.join(t))?)))
@@ -64,7 +70,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let mut per = Vec::new();
         for (i, f) in files.iter().enumerate() {
             let img = image::open(f)?.to_rgb8();
-            per.push(training_features(&net, &img, &recipe, (k * 10_000 + i) as u64)?);
+            let seed = (k * 10_000 + i) as u64;
+            let (mut rows, mut scored) = training_features(&net, &img, &recipe, seed)?;
+            if let Some(extra) = &concat {
+                let (rows0, scored0) = training_features(extra, &img, &lite0, seed)?;
+                rows.iter_mut().zip(rows0).for_each(|(r, r0)| r.extend(r0));
+                scored.extend(scored0);
+            }
+            per.push((rows, scored));
         }
         feats.push(per);
     }

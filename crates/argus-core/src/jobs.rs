@@ -4,13 +4,14 @@
 //! runs; a job whose worker dies (crash, kill, restart) becomes claimable again once its lease expires, and
 //! after `max_attempts` it is handed to its handler's [`JobHandler::abandoned`] so that what it was doing
 //! (an iteration in `Training`, say) is marked failed with a reason instead of staying stuck. The SQLite store
-//! implements the queue for one process; PostgreSQL (`FOR UPDATE SKIP LOCKED`) serves many worker processes
-//! through the same trait.
+//! implements the queue for the processes of one machine (`argus serve` and `argus worker` on one data
+//! directory); PostgreSQL (`FOR UPDATE SKIP LOCKED`) is to serve workers on many machines through the same trait.
+//! A job's input is typed ([`JobSpec`]); the queue stores it as JSON beside the job's kind.
 
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crate::model::Time;
@@ -47,6 +48,92 @@ impl JobStatus {
             "Completed" => Self::Completed,
             "Failed" => Self::Failed,
             _ => Self::Queued,
+        }
+    }
+}
+
+/// Queue kind of training jobs.
+pub const TRAIN_JOB: &str = "train";
+/// Queue kind of model exports.
+pub const EXPORT_JOB: &str = "export";
+/// Queue kind of segmentation jobs.
+pub const SEGMENT_JOB: &str = "segment";
+
+/// Trains one iteration (its snapshot is stored with it).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TrainJob {
+    /// The project.
+    pub project: Uuid,
+    /// The iteration in `Training`.
+    pub iteration: Uuid,
+}
+
+/// Exports one iteration to one platform and flavor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExportJob {
+    /// The project.
+    pub project: Uuid,
+    /// The trained iteration.
+    pub iteration: Uuid,
+    /// `ONNX` or `OpenVino`.
+    pub platform: String,
+    /// `ONNX10`, `ONNX12`, `OnnxFloat16` or none.
+    pub flavor: Option<String>,
+    /// The exporter that made (or will make) the package.
+    pub exporter_version: u32,
+}
+
+/// Runs one segmentation job of the vision API.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SegmentJob {
+    /// The vision job's id.
+    pub vision_job: i64,
+}
+
+/// A job's typed input: the queue stores its kind beside its payload as JSON (each variant's fields, as written
+/// since these jobs existed), and a handler reads it back with [`JobSpec::of`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobSpec {
+    /// A training.
+    Train(TrainJob),
+    /// An export.
+    Export(ExportJob),
+    /// A segmentation.
+    Segment(SegmentJob),
+}
+
+impl JobSpec {
+    /// The queue kind.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Train(_) => TRAIN_JOB,
+            JobSpec::Export(_) => EXPORT_JOB,
+            JobSpec::Segment(_) => SEGMENT_JOB,
+        }
+    }
+
+    /// The row to enqueue for this job in `scope`.
+    pub fn to_new_job(&self, scope: impl Into<String>, max_attempts: u32) -> NewJob {
+        let payload = match self {
+            JobSpec::Train(j) => serde_json::to_value(j),
+            JobSpec::Export(j) => serde_json::to_value(j),
+            JobSpec::Segment(j) => serde_json::to_value(j),
+        };
+        // Plain structs of ids, strings and numbers always serialise.
+        NewJob { kind: self.kind().into(), scope: scope.into(), payload: payload.unwrap_or_default(), max_attempts }
+    }
+
+    /// The typed input of a stored job; an unknown kind or a payload of the wrong shape is an error naming it.
+    pub fn of(job: &Job) -> Result<Self, String> {
+        let bad = |e: serde_json::Error| format!("job {} ({}) has a malformed payload: {e}", job.id, job.kind);
+        let p = job.payload.clone();
+        match job.kind.as_str() {
+            TRAIN_JOB => serde_json::from_value(p).map(JobSpec::Train).map_err(bad),
+            EXPORT_JOB => serde_json::from_value(p).map(JobSpec::Export).map_err(bad),
+            SEGMENT_JOB => serde_json::from_value(p).map(JobSpec::Segment).map_err(bad),
+            other => Err(format!("job {} has an unknown kind '{other}'", job.id)),
         }
     }
 }
@@ -160,4 +247,50 @@ pub trait JobHandler: Send + Sync + 'static {
     async fn run(&self, job: &Job, progress: Progress) -> Result<serde_json::Value, (String, bool)>;
     /// Called once when a job is given up for good, by failure or because its workers kept dying.
     async fn abandoned(&self, job: &Job, reason: &str);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn stored(kind: &str, payload: serde_json::Value) -> Job {
+        Job {
+            id: Uuid::nil(),
+            kind: kind.into(),
+            scope: "p".into(),
+            payload,
+            status: JobStatus::Queued,
+            attempts: 0,
+            max_attempts: 2,
+            progress: 0.0,
+            message: None,
+            result: None,
+            created: chrono::Utc::now(),
+            updated: chrono::Utc::now(),
+        }
+    }
+
+    #[test]
+    fn specs_keep_the_payload_shapes_already_in_stores() {
+        let (p, i) = (Uuid::new_v4(), Uuid::new_v4());
+        // The shapes written before jobs were typed read back as their variants.
+        let train = stored(TRAIN_JOB, serde_json::json!({"project": p, "iteration": i}));
+        assert_eq!(JobSpec::of(&train), Ok(JobSpec::Train(TrainJob { project: p, iteration: i })));
+        let segment = stored(SEGMENT_JOB, serde_json::json!({"visionJob": 7}));
+        assert_eq!(JobSpec::of(&segment), Ok(JobSpec::Segment(SegmentJob { vision_job: 7 })));
+        let export = JobSpec::Export(ExportJob {
+            project: p,
+            iteration: i,
+            platform: "ONNX".into(),
+            flavor: Some("ONNX12".into()),
+            exporter_version: 3,
+        });
+        let row = export.to_new_job("s", 3);
+        assert_eq!((row.kind.as_str(), row.max_attempts), (EXPORT_JOB, 3));
+        assert_eq!(row.payload["exporterVersion"], 3);
+        assert_eq!(JobSpec::of(&stored(&row.kind, row.payload)), Ok(export));
+        // A payload of the wrong shape or an unknown kind is an error that names the job.
+        assert!(JobSpec::of(&stored(TRAIN_JOB, serde_json::json!({"visionJob": 7}))).is_err());
+        assert!(JobSpec::of(&stored("mystery", serde_json::json!({}))).unwrap_err().contains("mystery"));
+    }
 }

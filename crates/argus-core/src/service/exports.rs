@@ -14,7 +14,6 @@ use argus_vision::classifier::{HeadKind, LinearHead};
 use argus_vision::export::{classifier_onnx, zip_package, Precision, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT};
 use async_trait::async_trait;
 use bytes::Bytes;
-use serde::{Deserialize, Serialize};
 use sha2::Digest;
 use uuid::Uuid;
 
@@ -22,27 +21,15 @@ use super::training::{classifier_model_key, snapshot_of};
 use super::{store_err, Argus, UrlContext};
 use crate::domains::find_domain;
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::jobs::{Job, JobHandler, JobStatus, NewJob, Progress};
+use crate::jobs::{ExportJob, Job, JobHandler, JobSpec, JobStatus, Progress};
 use crate::model::Export;
 
-/// Job kind of exports.
-pub const EXPORT_JOB: &str = "export";
+pub use crate::jobs::EXPORT_JOB;
 
 /// Version of the package format; packages from an older exporter report `newerVersionAvailable`.
 pub const EXPORTER_VERSION: u32 = 1;
 
 const PLATFORMS: &[&str] = &["CoreML", "TensorFlow", "DockerFile", "ONNX", "VAIDK", "OpenVino"];
-
-/// What one export job makes.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-struct ExportPayload {
-    project: Uuid,
-    iteration: Uuid,
-    platform: String,
-    flavor: Option<String>,
-    exporter_version: u32,
-}
 
 fn scope(project: Uuid, iteration: Uuid) -> String {
     format!("{project}/{iteration}")
@@ -132,32 +119,22 @@ impl Argus {
         }
         let scope = scope(project, iteration);
         let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope).await.map_err(store_err)?;
-        let same = |j: &Job| {
-            serde_json::from_value::<ExportPayload>(j.payload.clone())
-                .is_ok_and(|p| p.platform == platform && p.flavor == flavor)
-        };
+        let same =
+            |j: &Job| matches!(JobSpec::of(j), Ok(JobSpec::Export(p)) if p.platform == platform && p.flavor == flavor);
         if jobs.iter().any(|j| same(j) && matches!(j.status, JobStatus::Queued | JobStatus::Running)) {
             return Err(ApiError::new(
                 ErrorCode::BadRequestExportAlreadyInProgress,
                 format!("An export to {platform} ({}) is already in progress.", flavor.as_deref().unwrap_or("default")),
             ));
         }
-        let payload = ExportPayload {
+        let spec = JobSpec::Export(ExportJob {
             project,
             iteration,
             platform: platform.clone(),
             flavor: flavor.clone(),
             exporter_version: EXPORTER_VERSION,
-        };
-        self.jobs
-            .enqueue(NewJob {
-                kind: EXPORT_JOB.into(),
-                scope,
-                payload: serde_json::to_value(&payload).map_err(ApiError::internal)?,
-                max_attempts: 3,
-            })
-            .await
-            .map_err(store_err)?;
+        });
+        self.jobs.enqueue(spec.to_new_job(scope, 3)).await.map_err(store_err)?;
         tracing::info!(project = %project, iteration = %iteration, platform = %platform, flavor = ?flavor, "export queued");
         Ok(Export { platform, status: "Exporting".into(), download_uri: None, flavor, newer_version_available: false })
     }
@@ -168,9 +145,9 @@ impl Argus {
         self.iteration_record(project, iteration).await?;
         let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope(project, iteration)).await.map_err(store_err)?;
         let mut order: Vec<(String, Option<String>)> = Vec::new();
-        let mut latest: HashMap<(String, Option<String>), (ExportPayload, Job)> = HashMap::new();
+        let mut latest: HashMap<(String, Option<String>), (ExportJob, Job)> = HashMap::new();
         for job in jobs {
-            let Ok(p) = serde_json::from_value::<ExportPayload>(job.payload.clone()) else { continue };
+            let Ok(JobSpec::Export(p)) = JobSpec::of(&job) else { continue };
             let target = (p.platform.clone(), p.flavor.clone());
             if !latest.contains_key(&target) {
                 order.push(target.clone());
@@ -201,7 +178,7 @@ impl Argus {
     }
 
     /// Writes one export package (called by the job handler); returns its blob key.
-    async fn run_export(&self, p: &ExportPayload, progress: &Progress) -> ApiResult<String> {
+    async fn run_export(&self, p: &ExportJob, progress: &Progress) -> ApiResult<String> {
         let (it, snap) = self.iteration_record(p.project, p.iteration).await?;
         let snap = snapshot_of(snap)?;
         let (_, _, precision) = parse_target(Some(&p.platform), p.flavor.as_deref())?;
@@ -321,8 +298,9 @@ impl JobHandler for ExportJobs {
     }
 
     async fn run(&self, job: &Job, progress: Progress) -> Result<serde_json::Value, (String, bool)> {
-        let p: ExportPayload =
-            serde_json::from_value(job.payload.clone()).map_err(|e| (format!("bad payload: {e}"), false))?;
+        let JobSpec::Export(p) = JobSpec::of(job).map_err(|e| (e, false))? else {
+            return Err((format!("job {} is not an export", job.id), false));
+        };
         match self.0.run_export(&p, &progress).await {
             Ok(key) => Ok(serde_json::json!({ "key": key })),
             Err(e) => Err((e.message, false)),

@@ -20,7 +20,7 @@ use super::models::Head;
 use super::{check_tag_filter, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::domains::{find_domain, DomainType};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::jobs::{Job, JobHandler, NewJob, Progress};
+use crate::jobs::{Job, JobHandler, JobSpec, Progress, TrainJob};
 use crate::limits::{DEFAULT_TAKE, MAX_TAKE};
 use crate::model::{
     now, BoundingBox, ClassificationType, Image, ImagePerformance, ImagePrediction, ImageRegion, ImageTag, Iteration,
@@ -34,8 +34,7 @@ use argus_vision::detector::{
 use argus_vision::metrics::{average_precision, precision_recall, std_dev};
 use argus_vision::weights::Variant;
 
-/// Job kind of training.
-pub const TRAIN_JOB: &str = "train";
+pub use crate::jobs::TRAIN_JOB;
 /// Images a tag needs before a classifier can be trained.
 pub const MIN_IMAGES_PER_TAG: usize = 5;
 /// Images a tag needs (with at least one box of it) before a detector can be trained: the hosted service's
@@ -420,12 +419,7 @@ impl Argus {
         // The iteration and its job are one transaction: a crash leaves both or neither.
         let job_id = Uuid::new_v4();
         iteration.job_id = Some(job_id);
-        let job = NewJob {
-            kind: TRAIN_JOB.into(),
-            scope: project_id.to_string(),
-            payload: serde_json::json!({"project": project_id, "iteration": id}),
-            max_attempts: 2,
-        };
+        let job = JobSpec::Train(TrainJob { project: project_id, iteration: id }).to_new_job(project_id.to_string(), 2);
         let snapshot_json = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
         self.store.insert_iteration_with_job(&iteration, &snapshot_json, job_id, &job).await.map_err(store_err)?;
         tracing::info!(project = %project_id, iteration = %id, images = snapshot.images.len(), advanced, "training queued");
@@ -1255,12 +1249,6 @@ fn predictions(classes: &[Uuid], scores: &[f32], names: &HashMap<Uuid, &SnapTag>
 /// Runs `train` jobs.
 pub struct TrainingJobs(pub Argus);
 
-#[derive(Deserialize)]
-struct TrainPayload {
-    project: Uuid,
-    iteration: Uuid,
-}
-
 #[async_trait]
 impl JobHandler for TrainingJobs {
     fn kind(&self) -> &'static str {
@@ -1268,8 +1256,9 @@ impl JobHandler for TrainingJobs {
     }
 
     async fn run(&self, job: &Job, progress: Progress) -> Result<serde_json::Value, (String, bool)> {
-        let p: TrainPayload =
-            serde_json::from_value(job.payload.clone()).map_err(|e| (format!("bad payload: {e}"), false))?;
+        let JobSpec::Train(p) = JobSpec::of(job).map_err(|e| (e, false))? else {
+            return Err((format!("job {} is not a training", job.id), false));
+        };
         match self.0.run_training(p.project, p.iteration, progress).await {
             Ok(()) => Ok(serde_json::json!({"iteration": p.iteration})),
             // Missing weights, a vanished image or a failed fit will not go better on a second attempt.
@@ -1278,7 +1267,7 @@ impl JobHandler for TrainingJobs {
     }
 
     async fn abandoned(&self, job: &Job, reason: &str) {
-        if let Ok(p) = serde_json::from_value::<TrainPayload>(job.payload.clone()) {
+        if let Ok(JobSpec::Train(p)) = JobSpec::of(job) {
             self.0.mark_failed(p.project, p.iteration, reason).await;
         }
     }

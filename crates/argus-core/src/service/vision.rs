@@ -15,13 +15,12 @@ use uuid::Uuid;
 
 use super::{resized_key, store_err, Argus, UrlContext};
 use crate::error::ApiError;
-use crate::jobs::{Job, JobHandler, NewJob, Progress};
+use crate::jobs::{Job, JobHandler, JobSpec, Progress, SegmentJob};
 use crate::model::{now, Time};
 use crate::store::{FileRecord, StoreError, VisionJobRecord};
 use argus_vision::segment::{coco_rle, grabcut, mask_polygons, upsample_mask, PromptBox, PromptPoint};
 
-/// Job kind of segmentation.
-pub const SEGMENT_JOB: &str = "segment";
+pub use crate::jobs::SEGMENT_JOB;
 /// External-id prefix that names a Custom Vision training image: `customvision:{projectId}/{imageId}`.
 pub const CUSTOM_VISION_FILE_PREFIX: &str = "customvision:";
 /// Most prompt points of one request.
@@ -539,15 +538,8 @@ impl Argus {
         let request = Value::Object(request);
         let t = now();
         let id = self.store.insert_vision_job(project, &request, t).await?;
-        let queued = self
-            .jobs
-            .enqueue(NewJob {
-                kind: SEGMENT_JOB.into(),
-                scope: project.to_string(),
-                payload: json!({ "visionJob": id }),
-                max_attempts: 2,
-            })
-            .await;
+        let queued =
+            self.jobs.enqueue(JobSpec::Segment(SegmentJob { vision_job: id }).to_new_job(project.to_string(), 2)).await;
         match queued {
             Ok(job) => self.store.set_vision_queue_job(id, job.id).await?,
             Err(e) => {
@@ -708,7 +700,9 @@ impl JobHandler for SegmentJobs {
     }
 
     async fn run(&self, job: &Job, _progress: Progress) -> Result<Value, (String, bool)> {
-        let id = job.payload.get("visionJob").and_then(Value::as_i64).ok_or(("bad payload".to_string(), false))?;
+        let JobSpec::Segment(SegmentJob { vision_job: id }) = JobSpec::of(job).map_err(|e| (e, false))? else {
+            return Err((format!("job {} is not a segmentation", job.id), false));
+        };
         match self.0.run_segment_job(id).await {
             Ok(()) => Ok(json!({ "visionJob": id })),
             Err(message) => {
@@ -721,7 +715,7 @@ impl JobHandler for SegmentJobs {
     }
 
     async fn abandoned(&self, job: &Job, reason: &str) {
-        if let Some(id) = job.payload.get("visionJob").and_then(Value::as_i64) {
+        if let Ok(JobSpec::Segment(SegmentJob { vision_job: id })) = JobSpec::of(job) {
             let _ = self.0.store.update_vision_job(id, "Failed", now(), None, Some(reason)).await;
         }
     }

@@ -217,30 +217,44 @@ fn random_key() -> String {
     format!("{}{}", uuid::Uuid::new_v4().simple(), uuid::Uuid::new_v4().simple())[..32].to_string()
 }
 
-/// Loads the secrets file of `data_dir`, creating it (mode 0600, written atomically) when missing.
-/// Returns the secrets and whether they were generated now.
-pub fn load_or_create_secrets(data_dir: &Path) -> Result<(Secrets, bool)> {
+/// The secrets file of a data directory from before the secrets moved into the store (read, never written).
+pub fn legacy_secrets(data_dir: &Path) -> Result<Option<Secrets>> {
     let path = data_dir.join("secrets.json");
-    if path.exists() {
-        let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
-        let s: Secrets = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
-        return Ok((s, false));
+    if !path.exists() {
+        return Ok(None);
     }
-    let s =
-        Secrets { training_key: random_key(), prediction_key: random_key(), signing_key: random_key() + &random_key() };
-    let tmp = data_dir.join("secrets.json.tmp");
-    {
-        use std::io::Write;
-        let mut opts = std::fs::OpenOptions::new();
-        opts.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-        f.write_all(serde_json::to_string_pretty(&s)?.as_bytes())?;
-        f.sync_all()?;
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let s: Secrets = serde_json::from_str(&text).with_context(|| format!("parsing {}", path.display()))?;
+    Ok(Some(s))
+}
+
+/// The server's secrets, kept in the metadata store so that every process serving it shares them: generated
+/// once (or, for a data directory from before, taken from its `secrets.json`, so the keys stay what they were).
+/// Returns them and whether they were generated now (a new store).
+pub async fn load_or_create_secrets(
+    store: &dyn argus_core::store::MetadataStore,
+    data_dir: &Path,
+) -> Result<(Secrets, bool)> {
+    let legacy = legacy_secrets(data_dir)?;
+    let had_file = legacy.is_some();
+    let candidates = legacy.unwrap_or_else(|| Secrets {
+        training_key: random_key(),
+        prediction_key: random_key(),
+        signing_key: random_key() + &random_key(),
+    });
+    let mut generated = false;
+    let mut stored = candidates.clone();
+    for (name, slot) in [
+        ("training_key", &mut stored.training_key),
+        ("prediction_key", &mut stored.prediction_key),
+        ("signing_key", &mut stored.signing_key),
+    ] {
+        let (value, inserted) =
+            store.secret_or_insert(name, slot).await.with_context(|| format!("reading the {name} secret"))?;
+        generated |= inserted && !had_file;
+        *slot = value;
     }
-    std::fs::rename(&tmp, &path)?;
-    Ok((s, true))
+    Ok((stored, generated))
 }
 
 #[cfg(test)]
@@ -270,14 +284,30 @@ mod tests {
         assert_eq!(Settings::resolve(&ok).expect("resolve").signing_key, Some(key));
     }
 
-    #[test]
-    fn secrets_are_generated_once() {
+    #[tokio::test]
+    async fn secrets_are_generated_once_and_kept_in_the_store() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let (a, fresh) = load_or_create_secrets(dir.path()).expect("create");
+        let store = argus_store::SqliteStore::open(&dir.path().join("argus.db")).await.expect("store");
+        let (a, fresh) = load_or_create_secrets(&store, dir.path()).await.expect("create");
         assert!(fresh);
-        let (b, fresh) = load_or_create_secrets(dir.path()).expect("load");
+        let (b, fresh) = load_or_create_secrets(&store, dir.path()).await.expect("load");
         assert!(!fresh);
-        assert_eq!(a.training_key, b.training_key);
+        assert_eq!((a.training_key.clone(), a.signing_key.clone()), (b.training_key, b.signing_key));
         assert_eq!(a.training_key.len(), 32);
+        assert!(!dir.path().join("secrets.json").exists(), "no per-node file");
+    }
+
+    #[tokio::test]
+    async fn a_data_directory_from_before_keeps_its_keys() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let old = Secrets { training_key: "t".repeat(32), prediction_key: "p".repeat(32), signing_key: "s".repeat(64) };
+        std::fs::write(dir.path().join("secrets.json"), serde_json::to_vec(&old).expect("json")).expect("write");
+        let store = argus_store::SqliteStore::open(&dir.path().join("argus.db")).await.expect("store");
+        let (got, fresh) = load_or_create_secrets(&store, dir.path()).await.expect("load");
+        assert!(!fresh);
+        assert_eq!(
+            (got.training_key, got.prediction_key, got.signing_key),
+            (old.training_key, old.prediction_key, old.signing_key)
+        );
     }
 }

@@ -36,11 +36,20 @@ pub fn init_logging(format: &str, default_filter: &str) {
     }
 }
 
+/// The secrets of a data directory's store (generated when it is new), for `argus keys`.
+pub async fn data_dir_secrets(data_dir: &std::path::Path) -> Result<crate::config::Secrets> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
+    let store = SqliteStore::open(&data_dir.join("argus.db")).await.context("opening the metadata store")?;
+    Ok(load_or_create_secrets(&store, data_dir).await?.0)
+}
+
 /// Opens the stores of `settings` and builds the shared state.
 pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
     std::fs::create_dir_all(&settings.data_dir)
         .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let (mut secrets, fresh) = load_or_create_secrets(&settings.data_dir)?;
+    let store =
+        Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
+    let (mut secrets, fresh) = load_or_create_secrets(store.as_ref(), &settings.data_dir).await?;
     if let Ok(k) = std::env::var("ARGUS_TRAINING_KEY") {
         if !k.is_empty() {
             secrets.training_key = k;
@@ -54,8 +63,6 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
     if let Some(k) = &settings.signing_key {
         secrets.signing_key = k.clone();
     }
-    let store =
-        Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
     let blobs = ObjectBlobStore::local(settings.data_dir.join("blobs")).context("opening the blob store")?;
     let argus = Argus {
         store: store.clone(),

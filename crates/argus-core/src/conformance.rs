@@ -23,6 +23,7 @@ where
     F: Fn() -> Fut,
     Fut: Future<Output = S>,
 {
+    secrets_are_stored_once(&fresh().await).await;
     projects_round_trip(&fresh().await).await;
     tags_are_unique_by_name_per_project_and_by_id_everywhere(&fresh().await).await;
     images_deduplicate_respect_the_quota_and_carry_labels(&fresh().await).await;
@@ -90,6 +91,12 @@ fn region(tag: Uuid) -> NewRegion {
 
 fn job(kind: &str) -> NewJob {
     NewJob { kind: kind.into(), scope: "p".into(), payload: serde_json::json!({"x": 1}), max_attempts: 2 }
+}
+
+async fn secrets_are_stored_once<S: MetadataStore>(s: &S) {
+    assert_eq!(s.secret_or_insert("k", "first").await.expect("secret"), ("first".to_string(), true));
+    assert_eq!(s.secret_or_insert("k", "second").await.expect("secret"), ("first".to_string(), false));
+    assert_eq!(s.secret_or_insert("other", "x").await.expect("secret"), ("x".to_string(), true));
 }
 
 async fn projects_round_trip<S: MetadataStore>(s: &S) {

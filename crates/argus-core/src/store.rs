@@ -169,6 +169,11 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// Checks the store answers.
     async fn ping(&self) -> StoreResult<()>;
 
+    /// The secret named `name`, storing `candidate` as it when there is none yet (atomically: of processes
+    /// racing on a new store, one candidate wins and all read it). Returns the value and whether `candidate`
+    /// was stored now.
+    async fn secret_or_insert(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)>;
+
     /// Inserts a project.
     async fn insert_project(&self, project: &Project) -> StoreResult<()>;
     /// One project.

@@ -303,6 +303,24 @@ impl MetadataStore for SqliteStore {
         sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ()).map_err(backend)
     }
 
+    async fn secret_or_insert(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)> {
+        let inserted = sqlx::query("INSERT OR IGNORE INTO secrets (name, value) VALUES (?, ?)")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?
+            .rows_affected()
+            > 0;
+        // Read through the writer: a reader could still see the snapshot from before the insert.
+        let value: String = sqlx::query_scalar("SELECT value FROM secrets WHERE name = ?")
+            .bind(name)
+            .fetch_one(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok((value, inserted))
+    }
+
     async fn insert_project(&self, p: &Project) -> StoreResult<()> {
         sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(p.id.to_string())

@@ -11,7 +11,7 @@ mod dataset;
 mod import;
 
 use anyhow::Result;
-use argus_app::config::{load_or_create_secrets, ServeArgs, Settings};
+use argus_app::config::{ServeArgs, Settings};
 use argus_app::{init_logging, models, JobKind, Node, NodeOptions, Worker};
 use clap::{Parser, Subcommand};
 
@@ -98,7 +98,7 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let node = Node::start(&settings, NodeOptions::full(&settings)).await?;
     if node.fresh {
         println!(
-            "New data directory {}: generated API keys (also in secrets.json there).",
+            "New data directory {}: generated API keys (kept in its database; `argus keys` prints them).",
             settings.data_dir.display()
         );
         println!("  Training-Key:   {}", node.state.keys.training);
@@ -119,7 +119,7 @@ async fn main() -> Result<()> {
         Command::Worker(args) => work(args).await,
         Command::Keys { data_dir } => {
             std::fs::create_dir_all(&data_dir)?;
-            let (s, _) = load_or_create_secrets(&data_dir)?;
+            let s = argus_app::data_dir_secrets(&data_dir).await?;
             println!("Training-Key:   {}", s.training_key);
             println!("Prediction-Key: {}", s.prediction_key);
             Ok(())

@@ -52,7 +52,7 @@ pub struct ServeArgs {
     pub workers: Option<usize>,
     /// Secret that signs image links (at least 32 characters). Give every process serving one store the same
     /// one so that a link signed by one node opens on another; prefer the environment variable to the flag.
-    /// [default: generated once, kept in the data directory's secrets.json]
+    /// [default: generated once, kept in the database]
     #[arg(long, env = "ARGUS_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<String>,
     /// Days stored predictions (and their images) are kept before the hourly sweep removes them. [default: 30]
@@ -201,7 +201,7 @@ impl Settings {
 /// Shortest signing secret accepted from the flag or the environment.
 pub const MIN_SIGNING_KEY_CHARS: usize = 32;
 
-/// Keys and the signing secret kept in the data directory.
+/// The API keys and the link-signing secret (kept in the metadata store).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Secrets {
@@ -243,7 +243,7 @@ pub async fn load_or_create_secrets(
         signing_key: random_key() + &random_key(),
     });
     let mut generated = false;
-    let mut stored = candidates.clone();
+    let mut stored = candidates;
     for (name, slot) in [
         ("training_key", &mut stored.training_key),
         ("prediction_key", &mut stored.prediction_key),

@@ -312,9 +312,8 @@ impl Worker {
         let (state, _) = build_state(settings).await?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let (stop_jobs, stop_rx) = tokio::sync::watch::channel(false);
-        let training = settings.training_workers.max(1);
-        let pools =
-            start_pools(&state, settings, kinds, training, cores, argus_jobs::PoolConfig::default().idle_poll, stop_rx);
+        let idle_poll = argus_jobs::PoolConfig::default().idle_poll;
+        let pools = start_pools(&state, settings, kinds, settings.training_workers, cores, idle_poll, stop_rx);
         let (metrics_addr, ops) = match metrics_bind {
             Some(bind) => {
                 let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;

@@ -58,6 +58,8 @@ pub const TRAIN_JOB: &str = "train";
 pub const EXPORT_JOB: &str = "export";
 /// Queue kind of segmentation jobs.
 pub const SEGMENT_JOB: &str = "segment";
+/// Every queue kind Argus runs.
+pub const JOB_KINDS: [&str; 3] = [TRAIN_JOB, EXPORT_JOB, SEGMENT_JOB];
 
 /// Trains one iteration (its snapshot is stored with it).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

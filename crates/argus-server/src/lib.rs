@@ -95,23 +95,13 @@ pub fn router(state: AppState) -> Router {
 
 /// What a process with no API serves (`argus worker --metrics-bind`): `GET /metrics`, `/healthz` and `/readyz`.
 pub fn ops_router(argus: argus_core::Argus) -> Router {
+    use axum::extract::State;
+    use axum::routing::get;
     metrics::handle();
-    let readyz = |axum::extract::State(a): axum::extract::State<argus_core::Argus>| async move {
-        use axum::response::IntoResponse;
-        match a.ready().await {
-            Ok(()) => (axum::http::StatusCode::OK, "ready".to_string()).into_response(),
-            Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
-        }
-    };
     Router::new()
-        .route(
-            "/metrics",
-            axum::routing::get(|axum::extract::State(a): axum::extract::State<argus_core::Argus>| async move {
-                metrics::render_for(&a).await
-            }),
-        )
-        .route("/healthz", axum::routing::get(|| async { "ok" }))
-        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", get(|State(a): State<argus_core::Argus>| async move { metrics::render_for(&a).await }))
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|State(a): State<argus_core::Argus>| async move { routes::readiness(&a).await }))
         .layer(axum::middleware::from_fn(metrics::track))
         .with_state(argus)
 }

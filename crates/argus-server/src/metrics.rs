@@ -81,19 +81,14 @@ pub async fn render(axum::extract::State(state): axum::extract::State<crate::App
 /// The exposition, with the queue depth read from `argus`'s job queue first (a failed read leaves the gauges
 /// as they were and counts a store error).
 pub async fn render_for(argus: &argus_core::Argus) -> Response {
-    use argus_core::service::{EXPORT_JOB, SEGMENT_JOB, TRAIN_JOB};
     match argus.jobs.queue_depth().await {
         Ok(depth) => {
-            // Known kinds are always reported, as 0 when none wait or run.
-            let mut kinds: Vec<(String, u64, u64)> =
-                [TRAIN_JOB, EXPORT_JOB, SEGMENT_JOB].iter().map(|k| (k.to_string(), 0, 0)).collect();
-            for (kind, queued, running) in depth {
-                match kinds.iter_mut().find(|(k, _, _)| *k == kind) {
-                    Some(slot) => *slot = (kind, queued, running),
-                    None => kinds.push((kind, queued, running)),
-                }
+            // Every known kind is reported, as 0 when none wait or run (the depth lists only the others).
+            for kind in argus_core::jobs::JOB_KINDS {
+                metrics::gauge!("argus_jobs_queued", "kind" => kind).set(0.0);
+                metrics::gauge!("argus_jobs_running", "kind" => kind).set(0.0);
             }
-            for (kind, queued, running) in kinds {
+            for (kind, queued, running) in depth {
                 metrics::gauge!("argus_jobs_queued", "kind" => kind.clone()).set(queued as f64);
                 metrics::gauge!("argus_jobs_running", "kind" => kind).set(running as f64);
             }

@@ -104,7 +104,12 @@ async fn training_auth(State(state): State<AppState>, req: Request, next: Next) 
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {
-    match s.argus.ready().await {
+    readiness(&s.argus).await
+}
+
+/// `GET /readyz`: 200 when the store answers, 503 with the reason otherwise.
+pub(crate) async fn readiness(argus: &argus_core::Argus) -> Response {
+    match argus.ready().await {
         Ok(()) => (StatusCode::OK, "ready").into_response(),
         Err(e) => (StatusCode::SERVICE_UNAVAILABLE, e.message).into_response(),
     }

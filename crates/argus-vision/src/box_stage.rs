@@ -260,8 +260,6 @@ fn standardise(row: &mut [f32], mean: &[f32], inv_std: &[f32]) {
 #[derive(Debug, Clone)]
 pub struct BoxStage {
     classes: usize,
-    /// Length of a box's feature vector.
-    d: usize,
     refinements: usize,
     candidates: usize,
     blend: f32,
@@ -348,7 +346,6 @@ impl BoxStage {
             refinements: recipe.refinements,
             candidates: recipe.candidates,
             blend: recipe.blend,
-            d,
             mean,
             inv_std,
             scorer,
@@ -364,7 +361,7 @@ impl BoxStage {
 
     /// Whether boxes on this grid have the features the stage was fitted on.
     pub fn accepts(&self, grid: &GridIntegral) -> bool {
-        box_dim(grid.dim, grid.s16) == self.d
+        box_dim(grid.dim, grid.s16) == self.mean.len()
     }
 
     /// Candidates it rescores per image.
@@ -416,7 +413,7 @@ impl BoxStage {
     /// Named tensors for a safetensors file.
     pub fn tensors(&self) -> candle_core::Result<Vec<(String, Tensor)>> {
         let dev = Device::Cpu;
-        let d = self.d;
+        let d = self.mean.len();
         let meta = [self.classes as f32, self.refinements as f32, self.candidates as f32, self.blend];
         Ok(vec![
             ("s2_meta".to_string(), Tensor::from_slice(&meta, 4, &dev)?),
@@ -452,7 +449,6 @@ impl BoxStage {
         }
         let stage = Self {
             classes,
-            d,
             refinements: (meta[1].max(0.0) as usize).min(4),
             candidates: (meta[2].max(1.0) as usize).min(MAX_CANDIDATES),
             blend: meta[3].clamp(0.0, 1.0),

@@ -303,8 +303,6 @@ pub struct DetectorHead {
     /// Backbone input side it was trained with.
     pub input_size: u32,
     classes: usize,
-    /// Channels of one grid cell.
-    dim: usize,
     /// Whether it scores an image together with its mirror image.
     pub mirror: bool,
     hidden: usize,
@@ -322,6 +320,11 @@ impl DetectorHead {
     /// Number of classes it detects.
     pub fn classes(&self) -> usize {
         self.classes
+    }
+
+    /// Channels of the grid cells it reads (one standardisation statistic per channel).
+    fn dim(&self) -> usize {
+        self.mean.len()
     }
 
     /// Trains a head on feature grids and their boxes. `progress` is called with the fraction done.
@@ -456,7 +459,6 @@ impl DetectorHead {
             backbone: recipe.backbone,
             input_size: recipe.input_size,
             classes,
-            dim,
             mirror: recipe.mirror,
             hidden: h,
             mean,
@@ -472,7 +474,7 @@ impl DetectorHead {
     /// The dense head's raw output for every cell: a logit per tag, then the four log distances.
     fn raw(&self, grid: &FeatureGrid) -> candle_core::Result<Vec<Vec<f32>>> {
         let dev = Device::Cpu;
-        let dim = self.dim;
+        let dim = self.dim();
         if grid.dim != dim || grid.data.len() != grid.rows * grid.cols * dim {
             candle_core::bail!("a grid of {} channels given to a head trained on {dim}", grid.dim);
         }
@@ -617,7 +619,7 @@ impl DetectorHead {
     pub fn to_bytes(&self) -> candle_core::Result<Vec<u8>> {
         let dev = Device::Cpu;
         let out = self.classes + 4;
-        let dim = self.dim;
+        let dim = self.dim();
         let meta = [
             self.classes as f32,
             self.input_size as f32,
@@ -660,7 +662,6 @@ impl DetectorHead {
             backbone,
             input_size,
             classes,
-            dim,
             mirror: meta.get(4).copied().unwrap_or(0.0) != 0.0,
             hidden,
             mean,
@@ -807,7 +808,7 @@ mod tests {
         let head = DetectorHead::fit(&[&grid], &[vec![b]], 1, &recipe, &|_| {}).expect("fit");
         let bytes = head.to_bytes().expect("bytes");
         let again = DetectorHead::from_bytes(&bytes).expect("load");
-        assert_eq!((again.backbone, again.dim), (Variant::Lite2, 12));
+        assert_eq!((again.backbone, again.dim()), (Variant::Lite2, 12));
         assert_eq!(again.detect(&grid).expect("detect"), head.detect(&grid).expect("detect"));
         // A grid of another width is refused, not misread.
         assert!(again.detect(&synthetic_grid(16, 4, &b)).is_err());

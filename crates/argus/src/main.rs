@@ -118,7 +118,6 @@ async fn main() -> Result<()> {
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => work(args).await,
         Command::Keys { data_dir } => {
-            std::fs::create_dir_all(&data_dir)?;
             let s = argus_app::data_dir_secrets(&data_dir).await?;
             println!("Training-Key:   {}", s.training_key);
             println!("Prediction-Key: {}", s.prediction_key);

@@ -116,6 +116,19 @@ impl ModelHub {
         self.dir.join(variant.file()).exists()
     }
 
+    /// The backbone a training that wants `wanted` runs on: `wanted` when its weights are here, otherwise
+    /// EfficientNet-Lite0 (with a warning saying how to get the others).
+    pub fn trainable_backbone(&self, wanted: Variant) -> Variant {
+        if wanted == Variant::Lite0 || self.has_backbone(wanted) {
+            return wanted;
+        }
+        tracing::warn!(
+            wanted = wanted.name(),
+            "backbone weights missing (run `argus models pull`); training on EfficientNet-Lite0 instead"
+        );
+        Variant::Lite0
+    }
+
     /// The checkpoint file of a backbone variant (a clear error when it is missing).
     pub fn weights_path(&self, variant: Variant) -> ApiResult<PathBuf> {
         let path = self.dir.join(variant.file());

@@ -32,7 +32,6 @@ use argus_vision::detector::{
     detection_view, feature_grids, match_detections, Detection, DetectionRecipe, DetectorHead, GtBox,
 };
 use argus_vision::metrics::{average_precision, precision_recall, std_dev};
-use argus_vision::weights::Variant;
 
 pub use crate::jobs::TRAIN_JOB;
 /// Images a tag needs before a classifier can be trained.
@@ -447,13 +446,7 @@ impl Argus {
             let boxes: Vec<Vec<GtBox>> = snap.images.iter().map(|i| gt_boxes(i, &classes)).collect();
             let p = progress.clone();
             let mut recipe = if snap.advanced { DetectionRecipe::advanced() } else { DetectionRecipe::regular() };
-            if !self.models.has_backbone(recipe.backbone) {
-                tracing::warn!(
-                    wanted = recipe.backbone.name(),
-                    "backbone weights missing (run `argus models pull`); training the detector on EfficientNet-Lite0"
-                );
-                recipe.backbone = Variant::Lite0;
-            }
+            recipe.backbone = self.models.trainable_backbone(recipe.backbone);
             let backbone = self.models.backbone_of(recipe.backbone)?;
             let (model, evaluation) =
                 tokio::task::spawn_blocking(move || train_detector(&backbone, &images, &boxes, classes, &recipe, &p))
@@ -497,12 +490,9 @@ impl Argus {
             .collect();
         let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS);
         let mut recipe = if snap.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
-        if !self.models.has_backbone(recipe.backbone) {
-            tracing::warn!(
-                wanted = recipe.backbone.name(),
-                "backbone weights missing (run `argus models pull`); training on EfficientNet-Lite0 instead"
-            );
-            recipe = TrainingRecipe { backbone: Variant::Lite0, input_size: 288, ..recipe };
+        let usable = self.models.trainable_backbone(recipe.backbone);
+        if usable != recipe.backbone {
+            recipe = TrainingRecipe { backbone: usable, input_size: 288, ..recipe };
         }
         let backbone = self.models.backbone_of(recipe.backbone)?;
         let kind = if snap.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };

@@ -220,6 +220,11 @@ pub trait JobQueue: Send + Sync + 'static {
     /// How many jobs wait and run, per kind, across every scope (the queue depth a scrape reports): `(kind,
     /// queued, running)`, kinds with neither left out, sorted by kind.
     async fn queue_depth(&self) -> StoreResult<Vec<(String, u64, u64)>>;
+    /// Waits until a job may have been added (or `timeout` passes): what an idle worker does between claims.
+    /// Backends that can push (PostgreSQL's `LISTEN`) return as soon as one is committed; the default sleeps.
+    async fn wait_for_work(&self, timeout: std::time::Duration) {
+        tokio::time::sleep(timeout).await;
+    }
 }
 
 /// Progress a running handler reports; the worker's heartbeat persists it.

@@ -99,7 +99,7 @@ async fn worker_loop(
         };
         let Some(claimed) = claimed else {
             tokio::select! {
-                _ = tokio::time::sleep(config.idle_poll) => {}
+                _ = queue.wait_for_work(config.idle_poll) => {}
                 _ = stop.changed() => {}
             }
             continue;

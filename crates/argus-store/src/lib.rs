@@ -1,10 +1,13 @@
-//! Argus persistence: [`SqliteStore`] implements the metadata repository over an embedded SQLite file (WAL,
-//! full fsync, migrations at start-up) and [`ObjectBlobStore`] implements the blob store over
-//! `object_store` (a local directory by default; S3-compatible stores plug into the same type).
+//! Argus persistence: the metadata repository over an embedded SQLite file ([`SqliteStore`]: WAL, full fsync,
+//! migrations at start-up) or a PostgreSQL database for clusters ([`PostgresStore`]), and the blob store over
+//! `object_store` ([`ObjectBlobStore`]: a local directory by default, or an S3-compatible bucket).
 
 mod blobs;
 mod fault;
+mod postgres;
+mod rows;
 mod sqlite;
 
 pub use blobs::ObjectBlobStore;
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -9,16 +9,19 @@ use std::path::Path;
 use std::str::FromStr;
 use std::time::Duration;
 
+use crate::rows::{
+    backend, file_from, image_row, iteration_body, iteration_from, job_from, map_sqlx, ms, now_ms, prediction_from,
+    project_from, tag_from, time, uuid, vision_job_from, PREDICTION_COLUMNS, TAG_SELECT,
+};
 use argus_core::filter::MetadataFilter;
 use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
-use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, ProjectSettings, Tag, TagType, Time};
+use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, Time};
 use argus_core::store::{
     DeletedImages, FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order,
-    PredictionOrder, PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
+    PredictionOrder, PredictionQuery, PredictionRecord, StoreResult, Suggestion, TagRecord, TaggingStatus,
     VisionJobRecord,
 };
 use async_trait::async_trait;
-use chrono::DateTime;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{QueryBuilder, Row, Sqlite, SqlitePool};
 use uuid::Uuid;
@@ -31,61 +34,6 @@ pub struct SqliteStore {
     reader: SqlitePool,
     writer: SqlitePool,
 }
-
-fn backend(e: impl std::fmt::Display) -> StoreError {
-    StoreError::Backend(e.to_string())
-}
-
-fn map_sqlx(e: sqlx::Error) -> StoreError {
-    if let sqlx::Error::Database(db) = &e {
-        if db.is_unique_violation() {
-            return StoreError::Conflict(db.message().to_string());
-        }
-    }
-    backend(e)
-}
-
-fn ms(t: &Time) -> i64 {
-    t.timestamp_millis()
-}
-
-fn time(v: i64) -> Time {
-    DateTime::from_timestamp_millis(v).unwrap_or_default()
-}
-
-fn uuid(s: &str) -> StoreResult<Uuid> {
-    Uuid::parse_str(s).map_err(backend)
-}
-
-fn project_from(row: &SqliteRow) -> StoreResult<Project> {
-    let settings: ProjectSettings = serde_json::from_str(row.get::<&str, _>("settings")).map_err(backend)?;
-    Ok(Project {
-        id: uuid(row.get("id"))?,
-        name: row.get("name"),
-        description: row.get("description"),
-        settings,
-        created: time(row.get("created")),
-        last_modified: time(row.get("last_modified")),
-        thumbnail_uri: String::new(),
-        dr_mode_enabled: false,
-        status: row.get("status"),
-    })
-}
-
-fn tag_from(row: &SqliteRow) -> StoreResult<Tag> {
-    Ok(Tag {
-        id: uuid(row.get("id"))?,
-        name: row.get("name"),
-        description: row.get("description"),
-        kind: TagType::parse(row.get("kind")).unwrap_or(TagType::Regular),
-        image_count: row.get("image_count"),
-    })
-}
-
-const TAG_SELECT: &str = "SELECT t.id, t.name, t.description, t.kind, \
-     (SELECT COUNT(*) FROM (SELECT image_id FROM image_tags WHERE tag_id = t.id \
-                            UNION SELECT image_id FROM regions WHERE tag_id = t.id)) AS image_count \
-     FROM tags t";
 
 fn json_path(key: &str) -> String {
     format!("$.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""))
@@ -262,24 +210,6 @@ impl SqliteStore {
             })
             .collect()
     }
-}
-
-/// An image record from a row of `images` or `retired_images`, without its labels.
-fn image_row(row: &SqliteRow) -> StoreResult<ImageRecord> {
-    let metadata: Metadata = serde_json::from_str(row.get::<&str, _>("metadata")).map_err(backend)?;
-    Ok(ImageRecord {
-        id: uuid(row.get("id"))?,
-        project_id: uuid(row.get("project_id"))?,
-        created: time(row.get("created")),
-        width: row.get::<i64, _>("width") as u32,
-        height: row.get::<i64, _>("height") as u32,
-        mime: row.get("mime"),
-        byte_size: row.get::<i64, _>("byte_size") as u64,
-        content_hash: row.get("content_hash"),
-        metadata,
-        tags: Vec::new(),
-        regions: Vec::new(),
-    })
 }
 
 async fn insert_region(tx: &mut sqlx::SqliteConnection, image: Uuid, r: &NewRegion) -> Result<(), sqlx::Error> {
@@ -1173,63 +1103,6 @@ impl MetadataStore for SqliteStore {
     }
 }
 
-fn file_from(r: &SqliteRow) -> FileRecord {
-    FileRecord {
-        id: r.get("id"),
-        project: r.get("project"),
-        external_id: r.get("external_id"),
-        instance_id: match (
-            r.get::<Option<String>, _>("instance_space"),
-            r.get::<Option<String>, _>("instance_external_id"),
-        ) {
-            (Some(space), Some(external)) => Some((space, external)),
-            _ => None,
-        },
-        name: r.get("name"),
-        mime_type: r.get("mime_type"),
-        blob_key: r.get("blob_key"),
-        uploaded: r.get::<i64, _>("uploaded") != 0,
-        size: r.get("size"),
-        created: time(r.get("created")),
-        updated: time(r.get("updated")),
-        uploaded_time: r.get::<Option<i64>, _>("uploaded_time").map(time),
-    }
-}
-
-fn vision_job_from(r: &SqliteRow) -> StoreResult<VisionJobRecord> {
-    Ok(VisionJobRecord {
-        id: r.get("id"),
-        project: r.get("project"),
-        queue_job: r.get::<Option<&str>, _>("queue_job").map(uuid).transpose()?,
-        request: serde_json::from_str(r.get::<&str, _>("request")).map_err(backend)?,
-        status: r.get("status"),
-        created: time(r.get("created")),
-        start_time: time(r.get("start_time")),
-        status_time: time(r.get("status_time")),
-        result: r.get::<Option<&str>, _>("result").map(serde_json::from_str).transpose().map_err(backend)?,
-        error: r.get("error"),
-    })
-}
-
-const PREDICTION_COLUMNS: &str =
-    "p.id, p.project_id, p.iteration_id, p.domain_id, p.application, p.created, p.uncertainty, p.width, p.height, p.predictions";
-
-fn prediction_from(r: &SqliteRow) -> StoreResult<PredictionRecord> {
-    Ok(PredictionRecord {
-        id: uuid(r.get("id"))?,
-        project: uuid(r.get("project_id"))?,
-        iteration: uuid(r.get("iteration_id"))?,
-        domain: uuid(r.get("domain_id"))?,
-        application: r.get("application"),
-        created: time(r.get("created")),
-        uncertainty: r.get("uncertainty"),
-        width: r.get::<i64, _>("width") as u32,
-        height: r.get::<i64, _>("height") as u32,
-        predictions: serde_json::from_str(r.get::<&str, _>("predictions")).map_err(backend)?,
-    })
-}
-
-/// An iteration's stored body: its API fields plus the id of the job that trains it.
 /// Inserts a queued job (on the pool, or inside a caller's transaction).
 async fn insert_job<'e, E>(exec: E, id: Uuid, job: &NewJob) -> StoreResult<()>
 where
@@ -1251,43 +1124,6 @@ where
     .await
     .map(|_| ())
     .map_err(backend)
-}
-
-fn iteration_body(it: &Iteration) -> StoreResult<String> {
-    let mut v = serde_json::to_value(it).map_err(backend)?;
-    if let (Some(obj), Some(job)) = (v.as_object_mut(), it.job_id) {
-        obj.insert("jobId".into(), serde_json::Value::String(job.to_string()));
-    }
-    serde_json::to_string(&v).map_err(backend)
-}
-
-fn iteration_from(body: &str) -> StoreResult<Iteration> {
-    let v: serde_json::Value = serde_json::from_str(body).map_err(backend)?;
-    let job = v.get("jobId").and_then(|j| j.as_str()).and_then(|j| Uuid::parse_str(j).ok());
-    let mut it: Iteration = serde_json::from_value(v).map_err(backend)?;
-    it.job_id = job;
-    Ok(it)
-}
-
-fn job_from(row: &SqliteRow) -> StoreResult<Job> {
-    Ok(Job {
-        id: uuid(row.get("id"))?,
-        kind: row.get("kind"),
-        scope: row.get("scope"),
-        payload: serde_json::from_str(row.get::<&str, _>("payload")).map_err(backend)?,
-        status: JobStatus::parse(row.get("status")),
-        attempts: row.get::<i64, _>("attempts") as u32,
-        max_attempts: row.get::<i64, _>("max_attempts") as u32,
-        progress: row.get("progress"),
-        message: row.get("message"),
-        result: row.get::<Option<String>, _>("result").and_then(|r| serde_json::from_str(&r).ok()),
-        created: time(row.get("created")),
-        updated: time(row.get("updated")),
-    })
-}
-
-fn now_ms() -> i64 {
-    chrono::Utc::now().timestamp_millis()
 }
 
 #[async_trait]

@@ -13,3 +13,38 @@ async fn sqlite_passes_the_store_conformance_suite() {
     })
     .await;
 }
+
+/// The server the test command starts (`scripts/cluster-services.sh`), or `None` when the cluster tests are
+/// switched off with `ARGUS_SKIP_CLUSTER=1`; anything else without a server is a failure, not a skip.
+pub fn postgres_url() -> Option<String> {
+    if let Ok(url) = std::env::var("ARGUS_TEST_POSTGRES_URL") {
+        return Some(url);
+    }
+    if std::env::var("ARGUS_SKIP_CLUSTER").as_deref() == Ok("1") {
+        eprintln!("SKIPPED: the PostgreSQL conformance suite (ARGUS_SKIP_CLUSTER=1)");
+        return None;
+    }
+    panic!("ARGUS_TEST_POSTGRES_URL is not set: run `bash scripts/test.sh` (it starts PostgreSQL), or set ARGUS_SKIP_CLUSTER=1");
+}
+
+#[tokio::test]
+async fn postgres_passes_the_store_conformance_suite() {
+    let Some(url) = postgres_url() else { return };
+    use sqlx::Connection;
+    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect to the test PostgreSQL");
+    let run = uuid::Uuid::new_v4().simple().to_string();
+    let counter = std::sync::atomic::AtomicUsize::new(0);
+    let mut databases = Vec::new();
+    for n in 0..16 {
+        let name = format!("conformance_{run}_{n}");
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a database");
+        databases.push(name);
+    }
+    let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("a database URL");
+    argus_core::conformance::run(|| {
+        let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let url = format!("{base}/{}", databases[n]);
+        async move { argus_store::PostgresStore::connect(&url).await.expect("open a fresh PostgreSQL store") }
+    })
+    .await;
+}

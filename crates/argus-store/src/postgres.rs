@@ -1,0 +1,1321 @@
+//! The SQLite metadata repository.
+//!
+//! One file in WAL mode with `synchronous = FULL` (a committed transaction survives power loss), foreign
+//! keys on, migrations applied at open. Writes go through a single-connection pool so that transactions
+//! never deadlock on lock upgrades; reads use a small pool of their own.
+
+//! The PostgreSQL metadata repository, for clusters: many API nodes and workers over one database.
+//!
+//! The same tables and columns as the SQLite schema (its own migrations, `migrations/postgres`), the same
+//! conformance suite. The job queue claims with `FOR UPDATE SKIP LOCKED`, so concurrent workers never take
+//! the same job and never wait on each other; leases and heartbeats are stamped with the database's clock
+//! (`clock_timestamp()`), so nodes whose clocks drift still agree on when a lease lapsed. Every enqueue
+//! sends `NOTIFY argus_jobs` in its transaction, and idle workers wait on `LISTEN` (with their poll as
+//! the fallback), so a job starts as soon as it is committed.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use argus_core::filter::MetadataFilter;
+use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
+use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, Time};
+use argus_core::store::{
+    DeletedImages, FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order,
+    PredictionOrder, PredictionQuery, PredictionRecord, StoreResult, Suggestion, TagRecord, TaggingStatus,
+    VisionJobRecord,
+};
+use async_trait::async_trait;
+use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
+use sqlx::{PgPool, Postgres, QueryBuilder, Row};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::rows::{
+    backend, file_from, image_row, iteration_body, iteration_from, job_from, map_sqlx, ms, prediction_from,
+    project_from, tag_from, time, uuid, vision_job_from, PREDICTION_COLUMNS, TAG_SELECT,
+};
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// The database clock in epoch milliseconds: what leases and job times are stamped with.
+const DB_NOW_MS: &str = "(extract(epoch from clock_timestamp()) * 1000)::bigint";
+
+/// The channel enqueues notify and idle workers listen on.
+const JOBS_CHANNEL: &str = "argus_jobs";
+
+/// The PostgreSQL repository: a connection pool, and a listener that wakes idle workers.
+#[derive(Debug, Clone)]
+pub struct PostgresStore {
+    pool: PgPool,
+    job_added: Arc<Notify>,
+}
+
+fn push_filter(qb: &mut QueryBuilder<'_, Postgres>, f: &MetadataFilter) {
+    match f {
+        MetadataFilter::Eq(k, v) => {
+            qb.push("((i.metadata::jsonb ->> ").push_bind(k.clone()).push(") = ").push_bind(v.clone()).push(")");
+        }
+        MetadataFilter::Ne(k, v) => {
+            qb.push("((i.metadata::jsonb ->> ").push_bind(k.clone()).push(") IS NULL OR (i.metadata::jsonb ->> ");
+            qb.push_bind(k.clone()).push(") <> ").push_bind(v.clone()).push(")");
+        }
+        MetadataFilter::And(a, b) | MetadataFilter::Or(a, b) => {
+            let op = if matches!(f, MetadataFilter::And(..)) { " AND " } else { " OR " };
+            qb.push("(");
+            push_filter(qb, a);
+            qb.push(op);
+            push_filter(qb, b);
+            qb.push(")");
+        }
+    }
+}
+
+/// Binds `values` as a comma-separated list; the caller writes the parentheses around it.
+fn push_list<T: ToString>(qb: &mut QueryBuilder<'_, Postgres>, values: impl IntoIterator<Item = T>) {
+    let mut sep = qb.separated(", ");
+    for v in values {
+        sep.push_bind(v.to_string());
+    }
+}
+
+/// The ids in `table` (`images` or `retired_images`) of `project`: those of `ids`, or all when `None`.
+async fn select_image_ids(
+    tx: &mut sqlx::PgConnection,
+    table: &'static str,
+    project: Uuid,
+    ids: Option<&[Uuid]>,
+) -> StoreResult<Vec<Uuid>> {
+    let mut qb = QueryBuilder::<Postgres>::new(format!("SELECT id FROM {table} WHERE project_id = "));
+    qb.push_bind(project.to_string());
+    if let Some(ids) = ids {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        qb.push(" AND id IN (");
+        push_list(&mut qb, ids);
+        qb.push(")");
+    }
+    let found: Vec<String> = qb.build_query_scalar().fetch_all(&mut *tx).await.map_err(backend)?;
+    found.iter().map(|s| uuid(s)).collect()
+}
+
+/// Deletes these rows of `table` (`images` or `retired_images`) of `project`, in chunks.
+async fn delete_image_rows(
+    tx: &mut sqlx::PgConnection,
+    table: &'static str,
+    project: Uuid,
+    ids: &[Uuid],
+) -> StoreResult<()> {
+    for chunk in ids.chunks(500) {
+        let mut qb = QueryBuilder::<Postgres>::new(format!("DELETE FROM {table} WHERE project_id = "));
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        push_list(&mut qb, chunk);
+        qb.push(")");
+        qb.build().execute(&mut *tx).await.map_err(backend)?;
+    }
+    Ok(())
+}
+
+fn push_where(qb: &mut QueryBuilder<'_, Postgres>, project: Uuid, q: &ImageQuery) {
+    qb.push(" WHERE i.project_id = ").push_bind(project.to_string());
+    const LABELLED: &str = "(EXISTS (SELECT 1 FROM image_tags x WHERE x.image_id = i.id) \
+                            OR EXISTS (SELECT 1 FROM regions x WHERE x.image_id = i.id))";
+    match q.tagging {
+        TaggingStatus::All => {}
+        TaggingStatus::Tagged => {
+            qb.push(" AND ").push(LABELLED);
+        }
+        TaggingStatus::Untagged => {
+            qb.push(" AND NOT ").push(LABELLED);
+        }
+    }
+    if !q.tag_ids.is_empty() {
+        for (table, first) in [("image_tags", true), ("regions", false)] {
+            qb.push(if first { " AND (EXISTS (SELECT 1 FROM " } else { " OR EXISTS (SELECT 1 FROM " });
+            qb.push(table).push(" x WHERE x.image_id = i.id AND x.tag_id IN (");
+            push_list(qb, &q.tag_ids);
+            qb.push("))");
+        }
+        qb.push(")");
+    }
+    if let Some(f) = &q.filter {
+        qb.push(" AND ");
+        push_filter(qb, f);
+    }
+}
+
+impl PostgresStore {
+    /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Connects to `url` (`postgres://user:password@host:port/database`), applies pending migrations and
+    /// starts listening for new jobs. Concurrent first starts are safe: sqlx serialises migrations with an
+    /// advisory lock.
+    pub async fn connect(url: &str) -> StoreResult<Self> {
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect(url)
+            .await
+            .map_err(backend)?;
+        MIGRATOR.run(&pool).await.map_err(backend)?;
+        let job_added = Arc::new(Notify::new());
+        let mut listener = PgListener::connect_with(&pool).await.map_err(backend)?;
+        listener.listen(JOBS_CHANNEL).await.map_err(backend)?;
+        let wake = Arc::clone(&job_added);
+        tokio::spawn(async move {
+            loop {
+                // `recv` reconnects after a dropped connection; notifications sent meanwhile are lost, which
+                // the workers' poll covers.
+                match listener.recv().await {
+                    Ok(_) => wake.notify_waiters(),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "job notifications: listener failed; retrying");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                    }
+                }
+            }
+        });
+        Ok(Self { pool, job_added })
+    }
+
+    async fn load_labels(
+        &self,
+        ids: &[String],
+    ) -> StoreResult<(HashMap<String, Vec<ImageTag>>, HashMap<String, Vec<ImageRegion>>)> {
+        let mut tags: HashMap<String, Vec<ImageTag>> = HashMap::new();
+        let mut regions: HashMap<String, Vec<ImageRegion>> = HashMap::new();
+        if ids.is_empty() {
+            return Ok((tags, regions));
+        }
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT l.image_id, l.tag_id, t.name, MIN(l.created) AS created FROM (\
+             SELECT image_id, tag_id, created FROM image_tags UNION ALL SELECT image_id, tag_id, created FROM regions) l \
+             JOIN tags t ON t.id = l.tag_id WHERE l.image_id IN (",
+        );
+        push_list(&mut qb, ids);
+        qb.push(") GROUP BY l.image_id, l.tag_id, t.name, t.seq ORDER BY created, t.seq");
+        for row in qb.build().fetch_all(&self.pool).await.map_err(backend)? {
+            tags.entry(row.get("image_id")).or_default().push(ImageTag {
+                tag_id: uuid(row.get("tag_id"))?,
+                tag_name: row.get("name"),
+                created: time(row.get("created")),
+            });
+        }
+        let mut qb = QueryBuilder::<Postgres>::new(
+            "SELECT r.id, r.image_id, r.tag_id, t.name, r.x, r.y, r.w, r.h, r.created FROM regions r \
+             JOIN tags t ON t.id = r.tag_id WHERE r.image_id IN (",
+        );
+        push_list(&mut qb, ids);
+        qb.push(") ORDER BY r.seq");
+        for row in qb.build().fetch_all(&self.pool).await.map_err(backend)? {
+            regions.entry(row.get("image_id")).or_default().push(ImageRegion {
+                region_id: uuid(row.get("id"))?,
+                tag_name: row.get("name"),
+                created: time(row.get("created")),
+                tag_id: uuid(row.get("tag_id"))?,
+                left: row.get("x"),
+                top: row.get("y"),
+                width: row.get("w"),
+                height: row.get("h"),
+            });
+        }
+        Ok((tags, regions))
+    }
+
+    async fn images_from_rows(&self, rows: Vec<PgRow>) -> StoreResult<Vec<ImageRecord>> {
+        let ids: Vec<String> = rows.iter().map(|r| r.get::<String, _>("id")).collect();
+        let (mut tags, mut regions) = self.load_labels(&ids).await?;
+        rows.iter()
+            .map(|row| {
+                let id: String = row.get("id");
+                let mut r = image_row(row)?;
+                r.tags = tags.remove(&id).unwrap_or_default();
+                r.regions = regions.remove(&id).unwrap_or_default();
+                Ok(r)
+            })
+            .collect()
+    }
+}
+
+async fn insert_region(tx: &mut sqlx::PgConnection, image: Uuid, r: &NewRegion) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO regions (id, image_id, tag_id, x, y, w, h, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    )
+    .bind(r.id.to_string())
+    .bind(image.to_string())
+    .bind(r.tag_id.to_string())
+    .bind(r.bbox.left)
+    .bind(r.bbox.top)
+    .bind(r.bbox.width)
+    .bind(r.bbox.height)
+    .bind(ms(&r.created))
+    .execute(tx)
+    .await
+    .map(|_| ())
+}
+
+#[async_trait]
+impl MetadataStore for PostgresStore {
+    async fn ping(&self) -> StoreResult<()> {
+        sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(backend)
+    }
+
+    async fn secret_or_insert(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)> {
+        let inserted = sqlx::query("INSERT INTO secrets (name, value) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(candidate)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?
+            .rows_affected()
+            > 0;
+        let value: String = sqlx::query_scalar("SELECT value FROM secrets WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok((value, inserted))
+    }
+
+    async fn insert_project(&self, p: &Project) -> StoreResult<()> {
+        sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES ($1, $2, $3, $4, $5, $6, $7)")
+            .bind(p.id.to_string())
+            .bind(&p.name)
+            .bind(&p.description)
+            .bind(serde_json::to_string(&p.settings).map_err(backend)?)
+            .bind(ms(&p.created))
+            .bind(ms(&p.last_modified))
+            .bind(&p.status)
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+    }
+
+    async fn get_project(&self, id: Uuid) -> StoreResult<Option<Project>> {
+        let row = sqlx::query("SELECT * FROM projects WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(project_from).transpose()
+    }
+
+    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
+        let rows = sqlx::query("SELECT * FROM projects ORDER BY seq").fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter().map(project_from).collect()
+    }
+
+    async fn count_projects(&self) -> StoreResult<u64> {
+        let n: i64 =
+            sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(&self.pool).await.map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    async fn update_project(&self, p: &Project) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE projects SET name = $1, description = $2, settings = $3, last_modified = $4, status = $5 WHERE id = $6",
+        )
+        .bind(&p.name)
+        .bind(&p.description)
+        .bind(serde_json::to_string(&p.settings).map_err(backend)?)
+        .bind(ms(&p.last_modified))
+        .bind(&p.status)
+        .bind(p.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
+    }
+
+    async fn delete_project(&self, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM projects WHERE id = $1")
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn project_ids(&self) -> StoreResult<HashSet<Uuid>> {
+        let ids: Vec<String> =
+            sqlx::query_scalar("SELECT id FROM projects").fetch_all(&self.pool).await.map_err(backend)?;
+        ids.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn insert_tag(&self, project: Uuid, t: &TagRecord) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO tags (id, project_id, name, description, kind, created) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .bind(t.id.to_string())
+        .bind(project.to_string())
+        .bind(&t.name)
+        .bind(&t.description)
+        .bind(t.kind.as_str())
+        .bind(ms(&t.created))
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
+    }
+
+    async fn list_tags(&self, project: Uuid) -> StoreResult<Vec<Tag>> {
+        let sql = format!("{TAG_SELECT} WHERE t.project_id = $1 ORDER BY t.seq");
+        let rows = sqlx::query(&sql).bind(project.to_string()).fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter().map(tag_from).collect()
+    }
+
+    async fn get_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<Option<Tag>> {
+        let sql = format!("{TAG_SELECT} WHERE t.project_id = $1 AND t.id = $2");
+        let row = sqlx::query(&sql)
+            .bind(project.to_string())
+            .bind(tag.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(tag_from).transpose()
+    }
+
+    async fn update_tag(&self, project: Uuid, t: &Tag) -> StoreResult<()> {
+        sqlx::query("UPDATE tags SET name = $1, description = $2, kind = $3 WHERE project_id = $4 AND id = $5")
+            .bind(&t.name)
+            .bind(&t.description)
+            .bind(t.kind.as_str())
+            .bind(project.to_string())
+            .bind(t.id.to_string())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+    }
+
+    async fn delete_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM tags WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(tag.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn insert_images(
+        &self,
+        project: Uuid,
+        images: &[NewImage],
+        max_images: u64,
+    ) -> StoreResult<Vec<InsertOutcome>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let pid = project.to_string();
+        let mut count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE project_id = $1")
+            .bind(&pid)
+            .fetch_one(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let mut out = Vec::with_capacity(images.len());
+        for img in images {
+            let existing: Option<String> =
+                sqlx::query_scalar("SELECT id FROM images WHERE project_id = $1 AND content_hash = $2")
+                    .bind(&pid)
+                    .bind(&img.content_hash)
+                    .fetch_optional(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+            if let Some(e) = existing {
+                out.push(InsertOutcome::Duplicate(uuid(&e)?));
+                continue;
+            }
+            if count as u64 >= max_images {
+                out.push(InsertOutcome::QuotaExceeded);
+                continue;
+            }
+            let id = img.id.to_string();
+            sqlx::query(
+                "INSERT INTO images (id, project_id, created, width, height, mime, byte_size, content_hash, metadata) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(&id)
+            .bind(&pid)
+            .bind(ms(&img.created))
+            .bind(img.width as i64)
+            .bind(img.height as i64)
+            .bind(&img.mime)
+            .bind(img.byte_size as i64)
+            .bind(&img.content_hash)
+            .bind(serde_json::to_string(&img.metadata).map_err(backend)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+            for t in &img.tag_ids {
+                sqlx::query(
+                    "INSERT INTO image_tags (image_id, tag_id, created) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+                )
+                .bind(&id)
+                .bind(t.to_string())
+                .bind(ms(&img.created))
+                .execute(&mut *tx)
+                .await
+                .map_err(map_sqlx)?;
+            }
+            for r in &img.regions {
+                insert_region(&mut tx, img.id, r).await.map_err(map_sqlx)?;
+            }
+            count += 1;
+            out.push(InsertOutcome::Inserted);
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(out)
+    }
+
+    async fn find_image_by_hash(&self, project: Uuid, hash: &str) -> StoreResult<Option<Uuid>> {
+        let id: Option<String> =
+            sqlx::query_scalar("SELECT id FROM images WHERE project_id = $1 AND content_hash = $2")
+                .bind(project.to_string())
+                .bind(hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        id.as_deref().map(uuid).transpose()
+    }
+
+    async fn get_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM images WHERE project_id = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        push_list(&mut qb, ids);
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        let mut found: HashMap<Uuid, ImageRecord> =
+            self.images_from_rows(rows).await?.into_iter().map(|r| (r.id, r)).collect();
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn query_images(&self, project: Uuid, q: &ImageQuery) -> StoreResult<Vec<ImageRecord>> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT i.* FROM images i");
+        push_where(&mut qb, project, q);
+        qb.push(match q.order {
+            Order::Newest => " ORDER BY i.created DESC, i.seq DESC",
+            Order::Oldest => " ORDER BY i.created ASC, i.seq ASC",
+        });
+        qb.push(" LIMIT ").push_bind(q.take as i64).push(" OFFSET ").push_bind(q.skip as i64);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        self.images_from_rows(rows).await
+    }
+
+    async fn count_images(&self, project: Uuid, q: &ImageQuery) -> StoreResult<u64> {
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT COUNT(*) FROM images i");
+        push_where(&mut qb, project, q);
+        let n: i64 = qb.build_query_scalar().fetch_one(&self.pool).await.map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    async fn delete_images(
+        &self,
+        project: Uuid,
+        ids: Option<&[Uuid]>,
+        retain: &HashSet<Uuid>,
+    ) -> StoreResult<DeletedImages> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let found = select_image_ids(&mut tx, "images", project, ids).await?;
+        let (retired, deleted): (Vec<Uuid>, Vec<Uuid>) = found.into_iter().partition(|id| retain.contains(id));
+        let retired_at = ms(&chrono::Utc::now());
+        for chunk in retired.chunks(500) {
+            let mut qb = QueryBuilder::<Postgres>::new(
+                "INSERT INTO retired_images (id, project_id, retired, created, width, height, mime, \
+                 byte_size, content_hash, metadata) SELECT id, project_id, ",
+            );
+            qb.push_bind(retired_at);
+            qb.push(
+                ", created, width, height, mime, byte_size, content_hash, metadata FROM images WHERE project_id = ",
+            );
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(
+                ") ON CONFLICT (id) DO UPDATE SET retired = EXCLUDED.retired, created = EXCLUDED.created, \
+                 width = EXCLUDED.width, height = EXCLUDED.height, mime = EXCLUDED.mime, \
+                 byte_size = EXCLUDED.byte_size, content_hash = EXCLUDED.content_hash, metadata = EXCLUDED.metadata",
+            );
+            qb.build().execute(&mut *tx).await.map_err(backend)?;
+        }
+        delete_image_rows(&mut tx, "images", project, &retired).await?;
+        delete_image_rows(&mut tx, "images", project, &deleted).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(DeletedImages { deleted, retired })
+    }
+
+    async fn get_retired_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>> {
+        let mut found: HashMap<Uuid, ImageRecord> = HashMap::new();
+        for chunk in ids.chunks(500) {
+            let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM retired_images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(")");
+            for row in qb.build().fetch_all(&self.pool).await.map_err(backend)? {
+                let r = image_row(&row)?;
+                found.insert(r.id, r);
+            }
+        }
+        Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+    }
+
+    async fn purge_retired_images(
+        &self,
+        project: Uuid,
+        ids: Option<&[Uuid]>,
+        retain: &HashSet<Uuid>,
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let found = select_image_ids(&mut tx, "retired_images", project, ids).await?;
+        let gone: Vec<Uuid> = found.into_iter().filter(|id| !retain.contains(id)).collect();
+        delete_image_rows(&mut tx, "retired_images", project, &gone).await?;
+        tx.commit().await.map_err(backend)?;
+        Ok(gone)
+    }
+
+    async fn existing_image_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
+        let mut existing = HashSet::new();
+        for chunk in candidates.chunks(500) {
+            let mut qb = QueryBuilder::<Postgres>::new("SELECT id FROM images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(") UNION SELECT id FROM retired_images WHERE project_id = ");
+            qb.push_bind(project.to_string()).push(" AND id IN (");
+            push_list(&mut qb, chunk);
+            qb.push(")");
+            let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.pool).await.map_err(backend)?;
+            for id in ids {
+                existing.insert(uuid(&id)?);
+            }
+        }
+        Ok(existing)
+    }
+
+    async fn set_metadata(&self, project: Uuid, updates: &[(Uuid, Metadata)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for (id, m) in updates {
+            sqlx::query("UPDATE images SET metadata = $1 WHERE project_id = $2 AND id = $3")
+                .bind(serde_json::to_string(m).map_err(backend)?)
+                .bind(project.to_string())
+                .bind(id.to_string())
+                .execute(&mut *tx)
+                .await
+                .map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn add_image_tags(&self, project: Uuid, links: &[(Uuid, Uuid, Time)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for (image, tag, t) in links {
+            sqlx::query(
+                "INSERT INTO image_tags (image_id, tag_id, created) SELECT $1, $2, $3 WHERE EXISTS \
+                 (SELECT 1 FROM images WHERE id = $4 AND project_id = $5) ON CONFLICT DO NOTHING",
+            )
+            .bind(image.to_string())
+            .bind(tag.to_string())
+            .bind(ms(t))
+            .bind(image.to_string())
+            .bind(project.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn delete_image_tags(&self, project: Uuid, images: &[Uuid], tags: &[Uuid]) -> StoreResult<()> {
+        let mut qb = QueryBuilder::<Postgres>::new("DELETE FROM image_tags WHERE image_id IN (");
+        push_list(&mut qb, images);
+        qb.push(") AND tag_id IN (");
+        push_list(&mut qb, tags);
+        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
+            .push_bind(project.to_string())
+            .push(")");
+        qb.build().execute(&self.pool).await.map(|_| ()).map_err(backend)
+    }
+
+    async fn add_regions(&self, _project: Uuid, regions: &[(Uuid, NewRegion)]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for (image, r) in regions {
+            insert_region(&mut tx, *image, r).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn delete_regions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<()> {
+        let mut qb = QueryBuilder::<Postgres>::new("DELETE FROM regions WHERE id IN (");
+        push_list(&mut qb, ids);
+        qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
+            .push_bind(project.to_string())
+            .push(")");
+        qb.build().execute(&self.pool).await.map(|_| ()).map_err(backend)
+    }
+
+    async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(iteration.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(n > 0)
+    }
+
+    async fn count_iterations(&self, project: Uuid) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = $1")
+            .bind(project.to_string())
+            .fetch_one(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    async fn insert_iteration_with_job(
+        &self,
+        it: &Iteration,
+        snapshot: &serde_json::Value,
+        job_id: Uuid,
+        job: &NewJob,
+    ) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(it.id.to_string())
+        .bind(it.project_id.to_string())
+        .bind(&it.name)
+        .bind(&it.status)
+        .bind(ms(&it.created))
+        .bind(ms(&it.last_modified))
+        .bind(it.trained_at.as_ref().map(ms))
+        .bind(iteration_body(it)?)
+        .bind(serde_json::to_string(snapshot).map_err(backend)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        insert_job(&mut tx, job_id, job).await?;
+        crate::fault::point("train-before-commit");
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>> {
+        let row = sqlx::query("SELECT body, snapshot FROM iterations WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.map(|r| {
+            let it = iteration_from(r.get::<&str, _>("body"))?;
+            let snap: serde_json::Value = serde_json::from_str(r.get::<&str, _>("snapshot")).map_err(backend)?;
+            Ok((it, snap))
+        })
+        .transpose()
+    }
+
+    async fn list_iterations(&self, project: Uuid) -> StoreResult<Vec<Iteration>> {
+        let rows: Vec<String> = sqlx::query_scalar("SELECT body FROM iterations WHERE project_id = $1 ORDER BY seq")
+            .bind(project.to_string())
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|b| iteration_from(b)).collect()
+    }
+
+    async fn update_iteration(&self, it: &Iteration) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE iterations SET name = $1, status = $2, last_modified = $3, trained_at = $4, body = $5 \
+             WHERE project_id = $6 AND id = $7",
+        )
+        .bind(&it.name)
+        .bind(&it.status)
+        .bind(ms(&it.last_modified))
+        .bind(it.trained_at.as_ref().map(ms))
+        .bind(iteration_body(it)?)
+        .bind(it.project_id.to_string())
+        .bind(it.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
+    }
+
+    async fn set_evaluation(&self, project: Uuid, id: Uuid, evaluation: &serde_json::Value) -> StoreResult<()> {
+        sqlx::query("UPDATE iterations SET evaluation = $1 WHERE project_id = $2 AND id = $3")
+            .bind(serde_json::to_string(evaluation).map_err(backend)?)
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map(|_| ())
+            .map_err(backend)
+    }
+
+    async fn get_evaluation(&self, project: Uuid, id: Uuid) -> StoreResult<Option<serde_json::Value>> {
+        let v: Option<Option<String>> =
+            sqlx::query_scalar("SELECT evaluation FROM iterations WHERE project_id = $1 AND id = $2")
+                .bind(project.to_string())
+                .bind(id.to_string())
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(backend)?;
+        v.flatten().map(|s| serde_json::from_str(&s).map_err(backend)).transpose()
+    }
+
+    async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        for r in rows {
+            sqlx::query(
+                "INSERT INTO suggestions (iteration_id, image_id, project_id, created, uncertainty, predictions) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (iteration_id, image_id) DO UPDATE SET \
+                 project_id = EXCLUDED.project_id, created = EXCLUDED.created, \
+                 uncertainty = EXCLUDED.uncertainty, predictions = EXCLUDED.predictions",
+            )
+            .bind(iteration.to_string())
+            .bind(r.image_id.to_string())
+            .bind(project.to_string())
+            .bind(ms(&r.created))
+            .bind(r.uncertainty)
+            .bind(serde_json::to_string(&r.predictions).map_err(backend)?)
+            .execute(&mut *tx)
+            .await
+            .map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn untagged_suggestions(&self, project: Uuid, iteration: Uuid) -> StoreResult<Vec<Suggestion>> {
+        let rows = sqlx::query(
+            "SELECT s.image_id, s.created, s.uncertainty, s.predictions FROM suggestions s \
+             WHERE s.project_id = $1 AND s.iteration_id = $2 \
+             AND NOT EXISTS (SELECT 1 FROM image_tags x WHERE x.image_id = s.image_id) \
+             AND NOT EXISTS (SELECT 1 FROM regions x WHERE x.image_id = s.image_id) ORDER BY s.created, s.image_id",
+        )
+        .bind(project.to_string())
+        .bind(iteration.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        rows.iter()
+            .map(|r| {
+                Ok(Suggestion {
+                    image_id: uuid(r.get("image_id"))?,
+                    created: time(r.get("created")),
+                    uncertainty: r.get("uncertainty"),
+                    predictions: serde_json::from_str(r.get::<&str, _>("predictions")).map_err(backend)?,
+                })
+            })
+            .collect()
+    }
+
+    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM iterations WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn insert_prediction(&self, p: &PredictionRecord) -> StoreResult<()> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO predictions (id, project_id, iteration_id, domain_id, application, created, uncertainty, \
+             width, height, predictions) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(p.id.to_string())
+        .bind(p.project.to_string())
+        .bind(p.iteration.to_string())
+        .bind(p.domain.to_string())
+        .bind(&p.application)
+        .bind(ms(&p.created))
+        .bind(p.uncertainty)
+        .bind(p.width as i64)
+        .bind(p.height as i64)
+        .bind(serde_json::to_string(&p.predictions).map_err(backend)?)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_sqlx)?;
+        if !p.predictions.is_empty() {
+            let mut qb =
+                QueryBuilder::<Postgres>::new("INSERT INTO prediction_scores (prediction_id, tag_id, probability) ");
+            qb.push_values(&p.predictions, |mut b, pr| {
+                b.push_bind(p.id.to_string()).push_bind(pr.tag_id.to_string()).push_bind(pr.probability);
+            });
+            qb.build().execute(&mut *tx).await.map_err(map_sqlx)?;
+        }
+        tx.commit().await.map_err(backend)
+    }
+
+    async fn query_predictions(&self, project: Uuid, q: &PredictionQuery) -> StoreResult<Vec<PredictionRecord>> {
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {PREDICTION_COLUMNS} FROM predictions p WHERE p.project_id = "
+        ));
+        qb.push_bind(project.to_string());
+        for (tag, min, max) in &q.tags {
+            qb.push(" AND EXISTS (SELECT 1 FROM prediction_scores s WHERE s.prediction_id = p.id AND s.tag_id = ")
+                .push_bind(tag.to_string())
+                .push(" AND s.probability >= ")
+                .push_bind(*min)
+                .push(" AND s.probability <= ")
+                .push_bind(*max)
+                .push(")");
+        }
+        if let Some(it) = q.iteration {
+            qb.push(" AND p.iteration_id = ").push_bind(it.to_string());
+        }
+        if let Some(app) = &q.application {
+            qb.push(" AND p.application = ").push_bind(app.clone());
+        }
+        if let Some(t) = &q.start {
+            qb.push(" AND p.created >= ").push_bind(ms(t));
+        }
+        if let Some(t) = &q.end {
+            qb.push(" AND p.created <= ").push_bind(ms(t));
+        }
+        if let Some(c) = &q.after {
+            match q.order {
+                PredictionOrder::Newest => {
+                    qb.push(" AND (p.created, p.id) < (").push_bind(c.created_ms).push(", ");
+                    qb.push_bind(c.id.to_string()).push(")");
+                }
+                PredictionOrder::Oldest => {
+                    qb.push(" AND (p.created, p.id) > (").push_bind(c.created_ms).push(", ");
+                    qb.push_bind(c.id.to_string()).push(")");
+                }
+                PredictionOrder::Suggested => {
+                    qb.push(" AND (p.uncertainty, p.created, p.id) < (").push_bind(c.uncertainty).push(", ");
+                    qb.push_bind(c.created_ms).push(", ").push_bind(c.id.to_string()).push(")");
+                }
+            }
+        }
+        qb.push(match q.order {
+            PredictionOrder::Newest => " ORDER BY p.created DESC, p.id DESC",
+            PredictionOrder::Oldest => " ORDER BY p.created ASC, p.id ASC",
+            PredictionOrder::Suggested => " ORDER BY p.uncertainty DESC, p.created DESC, p.id DESC",
+        });
+        qb.push(" LIMIT ").push_bind(q.limit as i64);
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter().map(prediction_from).collect()
+    }
+
+    async fn get_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<PredictionRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new(format!(
+            "SELECT {PREDICTION_COLUMNS} FROM predictions p WHERE p.project_id = "
+        ));
+        qb.push_bind(project.to_string()).push(" AND p.id IN (");
+        push_list(&mut qb, ids);
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        rows.iter().map(prediction_from).collect()
+    }
+
+    async fn delete_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new("DELETE FROM predictions WHERE project_id = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        push_list(&mut qb, ids);
+        qb.push(") RETURNING id");
+        let gone: Vec<String> = qb.build_query_scalar().fetch_all(&self.pool).await.map_err(backend)?;
+        gone.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn existing_prediction_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
+        if candidates.is_empty() {
+            return Ok(HashSet::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT id FROM predictions WHERE project_id = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        push_list(&mut qb, candidates);
+        qb.push(")");
+        let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.pool).await.map_err(backend)?;
+        ids.iter().map(|s| uuid(s)).collect()
+    }
+
+    async fn expired_predictions(&self, before: Time, limit: u32) -> StoreResult<Vec<(Uuid, Uuid)>> {
+        let rows = sqlx::query("SELECT project_id, id FROM predictions WHERE created < $1 ORDER BY created LIMIT $2")
+            .bind(ms(&before))
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(|r| Ok((uuid(r.get("project_id"))?, uuid(r.get("id"))?))).collect()
+    }
+
+    async fn insert_file(&self, f: &FileRecord) -> StoreResult<FileRecord> {
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO files (project, external_id, instance_space, instance_external_id, name, mime_type, blob_key, \
+             uploaded, size, created, updated, uploaded_time) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
+        )
+        .bind(&f.project)
+        .bind(&f.external_id)
+        .bind(f.instance_id.as_ref().map(|i| &i.0))
+        .bind(f.instance_id.as_ref().map(|i| &i.1))
+        .bind(&f.name)
+        .bind(&f.mime_type)
+        .bind(&f.blob_key)
+        .bind(f.uploaded as i64)
+        .bind(f.size)
+        .bind(ms(&f.created))
+        .bind(ms(&f.updated))
+        .bind(f.uploaded_time.as_ref().map(ms))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_sqlx)?;
+        Ok(FileRecord { id, ..f.clone() })
+    }
+
+    async fn files_by_ids(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM files WHERE project = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn files_by_external_ids(&self, project: &str, ids: &[String]) -> StoreResult<Vec<FileRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM files WHERE project = ");
+        qb.push_bind(project.to_string()).push(" AND external_id IN (");
+        push_list(&mut qb, ids);
+        qb.push(")");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn files_by_instance_ids(&self, project: &str, ids: &[(String, String)]) -> StoreResult<Vec<FileRecord>> {
+        let mut out = Vec::with_capacity(ids.len());
+        for (space, external) in ids {
+            let row = sqlx::query(
+                "SELECT * FROM files WHERE project = $1 AND instance_space = $2 AND instance_external_id = $3",
+            )
+            .bind(project)
+            .bind(space)
+            .bind(external)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+            out.extend(row.as_ref().map(file_from));
+        }
+        Ok(out)
+    }
+
+    async fn list_files(&self, project: &str, after: i64, limit: u32) -> StoreResult<Vec<FileRecord>> {
+        let rows = sqlx::query("SELECT * FROM files WHERE project = $1 AND id > $2 ORDER BY id LIMIT $3")
+            .bind(project)
+            .bind(after)
+            .bind(limit as i64)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn mark_file_uploaded(&self, project: &str, id: i64, size: i64, at: Time) -> StoreResult<()> {
+        sqlx::query(
+            "UPDATE files SET uploaded = 1, size = $1, uploaded_time = $2, updated = $3 WHERE project = $4 AND id = $5",
+        )
+        .bind(size)
+        .bind(ms(&at))
+        .bind(ms(&at))
+        .bind(project)
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_files(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>> {
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut qb = QueryBuilder::<Postgres>::new("DELETE FROM files WHERE project = ");
+        qb.push_bind(project.to_string()).push(" AND id IN (");
+        let mut sep = qb.separated(", ");
+        for id in ids {
+            sep.push_bind(*id);
+        }
+        qb.push(") RETURNING *");
+        let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
+        Ok(rows.iter().map(file_from).collect())
+    }
+
+    async fn insert_vision_job(&self, project: &str, request: &serde_json::Value, at: Time) -> StoreResult<i64> {
+        sqlx::query_scalar(
+            "INSERT INTO vision_jobs (project, request, status, created, start_time, status_time) \
+             VALUES ($1, $2, 'Queued', $3, $4, $5) RETURNING id",
+        )
+        .bind(project)
+        .bind(serde_json::to_string(request).map_err(backend)?)
+        .bind(ms(&at))
+        .bind(ms(&at))
+        .bind(ms(&at))
+        .fetch_one(&self.pool)
+        .await
+        .map_err(map_sqlx)
+    }
+
+    async fn set_vision_queue_job(&self, id: i64, queue_job: Uuid) -> StoreResult<()> {
+        sqlx::query("UPDATE vision_jobs SET queue_job = $1 WHERE id = $2")
+            .bind(queue_job.to_string())
+            .bind(id)
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn get_vision_job(&self, project: &str, id: i64) -> StoreResult<Option<VisionJobRecord>> {
+        let row = sqlx::query("SELECT * FROM vision_jobs WHERE project = $1 AND id = $2")
+            .bind(project)
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(vision_job_from).transpose()
+    }
+
+    async fn vision_job(&self, id: i64) -> StoreResult<Option<VisionJobRecord>> {
+        let row = sqlx::query("SELECT * FROM vision_jobs WHERE id = $1")
+            .bind(id)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(vision_job_from).transpose()
+    }
+
+    async fn update_vision_job(
+        &self,
+        id: i64,
+        status: &str,
+        at: Time,
+        result: Option<&serde_json::Value>,
+        error: Option<&str>,
+    ) -> StoreResult<()> {
+        let result = result.map(serde_json::to_string).transpose().map_err(backend)?;
+        sqlx::query(
+            "UPDATE vision_jobs SET status = $1, status_time = $2, result = COALESCE($3, result), \
+             error = COALESCE($4, error), start_time = CASE WHEN $5 = 'Running' THEN $6 ELSE start_time END \
+             WHERE id = $7",
+        )
+        .bind(status)
+        .bind(ms(&at))
+        .bind(result)
+        .bind(error)
+        .bind(status)
+        .bind(ms(&at))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(())
+    }
+
+    async fn delete_finished_vision_jobs(&self, before: Time) -> StoreResult<u64> {
+        let r = sqlx::query("DELETE FROM vision_jobs WHERE status IN ('Completed', 'Failed') AND status_time < $1")
+            .bind(ms(&before))
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected())
+    }
+}
+
+/// An iteration's stored body: its API fields plus the id of the job that trains it.
+/// Inserts a queued job inside a caller's transaction and notifies the listening workers (PostgreSQL delivers
+/// the notification when that transaction commits, never before).
+async fn insert_job(tx: &mut sqlx::PgConnection, id: Uuid, job: &NewJob) -> StoreResult<()> {
+    sqlx::query(&format!(
+        "INSERT INTO jobs (id, kind, scope, payload, status, max_attempts, created, updated) \
+         VALUES ($1, $2, $3, $4, 'Queued', $5, {DB_NOW_MS}, {DB_NOW_MS})"
+    ))
+    .bind(id.to_string())
+    .bind(&job.kind)
+    .bind(&job.scope)
+    .bind(serde_json::to_string(&job.payload).map_err(backend)?)
+    .bind(job.max_attempts.max(1) as i64)
+    .execute(&mut *tx)
+    .await
+    .map_err(backend)?;
+    sqlx::query("SELECT pg_notify($1, $2)")
+        .bind(JOBS_CHANNEL)
+        .bind(&job.kind)
+        .execute(&mut *tx)
+        .await
+        .map(|_| ())
+        .map_err(backend)
+}
+
+#[async_trait]
+impl JobQueue for PostgresStore {
+    async fn enqueue(&self, job: NewJob) -> StoreResult<Job> {
+        let id = Uuid::new_v4();
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        insert_job(&mut tx, id, &job).await?;
+        tx.commit().await.map_err(backend)?;
+        self.get_job(id).await?.ok_or_else(|| backend("job vanished after insert"))
+    }
+
+    /// One statement: the subquery locks the oldest runnable job, skipping rows other workers hold locked, and
+    /// the update either leases it or, when its dead worker used up the last attempt, fails it.
+    async fn claim(&self, kinds: &[String], worker: &str, lease_ms: i64) -> StoreResult<Option<Claimed>> {
+        if kinds.is_empty() {
+            return Ok(None);
+        }
+        const GIVE_UP: &str = "status = 'Running' AND attempts >= max_attempts";
+        let sql = format!(
+            "UPDATE jobs SET \
+               status = CASE WHEN {GIVE_UP} THEN 'Failed' ELSE 'Running' END, \
+               message = CASE WHEN {GIVE_UP} THEN 'the worker running this job stopped (attempt ' || attempts \
+                         || ' of ' || max_attempts || '); giving up' ELSE message END, \
+               attempts = CASE WHEN {GIVE_UP} THEN attempts ELSE attempts + 1 END, \
+               lease_owner = CASE WHEN {GIVE_UP} THEN NULL ELSE $1 END, \
+               lease_expires = CASE WHEN {GIVE_UP} THEN lease_expires ELSE {DB_NOW_MS} + $2 END, \
+               updated = {DB_NOW_MS} \
+             WHERE id = (SELECT id FROM jobs WHERE kind = ANY($3) \
+                         AND (status = 'Queued' OR (status = 'Running' AND lease_expires < {DB_NOW_MS})) \
+                         ORDER BY seq LIMIT 1 FOR UPDATE SKIP LOCKED) \
+             RETURNING *"
+        );
+        let row = sqlx::query(&sql)
+            .bind(worker)
+            .bind(lease_ms)
+            .bind(kinds)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        let Some(row) = row else { return Ok(None) };
+        let job = job_from(&row)?;
+        Ok(Some(if job.status == JobStatus::Failed { Claimed::Abandoned(job) } else { Claimed::Run(job) }))
+    }
+
+    async fn heartbeat(
+        &self,
+        id: Uuid,
+        worker: &str,
+        progress: f64,
+        message: Option<&str>,
+        lease_ms: i64,
+    ) -> StoreResult<bool> {
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET progress = $1, message = COALESCE($2, message), lease_expires = {DB_NOW_MS} + $3, \
+             updated = {DB_NOW_MS} WHERE id = $4 AND lease_owner = $5 AND status = 'Running'"
+        ))
+        .bind(progress)
+        .bind(message)
+        .bind(lease_ms)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn complete(&self, id: Uuid, worker: &str, result: &serde_json::Value) -> StoreResult<bool> {
+        let r = sqlx::query(&format!(
+            "UPDATE jobs SET status = 'Completed', progress = 1, result = $1, lease_owner = NULL, \
+             updated = {DB_NOW_MS} WHERE id = $2 AND lease_owner = $3 AND status = 'Running'"
+        ))
+        .bind(serde_json::to_string(result).map_err(backend)?)
+        .bind(id.to_string())
+        .bind(worker)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
+    async fn fail(&self, id: Uuid, worker: &str, message: &str, retry: bool) -> StoreResult<bool> {
+        let mut tx = self.pool.begin().await.map_err(backend)?;
+        let requeued: Option<String> = sqlx::query_scalar(&format!(
+            "UPDATE jobs SET status = CASE WHEN $1 AND attempts < max_attempts THEN 'Queued' ELSE 'Failed' END, \
+             message = $2, lease_owner = NULL, updated = {DB_NOW_MS} \
+             WHERE id = $3 AND lease_owner = $4 AND status = 'Running' RETURNING status"
+        ))
+        .bind(retry)
+        .bind(message)
+        .bind(id.to_string())
+        .bind(worker)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if requeued.as_deref() == Some("Queued") {
+            sqlx::query("SELECT pg_notify($1, 'retry')").bind(JOBS_CHANNEL).execute(&mut *tx).await.map_err(backend)?;
+        }
+        tx.commit().await.map_err(backend)?;
+        Ok(requeued.is_some())
+    }
+
+    async fn wait_for_work(&self, timeout: Duration) {
+        let _ = tokio::time::timeout(timeout, self.job_added.notified()).await;
+    }
+
+    async fn get_job(&self, id: Uuid) -> StoreResult<Option<Job>> {
+        let row = sqlx::query("SELECT * FROM jobs WHERE id = $1")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(backend)?;
+        row.as_ref().map(job_from).transpose()
+    }
+
+    async fn active_jobs(&self, kind: &str, scope: &str) -> StoreResult<u64> {
+        let n: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND scope = $2 AND status IN ('Queued', 'Running')",
+        )
+        .bind(kind)
+        .bind(scope)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(n as u64)
+    }
+
+    async fn queue_depth(&self) -> StoreResult<Vec<(String, u64, u64)>> {
+        let rows = sqlx::query(
+            "SELECT kind, COUNT(*) FILTER (WHERE status = 'Queued') AS queued, \
+             COUNT(*) FILTER (WHERE status = 'Running') AS running FROM jobs \
+             WHERE status IN ('Queued', 'Running') GROUP BY kind ORDER BY kind",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let n = |k: &str| r.get::<i64, _>(k).max(0) as u64;
+                (r.get::<String, _>("kind"), n("queued"), n("running"))
+            })
+            .collect())
+    }
+
+    async fn list_jobs(&self, kind: &str, scope: &str) -> StoreResult<Vec<Job>> {
+        let rows = sqlx::query("SELECT * FROM jobs WHERE kind = $1 AND scope = $2 ORDER BY seq")
+            .bind(kind)
+            .bind(scope)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(backend)?;
+        rows.iter().map(job_from).collect()
+    }
+}

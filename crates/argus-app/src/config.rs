@@ -15,10 +15,28 @@ pub struct ServeArgs {
     /// Data directory: the SQLite database, blobs and keys. [default: ./argus-data]
     #[arg(long, env = "ARGUS_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
+    /// Metadata database: `sqlite://PATH` or `postgres://user:password@host:port/database` (a cluster's API nodes
+    /// and workers share one). [default: sqlite://DATA_DIR/argus.db]
+    #[arg(long, env = "ARGUS_DATABASE_URL", hide_env_values = true)]
+    pub database: Option<String>,
+    /// Blob store: `file://PATH` or `s3://bucket[/prefix]` (endpoint, region and credentials from the usual
+    /// `AWS_*` variables, or the `--s3-*` flags). [default: file://DATA_DIR/blobs]
+    #[arg(long, env = "ARGUS_BLOBS_URL")]
+    pub blobs: Option<String>,
+    /// S3 endpoint for `s3://` blobs (MinIO, SeaweedFS, Ceph, R2, …). [default: AWS_ENDPOINT_URL, else AWS]
+    #[arg(long, env = "AWS_ENDPOINT_URL")]
+    pub s3_endpoint: Option<String>,
+    /// S3 region. [default: AWS_REGION, else us-east-1]
+    #[arg(long, env = "AWS_REGION")]
+    pub s3_region: Option<String>,
+    /// Address buckets in the path (`endpoint/bucket/key`), as most self-hosted S3 servers need, instead of
+    /// the virtual-hosted `bucket.endpoint/key`. [default: true with --s3-endpoint, false on AWS]
+    #[arg(long, env = "ARGUS_S3_PATH_STYLE")]
+    pub s3_path_style: Option<bool>,
     /// Address to listen on. [default: 127.0.0.1:8080]
     #[arg(long, env = "ARGUS_BIND")]
     pub bind: Option<SocketAddr>,
-    /// TOML configuration file (keys: data_dir, bind, public_url, allow_private_urls, signed_url_ttl_secs,
+    /// TOML configuration file (keys: data_dir, database, blobs, s3_endpoint, s3_region, s3_path_style, bind, public_url, allow_private_urls, signed_url_ttl_secs,
     /// max_projects, log_format, models_dir, training_workers, prediction_retention_days,
     /// vision_retention_hours, max_running_vision_jobs, sam_weights, min_detection_images_per_tag, workers).
     /// [default: ./argus.toml when it exists]
@@ -79,6 +97,11 @@ pub struct ServeArgs {
 #[serde(deny_unknown_fields)]
 pub struct FileConfig {
     data_dir: Option<PathBuf>,
+    database: Option<String>,
+    blobs: Option<String>,
+    s3_endpoint: Option<String>,
+    s3_region: Option<String>,
+    s3_path_style: Option<bool>,
     bind: Option<SocketAddr>,
     public_url: Option<String>,
     allow_private_urls: Option<bool>,
@@ -98,8 +121,12 @@ pub struct FileConfig {
 /// The resolved configuration.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Data directory.
+    /// Data directory (the defaults of `database` and `blobs` live in it).
     pub data_dir: PathBuf,
+    /// The metadata database.
+    pub database: DatabaseUrl,
+    /// The blob store.
+    pub blobs: BlobsUrl,
     /// Listen address.
     pub bind: SocketAddr,
     /// Public base URL.
@@ -175,6 +202,20 @@ impl Settings {
         if signing_key.as_ref().is_some_and(|k| k.chars().count() < MIN_SIGNING_KEY_CHARS) {
             anyhow::bail!("the signing key must be at least {MIN_SIGNING_KEY_CHARS} characters");
         }
+        let data_dir = args.data_dir.clone().or(fc.data_dir).unwrap_or_else(|| PathBuf::from("argus-data"));
+        let database = match args.database.clone().or(fc.database).filter(|u| !u.is_empty()) {
+            Some(url) => DatabaseUrl::parse(&url)?,
+            None => DatabaseUrl::Sqlite(data_dir.join("argus.db")),
+        };
+        let s3 = S3Options {
+            endpoint: args.s3_endpoint.clone().or(fc.s3_endpoint).filter(|e| !e.is_empty()),
+            region: args.s3_region.clone().or(fc.s3_region).filter(|r| !r.is_empty()),
+            path_style: args.s3_path_style.or(fc.s3_path_style),
+        };
+        let blobs = match args.blobs.clone().or(fc.blobs).filter(|u| !u.is_empty()) {
+            Some(url) => BlobsUrl::parse(&url, s3)?,
+            None => BlobsUrl::File(data_dir.join("blobs")),
+        };
         let workers = args.workers.or(if args.training_workers.is_some() { None } else { fc.workers });
         let training_workers = args.training_workers.or(fc.training_workers);
         Ok(Self {
@@ -183,7 +224,9 @@ impl Settings {
             vision_retention_hours: vision_retention,
             max_running_vision_jobs: args.max_running_vision_jobs.or(fc.max_running_vision_jobs).unwrap_or(20),
             sam_weights: args.sam_weights.clone().or(fc.sam_weights).filter(|p| !p.as_os_str().is_empty()),
-            data_dir: args.data_dir.clone().or(fc.data_dir).unwrap_or_else(|| PathBuf::from("argus-data")),
+            data_dir,
+            database,
+            blobs,
             bind: args.bind.or(fc.bind).unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 8080))),
             public_url: args.public_url.clone().or(fc.public_url),
             allow_private_urls: args.allow_private_urls.or(fc.allow_private_urls).unwrap_or(false),
@@ -195,6 +238,93 @@ impl Settings {
             run_jobs: workers != Some(0),
             signing_key,
         })
+    }
+}
+
+/// Where the metadata lives.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseUrl {
+    /// An embedded SQLite file (one machine).
+    Sqlite(PathBuf),
+    /// A PostgreSQL server (a cluster): the connection URL as given.
+    Postgres(String),
+}
+
+impl DatabaseUrl {
+    /// Parses `sqlite://PATH` (also `sqlite:PATH`) or `postgres://…` / `postgresql://…`.
+    pub fn parse(url: &str) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) {
+            if path.is_empty() {
+                anyhow::bail!("the database URL '{url}' names no file (sqlite://PATH)");
+            }
+            return Ok(Self::Sqlite(PathBuf::from(path)));
+        }
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            return Ok(Self::Postgres(url.to_string()));
+        }
+        anyhow::bail!("unsupported database URL (use sqlite://PATH or postgres://user:password@host:port/database)")
+    }
+
+    /// The URL with any password masked, for logs.
+    pub fn redacted(&self) -> String {
+        match self {
+            Self::Sqlite(p) => format!("sqlite://{}", p.display()),
+            Self::Postgres(u) => match url::Url::parse(u) {
+                Ok(mut parsed) if parsed.password().is_some() => {
+                    let _ = parsed.set_password(Some("***"));
+                    parsed.to_string()
+                }
+                _ => u.clone(),
+            },
+        }
+    }
+}
+
+/// How to reach an S3-compatible server (credentials come from `AWS_ACCESS_KEY_ID` / `AWS_SECRET_ACCESS_KEY`
+/// and the rest of the standard `AWS_*` environment).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct S3Options {
+    /// Endpoint URL; AWS itself when `None`.
+    pub endpoint: Option<String>,
+    /// Region.
+    pub region: Option<String>,
+    /// Path-style addressing; `None`: on with a custom endpoint, off on AWS.
+    pub path_style: Option<bool>,
+}
+
+/// Where the blobs live.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BlobsUrl {
+    /// A local directory.
+    File(PathBuf),
+    /// A bucket of an S3-compatible server, under a key prefix (empty: the bucket's root).
+    S3 {
+        /// Bucket name.
+        bucket: String,
+        /// Key prefix, without leading or trailing `/`.
+        prefix: String,
+        /// How to reach the server.
+        options: S3Options,
+    },
+}
+
+impl BlobsUrl {
+    /// Parses `file://PATH` (also `file:PATH`) or `s3://bucket[/prefix]`.
+    pub fn parse(url: &str, options: S3Options) -> Result<Self> {
+        if let Some(path) = url.strip_prefix("file://").or_else(|| url.strip_prefix("file:")) {
+            if path.is_empty() {
+                anyhow::bail!("the blobs URL '{url}' names no directory (file://PATH)");
+            }
+            return Ok(Self::File(PathBuf::from(path)));
+        }
+        if let Some(rest) = url.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            if bucket.is_empty() {
+                anyhow::bail!("the blobs URL '{url}' names no bucket (s3://bucket[/prefix])");
+            }
+            return Ok(Self::S3 { bucket: bucket.to_string(), prefix: prefix.trim_matches('/').to_string(), options });
+        }
+        anyhow::bail!("unsupported blobs URL (use file://PATH or s3://bucket[/prefix])")
     }
 }
 
@@ -273,6 +403,32 @@ mod tests {
         assert_eq!(s.data_dir, PathBuf::from("argus-data"));
         std::fs::write(&file, "nonsense = 1\n").expect("write");
         assert!(Settings::resolve(&args).is_err());
+    }
+
+    #[test]
+    fn store_urls_default_to_the_data_directory_and_parse() {
+        let s = Settings::resolve(&ServeArgs { data_dir: Some("d".into()), ..Default::default() }).expect("resolve");
+        assert_eq!(s.database, DatabaseUrl::Sqlite(PathBuf::from("d/argus.db")));
+        assert_eq!(s.blobs, BlobsUrl::File(PathBuf::from("d/blobs")));
+        let args = ServeArgs {
+            database: Some("postgres://argus:hunter2@db:5432/argus".into()),
+            blobs: Some("s3://bucket/some/prefix/".into()),
+            s3_endpoint: Some("http://s3:8333".into()),
+            ..Default::default()
+        };
+        let s = Settings::resolve(&args).expect("resolve");
+        assert_eq!(s.database.redacted(), "postgres://argus:***@db:5432/argus");
+        match s.blobs {
+            BlobsUrl::S3 { bucket, prefix, options } => {
+                assert_eq!((bucket.as_str(), prefix.as_str()), ("bucket", "some/prefix"));
+                assert_eq!(options.endpoint.as_deref(), Some("http://s3:8333"));
+            }
+            other => panic!("expected S3, got {other:?}"),
+        }
+        for bad in ["mysql://x", "sqlite://", "s3:///prefix", "ftp://x"] {
+            let args = ServeArgs { database: Some(bad.into()), blobs: Some(bad.into()), ..Default::default() };
+            assert!(Settings::resolve(&args).is_err(), "{bad} must be refused");
+        }
     }
 
     #[test]

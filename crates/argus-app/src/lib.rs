@@ -4,7 +4,8 @@
 //!
 //! - [`config`]: flags > environment > TOML > defaults, and the data directory's keys.
 //! - [`models`]: fetching and checking the pretrained weights (`argus models`).
-//! - [`build_state`]: opens the store and blobs of a data directory and builds the server state.
+//! - [`build_state`]: opens the metadata database (SQLite or PostgreSQL) and the blob store (a directory or an
+//!   S3 bucket) and builds the server state.
 //! - [`Node`]: that state served on a listener, with the job pools and sweeps a node runs.
 //! - [`Worker`]: the job pools alone, no listener (`argus worker`), over the same data directory as a node.
 
@@ -16,13 +17,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use argus_core::jobs::JobHandler;
+use argus_core::jobs::{JobHandler, JobQueue};
+use argus_core::store::MetadataStore;
 use argus_core::service::{ExportJobs, ModelHub, SegmentJobs, TrainingJobs, EXPORT_JOB, SEGMENT_JOB, TRAIN_JOB};
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
-use argus_store::{ObjectBlobStore, SqliteStore};
+use argus_store::{ObjectBlobStore, PostgresStore, SqliteStore};
 
-use crate::config::{load_or_create_secrets, Settings};
+use crate::config::{load_or_create_secrets, BlobsUrl, DatabaseUrl, Settings};
 
 /// Logs to stderr in `format` (text or json), filtered by `ARGUS_LOG`, else by `default_filter`.
 pub fn init_logging(format: &str, default_filter: &str) {
@@ -36,19 +38,54 @@ pub fn init_logging(format: &str, default_filter: &str) {
     }
 }
 
-/// The secrets of a data directory's store (generated when it is new), for `argus keys`.
-pub async fn data_dir_secrets(data_dir: &std::path::Path) -> Result<crate::config::Secrets> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data dir {}", data_dir.display()))?;
-    let store = SqliteStore::open(&data_dir.join("argus.db")).await.context("opening the metadata store")?;
-    Ok(load_or_create_secrets(&store, data_dir).await?.0)
+/// The secrets kept in the configured metadata store (generated when it is new), for `argus keys`.
+pub async fn stored_secrets(settings: &Settings) -> Result<crate::config::Secrets> {
+    let (store, _) = open_metadata(settings).await?;
+    Ok(load_or_create_secrets(store.as_ref(), &settings.data_dir).await?.0)
+}
+
+/// Opens the metadata database of `settings` (creating an SQLite file's directory; migrating either backend):
+/// the repository and the job queue over the same connection pool.
+pub async fn open_metadata(settings: &Settings) -> Result<(Arc<dyn MetadataStore>, Arc<dyn JobQueue>)> {
+    match &settings.database {
+        DatabaseUrl::Sqlite(path) => {
+            if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+            }
+            let store = Arc::new(SqliteStore::open(path).await.with_context(|| {
+                format!("opening the metadata store {}", settings.database.redacted())
+            })?);
+            Ok((store.clone(), store))
+        }
+        DatabaseUrl::Postgres(url) => {
+            let store = Arc::new(PostgresStore::connect(url).await.with_context(|| {
+                format!("connecting to the metadata database {}", settings.database.redacted())
+            })?);
+            Ok((store.clone(), store))
+        }
+    }
+}
+
+/// Opens the blob store of `settings`.
+pub fn open_blobs(settings: &Settings) -> Result<ObjectBlobStore> {
+    match &settings.blobs {
+        BlobsUrl::File(dir) => {
+            ObjectBlobStore::local(dir).with_context(|| format!("opening the blob directory {}", dir.display()))
+        }
+        BlobsUrl::S3 { bucket, prefix, options } => ObjectBlobStore::s3(
+            bucket,
+            prefix,
+            options.endpoint.as_deref(),
+            options.region.as_deref(),
+            options.path_style.unwrap_or(options.endpoint.is_some()),
+        )
+        .with_context(|| format!("configuring the S3 bucket {bucket}")),
+    }
 }
 
 /// Opens the stores of `settings` and builds the shared state.
 pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
-    std::fs::create_dir_all(&settings.data_dir)
-        .with_context(|| format!("creating data dir {}", settings.data_dir.display()))?;
-    let store =
-        Arc::new(SqliteStore::open(&settings.data_dir.join("argus.db")).await.context("opening the metadata store")?);
+    let (store, jobs) = open_metadata(settings).await?;
     let (mut secrets, fresh) = load_or_create_secrets(store.as_ref(), &settings.data_dir).await?;
     if let Ok(k) = std::env::var("ARGUS_TRAINING_KEY") {
         if !k.is_empty() {
@@ -63,10 +100,10 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
     if let Some(k) = &settings.signing_key {
         secrets.signing_key = k.clone();
     }
-    let blobs = ObjectBlobStore::local(settings.data_dir.join("blobs")).context("opening the blob store")?;
+    let blobs = open_blobs(settings)?;
     let argus = Argus {
-        store: store.clone(),
-        jobs: store,
+        store,
+        jobs,
         models: Arc::new(ModelHub::new(&settings.models_dir).with_sam_weights(settings.sam_weights.clone())),
         blobs: Arc::new(blobs),
         fetcher: Arc::new(GuardedFetcher::new(settings.allow_private_urls)),
@@ -166,12 +203,25 @@ impl Node {
     pub async fn start(settings: &Settings, options: NodeOptions) -> Result<Self> {
         let (state, fresh) = build_state(settings).await?;
         let sweeper = if options.sweeps {
-            // Nothing is in flight before the listener opens, so every orphan can go now.
-            match state.argus.sweep_orphans(chrono::Duration::zero()).await {
-                Ok(r) => tracing::info!(examined = r.examined, deleted = r.deleted, "start-up orphan sweep"),
-                Err(e) => tracing::warn!(error = %e.message, "start-up orphan sweep failed"),
+            // On an embedded database nothing is in flight before this process listens, so every orphan can
+            // go now; a shared database may have uploads in flight on other nodes, so those get the hour.
+            let grace = match settings.database {
+                DatabaseUrl::Sqlite(_) => chrono::Duration::zero(),
+                DatabaseUrl::Postgres(_) => chrono::Duration::hours(1),
+            };
+            // An embedded database has one serving process, which may restart at any time: it keeps the lease
+            // under one fixed name. Cluster nodes each hold it under their own.
+            let holder = match settings.database {
+                DatabaseUrl::Sqlite(_) => "embedded".to_string(),
+                DatabaseUrl::Postgres(_) => format!("node-{}", uuid::Uuid::new_v4().simple()),
+            };
+            if sweep_lease(&state.argus, &holder).await {
+                match state.argus.sweep_orphans(grace).await {
+                    Ok(r) => tracing::info!(examined = r.examined, deleted = r.deleted, "start-up orphan sweep"),
+                    Err(e) => tracing::warn!(error = %e.message, "start-up orphan sweep failed"),
+                }
             }
-            Some(tokio::spawn(sweep_forever(state.argus.clone())))
+            Some(tokio::spawn(sweep_forever(state.argus.clone(), holder)))
         } else {
             None
         };
@@ -340,12 +390,33 @@ impl Worker {
     }
 }
 
-/// The hourly sweeps: orphaned blobs, finished segmentation jobs, expired stored predictions.
-async fn sweep_forever(argus: Argus) {
-    let mut tick = tokio::time::interval(Duration::from_secs(3600));
+/// How often the sweeps run, and how long the node that ran them keeps the right to (renewed each time).
+const SWEEP_PERIOD: Duration = Duration::from_secs(3600);
+
+/// Whether this node (`holder`) runs the sweeps now: the one holding the store's `sweeps` lease, so that of
+/// all the nodes sharing a database exactly one sweeps; another takes over once the holder stops renewing.
+async fn sweep_lease(argus: &Argus, holder: &str) -> bool {
+    let ttl = SWEEP_PERIOD.as_millis() as i64 * 3 / 2;
+    match argus.store.try_lease("sweeps", holder, ttl).await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(error = %e, "taking the sweep lease failed; not sweeping this time");
+            false
+        }
+    }
+}
+
+/// The hourly sweeps, on the node holding the sweep lease: orphaned blobs, finished segmentation jobs,
+/// expired stored predictions.
+async fn sweep_forever(argus: Argus, holder: String) {
+    let mut tick = tokio::time::interval(SWEEP_PERIOD);
     tick.tick().await;
     loop {
         tick.tick().await;
+        if !sweep_lease(&argus, &holder).await {
+            tracing::debug!("another node holds the sweep lease");
+            continue;
+        }
         if let Err(e) = argus.sweep_orphans(chrono::Duration::hours(1)).await {
             tracing::warn!(error = %e.message, "orphan sweep failed");
         }

@@ -24,6 +24,7 @@ where
     Fut: Future<Output = S>,
 {
     secrets_are_stored_once(&fresh().await).await;
+    a_lease_has_one_holder_until_it_lapses(&fresh().await).await;
     projects_round_trip(&fresh().await).await;
     tags_are_unique_by_name_per_project_and_by_id_everywhere(&fresh().await).await;
     images_deduplicate_respect_the_quota_and_carry_labels(&fresh().await).await;
@@ -31,6 +32,17 @@ where
     an_iteration_is_created_with_its_job(&fresh().await).await;
     jobs_are_claimed_once_and_survive_dead_workers(&fresh().await).await;
     failed_attempts_retry_then_complete(&fresh().await).await;
+}
+
+async fn a_lease_has_one_holder_until_it_lapses(store: &impl MetadataStore) {
+    assert!(store.try_lease("sweeps", "a", 60_000).await.expect("lease"), "a free lease is taken");
+    assert!(!store.try_lease("sweeps", "b", 60_000).await.expect("lease"), "a running lease is not shared");
+    assert!(store.try_lease("sweeps", "a", 60_000).await.expect("lease"), "its holder renews it");
+    assert!(store.try_lease("other", "b", 60_000).await.expect("lease"), "leases are independent by name");
+    assert!(store.try_lease("short", "a", 1).await.expect("lease"));
+    tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    assert!(store.try_lease("short", "b", 60_000).await.expect("lease"), "a lapsed lease is taken over");
+    assert!(!store.try_lease("short", "a", 60_000).await.expect("lease"), "and its old holder lost it");
 }
 
 fn project(name: &str) -> Project {

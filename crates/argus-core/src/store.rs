@@ -173,6 +173,10 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// racing on a new store, one candidate wins and all read it). Returns the value and whether `candidate`
     /// was stored now.
     async fn secret_or_insert(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)>;
+    /// Takes or renews the lease `name` for `holder` for `ttl_ms`: true when `holder` holds it now (it was free,
+    /// had lapsed, or was already `holder`'s), false while another holder's lease runs. What makes a periodic
+    /// task run once across every process sharing the store.
+    async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool>;
 
     /// Inserts a project.
     async fn insert_project(&self, project: &Project) -> StoreResult<()>;

@@ -1,8 +1,9 @@
-//! The blob store over `object_store`.
+//! The blob store over `object_store`: a local directory or an S3-compatible bucket.
 //!
 //! For a local directory, `object_store` writes to a temporary file and renames it into place (atomic);
 //! this type adds the `fsync` of the file and its directory so that a blob is durable before the row that
-//! refers to it commits.
+//! refers to it commits. On S3 a `PUT` is atomic and durable once it is answered, so the same ordering (blob
+//! answered, then row committed) gives the same guarantee.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -11,8 +12,10 @@ use argus_core::store::{BlobMeta, BlobStore, StoreError, StoreResult};
 use async_trait::async_trait;
 use bytes::Bytes;
 use futures::TryStreamExt;
+use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
+use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, PutPayload};
 
 /// Blobs in any `object_store` back end.
@@ -34,6 +37,30 @@ impl ObjectBlobStore {
         let root = root.canonicalize().map_err(backend)?;
         let store = LocalFileSystem::new_with_prefix(&root).map_err(backend)?;
         Ok(Self { store: Arc::new(store), local_root: Some(root) })
+    }
+
+    /// Blobs in `bucket` of an S3-compatible server, under `prefix` (empty: the bucket's root). Credentials and
+    /// anything not given here come from the standard `AWS_*` environment (`AWS_ACCESS_KEY_ID`,
+    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …). `endpoint`: a self-hosted server (plain `http://` is
+    /// allowed for it); `path_style`: address the bucket in the path rather than the host name.
+    pub fn s3(
+        bucket: &str,
+        prefix: &str,
+        endpoint: Option<&str>,
+        region: Option<&str>,
+        path_style: bool,
+    ) -> StoreResult<Self> {
+        let mut builder = AmazonS3Builder::from_env()
+            .with_bucket_name(bucket)
+            .with_virtual_hosted_style_request(!path_style)
+            .with_region(region.unwrap_or("us-east-1"));
+        if let Some(endpoint) = endpoint {
+            builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
+        }
+        let s3 = builder.build().map_err(backend)?;
+        let store: Arc<dyn ObjectStore> =
+            if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
+        Ok(Self::new(store))
     }
 
     /// Blobs in any other `object_store` (S3-compatible, in-memory, …).

@@ -277,6 +277,21 @@ impl MetadataStore for PostgresStore {
         Ok((value, inserted))
     }
 
+    async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool> {
+        let r = sqlx::query(&format!(
+            "INSERT INTO leases (name, holder, expires) VALUES ($1, $2, {DB_NOW_MS} + $3) ON CONFLICT (name) \
+             DO UPDATE SET holder = EXCLUDED.holder, expires = EXCLUDED.expires \
+             WHERE leases.expires < {DB_NOW_MS} OR leases.holder = EXCLUDED.holder"
+        ))
+        .bind(name)
+        .bind(holder)
+        .bind(ttl_ms)
+        .execute(&self.pool)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn insert_project(&self, p: &Project) -> StoreResult<()> {
         sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(p.id.to_string())

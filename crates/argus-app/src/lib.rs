@@ -18,11 +18,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use argus_core::jobs::{JobHandler, JobQueue};
-use argus_core::store::MetadataStore;
 use argus_core::service::{ExportJobs, ModelHub, SegmentJobs, TrainingJobs, EXPORT_JOB, SEGMENT_JOB, TRAIN_JOB};
+use argus_core::store::MetadataStore;
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
-use argus_store::{ObjectBlobStore, PostgresStore, SqliteStore};
+use argus_store::{ObjectBlobStore, PostgresStore, S3Config, SqliteStore};
 
 use crate::config::{load_or_create_secrets, BlobsUrl, DatabaseUrl, Settings};
 
@@ -52,15 +52,18 @@ pub async fn open_metadata(settings: &Settings) -> Result<(Arc<dyn MetadataStore
             if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
             }
-            let store = Arc::new(SqliteStore::open(path).await.with_context(|| {
-                format!("opening the metadata store {}", settings.database.redacted())
-            })?);
+            let store = Arc::new(
+                SqliteStore::open(path)
+                    .await
+                    .with_context(|| format!("opening the metadata store {}", settings.database.redacted()))?,
+            );
             Ok((store.clone(), store))
         }
         DatabaseUrl::Postgres(url) => {
-            let store = Arc::new(PostgresStore::connect(url).await.with_context(|| {
-                format!("connecting to the metadata database {}", settings.database.redacted())
-            })?);
+            let store =
+                Arc::new(PostgresStore::connect(url).await.with_context(|| {
+                    format!("connecting to the metadata database {}", settings.database.redacted())
+                })?);
             Ok((store.clone(), store))
         }
     }
@@ -72,13 +75,14 @@ pub fn open_blobs(settings: &Settings) -> Result<ObjectBlobStore> {
         BlobsUrl::File(dir) => {
             ObjectBlobStore::local(dir).with_context(|| format!("opening the blob directory {}", dir.display()))
         }
-        BlobsUrl::S3 { bucket, prefix, options } => ObjectBlobStore::s3(
-            bucket,
-            prefix,
-            options.endpoint.as_deref(),
-            options.region.as_deref(),
-            options.path_style.unwrap_or(options.endpoint.is_some()),
-        )
+        BlobsUrl::S3 { bucket, prefix, options } => ObjectBlobStore::s3(&S3Config {
+            bucket: bucket.clone(),
+            prefix: prefix.clone(),
+            endpoint: options.endpoint.clone(),
+            region: options.region.clone(),
+            path_style: options.path_style.unwrap_or(options.endpoint.is_some()),
+            credentials: None,
+        })
         .with_context(|| format!("configuring the S3 bucket {bucket}")),
     }
 }

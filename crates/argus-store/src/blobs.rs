@@ -18,6 +18,23 @@ use object_store::path::Path;
 use object_store::prefix::PrefixStore;
 use object_store::{ObjectStore, PutPayload};
 
+/// Where an S3 blob store is.
+#[derive(Debug, Clone, Default)]
+pub struct S3Config {
+    /// Bucket name.
+    pub bucket: String,
+    /// Key prefix inside the bucket (empty: its root).
+    pub prefix: String,
+    /// A self-hosted server's URL (plain `http://` is allowed for it); AWS when `None`.
+    pub endpoint: Option<String>,
+    /// Region (default `us-east-1`).
+    pub region: Option<String>,
+    /// Address the bucket in the path (`endpoint/bucket/key`) rather than in the host name.
+    pub path_style: bool,
+    /// Access key id and secret; `None`: from the environment.
+    pub credentials: Option<(String, String)>,
+}
+
 /// Blobs in any `object_store` back end.
 #[derive(Debug, Clone)]
 pub struct ObjectBlobStore {
@@ -39,28 +56,32 @@ impl ObjectBlobStore {
         Ok(Self { store: Arc::new(store), local_root: Some(root) })
     }
 
-    /// Blobs in `bucket` of an S3-compatible server, under `prefix` (empty: the bucket's root). Credentials and
-    /// anything not given here come from the standard `AWS_*` environment (`AWS_ACCESS_KEY_ID`,
-    /// `AWS_SECRET_ACCESS_KEY`, `AWS_SESSION_TOKEN`, …). `endpoint`: a self-hosted server (plain `http://` is
-    /// allowed for it); `path_style`: address the bucket in the path rather than the host name.
-    pub fn s3(
-        bucket: &str,
-        prefix: &str,
-        endpoint: Option<&str>,
-        region: Option<&str>,
-        path_style: bool,
-    ) -> StoreResult<Self> {
+    /// Blobs in a bucket of an S3-compatible server. Credentials and anything else not given in `config` come
+    /// from the standard `AWS_*` environment (`AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+    /// `AWS_SESSION_TOKEN`, …).
+    pub fn s3(config: &S3Config) -> StoreResult<Self> {
         let mut builder = AmazonS3Builder::from_env()
-            .with_bucket_name(bucket)
-            .with_virtual_hosted_style_request(!path_style)
-            .with_region(region.unwrap_or("us-east-1"));
-        if let Some(endpoint) = endpoint {
+            .with_bucket_name(&config.bucket)
+            .with_virtual_hosted_style_request(!config.path_style)
+            .with_region(config.region.as_deref().unwrap_or("us-east-1"));
+        if let Some(endpoint) = &config.endpoint {
             builder = builder.with_endpoint(endpoint).with_allow_http(endpoint.starts_with("http://"));
         }
+        if let Some((id, secret)) = &config.credentials {
+            builder = builder.with_access_key_id(id).with_secret_access_key(secret);
+        }
         let s3 = builder.build().map_err(backend)?;
-        let store: Arc<dyn ObjectStore> =
-            if prefix.is_empty() { Arc::new(s3) } else { Arc::new(PrefixStore::new(s3, prefix)) };
+        let store: Arc<dyn ObjectStore> = if config.prefix.is_empty() {
+            Arc::new(s3)
+        } else {
+            Arc::new(PrefixStore::new(s3, config.prefix.as_str()))
+        };
         Ok(Self::new(store))
+    }
+
+    /// The underlying `object_store` (for checks of what the server supports).
+    pub fn object_store(&self) -> Arc<dyn ObjectStore> {
+        Arc::clone(&self.store)
     }
 
     /// Blobs in any other `object_store` (S3-compatible, in-memory, …).

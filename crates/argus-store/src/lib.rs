@@ -8,6 +8,6 @@ mod postgres;
 mod rows;
 mod sqlite;
 
-pub use blobs::ObjectBlobStore;
+pub use blobs::{ObjectBlobStore, S3Config};
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;

@@ -31,7 +31,8 @@ pub struct BenchArgs {
     pub list_runs: usize,
 }
 
-fn synthetic_jpeg(rng: &mut rand::rngs::StdRng, w: u32, h: u32) -> Vec<u8> {
+/// A photo-like synthetic JPEG of `w` × `h` (gradients, rectangles, noise), distinct per draw of `rng`.
+pub(crate) fn synthetic_jpeg(rng: &mut rand::rngs::StdRng, w: u32, h: u32) -> Vec<u8> {
     // Smooth gradients plus noise and a few rectangles: photo-like entropy, distinct bytes per image.
     let (a, b, c) = (rng.gen_range(0..255u32), rng.gen_range(0..255u32), rng.gen_range(0..255u32));
     let mut img = RgbImage::from_fn(w, h, |x, y| {
@@ -58,12 +59,14 @@ fn synthetic_jpeg(rng: &mut rand::rngs::StdRng, w: u32, h: u32) -> Vec<u8> {
     image::DynamicImage::ImageRgb8(img).write_with_encoder(enc).map(|_| out).unwrap_or_default()
 }
 
-fn median(mut v: Vec<Duration>) -> Duration {
+/// The median of some timings.
+pub(crate) fn median(mut v: Vec<Duration>) -> Duration {
     v.sort();
     v.get(v.len() / 2).copied().unwrap_or_default()
 }
 
-fn bar(len: usize, msg: &'static str) -> ProgressBar {
+/// A progress bar with a message.
+pub(crate) fn bar(len: usize, msg: &'static str) -> ProgressBar {
     let pb = ProgressBar::new(len as u64).with_message(msg);
     pb.set_style(
         ProgressStyle::with_template("{msg:>24} [{bar:30}] {pos}/{len} {elapsed}")

@@ -4,6 +4,7 @@
 
 mod bench;
 mod bench_backbone;
+mod bench_cluster;
 mod bench_detection;
 mod bench_predict;
 mod bench_proposals;
@@ -40,6 +41,8 @@ enum BenchCommand {
     Proposals(bench_proposals::ProposalBenchArgs),
     /// Model quality on real photographs beside a linear-probe reference computed in the same run.
     Quality(bench_quality::QualityBenchArgs),
+    /// The cluster's stores (PostgreSQL + S3) beside the embedded ones (SQLite + a directory).
+    Cluster(bench_cluster::ClusterBenchArgs),
 }
 
 #[tokio::main]
@@ -53,5 +56,6 @@ async fn main() -> Result<()> {
         BenchCommand::Backbone(args) => bench_backbone::run(args),
         BenchCommand::Proposals(args) => bench_proposals::run(args).await,
         BenchCommand::Quality(args) => bench_quality::run(args).await,
+        BenchCommand::Cluster(args) => bench_cluster::run(args).await,
     }
 }

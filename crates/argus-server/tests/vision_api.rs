@@ -290,6 +290,27 @@ async fn sam_engine_with_user_supplied_weights() {
     assert_eq!((done["status"].as_str(), done["engine"].as_str()), (Some("Completed"), Some("grabcut")));
     let (st, e) = segment(&s, json!({"items": [{"fileId": id}], "boundingBox": bbox, "engine": "sam2"})).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{e}");
+
+    // The image was encoded once, and its embedding stored for every other process.
+    let stored = s.argus.blobs.list("sam-embeddings/").await.expect("list");
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    s.stop().await;
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    // Another process (a fresh engine, nothing cached) segments the same file from the stored embedding: it
+    // does not encode the image again, so it does not write the embedding again.
+    let other =
+        TestServer::start_with(dir.path(), Options { sam_weights: Some(weights.clone()), ..Default::default() }).await;
+    let (st, job) = segment(&other, json!({"items": [{"fileId": id}], "boundingBox": bbox})).await;
+    assert_eq!(st, StatusCode::OK, "{job}");
+    let done = wait_job(&other, job["jobId"].as_i64().expect("jobId")).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    let again = other.argus.blobs.list("sam-embeddings/").await.expect("list");
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].last_modified, stored[0].last_modified, "the stored embedding was reused, not rewritten");
+    // Stored embeddings go with the segmentation retention.
+    other.argus.sweep_vision_jobs(chrono::Duration::zero()).await.expect("sweep");
+    assert!(other.argus.blobs.list("sam-embeddings/").await.expect("list").is_empty());
+    other.stop().await;
 }
 
 /// Without weights, asking for SAM is a clear 400 that says how to enable it, and GrabCut (the default) works.

@@ -136,6 +136,29 @@ pub struct ImageEmbedding {
     pub resized: (u32, u32),
 }
 
+impl ImageEmbedding {
+    /// The embedding as safetensors bytes (the encoder output and the image sizes), for a cache shared by
+    /// processes: an embedding computed on one worker serves prompts on every other.
+    pub fn to_bytes(&self) -> Result<Vec<u8>, SamError> {
+        let sizes = Tensor::new(&[self.original.0, self.original.1, self.resized.0, self.resized.1], &Device::Cpu)?;
+        let tensors = [("embedding".to_string(), self.embedding.clone()), ("sizes".to_string(), sizes)];
+        Ok(crate::classifier::safetensors_bytes(&tensors)?)
+    }
+
+    /// Reads what [`ImageEmbedding::to_bytes`] wrote; anything else is an error (the caller recomputes).
+    pub fn from_bytes(bytes: &[u8]) -> Result<Self, SamError> {
+        let mut t = candle_core::safetensors::load_buffer(bytes, &Device::Cpu)?;
+        let (Some(embedding), Some(sizes)) = (t.remove("embedding"), t.remove("sizes")) else {
+            return Err(SamError::Tensor(candle_core::Error::Msg("not a stored SAM embedding".into())));
+        };
+        let sizes = sizes.to_vec1::<u32>()?;
+        if sizes.len() != 4 || embedding.dims() != [1, PROMPT_DIM, IMAGE_SIZE / PATCH, IMAGE_SIZE / PATCH] {
+            return Err(SamError::Tensor(candle_core::Error::Msg("a stored SAM embedding of the wrong shape".into())));
+        }
+        Ok(Self { embedding, original: (sizes[0], sizes[1]), resized: (sizes[2], sizes[3]) })
+    }
+}
+
 /// A decoded mask: low-resolution logits, SAM's predicted IoU and where the image sits in the frame.
 #[derive(Debug, Clone)]
 pub struct SamMask {
@@ -354,6 +377,7 @@ pub struct SamEngine {
     model: SamModel,
     cache: Mutex<LruCache<[u8; 32], Arc<ImageEmbedding>>>,
     encoding: Mutex<()>,
+    fingerprint: String,
 }
 
 impl std::fmt::Debug for SamEngine {
@@ -365,13 +389,23 @@ impl std::fmt::Debug for SamEngine {
 impl SamEngine {
     /// Loads the checkpoint at `path`.
     pub fn load(path: &Path) -> Result<Self, SamError> {
-        Ok(Self::new(SamModel::load(path)?))
+        let model = SamModel::load(path)?;
+        let fingerprint = checkpoint_fingerprint(path)
+            .map_err(|e| SamError::Weights { path: path.display().to_string(), message: e.to_string() })?;
+        Ok(Self { fingerprint, ..Self::new(model) })
     }
 
     /// Wraps a model with an empty cache.
     pub fn new(model: SamModel) -> Self {
         let size = NonZeroUsize::new(EMBEDDING_CACHE).unwrap_or(NonZeroUsize::MIN);
-        Self { model, cache: Mutex::new(LruCache::new(size)), encoding: Mutex::new(()) }
+        let fingerprint = format!("unsaved-{}", model.spec().name());
+        Self { model, cache: Mutex::new(LruCache::new(size)), encoding: Mutex::new(()), fingerprint }
+    }
+
+    /// Names the checkpoint (its size and the SHA-256 of its first MiB, in hex): embeddings are only shared
+    /// between processes that run the same weights.
+    pub fn fingerprint(&self) -> &str {
+        &self.fingerprint
     }
 
     /// The model.
@@ -379,8 +413,16 @@ impl SamEngine {
         &self.model
     }
 
-    fn cached(&self, key: &[u8; 32]) -> Option<Arc<ImageEmbedding>> {
+    /// The embedding of the image whose content hash is `key`, when it is in this process's cache.
+    pub fn cached(&self, key: &[u8; 32]) -> Option<Arc<ImageEmbedding>> {
         self.cache.lock().ok()?.get(key).cloned()
+    }
+
+    /// Puts an embedding computed elsewhere (read from a shared cache) into this process's cache.
+    pub fn remember(&self, key: [u8; 32], embedding: ImageEmbedding) {
+        if let Ok(mut c) = self.cache.lock() {
+            c.put(key, Arc::new(embedding));
+        }
     }
 
     /// Segments the image whose content hash is `key`. The embedding comes from the cache when this image
@@ -414,6 +456,19 @@ impl SamEngine {
         mask.cached_embedding = cached;
         Ok(mask)
     }
+}
+
+/// The size of a checkpoint file and the SHA-256 of its first MiB: cheap to compute on a multi-GB file and
+/// different for any two real checkpoints.
+fn checkpoint_fingerprint(path: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let file = std::fs::File::open(path)?;
+    let len = file.metadata()?.len();
+    let mut head = Vec::with_capacity(1 << 20);
+    file.take(1 << 20).read_to_end(&mut head)?;
+    let digest = sha2::Sha256::digest(&head);
+    Ok(format!("{len}-{}", digest.iter().take(16).map(|b| format!("{b:02x}")).collect::<String>()))
 }
 
 /// Writes a SAM checkpoint of the given architecture with random weights (scaled like a trained network's:
@@ -508,6 +563,26 @@ mod tests {
             assert_eq!(full.dimensions(), (300, 200));
             assert_eq!(m.working_mask().unwrap().dimensions(), (1024, 683));
         }
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    #[test]
+    fn an_embedding_stored_as_bytes_serves_another_process_with_the_same_mask() {
+        let dir = std::env::temp_dir().join(format!("argus-sam-shared-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("sam-small.safetensors");
+        write_random_checkpoint(&small_spec(), &path, 9).unwrap();
+        let (here, there) = (SamEngine::load(&path).unwrap(), SamEngine::load(&path).unwrap());
+        let key = [3u8; 32];
+        let point = [PromptPoint { x: 0.4, y: 0.6, foreground: true }];
+        let computed = here.segment(key, || Ok(photo()), &point, None).unwrap();
+        let bytes = here.cached(&key).unwrap().to_bytes().unwrap();
+        there.remember(key, ImageEmbedding::from_bytes(&bytes).unwrap());
+        let reused = there.segment(key, || panic!("the stored embedding should serve"), &point, None).unwrap();
+        assert!(reused.cached_embedding);
+        assert_eq!((reused.original, reused.resized), (computed.original, computed.resized));
+        assert_eq!(reused.working_mask().unwrap(), computed.working_mask().unwrap());
+        assert!(ImageEmbedding::from_bytes(b"not safetensors").is_err());
         std::fs::remove_dir_all(&dir).ok();
     }
 

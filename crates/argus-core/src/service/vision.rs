@@ -18,6 +18,7 @@ use crate::error::ApiError;
 use crate::jobs::{Job, JobHandler, JobSpec, Progress, SegmentJob};
 use crate::model::{now, Time};
 use crate::store::{FileRecord, StoreError, VisionJobRecord};
+use argus_vision::sam::ImageEmbedding;
 use argus_vision::segment::{coco_rle, grabcut, mask_polygons, upsample_mask, PromptBox, PromptPoint};
 
 pub use crate::jobs::SEGMENT_JOB;
@@ -610,6 +611,7 @@ impl Argus {
         let rle = req.get("rle").and_then(Value::as_bool).unwrap_or(false);
         let engine = req.get("engine").and_then(Value::as_str).unwrap_or(ENGINE_GRABCUT).to_string();
         let models = self.models.clone();
+        let (blobs, runtime) = (std::sync::Arc::clone(&self.blobs), tokio::runtime::Handle::current());
         let segment = tokio::task::spawn_blocking(move || -> Result<Value, String> {
             let limits = argus_vision::ImageLimits { max_bytes: MAX_FILE_BYTES, ..Default::default() };
             let decode = || {
@@ -619,7 +621,28 @@ impl Argus {
             let (mask, score, full) = if engine == ENGINE_SAM {
                 let sam = models.sam()?;
                 let key: [u8; 32] = Sha256::digest(&bytes).into();
+                // Embeddings are shared through the blob store: a prompt on an image another worker already
+                // encoded decodes at once here too.
+                let shared = sam_embedding_key(sam.fingerprint(), &key);
+                if sam.cached(&key).is_none() {
+                    match runtime.block_on(blobs.get(&shared)) {
+                        Ok(Some(stored)) => match ImageEmbedding::from_bytes(&stored) {
+                            Ok(e) => sam.remember(key, e),
+                            Err(e) => tracing::warn!(error = %e, key = %shared, "unreadable stored SAM embedding"),
+                        },
+                        Ok(None) => {}
+                        Err(e) => tracing::warn!(error = %e, "reading a stored SAM embedding failed"),
+                    }
+                }
                 let m = sam.segment(key, decode, &points, bbox).map_err(|e| e.to_string())?;
+                if !m.cached_embedding {
+                    let stored = sam.cached(&key).map(|e| e.to_bytes()).transpose().map_err(|e| e.to_string())?;
+                    if let Some(stored) = stored {
+                        if let Err(e) = runtime.block_on(blobs.put(&shared, stored.into())) {
+                            tracing::warn!(error = %e, "storing a SAM embedding failed");
+                        }
+                    }
+                }
                 let full =
                     if rle { Some(m.mask(m.original.0, m.original.1).map_err(|e| e.to_string())?) } else { None };
                 (m.working_mask().map_err(|e| e.to_string())?, m.score, full)
@@ -651,10 +674,27 @@ impl Argus {
         self.store.update_vision_job(id, "Completed", now(), Some(&result), None).await.map_err(|e| e.to_string())
     }
 
-    /// Deletes finished vision jobs older than `retention`.
+    /// Deletes finished vision jobs older than `retention`, and the stored SAM embeddings written before it
+    /// (a prompt on such an image encodes it again).
     pub async fn sweep_vision_jobs(&self, retention: chrono::Duration) -> CdfResult<u64> {
-        Ok(self.store.delete_finished_vision_jobs(now() - retention).await?)
+        let cutoff = now() - retention;
+        let mut gone = self.store.delete_finished_vision_jobs(cutoff).await?;
+        for blob in self.blobs.list(SAM_EMBEDDINGS_PREFIX).await? {
+            if blob.last_modified < cutoff {
+                self.blobs.delete(&blob.key).await?;
+                gone += 1;
+            }
+        }
+        Ok(gone)
     }
+}
+
+/// Prefix of the SAM image embeddings shared by every worker (by checkpoint, then by image content hash).
+pub const SAM_EMBEDDINGS_PREFIX: &str = "sam-embeddings/";
+
+/// Blob key of the embedding of the image with content hash `hash` under the checkpoint `fingerprint`.
+fn sam_embedding_key(fingerprint: &str, hash: &[u8; 32]) -> String {
+    format!("{SAM_EMBEDDINGS_PREFIX}{fingerprint}/{}", hex::encode(hash))
 }
 
 fn segment_job_json(job: &VisionJobRecord) -> Value {

@@ -11,6 +11,8 @@ cmd="${1:?start|stop}"
 dir="${2:?scratch folder}"
 mkdir -p "$dir"
 dir="$(cd "$dir" && pwd)"
+# The server runs as the `postgres` user when this runs as root: it must reach its folder.
+chmod 755 "$dir"
 
 pg_bin() {
   local b
@@ -42,7 +44,8 @@ case "$cmd" in
 start)
   if [ -z "$(pg_bin)" ]; then
     echo "==> installing PostgreSQL (Debian package)"
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q postgresql >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q postgresql >/dev/null; }
   fi
   bin="$(pg_bin)"
   pg_port="$(free_port)"
@@ -66,10 +69,10 @@ JSON
   for name in master volume filer admin; do
     ports+=("-$name.port=$(free_port)" "-$name.port.grpc=$(free_port)")
   done
-  (cd "$dir/s3" && setsid "$weed" mini -dir="$dir/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
+  (cd "$dir/s3" && exec "$weed" mini -dir="$dir/s3" -ip=127.0.0.1 -ip.bind=127.0.0.1 \
       -s3.port="$s3_port" -s3.port.grpc="$(free_port)" -s3.config="$dir/s3/identities.json" "${ports[@]}" \
-      -admin.ui=false -webdav=false -bucket=argus-test >"$dir/s3/weed.log" 2>&1 &
-   echo $! >"$dir/s3/pid")
+      -admin.ui=false -webdav=false -bucket=argus-test) >"$dir/s3/weed.log" 2>&1 &
+  echo $! >"$dir/s3/pid"
   for _ in $(seq 1 120); do
     code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3_port/argus-test" || true)"
     [ "$code" != "000" ] && break
@@ -87,7 +90,12 @@ ENV
 stop)
   bin="$(pg_bin)"
   [ -n "$bin" ] && [ -d "$dir/pg/data" ] && as_pg "$bin/pg_ctl" -D "$dir/pg/data" -m fast stop >/dev/null 2>&1 || true
-  [ -f "$dir/s3/pid" ] && kill -- "-$(cat "$dir/s3/pid")" 2>/dev/null || true
+  if [ -f "$dir/s3/pid" ]; then
+    pid="$(cat "$dir/s3/pid")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 1 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  fi
   ;;
 *)
   echo "usage: $0 start|stop DIR" >&2

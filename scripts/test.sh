@@ -33,6 +33,11 @@ fi
 echo "==> cargo test"
 ARGUS_MODELS_DIR="$PWD/argus-models" cargo test --locked --workspace
 
+if [ "${ARGUS_SKIP_CLUSTER:-0}" != 1 ]; then
+  echo "==> the server's integration tests again, on PostgreSQL (a database per test server)"
+  ARGUS_TEST_STORE=postgres ARGUS_MODELS_DIR="$PWD/argus-models" cargo test --locked -p argus-server --tests
+fi
+
 for v in 3.0.0 3.1.1; do
   venv=".venv-sdk-$v"
   echo "==> official Python SDK azure-cognitiveservices-vision-customvision==$v"
@@ -41,6 +46,15 @@ for v in 3.0.0 3.1.1; do
     "azure-cognitiveservices-vision-customvision==$v" pytest pillow requests
   ARGUS_BIN="$PWD/target/debug/argus" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk
 done
+if [ "${ARGUS_SKIP_CLUSTER:-0}" != 1 ]; then
+  echo "==> official Python SDK 3.1.1 on PostgreSQL + S3 (a fresh database and bucket prefix)"
+  sdk_db="sdk_$(date +%s)_$$"
+  psql "$ARGUS_TEST_POSTGRES_URL" -qc "CREATE DATABASE $sdk_db"
+  ARGUS_DATABASE_URL="${ARGUS_TEST_POSTGRES_URL%/*}/$sdk_db" ARGUS_BLOBS_URL="s3://$ARGUS_TEST_S3_BUCKET/$sdk_db" \
+    AWS_ENDPOINT_URL="$ARGUS_TEST_S3_ENDPOINT" AWS_ACCESS_KEY_ID="$ARGUS_TEST_S3_ACCESS_KEY" \
+    AWS_SECRET_ACCESS_KEY="$ARGUS_TEST_S3_SECRET_KEY" ARGUS_BIN="$PWD/target/debug/argus" \
+    .venv-sdk-3.1.1/bin/python -m pytest -q -p no:cacheprovider tests/sdk
+fi
 echo "==> end to end: a cluster (2 API nodes, 2 workers, PostgreSQL, S3), argus import customvision, argus dataset export|import (real servers, a killed run, a source answering 429/500, pycocotools), ONNX and OpenVino export parity (onnxruntime, openvino)"
 .venv-sdk-3.1.1/bin/pip install -q --disable-pip-version-check "pycocotools==2.0.11" "onnxruntime==1.32.0" "openvino==2026.4.1" "numpy==2.4.6" "pyyaml==6.0.3"
 ARGUS_BIN="$PWD/target/debug/argus" .venv-sdk-3.1.1/bin/python -m pytest -q -p no:cacheprovider tests/e2e

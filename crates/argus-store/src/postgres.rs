@@ -147,6 +147,30 @@ fn push_where(qb: &mut QueryBuilder<'_, Postgres>, project: Uuid, q: &ImageQuery
 
 impl PostgresStore {
     /// Opens (creating if needed) the database file and applies pending migrations.
+    /// Creates the database `url` names when it does not exist yet (connecting to the server's `postgres`
+    /// maintenance database to do it); a database that exists is left as it is.
+    pub async fn create_database_if_missing(url: &str) -> StoreResult<()> {
+        use sqlx::{ConnectOptions, Connection};
+        let options: sqlx::postgres::PgConnectOptions = url.parse().map_err(backend)?;
+        let Some(name) = options.get_database().map(str::to_string) else { return Ok(()) };
+        let mut admin = options.database("postgres").connect().await.map_err(backend)?;
+        let exists: bool = sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)")
+            .bind(&name)
+            .fetch_one(&mut admin)
+            .await
+            .map_err(backend)?;
+        if !exists {
+            let quoted = format!("\"{}\"", name.replace('"', "\"\""));
+            match sqlx::query(&format!("CREATE DATABASE {quoted}")).execute(&mut admin).await {
+                Ok(_) => {}
+                // Another process created it meanwhile.
+                Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P04") => {}
+                Err(e) => return Err(backend(e)),
+            }
+        }
+        admin.close().await.map_err(backend)
+    }
+
     /// Connects to `url` (`postgres://user:password@host:port/database`), applies pending migrations and
     /// starts listening for new jobs. Concurrent first starts are safe: sqlx serialises migrations with an
     /// advisory lock.

@@ -30,21 +30,16 @@ pub fn postgres_url() -> Option<String> {
 #[tokio::test]
 async fn postgres_passes_the_store_conformance_suite() {
     let Some(url) = postgres_url() else { return };
-    use sqlx::Connection;
-    let mut admin = sqlx::PgConnection::connect(&url).await.expect("connect to the test PostgreSQL");
+    let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("a database URL");
     let run = uuid::Uuid::new_v4().simple().to_string();
     let counter = std::sync::atomic::AtomicUsize::new(0);
-    let mut databases = Vec::new();
-    for n in 0..16 {
-        let name = format!("conformance_{run}_{n}");
-        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await.expect("create a database");
-        databases.push(name);
-    }
-    let base = url.rsplit_once('/').map(|(b, _)| b.to_string()).expect("a database URL");
     argus_core::conformance::run(|| {
         let n = counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let url = format!("{base}/{}", databases[n]);
-        async move { argus_store::PostgresStore::connect(&url).await.expect("open a fresh PostgreSQL store") }
+        let url = format!("{base}/conformance_{run}_{n}");
+        async move {
+            argus_store::PostgresStore::create_database_if_missing(&url).await.expect("create a fresh database");
+            argus_store::PostgresStore::connect(&url).await.expect("open a fresh PostgreSQL store")
+        }
     })
     .await;
 }

@@ -6,14 +6,17 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
+use argus_core::jobs::JobQueue;
 use argus_core::service::ModelHub;
 use argus_core::signing::UrlSigner;
+use argus_core::store::MetadataStore;
 use argus_core::{Argus, ServiceConfig};
 use argus_server::{AppState, GuardedFetcher, Keys};
-use argus_store::{ObjectBlobStore, SqliteStore};
+use argus_store::{ObjectBlobStore, PostgresStore, SqliteStore};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
+use sha2::Digest;
 
 pub const KEY: &str = "test-training-key";
 pub const SIGNING: &str = "test-signing-secret";
@@ -50,17 +53,35 @@ impl Default for Options {
     }
 }
 
+/// The metadata store of a test server over `dir`: SQLite in it, or, with `ARGUS_TEST_STORE=postgres` (the test
+/// command's second pass), a PostgreSQL database on `ARGUS_TEST_POSTGRES_URL` named after `dir`, so that a server
+/// restarted on the same directory finds its rows again.
+pub async fn open_store(dir: &Path) -> (Arc<dyn MetadataStore>, Arc<dyn JobQueue>) {
+    if std::env::var("ARGUS_TEST_STORE").as_deref() == Ok("postgres") {
+        let base =
+            std::env::var("ARGUS_TEST_POSTGRES_URL").expect("ARGUS_TEST_STORE=postgres needs ARGUS_TEST_POSTGRES_URL");
+        let digest = sha2::Sha256::digest(dir.display().to_string().as_bytes());
+        let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
+        let url = format!("{}/t{name}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
+        PostgresStore::create_database_if_missing(&url).await.expect("create the test database");
+        let store = Arc::new(PostgresStore::connect(&url).await.expect("open the PostgreSQL store"));
+        return (store.clone(), store);
+    }
+    let store = Arc::new(SqliteStore::open(&dir.join("argus.db")).await.expect("open store"));
+    (store.clone(), store)
+}
+
 impl TestServer {
     pub async fn start(dir: &Path) -> Self {
         Self::start_with(dir, Options::default()).await
     }
 
     pub async fn start_with(dir: &Path, opts: Options) -> Self {
-        let store = Arc::new(SqliteStore::open(&dir.join("argus.db")).await.expect("open store"));
+        let (store, jobs) = open_store(dir).await;
         let blobs = ObjectBlobStore::local(dir.join("blobs")).expect("blobs");
         let argus = Argus {
-            store: store.clone(),
-            jobs: store,
+            store,
+            jobs,
             models: Arc::new(ModelHub::new(argus_vision_models_dir()).with_sam_weights(opts.sam_weights.clone())),
             blobs: Arc::new(blobs),
             fetcher: Arc::new(GuardedFetcher::new(opts.allow_private_urls)),

@@ -60,6 +60,10 @@ pub async fn open_metadata(settings: &Settings) -> Result<(Arc<dyn MetadataStore
             Ok((store.clone(), store))
         }
         DatabaseUrl::Postgres(url) => {
+            // A first start creates the database when the role may; otherwise connecting says what is wrong.
+            if let Err(e) = PostgresStore::create_database_if_missing(url).await {
+                tracing::debug!(error = %e, "could not check for or create the database; connecting anyway");
+            }
             let store =
                 Arc::new(PostgresStore::connect(url).await.with_context(|| {
                     format!("connecting to the metadata database {}", settings.database.redacted())

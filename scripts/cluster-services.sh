@@ -73,11 +73,19 @@ JSON
       -s3.port="$s3_port" -s3.port.grpc="$(free_port)" -s3.config="$dir/s3/identities.json" "${ports[@]}" \
       -admin.ui=false -webdav=false -bucket=argus-test) >"$dir/s3/weed.log" 2>&1 &
   echo $! >"$dir/s3/pid"
-  for _ in $(seq 1 120); do
-    code="$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$s3_port/argus-test" || true)"
-    [ "$code" != "000" ] && break
-    sleep 0.5
-  done
+  # Ready once the S3 gateway answers HTTP at all (403 without credentials).
+  python3 - "$s3_port" <<'PY' || { echo "SeaweedFS did not start:"; tail -20 "$dir/s3/weed.log"; exit 1; }
+import sys, time, urllib.error, urllib.request
+for _ in range(240):
+    try:
+        urllib.request.urlopen(f"http://127.0.0.1:{sys.argv[1]}/argus-test", timeout=1)
+        sys.exit(0)
+    except urllib.error.HTTPError:
+        sys.exit(0)
+    except OSError:
+        time.sleep(0.25)
+sys.exit(1)
+PY
   cat >"$dir/env" <<ENV
 export ARGUS_TEST_POSTGRES_URL=postgres://argus@127.0.0.1:$pg_port/argus
 export ARGUS_TEST_S3_ENDPOINT=http://127.0.0.1:$s3_port

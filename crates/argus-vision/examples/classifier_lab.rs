@@ -5,7 +5,7 @@
 //! `cargo run --release -p argus-vision --example classifier_lab -- DATA_DIR MODELS_DIR [n ...]`
 //!
 //! Environment: `LAB_ADVANCED` (the Advanced recipe), `LAB_BACKBONE=lite0|lite2`, `LAB_SIZE`, `LAB_VIEWS`,
-//! `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`, `LAB_CONCAT` (EfficientNet-Lite0 features at 224 px
+//! `LAB_FULL` (the whole frame and its mirror as training rows and in the scored average), `LAB_REENCODE` (train on the stored derivative, as the server does), `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`, `LAB_LAMBDAS` (comma-separated regularisation grid), `LAB_CONCAT` (EfficientNet-Lite0 features at 224 px
 //! appended to the recipe's, same views: an experiment, not a product recipe).
 
 use argus_vision::backbone::EfficientNetLite0;
@@ -52,6 +52,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         recipe.pooling = Pooling::MeanMax;
     }
     recipe.standardise = std::env::var("LAB_STANDARDISE").is_ok();
+    if let Ok(list) = std::env::var("LAB_LAMBDAS") {
+        let lambdas: Vec<f64> = list.split(',').filter_map(|v| v.parse().ok()).collect();
+        recipe.lambdas = Box::leak(lambdas.into_boxed_slice());
+    }
     eprintln!("{recipe:?}");
     let net = EfficientNetLite0::from_file(&models.join(recipe.backbone.file()))?;
     let concat = match std::env::var("LAB_CONCAT") {
@@ -65,13 +69,39 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Result<_, std::io::Error>>()?;
     // Every photograph's training rows and scored feature, once (seeded by its index).
     let t0 = Instant::now();
+    let reencode = std::env::var("LAB_REENCODE").is_ok();
+    let full = std::env::var("LAB_FULL").is_ok();
     let mut feats = Vec::new();
     for (k, (_, files)) in classes.iter().enumerate() {
         let mut per = Vec::new();
         for (i, f) in files.iter().enumerate() {
             let img = image::open(f)?.to_rgb8();
             let seed = (k * 10_000 + i) as u64;
-            let (mut rows, mut scored) = training_features(&net, &img, &recipe, seed)?;
+            // As the server: train on the stored derivative (re-encoded), score the original bytes.
+            let train_img = if reencode {
+                let prepared = argus_vision::prepare_image(&std::fs::read(f)?, &argus_vision::ImageLimits::default())?;
+                image::load_from_memory(&prepared.resized_jpeg)?.to_rgb8()
+            } else {
+                img.clone()
+            };
+            let (mut rows, mut scored) = training_features(&net, &train_img, &recipe, seed)?;
+            if reencode {
+                scored = training_features(&net, &img, &TrainingRecipe { augmented_views: 0, ..recipe }, seed)?.1;
+            }
+            if full {
+                // The whole frame (stretched) and its mirror as two more rows, and in the scored average.
+                let frames = [train_img.clone(), image::imageops::flip_horizontal(&train_img)];
+                let extra = argus_vision::classifier::features(&net, &frames, recipe.input_size, recipe.pooling)?;
+                let test_frames = [img.clone(), image::imageops::flip_horizontal(&img)];
+                let test_extra =
+                    argus_vision::classifier::features(&net, &test_frames, recipe.input_size, recipe.pooling)?;
+                scored = scored
+                    .iter()
+                    .zip(test_extra[0].iter().zip(&test_extra[1]))
+                    .map(|(c, (a, b))| (c + (a + b) / 2.0) / 2.0)
+                    .collect();
+                rows.extend(extra);
+            }
             if let Some(extra) = &concat {
                 let (rows0, scored0) = training_features(extra, &img, &lite0, seed)?;
                 rows.iter_mut().zip(rows0).for_each(|(r, r0)| r.extend(r0));

@@ -100,7 +100,7 @@ def srv():
 def test_onnx_export_matches_the_server(srv, classification_type, training_type, size, tmp_path):
     """Regular classifiers run EfficientNet-Lite0 at 224 px, Advanced ones Lite2 at 260 px."""
     project, it = train(srv, classification_type, training_type)
-    assert it["exportable"] is True and it["exportableTo"] == ["ONNX"], it
+    assert it["exportable"] is True and it["exportableTo"] == ["ONNX", "DockerFile"], it
     base = f"/projects/{project}/iterations/{it['id']}/export"
     for params, code in [({"platform": "CoreML"}, "BadRequestExportValidationFailed"),
                          ({"platform": "ONNX", "flavor": "TensorFlowLite"}, "BadRequestExportValidationFailed"),

@@ -96,7 +96,7 @@ def test_export_a_compact_classifier_to_onnx(trainer):
     compact = [d for d in trainer.get_domains() if d.id == GENERAL_COMPACT][0]
     assert compact.exportable
     if hasattr(compact, "exportable_platforms"):  # SDK 3.1 reads it; 3.0's Domain has no such field
-        assert compact.exportable_platforms == ["ONNX"]
+        assert compact.exportable_platforms == ["ONNX", "DockerFile"]
     project = trainer.create_project("Exportable", domain_id=GENERAL_COMPACT)
     cat = trainer.create_tag(project.id, "cat")
     cup = trainer.create_tag(project.id, "coffee")
@@ -108,7 +108,7 @@ def test_export_a_compact_classifier_to_onnx(trainer):
     while iteration.status == "Training" and time.time() < deadline:
         time.sleep(0.5)
         iteration = trainer.get_iteration(project.id, iteration.id)
-    assert iteration.status == "Completed" and iteration.exportable and iteration.exportable_to == ["ONNX"]
+    assert iteration.status == "Completed" and iteration.exportable and iteration.exportable_to == ["ONNX", "DockerFile"]
 
     with pytest.raises(CustomVisionErrorException) as e:
         trainer.export_iteration(project.id, iteration.id, "CoreML")
@@ -125,4 +125,18 @@ def test_export_a_compact_classifier_to_onnx(trainer):
     assert package.read("model.onnx")[:2] == b"\x08\x08"  # ModelProto.ir_version = 8
     assert sorted(package.read("labels.txt").decode().split()) == ["cat", "coffee"]
     assert json.loads(package.read("cvexport.manifest"))["IterationId"] == iteration.id
+
+    # The DockerFile flavor: Argus itself and the model folder it serves.
+    started = trainer.export_iteration(project.id, iteration.id, "DockerFile", flavor="Linux")
+    assert (started.platform, started.flavor, started.status) == ("DockerFile", "Linux", "Exporting")
+    deadline = time.time() + 300
+    docker = [e for e in trainer.get_exports(project.id, iteration.id) if e.platform == "DockerFile"]
+    while docker[0].status == "Exporting" and time.time() < deadline:
+        time.sleep(0.3)
+        docker = [e for e in trainer.get_exports(project.id, iteration.id) if e.platform == "DockerFile"]
+    assert docker[0].status == "Done", docker[0].status
+    package = zipfile.ZipFile(io.BytesIO(requests.get(docker[0].download_uri, timeout=120).content))
+    assert {"Dockerfile", "argus", "model/model.json", "model/head.safetensors"} <= set(package.namelist())
+    assert b"serve-model" in package.read("Dockerfile")
+    assert json.loads(package.read("model/model.json"))["iteration"] == iteration.id
     trainer.delete_project(project.id)

@@ -398,6 +398,28 @@ impl Worker {
     }
 }
 
+/// Serves one exported model folder (`argus serve-model`) on `bind` until `shutdown` resolves: no store, no
+/// jobs, the container's and the Prediction API's routes. Prints where it listens once the model is loaded.
+pub async fn serve_model(
+    dir: &std::path::Path,
+    bind: SocketAddr,
+    allow_private_urls: bool,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let owned = dir.to_path_buf();
+    let model = tokio::task::spawn_blocking(move || argus_core::service::ServedModel::load(&owned))
+        .await
+        .context("loading the model")?
+        .map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(addr = %addr, model = %dir.display(), project = %model.project(), iteration = %model.iteration(), detector = model.is_detector(), "serving the model");
+    println!("Argus serving the model in {} on http://{addr}", dir.display());
+    let state =
+        argus_server::ModelState { model: Arc::new(model), fetcher: Arc::new(GuardedFetcher::new(allow_private_urls)) };
+    argus_server::serve_model(listener, state, shutdown).await.context("serving")
+}
+
 /// How often the sweeps run, and how long the node that ran them keeps the right to (renewed each time).
 const SWEEP_PERIOD: Duration = Duration::from_secs(3600);
 

@@ -8,6 +8,7 @@ pub mod error;
 pub mod extract;
 pub mod fetch;
 pub mod metrics;
+mod model_routes;
 mod prediction_routes;
 mod routes;
 mod vision_routes;
@@ -20,6 +21,7 @@ use axum::Router;
 use tower::Layer;
 
 pub use fetch::GuardedFetcher;
+pub use model_routes::{model_app, serve_model, ModelState};
 
 /// API keys accepted by the surfaces.
 #[derive(Clone)]

@@ -2,6 +2,7 @@
 //!
 //! - `argus serve` runs the HTTP server (Custom Vision Training API, signed blob links, health checks).
 //! - `argus worker` runs jobs (training, export, segmentation) beside `argus serve --workers 0`.
+//! - `argus serve-model` serves one exported model (a DockerFile package) with no store.
 //! - `argus keys` prints the keys of a data directory.
 //! - `argus models pull` fetches and converts the pretrained backbone weights.
 //! - `argus import customvision` copies projects from Azure Custom Vision (or any compatible endpoint).
@@ -29,6 +30,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run jobs with no listener, beside servers on the same data directory (`argus serve --workers 0`).
     Worker(WorkerArgs),
+    /// Serve one exported model with no store: the `model/` folder of a DockerFile export.
+    ServeModel(ServeModelArgs),
     /// Print the API keys of a data directory or database (generating them if it is new).
     Keys(ServeArgs),
     /// Manage pretrained model weights.
@@ -54,6 +57,23 @@ struct WorkerArgs {
     metrics_bind: Option<std::net::SocketAddr>,
     #[command(flatten)]
     settings: ServeArgs,
+}
+
+/// Flags of `argus serve-model`.
+#[derive(Debug, clap::Args)]
+struct ServeModelArgs {
+    /// The model folder (`model/` of a DockerFile export: model.json, the head, the backbone weights).
+    #[arg(long)]
+    model: std::path::PathBuf,
+    /// Address to listen on.
+    #[arg(long, env = "ARGUS_BIND", default_value = "127.0.0.1:8080")]
+    bind: std::net::SocketAddr,
+    /// Let `/url` predictions reach loopback and private networks (off by default: SSRF protection).
+    #[arg(long, env = "ARGUS_ALLOW_PRIVATE_URLS", default_value_t = false, action = clap::ArgAction::Set)]
+    allow_private_urls: bool,
+    /// Log format: text or json.
+    #[arg(long, env = "ARGUS_LOG_FORMAT", default_value = "text")]
+    log_format: String,
 }
 
 async fn work(args: WorkerArgs) -> Result<()> {
@@ -113,6 +133,10 @@ async fn main() -> Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Worker(args) => work(args).await,
+        Command::ServeModel(args) => {
+            init_logging(&args.log_format, "info,tower_http=info");
+            argus_app::serve_model(&args.model, args.bind, args.allow_private_urls, shutdown_signal()).await
+        }
         Command::Keys(args) => {
             let s = argus_app::stored_secrets(&Settings::resolve(&args)?).await?;
             println!("Training-Key:   {}", s.training_key);

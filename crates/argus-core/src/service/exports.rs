@@ -5,19 +5,25 @@
 //!
 //! What Argus exports today: classifiers (Multiclass and Multilabel) of compact domains as ONNX, FP32
 //! (flavor none, `ONNX10`, `ONNX12`) or with FP16 weights (`OnnxFloat16`), and for OpenVINO (which reads the
-//! same ONNX model directly: the package is the FP32 ONNX one, its README saying how OpenVINO loads it). Object detectors and the other
-//! platforms answer `BadRequestExportValidationFailed` naming what is supported.
+//! same ONNX model directly: the package is the FP32 ONNX one, its README saying how OpenVINO loads it), and
+//! classifiers and detectors as a DockerFile package (Linux): a Dockerfile, this server's own executable and
+//! the model folder that `argus serve-model` serves. The other platforms answer
+//! `BadRequestExportValidationFailed` naming what is supported.
 
 use std::collections::HashMap;
 
 use argus_vision::classifier::{HeadKind, LinearHead};
-use argus_vision::export::{classifier_onnx, zip_package, Precision, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT};
+use argus_vision::detector::DetectorHead;
+use argus_vision::export::{
+    classifier_onnx, zip_files, zip_package, PackageFile, Precision, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT,
+};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::Digest;
 use uuid::Uuid;
 
-use super::training::{classifier_model_key, snapshot_of};
+use super::served::{ModelManifest, MODEL_FOLDER_FORMAT};
+use super::training::{classifier_model_key, iteration_model_key, snapshot_of};
 use super::{store_err, Argus, UrlContext};
 use crate::domains::find_domain;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -52,7 +58,7 @@ fn parse_target(platform: Option<&str>, flavor: Option<&str>) -> ApiResult<(Stri
     let Some(canon) = PLATFORMS.iter().find(|p| p.eq_ignore_ascii_case(platform)) else {
         return Err(ApiError::new(
             ErrorCode::BadRequestExportValidationFailed,
-            format!("Unknown export platform '{platform}'; Argus exports to ONNX and OpenVino."),
+            format!("Unknown export platform '{platform}'; Argus exports to ONNX, OpenVino and DockerFile."),
         ));
     };
     let flavor = flavor.map(str::trim).filter(|f| !f.is_empty());
@@ -70,10 +76,18 @@ fn parse_target(platform: Option<&str>, flavor: Option<&str>) -> ApiResult<(Stri
         ("OpenVino", Some(_)) => {
             return Err(invalid(format!("OpenVino exports take no flavor, not '{}'.", flavor.unwrap_or_default())))
         }
+        ("DockerFile", None) => (None, Precision::Float32),
+        ("DockerFile", Some("linux")) => (Some("Linux"), Precision::Float32),
+        ("DockerFile", Some(_)) => {
+            return Err(invalid(format!(
+                "DockerFile exports come in the Linux flavor (x86-64, the architecture of this server), not '{}'.",
+                flavor.unwrap_or_default()
+            )))
+        }
         _ => {
             return Err(invalid(format!(
                 "Argus does not export to {canon} yet; it exports classifiers to ONNX (flavors ONNX10, ONNX12, \
-                 OnnxFloat16) and OpenVino."
+                 OnnxFloat16) and OpenVino, and classifiers and detectors to DockerFile (Linux)."
             )))
         }
     };
@@ -112,10 +126,10 @@ impl Argus {
                 domain.map(|d| d.name).unwrap_or("unknown")
             )));
         }
-        if snapshot_of(snap)?.is_detection() {
-            return Err(invalid(
-                "Argus exports classifiers to ONNX; object detectors cannot be exported yet.".to_string(),
-            ));
+        if snapshot_of(snap)?.is_detection() && platform != "DockerFile" {
+            return Err(invalid(format!(
+                "Argus exports object detectors to DockerFile; to {platform} it exports classifiers only, for now."
+            )));
         }
         let scope = scope(project, iteration);
         let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope).await.map_err(store_err)?;
@@ -181,6 +195,13 @@ impl Argus {
     async fn run_export(&self, p: &ExportJob, progress: &Progress) -> ApiResult<String> {
         let (it, snap) = self.iteration_record(p.project, p.iteration).await?;
         let snap = snapshot_of(snap)?;
+        if p.platform == "DockerFile" {
+            let zip = self.docker_package(p, &it, &snap, progress).await?;
+            let key = package_key(p.project, p.iteration, &p.platform, p.flavor.as_deref());
+            self.blobs.put(&key, Bytes::from(zip)).await.map_err(store_err)?;
+            tracing::info!(project = %p.project, iteration = %p.iteration, key = %key, "DockerFile export written");
+            return Ok(key);
+        }
         let (_, _, precision) = parse_target(Some(&p.platform), p.flavor.as_deref())?;
         let stored =
             self.blobs.get(&classifier_model_key(p.project, p.iteration)).await.map_err(store_err)?.ok_or_else(
@@ -244,6 +265,102 @@ impl Argus {
         tracing::info!(project = %p.project, iteration = %p.iteration, platform = %p.platform, key = %key, "export written");
         Ok(key)
     }
+}
+
+impl Argus {
+    /// A DockerFile package: a Dockerfile, this server's own executable and a model folder (`model.json`, the
+    /// head, the backbone weights it runs on) that `argus serve-model` serves with no store.
+    async fn docker_package(
+        &self,
+        p: &ExportJob,
+        it: &crate::model::Iteration,
+        snap: &super::training::Snapshot,
+        progress: &Progress,
+    ) -> ApiResult<Vec<u8>> {
+        let detection = snap.is_detection();
+        let head_bytes = self
+            .blobs
+            .get(&iteration_model_key(p.project, p.iteration, detection))
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| {
+                ApiError::new(ErrorCode::ErrorExporterInvalidClassifier, "The model of this iteration is missing.")
+            })?;
+        let backbone = if detection {
+            DetectorHead::from_bytes(&head_bytes).map_err(ApiError::internal)?.backbone
+        } else {
+            LinearHead::from_bytes(&head_bytes).map_err(ApiError::internal)?.backbone
+        };
+        let weights_path = self.models.weights_path(backbone)?;
+        progress.set(0.1, "collecting the server and the model");
+        let (exe, weights) = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
+            Ok((std::fs::read(std::env::current_exe()?)?, std::fs::read(&weights_path)?))
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
+        let manifest = ModelManifest {
+            format: MODEL_FOLDER_FORMAT,
+            project: p.project,
+            iteration: p.iteration,
+            iteration_name: it.name.clone(),
+            publish_name: it.publish_name.clone(),
+            detection,
+            multilabel: snap.is_multilabel(),
+            domain: it.domain_id,
+            tags: snap.tags().to_vec(),
+            head: "head.safetensors".into(),
+            weights: "weights".into(),
+        };
+        let readme = docker_readme(&manifest, backbone.file());
+        let files = vec![
+            PackageFile::new("Dockerfile", DOCKERFILE.as_bytes().to_vec()),
+            PackageFile::new("README.md", readme.into_bytes()),
+            PackageFile { executable: true, ..PackageFile::new("argus", exe) },
+            PackageFile::new("model/model.json", serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?),
+            PackageFile::new("model/head.safetensors", head_bytes.to_vec()),
+            PackageFile::new(format!("model/weights/{}", backbone.file()), weights),
+        ];
+        progress.set(0.5, "packaging");
+        tokio::task::spawn_blocking(move || zip_files(&files))
+            .await
+            .map_err(ApiError::internal)?
+            .map_err(ApiError::internal)
+    }
+}
+
+/// The package's Dockerfile: this server's executable serving the model folder, port 80, as the hosted
+/// service's containers do.
+const DOCKERFILE: &str =
+    "# Argus serving one exported model (`argus serve-model`): the hosted Custom Vision container's routes\n\
+# (POST /image, POST /url, /{project}/classify|detect/iterations/{name}/image|url) and the Prediction API's.\n\
+#   docker build -t my-model . && docker run -p 8080:80 my-model\n\
+FROM debian:bookworm-slim\n\
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates && rm -rf /var/lib/apt/lists/*\n\
+COPY argus /usr/local/bin/argus\n\
+COPY model /model\n\
+EXPOSE 80\n\
+ENTRYPOINT [\"argus\", \"serve-model\", \"--model\", \"/model\", \"--bind\", \"0.0.0.0:80\"]\n";
+
+fn docker_readme(m: &ModelManifest, weights: &str) -> String {
+    let kind = if m.detection { "detect" } else { "classify" };
+    format!(
+        "# Argus model container\n\n\
+         Iteration `{}` ({}) of project `{}`, {} tags, served by Argus itself: `argus serve-model --model model` \
+         answers exactly as the server that trained it (same code, same weights: `model/head.safetensors` on \
+         `model/weights/{weights}`, EfficientNet-Lite weights under Apache-2.0).\n\n\
+         ```sh\ndocker build -t argus-model . && docker run -p 8080:80 argus-model\n\
+         curl -X POST --data-binary @photo.jpg http://localhost:8080/image\n```\n\n\
+         Without Docker: `./argus serve-model --model model --bind 127.0.0.1:8080` (Linux x86-64).\n\n\
+         Routes: `POST /image` (the image as the body), `POST /url` (`{{\"url\": \"…\"}}`), \
+         `POST /{{project}}/{kind}/iterations/{{name}}/image|url`, and the Prediction API's \
+         `POST /customvision/v3.0/prediction/{{project}}/{kind}/iterations/{{name}}/image[/nostore]` (and `/url`); \
+         `GET /healthz`. Answers are the Prediction API's `ImagePrediction` JSON; nothing is stored.\n",
+        m.iteration,
+        m.iteration_name,
+        m.project,
+        m.tags.len(),
+    )
 }
 
 /// The hosted manifest's `ModelFileSHA1` is a SHA-1 of the model file.

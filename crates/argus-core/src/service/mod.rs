@@ -9,6 +9,7 @@ mod maintenance;
 mod models;
 mod predictions;
 mod projects;
+mod served;
 mod suggestions;
 mod tags;
 mod training;
@@ -30,8 +31,9 @@ pub use exports::{ExportJobs, EXPORTER_VERSION, EXPORT_JOB};
 pub use images::{ImageListing, UploadItem};
 pub use maintenance::SweepReport;
 pub use models::ModelHub;
-pub use predictions::{prediction_key, PredictRequest, PredictionKind};
+pub use predictions::{fetch_prediction_image, prediction_key, PredictRequest, PredictionKind};
 pub use projects::NewProject;
+pub use served::{ServedModel, MODEL_FOLDER_FORMAT};
 pub use training::{
     TrainRequest, TrainingJobs, MIN_CONFIGURABLE_IMAGES_PER_TAG_DETECTION, MIN_IMAGES_PER_TAG_DETECTION, TRAIN_JOB,
 };

@@ -17,7 +17,7 @@ use crate::model::{
     now, ImageCreateStatus, ImageCreateSummary, ImageIdCreateBatch, ImagePrediction, Prediction, PredictionQueryResult,
     PredictionQueryTag, PredictionQueryToken, StoredImagePrediction,
 };
-use crate::store::{FetchError, PredictionCursor, PredictionOrder, PredictionQuery, PredictionRecord};
+use crate::store::{FetchError, PredictionCursor, PredictionOrder, PredictionQuery, PredictionRecord, UrlFetcher};
 
 /// Tag filters a prediction query may combine.
 pub const MAX_QUERY_TAGS: usize = 2;
@@ -75,6 +75,19 @@ pub(crate) fn uncertainty(preds: &[Prediction], independent: bool) -> f64 {
     }
 }
 
+/// Downloads the image of a `{"url": …}` prediction with `fetcher`, with the Prediction API's errors.
+pub async fn fetch_prediction_image(fetcher: &dyn UrlFetcher, url: &str, max_bytes: usize) -> ApiResult<Bytes> {
+    if url.trim().is_empty() {
+        return Err(ApiError::new(ErrorCode::BadRequestImageUrl, "url is required."));
+    }
+    fetcher.fetch(url, max_bytes).await.map_err(|e| match e {
+        FetchError::TooLarge(n) => {
+            ApiError::new(ErrorCode::BadRequestImageSizeBytes, format!("The image exceeds {n} bytes."))
+        }
+        other => ApiError::new(ErrorCode::BadRequestImageUrl, format!("The image could not be downloaded: {other}")),
+    })
+}
+
 fn check_application(app: Option<&str>) -> ApiResult<String> {
     let app = app.unwrap_or("");
     if app.chars().count() > MAX_APPLICATION_LEN || app.chars().any(char::is_control) {
@@ -93,17 +106,7 @@ fn invalid_query(message: impl Into<String>) -> ApiError {
 impl Argus {
     /// Downloads an image for the Prediction API or QuickTest (SSRF-guarded), with the official errors.
     pub async fn fetch_image(&self, url: &str, max_bytes: usize) -> ApiResult<Bytes> {
-        if url.trim().is_empty() {
-            return Err(ApiError::new(ErrorCode::BadRequestImageUrl, "url is required."));
-        }
-        self.fetcher.fetch(url, max_bytes).await.map_err(|e| match e {
-            FetchError::TooLarge(n) => {
-                ApiError::new(ErrorCode::BadRequestImageSizeBytes, format!("The image exceeds {n} bytes."))
-            }
-            other => {
-                ApiError::new(ErrorCode::BadRequestImageUrl, format!("The image could not be downloaded: {other}"))
-            }
-        })
+        fetch_prediction_image(self.fetcher.as_ref(), url, max_bytes).await
     }
 
     /// ClassifyImage, DetectImage and their `/url` and `/nostore` variants.

@@ -16,7 +16,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::models::Head;
+use super::models::{Head, ModelHub};
 use super::{check_tag_filter, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::domains::{find_domain, DomainType};
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -62,14 +62,15 @@ pub struct TrainRequest {
     pub selected_tags: Option<Vec<Uuid>>,
 }
 
+/// A tag as an iteration saw it (in the order of the model's outputs).
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-struct SnapTag {
-    id: Uuid,
-    name: String,
-    description: String,
+pub(super) struct SnapTag {
+    pub(super) id: Uuid,
+    pub(super) name: String,
+    pub(super) description: String,
     #[serde(rename = "type")]
-    kind: TagType,
+    pub(super) kind: TagType,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -86,7 +87,7 @@ struct SnapImage {
 /// What an iteration was trained on.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
-pub(super) struct Snapshot {
+pub(crate) struct Snapshot {
     fingerprint: String,
     advanced: bool,
     multilabel: bool,
@@ -162,11 +163,21 @@ impl Snapshot {
     pub(super) fn output_names(&self) -> Vec<String> {
         self.tags.iter().map(|t| t.name.clone()).collect()
     }
+
+    /// The tags, in the order of the model's outputs.
+    pub(super) fn tags(&self) -> &[SnapTag] {
+        &self.tags
+    }
 }
 
 /// Where an iteration's trained model is stored.
 pub(super) fn classifier_model_key(project: Uuid, iteration: Uuid) -> String {
     model_key(project, iteration, false)
+}
+
+/// Where an iteration's trained model (classifier or detector) is stored.
+pub(super) fn iteration_model_key(project: Uuid, iteration: Uuid, detection: bool) -> String {
+    model_key(project, iteration, detection)
 }
 
 pub(super) fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
@@ -400,7 +411,7 @@ impl Argus {
             last_modified: t,
             trained_at: None,
             project_id,
-            // What Argus can export this iteration to (a compact classification domain: ONNX).
+            // What Argus can export this iteration to (compact domains: ONNX and DockerFile, detectors DockerFile).
             exportable: !domain.exportable_platforms.is_empty(),
             exportable_to: domain.exportable_platforms.iter().map(|p| p.to_string()).collect(),
             domain_id: Some(domain.id),
@@ -1005,58 +1016,7 @@ impl Argus {
                 head
             }
         };
-        // A head runs on the backbone it was trained on.
-        let backbone = match head.as_ref() {
-            Head::Classifier(h) => self.models.backbone_of(h.backbone)?,
-            Head::Detector(h) => self.models.backbone_of(h.backbone)?,
-        };
-        let limits =
-            argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
-        let names: HashMap<Uuid, &SnapTag> = snap.tags.iter().map(|t| (t.id, t)).collect();
-        let classes: Vec<Uuid> = snap.tags.iter().map(|t| t.id).collect();
-        enum Out {
-            Scores(Vec<f32>),
-            Boxes(Vec<Detection>),
-        }
-        let permit = self.models.compute_permit().await?;
-        let kind = if snap.detection { "detect" } else { "classify" };
-        let (out, kept) = tokio::task::spawn_blocking(move || -> ApiResult<(Out, Option<_>)> {
-            let started = std::time::Instant::now();
-            let image_error = |e: argus_vision::ImageError| match e {
-                argus_vision::ImageError::TooLarge { .. } => {
-                    ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string())
-                }
-                argus_vision::ImageError::DimensionsTooLarge { .. } => {
-                    ApiError::new(ErrorCode::BadRequestImageDimensions, e.to_string())
-                }
-                argus_vision::ImageError::Format(_) => ApiError::new(ErrorCode::BadRequestImageFormat, e.to_string()),
-            };
-            let (img, mime) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(image_error)?;
-            let rgb = img.to_rgb8();
-            let out = match head.as_ref() {
-                Head::Classifier(h) => {
-                    let f = h.image_feature(&backbone, &rgb).map_err(ApiError::internal)?;
-                    Out::Scores(h.predict(&f))
-                }
-                Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),
-            };
-            metrics::histogram!("argus_prediction_compute_seconds", "kind" => kind)
-                .record(started.elapsed().as_secs_f64());
-            let kept = if keep {
-                Some(argus_vision::imageio::derivatives(&img, mime, &limits).map_err(image_error)?)
-            } else {
-                None
-            };
-            drop(permit);
-            Ok((out, kept))
-        })
-        .await
-        .map_err(ApiError::internal)??;
-        let preds = match out {
-            Out::Scores(scores) => predictions(&classes, &scores, &names),
-            Out::Boxes(dets) => detection_predictions(&dets, &classes, &names),
-        };
-        Ok((preds, kept))
+        infer(&self.models, head, snap.tags(), bytes, max_bytes, keep).await
     }
 
     /// Tags as an iteration saw them (GetTags / GetTag with `iterationId`).
@@ -1261,4 +1221,67 @@ impl JobHandler for TrainingJobs {
             self.0.mark_failed(p.project, p.iteration, reason).await;
         }
     }
+}
+
+/// Runs `head` on an image (decoded upright, within `max_bytes`) and returns its predictions, most probable
+/// first, and the image's stored derivatives when `keep`. The one inference path of the server and of a model
+/// served on its own (`argus serve-model`), so that both answer the same.
+pub(super) async fn infer(
+    models: &ModelHub,
+    head: Arc<Head>,
+    tags: &[SnapTag],
+    bytes: Bytes,
+    max_bytes: usize,
+    keep: bool,
+) -> ApiResult<(Vec<Prediction>, Option<argus_vision::PreparedImage>)> {
+    // A head runs on the backbone it was trained on.
+    let backbone = match head.as_ref() {
+        Head::Classifier(h) => models.backbone_of(h.backbone)?,
+        Head::Detector(h) => models.backbone_of(h.backbone)?,
+    };
+    let limits = argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
+    let names: HashMap<Uuid, &SnapTag> = tags.iter().map(|t| (t.id, t)).collect();
+    let classes: Vec<Uuid> = tags.iter().map(|t| t.id).collect();
+    enum Out {
+        Scores(Vec<f32>),
+        Boxes(Vec<Detection>),
+    }
+    let permit = models.compute_permit().await?;
+    let kind = if matches!(head.as_ref(), Head::Detector(_)) { "detect" } else { "classify" };
+    let (out, kept) = tokio::task::spawn_blocking(move || -> ApiResult<(Out, Option<_>)> {
+        let started = std::time::Instant::now();
+        let image_error = |e: argus_vision::ImageError| match e {
+            argus_vision::ImageError::TooLarge { .. } => {
+                ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string())
+            }
+            argus_vision::ImageError::DimensionsTooLarge { .. } => {
+                ApiError::new(ErrorCode::BadRequestImageDimensions, e.to_string())
+            }
+            argus_vision::ImageError::Format(_) => ApiError::new(ErrorCode::BadRequestImageFormat, e.to_string()),
+        };
+        let (img, mime) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(image_error)?;
+        let rgb = img.to_rgb8();
+        let out = match head.as_ref() {
+            Head::Classifier(h) => {
+                let f = h.image_feature(&backbone, &rgb).map_err(ApiError::internal)?;
+                Out::Scores(h.predict(&f))
+            }
+            Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),
+        };
+        metrics::histogram!("argus_prediction_compute_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
+        let kept = if keep {
+            Some(argus_vision::imageio::derivatives(&img, mime, &limits).map_err(image_error)?)
+        } else {
+            None
+        };
+        drop(permit);
+        Ok((out, kept))
+    })
+    .await
+    .map_err(ApiError::internal)??;
+    let preds = match out {
+        Out::Scores(scores) => predictions(&classes, &scores, &names),
+        Out::Boxes(dets) => detection_predictions(&dets, &classes, &names),
+    };
+    Ok((preds, kept))
 }

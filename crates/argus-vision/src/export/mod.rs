@@ -151,6 +151,41 @@ fn conv(
     Ok((y, out))
 }
 
+/// A file of a package written by [`zip_files`].
+#[derive(Debug, Clone)]
+pub struct PackageFile {
+    /// Path inside the zip.
+    pub name: String,
+    /// Content.
+    pub bytes: Vec<u8>,
+    /// Marked executable (mode 755) and stored uncompressed (executables are large and deflate slowly).
+    pub executable: bool,
+}
+
+impl PackageFile {
+    /// A plain (deflated, mode 644) file.
+    pub fn new(name: impl Into<String>, bytes: Vec<u8>) -> Self {
+        Self { name: name.into(), bytes, executable: false }
+    }
+}
+
+/// A zip of `files` with fixed timestamps and Unix modes (a Docker build context: `COPY` keeps the modes).
+pub fn zip_files(files: &[PackageFile]) -> std::io::Result<Vec<u8>> {
+    use std::io::Write;
+    let mut zip = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let base = zip::write::SimpleFileOptions::default().last_modified_time(zip::DateTime::default());
+    for f in files {
+        let options = if f.executable {
+            base.compression_method(zip::CompressionMethod::Stored).unix_permissions(0o755)
+        } else {
+            base.compression_method(zip::CompressionMethod::Deflated).unix_permissions(0o644)
+        };
+        zip.start_file(f.name.as_str(), options).map_err(std::io::Error::other)?;
+        zip.write_all(&f.bytes)?;
+    }
+    Ok(zip.finish().map_err(std::io::Error::other)?.into_inner())
+}
+
 /// A zip of `files` (name, bytes) in the order given, deflated, with fixed timestamps: the same files make the
 /// same bytes.
 pub fn zip_package(files: &[(&str, Vec<u8>)]) -> std::io::Result<Vec<u8>> {

@@ -1,0 +1,147 @@
+//! A trained model served on its own, with no store: what `argus serve-model` runs from a DockerFile export.
+//!
+//! The export writes a model folder (`model.json`, the head, the backbone weights it runs on); [`ServedModel`]
+//! loads it and answers predictions through the same inference code as the server ([`super::training`]'s
+//! `infer`), so that the container's answers are the server's.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::models::{Head, ModelHub};
+use super::predictions::PredictionKind;
+use super::training::{infer, SnapTag};
+use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::limits::MAX_PREDICTION_IMAGE_BYTES;
+use crate::model::{now, ImagePrediction};
+use argus_vision::classifier::LinearHead;
+use argus_vision::detector::DetectorHead;
+
+/// Version of the model folder's layout.
+pub const MODEL_FOLDER_FORMAT: u32 = 1;
+
+/// `model.json` of a model folder.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(super) struct ModelManifest {
+    pub(super) format: u32,
+    pub(super) project: Uuid,
+    pub(super) iteration: Uuid,
+    pub(super) iteration_name: String,
+    pub(super) publish_name: String,
+    pub(super) detection: bool,
+    pub(super) multilabel: bool,
+    pub(super) domain: Option<Uuid>,
+    pub(super) tags: Vec<SnapTag>,
+    /// The head's file, relative to the folder.
+    pub(super) head: String,
+    /// The folder of backbone weights, relative to the folder.
+    pub(super) weights: String,
+}
+
+/// A model loaded from a model folder.
+pub struct ServedModel {
+    manifest: ModelManifest,
+    head: Arc<Head>,
+    models: ModelHub,
+}
+
+impl std::fmt::Debug for ServedModel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServedModel").field("iteration", &self.manifest.iteration).finish()
+    }
+}
+
+fn unreadable(dir: &Path, what: impl std::fmt::Display) -> String {
+    format!("{} is not an Argus model folder: {what}", dir.display())
+}
+
+impl ServedModel {
+    /// Loads the folder `dir` (the `model/` folder of a DockerFile export) and its backbone.
+    pub fn load(dir: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(dir.join("model.json")).map_err(|e| unreadable(dir, e))?;
+        let manifest: ModelManifest = serde_json::from_str(&text).map_err(|e| unreadable(dir, e))?;
+        if manifest.format > MODEL_FOLDER_FORMAT {
+            return Err(unreadable(dir, format!("format {} is newer than this Argus reads", manifest.format)));
+        }
+        let bytes = std::fs::read(dir.join(&manifest.head)).map_err(|e| unreadable(dir, e))?;
+        let head = if manifest.detection {
+            Head::Detector(DetectorHead::from_bytes(&bytes).map_err(|e| unreadable(dir, e))?)
+        } else {
+            Head::Classifier(LinearHead::from_bytes(&bytes).map_err(|e| unreadable(dir, e))?)
+        };
+        let models = ModelHub::new(PathBuf::from(dir).join(&manifest.weights));
+        // Load the backbone now: a broken folder fails at start, not at the first request.
+        match &head {
+            Head::Classifier(h) => models.backbone_of(h.backbone),
+            Head::Detector(h) => models.backbone_of(h.backbone),
+        }
+        .map_err(|e| unreadable(dir, e.message))?;
+        Ok(Self { manifest, head: Arc::new(head), models })
+    }
+
+    /// The project the model was trained in.
+    pub fn project(&self) -> Uuid {
+        self.manifest.project
+    }
+
+    /// The iteration it is.
+    pub fn iteration(&self) -> Uuid {
+        self.manifest.iteration
+    }
+
+    /// The name it was published under (empty when it was not).
+    pub fn publish_name(&self) -> &str {
+        &self.manifest.publish_name
+    }
+
+    /// Whether it is an object detector.
+    pub fn is_detector(&self) -> bool {
+        self.manifest.detection
+    }
+
+    /// Predicts on an image. `kind`: the route asked for (classify or detect), `None` for the container's
+    /// routes that serve whichever the model is.
+    pub async fn predict(&self, kind: Option<PredictionKind>, bytes: Bytes) -> ApiResult<ImagePrediction> {
+        match (kind, self.manifest.detection) {
+            (Some(PredictionKind::Classify), true) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestNotSupported,
+                    "This model is an object detector; call the detect route.",
+                ))
+            }
+            (Some(PredictionKind::Detect), false) => {
+                return Err(ApiError::new(
+                    ErrorCode::BadRequestNotSupported,
+                    "This model is an image classifier; call the classify route.",
+                ))
+            }
+            _ => {}
+        }
+        if bytes.len() > MAX_PREDICTION_IMAGE_BYTES {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestImageSizeBytes,
+                format!("The image is {} bytes; the limit is {MAX_PREDICTION_IMAGE_BYTES}.", bytes.len()),
+            ));
+        }
+        let (predictions, _) =
+            infer(&self.models, Arc::clone(&self.head), &self.manifest.tags, bytes, MAX_PREDICTION_IMAGE_BYTES, false)
+                .await?;
+        Ok(ImagePrediction {
+            id: Uuid::new_v4(),
+            project: self.manifest.project,
+            iteration: self.manifest.iteration,
+            created: now(),
+            predictions: predictions
+                .into_iter()
+                .map(|mut p| {
+                    p.tag_type = None;
+                    p
+                })
+                .collect(),
+        })
+    }
+}

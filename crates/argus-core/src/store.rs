@@ -479,9 +479,41 @@ pub struct BlobMeta {
     pub last_modified: Time,
 }
 
+/// A blob being read as a stream: the bytes `start..end` of a blob of `total` bytes.
+pub struct BlobReader {
+    /// Size of the whole blob.
+    pub total: u64,
+    /// First byte served.
+    pub start: u64,
+    /// One past the last byte served (`start == end`: the range asked for lies beyond the blob).
+    pub end: u64,
+    /// The bytes, in chunks as the backend delivers them.
+    pub stream: futures::stream::BoxStream<'static, StoreResult<Bytes>>,
+}
+
+impl std::fmt::Debug for BlobReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "BlobReader({}..{} of {})", self.start, self.end, self.total)
+    }
+}
+
+/// Which bytes of a blob to read: from `start` to `end` inclusive (to the last byte when `None`), as an HTTP
+/// `Range: bytes=start-end` header says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteRange {
+    /// First byte.
+    pub start: u64,
+    /// Last byte, inclusive.
+    pub end: Option<u64>,
+}
+
 /// Binary objects: original images, derivatives, export packages, models.
 #[async_trait]
 pub trait BlobStore: Send + Sync + 'static {
+    /// Opens a blob as a stream, whole or a byte range of it (clamped to the blob: a range that starts past its
+    /// end reads nothing); `None` when absent. Large blobs (export packages) are served this way, never held
+    /// in memory whole.
+    async fn open(&self, key: &str, range: Option<ByteRange>) -> StoreResult<Option<BlobReader>>;
     /// Writes a blob durably (it survives a crash once this returns).
     async fn put(&self, key: &str, bytes: Bytes) -> StoreResult<()>;
     /// Reads a blob; `None` when absent.

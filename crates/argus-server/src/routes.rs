@@ -126,15 +126,89 @@ fn sniff_mime(bytes: &[u8]) -> &'static str {
     }
 }
 
-async fn get_blob(State(s): State<AppState>, Path(key): Path<String>, q: Query) -> HttpResult<Response> {
+/// A single `bytes=start-end` / `bytes=start-` / `bytes=-suffix` range of a `Range` header (`suffix` as
+/// `(None, Some(n))`); anything else (several ranges, other units) is ignored, as RFC 9110 allows.
+fn byte_range(headers: &axum::http::HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
+    let spec = headers.get(header::RANGE)?.to_str().ok()?.trim().strip_prefix("bytes=")?;
+    if spec.contains(',') {
+        return None;
+    }
+    let (a, b) = spec.split_once('-')?;
+    let parse = |v: &str| if v.trim().is_empty() { Ok(None) } else { v.trim().parse::<u64>().map(Some) };
+    match (parse(a).ok()?, parse(b).ok()?) {
+        (None, None) => None,
+        (Some(start), Some(end)) if end < start => None,
+        r => Some(r),
+    }
+}
+
+/// The content type of a blob from its key, or from its first bytes when the key does not say.
+fn blob_mime(key: &str, head: &[u8]) -> &'static str {
+    if key.ends_with(".tar") {
+        "application/x-tar"
+    } else if key.ends_with(".zip") {
+        "application/zip"
+    } else {
+        sniff_mime(head)
+    }
+}
+
+/// The signed `/blobs/` route: streams the blob (never holding it whole), honouring a single byte `Range`
+/// (206 with `Content-Range`, 416 past the end) so that large export packages can be fetched in parts.
+async fn get_blob(
+    State(s): State<AppState>,
+    Path(key): Path<String>,
+    q: Query,
+    headers: axum::http::HeaderMap,
+) -> HttpResult<Response> {
+    use futures::StreamExt;
     let expires = q.int("se")?.unwrap_or(0);
     let sig = q.str("sig").unwrap_or("");
     if !s.argus.verify_blob_signature(&key, expires, sig) {
         return Err(ApiError::with_status(ErrorCode::Forbidden, 403, "The link is invalid or has expired.").into());
     }
-    let data = s.argus.read_blob(&key).await?;
-    let mime = if key.ends_with(".tar") { "application/x-tar" } else { sniff_mime(&data) };
-    Ok(([(header::CONTENT_TYPE, mime), (header::CACHE_CONTROL, "private, max-age=3600")], data).into_response())
+    let wanted = byte_range(&headers);
+    let range = match wanted {
+        None => None,
+        Some((Some(start), end)) => Some(argus_core::store::ByteRange { start, end }),
+        Some((None, Some(suffix))) => {
+            // The last `suffix` bytes: the size is needed first.
+            let total =
+                s.argus.open_blob(&key, Some(argus_core::store::ByteRange { start: u64::MAX, end: None })).await?.total;
+            Some(argus_core::store::ByteRange { start: total.saturating_sub(suffix), end: None })
+        }
+        Some((None, None)) => None,
+    };
+    let mut reader = s.argus.open_blob(&key, range).await?;
+    if wanted.is_some() && reader.start >= reader.end {
+        return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{}", reader.total))])
+            .into_response());
+    }
+    // The first chunk decides the content type of blobs whose key does not say it.
+    let first = match reader.stream.next().await {
+        Some(chunk) => chunk.map_err(|e| ApiError::internal(e.to_string()))?,
+        None => bytes::Bytes::new(),
+    };
+    let mime = if reader.start == 0 { blob_mime(&key, &first) } else { blob_mime(&key, &[]) };
+    let length = reader.end - reader.start;
+    let body = futures::stream::once(async move { Ok::<_, argus_core::store::StoreError>(first) }).chain(reader.stream);
+    let body = axum::body::Body::from_stream(body.map(|c| c.map_err(std::io::Error::other)));
+    let mut response = Response::new(body);
+    if wanted.is_some() {
+        *response.status_mut() = StatusCode::PARTIAL_CONTENT;
+    }
+    let h = response.headers_mut();
+    h.insert(header::CONTENT_TYPE, header::HeaderValue::from_static(mime));
+    h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, max-age=3600"));
+    h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
+    h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
+    if wanted.is_some() {
+        let value = format!("bytes {}-{}/{}", reader.start, reader.end.saturating_sub(1), reader.total);
+        if let Ok(v) = header::HeaderValue::from_str(&value) {
+            h.insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(response)
 }
 
 pub(crate) fn ok_json<T: serde::Serialize>(v: T) -> Response {

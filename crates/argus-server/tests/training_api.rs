@@ -502,6 +502,27 @@ async fn signed_links_expire_and_artifacts_are_confined() {
     let resp = s.client.get(orig).send().await.expect("get");
     assert_eq!(resp.status(), 200);
     assert_eq!(resp.bytes().await.expect("b").as_ref(), jpeg(5).as_slice());
+    // Byte ranges (how large packages are fetched in parts): a range, a suffix, an open end, one past the end.
+    let whole = jpeg(5);
+    let n = whole.len();
+    for (range, want) in [
+        ("bytes=0-1", (0, 1)),
+        ("bytes=-2", (n - 2, n - 1)),
+        (&format!("bytes={}-", n - 3) as &str, (n - 3, n - 1)),
+        (&format!("bytes=5-{}", n + 100) as &str, (5, n - 1)),
+    ] {
+        let resp = s.client.get(orig).header("Range", range).send().await.expect("get");
+        assert_eq!(resp.status(), 206, "{range}");
+        let content_range = resp.headers()["content-range"].to_str().expect("ascii").to_string();
+        assert_eq!(content_range, format!("bytes {}-{}/{n}", want.0, want.1), "{range}");
+        assert_eq!(resp.bytes().await.expect("b").as_ref(), &whole[want.0..=want.1], "{range}");
+    }
+    let resp = s.client.get(orig).header("Range", format!("bytes={n}-")).send().await.expect("get");
+    assert_eq!(resp.status(), 416);
+    assert_eq!(resp.headers()["content-range"], format!("bytes */{n}").as_str());
+    let resp = s.client.get(orig).header("Range", "bytes=0-1,4-5").send().await.expect("get");
+    assert_eq!((resp.status().as_u16(), resp.headers()["accept-ranges"].to_str().ok()), (200, Some("bytes")));
+    assert_eq!(resp.headers()["content-type"], "image/jpeg");
     let key = format!("projects/{p}/images/{}/original", img["id"].as_str().expect("id"));
     let past = chrono::Utc::now().timestamp() - 10;
     let sig = argus_core::signing::UrlSigner::new(SIGNING).sign(&key, past);

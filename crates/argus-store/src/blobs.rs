@@ -8,15 +8,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use argus_core::store::{BlobMeta, BlobStore, StoreError, StoreResult};
+use argus_core::store::{BlobMeta, BlobReader, BlobStore, ByteRange, StoreError, StoreResult};
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
 
 /// Where an S3 blob store is.
 #[derive(Debug, Clone, Default)]
@@ -123,6 +123,33 @@ impl BlobStore for ObjectBlobStore {
         }
     }
 
+    async fn open(&self, key: &str, range: Option<ByteRange>) -> StoreResult<Option<BlobReader>> {
+        let Ok(p) = Path::parse(key) else { return Ok(None) };
+        let total = match self.store.head(&p).await {
+            Ok(meta) => meta.size,
+            Err(object_store::Error::NotFound { .. }) => return Ok(None),
+            Err(e) => return Err(backend(e)),
+        };
+        let (start, end) = match range {
+            None => (0, total),
+            Some(r) => (r.start.min(total), r.end.map_or(total, |e| e.saturating_add(1).min(total))),
+        };
+        if start >= end {
+            return Ok(Some(BlobReader { total, start, end: start, stream: futures::stream::empty().boxed() }));
+        }
+        let options = GetOptions { range: Some(GetRange::Bounded(start..end)), ..Default::default() };
+        match self.store.get_opts(&p, options).await {
+            Ok(r) => {
+                let served = r.range.clone();
+                let stream = r.into_stream().map_err(backend).boxed();
+                Ok(Some(BlobReader { total, start: served.start, end: served.end, stream }))
+            }
+            // Deleted between the two calls.
+            Err(object_store::Error::NotFound { .. }) => Ok(None),
+            Err(e) => Err(backend(e)),
+        }
+    }
+
     async fn delete(&self, key: &str) -> StoreResult<()> {
         match self.store.delete(&path(key)?).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -174,5 +201,25 @@ mod tests {
         assert!(store.list("projects/").await.expect("list").is_empty());
         assert!(!dir.path().join("projects/p").exists());
         store.delete("projects/p/images/i/original").await.expect("idempotent delete");
+    }
+
+    async fn read(store: &ObjectBlobStore, key: &str, range: Option<ByteRange>) -> Option<(u64, u64, u64, Vec<u8>)> {
+        let r = store.open(key, range).await.expect("open")?;
+        let chunks: Vec<Bytes> = r.stream.try_collect().await.expect("read");
+        Some((r.total, r.start, r.end, chunks.concat()))
+    }
+
+    #[tokio::test]
+    async fn blobs_stream_whole_or_by_range() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectBlobStore::local(dir.path()).expect("store");
+        store.put("a/b", Bytes::from_static(b"0123456789")).await.expect("put");
+        assert_eq!(read(&store, "a/b", None).await, Some((10, 0, 10, b"0123456789".to_vec())));
+        let r = |start, end| Some(ByteRange { start, end });
+        assert_eq!(read(&store, "a/b", r(2, Some(5))).await, Some((10, 2, 6, b"2345".to_vec())));
+        assert_eq!(read(&store, "a/b", r(7, None)).await, Some((10, 7, 10, b"789".to_vec())));
+        assert_eq!(read(&store, "a/b", r(8, Some(99))).await, Some((10, 8, 10, b"89".to_vec())));
+        assert_eq!(read(&store, "a/b", r(10, None)).await, Some((10, 10, 10, Vec::new())), "past the end: nothing");
+        assert_eq!(read(&store, "a/missing", None).await, None);
     }
 }

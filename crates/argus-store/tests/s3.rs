@@ -34,8 +34,17 @@ async fn blobs_round_trip_under_a_prefix_on_s3() {
     store.put("projects/p/images/i/original", body.clone()).await.expect("put");
     store.put("projects/p/images/j/original", Bytes::from_static(b"j")).await.expect("put");
     store.put("projects/q/images/k/original", Bytes::from_static(b"k")).await.expect("put");
-    assert_eq!(store.get("projects/p/images/i/original").await.expect("get"), Some(body));
+    assert_eq!(store.get("projects/p/images/i/original").await.expect("get"), Some(body.clone()));
     assert_eq!(store.get("projects/p/nothing").await.expect("get"), None);
+    // Streamed by range, as the signed links serve large packages.
+    let part = store
+        .open("projects/p/images/i/original", Some(argus_core::store::ByteRange { start: 1000, end: Some(1999) }))
+        .await
+        .expect("open")
+        .expect("present");
+    assert_eq!((part.total, part.start, part.end), (200_000, 1000, 2000));
+    let chunks: Vec<Bytes> = futures::TryStreamExt::try_collect(part.stream).await.expect("stream");
+    assert_eq!(chunks.concat(), body[1000..2000].to_vec());
     let mut keys: Vec<String> = store.list("projects/p/").await.expect("list").into_iter().map(|m| m.key).collect();
     keys.sort();
     assert_eq!(keys, ["projects/p/images/i/original", "projects/p/images/j/original"]);

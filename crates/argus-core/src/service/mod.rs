@@ -173,7 +173,20 @@ impl Argus {
         }
     }
 
-    /// Reads a blob for the signed `/blobs/` route.
+    /// Opens a blob, whole or a byte range, as a stream (the signed `/blobs/` route).
+    pub async fn open_blob(
+        &self,
+        key: &str,
+        range: Option<crate::store::ByteRange>,
+    ) -> ApiResult<crate::store::BlobReader> {
+        self.blobs
+            .open(key, range)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "The file was not found."))
+    }
+
+    /// Reads a whole blob.
     pub async fn read_blob(&self, key: &str) -> ApiResult<bytes::Bytes> {
         self.blobs
             .get(key)

@@ -28,6 +28,7 @@ where
     projects_round_trip(&fresh().await).await;
     tags_are_unique_by_name_per_project_and_by_id_everywhere(&fresh().await).await;
     images_deduplicate_respect_the_quota_and_carry_labels(&fresh().await).await;
+    concurrent_batches_into_one_project_dedupe_and_keep_the_quota(&fresh().await).await;
     deleting_a_project_removes_what_it_owns(&fresh().await).await;
     an_iteration_is_created_with_its_job(&fresh().await).await;
     jobs_are_claimed_once_and_survive_dead_workers(&fresh().await).await;
@@ -150,6 +151,26 @@ async fn tags_are_unique_by_name_per_project_and_by_id_everywhere<S: MetadataSto
     assert_eq!(s.get_tag(a.id, t.id).await.expect("get").expect("tag").name, "feline");
     assert!(s.delete_tag(a.id, t.id).await.expect("delete"));
     assert!(s.list_tags(a.id).await.expect("list").is_empty());
+}
+
+/// Several nodes uploading into one project at once: the same bytes end up stored once (the other batches
+/// answer Duplicate, not an error), and the quota holds across the batches.
+async fn concurrent_batches_into_one_project_dedupe_and_keep_the_quota<S: MetadataStore>(s: &S) {
+    let p = project("concurrent");
+    s.insert_project(&p).await.expect("project");
+    let batches: Vec<Vec<NewImage>> = (0..4)
+        .map(|_| vec![image("same", vec![], vec![]), image(&Uuid::new_v4().to_string(), vec![], vec![])])
+        .collect();
+    let outcomes = futures::future::join_all(batches.iter().map(|b| s.insert_images(p.id, b, 4))).await;
+    let outcomes: Vec<InsertOutcome> =
+        outcomes.into_iter().flat_map(|o| o.expect("a concurrent batch must not fail")).collect();
+    let inserted = outcomes.iter().filter(|o| **o == InsertOutcome::Inserted).count();
+    let duplicates = outcomes.iter().filter(|o| matches!(o, InsertOutcome::Duplicate(_))).count();
+    let refused = outcomes.iter().filter(|o| **o == InsertOutcome::QuotaExceeded).count();
+    assert_eq!(inserted, 4, "{outcomes:?}");
+    assert_eq!((duplicates, refused), (3, 1), "{outcomes:?}");
+    let all = ImageQuery { take: 100, ..Default::default() };
+    assert_eq!(s.count_images(p.id, &all).await.expect("count"), 4);
 }
 
 async fn images_deduplicate_respect_the_quota_and_carry_labels<S: MetadataStore>(s: &S) {

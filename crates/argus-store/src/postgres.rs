@@ -446,6 +446,13 @@ impl MetadataStore for PostgresStore {
     ) -> StoreResult<Vec<InsertOutcome>> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         let pid = project.to_string();
+        // Batches into one project take turns (nodes upload concurrently): the quota count and the duplicate
+        // check then see every committed image, as under SQLite's single writer.
+        sqlx::query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
+            .bind(&pid)
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
         let mut count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE project_id = $1")
             .bind(&pid)
             .fetch_one(&mut *tx)

@@ -5,7 +5,7 @@
 //! `cargo run --release -p argus-vision --example classifier_lab -- DATA_DIR MODELS_DIR [n ...]`
 //!
 //! Environment: `LAB_ADVANCED` (the Advanced recipe), `LAB_BACKBONE=lite0|lite2`, `LAB_SIZE`, `LAB_VIEWS`,
-//! `LAB_FULL` (the whole frame and its mirror as training rows and in the scored average), `LAB_REENCODE` (train on the stored derivative, as the server does), `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`, `LAB_LAMBDAS` (comma-separated regularisation grid), `LAB_CONCAT` (EfficientNet-Lite0 features at 224 px
+//! `LAB_ENSEMBLE` (a Regular Lite0 head beside the recipe's, probabilities averaged), `LAB_FULL` (the whole frame and its mirror as training rows and in the scored average), `LAB_REENCODE` (train on the stored derivative, as the server does), `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`, `LAB_LAMBDAS` (comma-separated regularisation grid), `LAB_CONCAT` (EfficientNet-Lite0 features at 224 px
 //! appended to the recipe's, same views: an experiment, not a product recipe).
 
 use argus_vision::backbone::EfficientNetLite0;
@@ -71,6 +71,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let reencode = std::env::var("LAB_REENCODE").is_ok();
     let full = std::env::var("LAB_FULL").is_ok();
+    // LAB_ENSEMBLE: a Regular (Lite0) head trained beside the recipe's, their probabilities averaged.
+    let ensemble = match std::env::var("LAB_ENSEMBLE") {
+        Ok(_) => Some(EfficientNetLite0::from_file(&models.join(Variant::Lite0.file()))?),
+        Err(_) => None,
+    };
+    let regular = TrainingRecipe::regular();
     let mut feats = Vec::new();
     for (k, (_, files)) in classes.iter().enumerate() {
         let mut per = Vec::new();
@@ -107,7 +113,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 rows.iter_mut().zip(rows0).for_each(|(r, r0)| r.extend(r0));
                 scored.extend(scored0);
             }
-            per.push((rows, scored));
+            let second = match &ensemble {
+                Some(net0) => Some(training_features(net0, &train_img, &regular, seed)?),
+                None => None,
+            };
+            per.push((rows, scored, second));
         }
         feats.push(per);
     }
@@ -117,19 +127,24 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         for d in 0..3u64 {
             let seed = 1000 + 10 * n as u64 + d;
             let (mut rows, mut scored, mut targets, mut labels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+            let (mut rows2, mut scored2) = (Vec::new(), Vec::new());
             let mut test = Vec::new();
             for (k, (_, files)) in classes.iter().enumerate() {
                 let mut order: Vec<usize> = (0..files.len()).collect();
                 order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(k as u64)));
                 for (rank, &i) in order.iter().enumerate() {
-                    let (r, s) = &feats[k][i];
+                    let (r, s, second) = &feats[k][i];
                     if rank < n {
                         rows.push(r.clone());
                         scored.push(s.clone());
+                        if let Some((r2, s2)) = second {
+                            rows2.push(r2.clone());
+                            scored2.push(s2.clone());
+                        }
                         targets.push((0..classes.len()).map(|c| if c == k { 1.0 } else { 0.0 }).collect::<Vec<f32>>());
                         labels.push(k);
                     } else {
-                        test.push((k, s));
+                        test.push((k, s, second.as_ref().map(|x| &x.1)));
                     }
                 }
             }
@@ -142,10 +157,28 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 fold_of[*i] = rank % folds;
             }
             let cv = cross_validate(&rows, &scored, &targets, &fold_of, folds, HeadKind::Multiclass, &recipe, &|_| {})?;
+            let cv2 = if rows2.is_empty() {
+                None
+            } else {
+                Some(cross_validate(
+                    &rows2,
+                    &scored2,
+                    &targets,
+                    &fold_of,
+                    folds,
+                    HeadKind::Multiclass,
+                    &regular,
+                    &|_| {},
+                )?)
+            };
             let right = test
                 .iter()
-                .filter(|(k, s)| {
-                    let p = cv.head.predict(s);
+                .filter(|(k, s, s2)| {
+                    let mut p = cv.head.predict(s);
+                    if let (Some(cv2), Some(s2)) = (&cv2, s2) {
+                        let q = cv2.head.predict(s2);
+                        p.iter_mut().zip(q).for_each(|(a, b)| *a = (*a + b) / 2.0);
+                    }
                     (0..p.len()).max_by(|a, b| p[*a].total_cmp(&p[*b])) == Some(*k)
                 })
                 .count();

@@ -31,6 +31,7 @@ where
     concurrent_batches_into_one_project_dedupe_and_keep_the_quota(&fresh().await).await;
     deleting_a_project_removes_what_it_owns(&fresh().await).await;
     an_iteration_is_created_with_its_job(&fresh().await).await;
+    two_trainings_started_together_make_one(&fresh().await).await;
     jobs_are_claimed_once_and_survive_dead_workers(&fresh().await).await;
     failed_attempts_retry_then_complete(&fresh().await).await;
 }
@@ -262,6 +263,46 @@ async fn deleting_a_project_removes_what_it_owns<S: MetadataStore>(s: &S) {
     s.insert_tag(q.id, &t).await.expect("a deleted project's tag ids are free");
 }
 
+/// Two nodes answering TrainProject for one project at the same moment: one iteration and job are created, the
+/// other insert is a conflict.
+async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s: &S) {
+    let p = project("race");
+    s.insert_project(&p).await.expect("project");
+    let t = Utc::now();
+    let iteration = |n: u32| Iteration {
+        id: Uuid::new_v4(),
+        name: format!("Iteration {n}"),
+        status: "Training".into(),
+        created: t,
+        last_modified: t,
+        trained_at: None,
+        project_id: p.id,
+        exportable: false,
+        exportable_to: vec![],
+        domain_id: Some(p.settings.domain_id),
+        classification_type: None,
+        training_type: "Regular".into(),
+        reserved_budget_in_hours: 0,
+        training_time_in_minutes: 0,
+        publish_name: String::new(),
+        original_publish_resource_id: String::new(),
+        training_progress: Some(0.0),
+        training_message: None,
+        job_id: None,
+    };
+    let (a, b) = (iteration(1), iteration(2));
+    let new_job = NewJob { scope: p.id.to_string(), ..job("train") };
+    let snapshot = serde_json::json!({});
+    let (ra, rb) = futures::join!(
+        s.insert_iteration_with_job(&a, &snapshot, Uuid::new_v4(), &new_job),
+        s.insert_iteration_with_job(&b, &snapshot, Uuid::new_v4(), &new_job)
+    );
+    let conflicts = [&ra, &rb].iter().filter(|r| matches!(r, Err(StoreError::Conflict(_)))).count();
+    assert_eq!((ra.is_ok() as u32 + rb.is_ok() as u32, conflicts), (1, 1), "{ra:?} {rb:?}");
+    assert_eq!(s.count_iterations(p.id).await.expect("count"), 1);
+    assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 1);
+}
+
 async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S) {
     let p = project("train");
     s.insert_project(&p).await.expect("project");
@@ -296,6 +337,11 @@ async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S
     let queued = s.get_job(job_id).await.expect("job").expect("the iteration's job exists");
     assert_eq!((queued.status, queued.kind.as_str()), (JobStatus::Queued, "train"));
     assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 1);
+    // While its job is queued, another training of the project is refused, as a conflict.
+    let mut second = it.clone();
+    second.id = Uuid::new_v4();
+    let refused = s.insert_iteration_with_job(&second, &snapshot, Uuid::new_v4(), &new_job).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
     // A clash rolls back both: no second iteration under the same id, and no second job.
     let other_job = Uuid::new_v4();
     assert!(s.insert_iteration_with_job(&it, &snapshot, other_job, &new_job).await.is_err());

@@ -259,6 +259,8 @@ pub trait MetadataStore: Send + Sync + 'static {
 
     /// Inserts an iteration with the snapshot of what it trains on, and the job that trains it (with id
     /// `job_id`, which `iteration.job_id` names), in one transaction: no iteration exists without its job.
+    /// [`StoreError::Conflict`] when a job of the same kind and scope is already queued or running (a project
+    /// trains one iteration at a time), checked inside the transaction so that two nodes cannot both start one.
     async fn insert_iteration_with_job(
         &self,
         iteration: &Iteration,

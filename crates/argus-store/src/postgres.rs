@@ -22,7 +22,7 @@ use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, Time};
 use argus_core::store::{
     DeletedImages, FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order,
-    PredictionOrder, PredictionQuery, PredictionRecord, StoreResult, Suggestion, TagRecord, TaggingStatus,
+    PredictionOrder, PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
     VisionJobRecord,
 };
 use async_trait::async_trait;
@@ -726,6 +726,26 @@ impl MetadataStore for PostgresStore {
         job: &NewJob,
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
+        // Nodes starting a training of one project take turns on its row; the check then sees every commit.
+        sqlx::query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
+            .bind(it.project_id.to_string())
+            .execute(&mut *tx)
+            .await
+            .map_err(backend)?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND scope = $2 AND status IN ('Queued', 'Running')",
+        )
+        .bind(&job.kind)
+        .bind(&job.scope)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if active > 0 {
+            return Err(StoreError::Conflict(format!(
+                "a {} job of {} is already queued or running",
+                job.kind, job.scope
+            )));
+        }
         sqlx::query(
             "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",

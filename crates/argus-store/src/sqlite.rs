@@ -18,7 +18,7 @@ use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, Time};
 use argus_core::store::{
     DeletedImages, FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order,
-    PredictionOrder, PredictionQuery, PredictionRecord, StoreResult, Suggestion, TagRecord, TaggingStatus,
+    PredictionOrder, PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
     VisionJobRecord,
 };
 use async_trait::async_trait;
@@ -662,6 +662,20 @@ impl MetadataStore for SqliteStore {
         job: &NewJob,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
+        let active: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM jobs WHERE kind = ? AND scope = ? AND status IN ('Queued', 'Running')",
+        )
+        .bind(&job.kind)
+        .bind(&job.scope)
+        .fetch_one(&mut *tx)
+        .await
+        .map_err(backend)?;
+        if active > 0 {
+            return Err(StoreError::Conflict(format!(
+                "a {} job of {} is already queued or running",
+                job.kind, job.scope
+            )));
+        }
         sqlx::query(
             "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot) \
              VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",

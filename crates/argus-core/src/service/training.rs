@@ -431,7 +431,13 @@ impl Argus {
         iteration.job_id = Some(job_id);
         let job = JobSpec::Train(TrainJob { project: project_id, iteration: id }).to_new_job(project_id.to_string(), 2);
         let snapshot_json = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
-        self.store.insert_iteration_with_job(&iteration, &snapshot_json, job_id, &job).await.map_err(store_err)?;
+        self.store.insert_iteration_with_job(&iteration, &snapshot_json, job_id, &job).await.map_err(|e| match e {
+            // Another node started a training of this project since the check above.
+            crate::store::StoreError::Conflict(_) => {
+                ApiError::new(ErrorCode::BadRequestTrainingAlreadyInProgress, "This project is already training.")
+            }
+            other => store_err(other),
+        })?;
         tracing::info!(project = %project_id, iteration = %id, images = snapshot.images.len(), advanced, "training queued");
         Ok(iteration)
     }

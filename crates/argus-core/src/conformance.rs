@@ -11,7 +11,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::jobs::{Claimed, JobQueue, JobStatus, NewJob};
-use crate::model::{BoundingBox, Iteration, Project, ProjectSettings, TagType};
+use crate::model::{BoundingBox, Iteration, IterationStatus, Project, ProjectSettings, TagType};
 use crate::store::{
     DeletedImages, ImageQuery, InsertOutcome, MetadataStore, NewImage, NewRegion, StoreError, TagRecord, TaggingStatus,
 };
@@ -272,7 +272,7 @@ async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s:
     let iteration = |n: u32| Iteration {
         id: Uuid::new_v4(),
         name: format!("Iteration {n}"),
-        status: "Training".into(),
+        status: IterationStatus::Training,
         created: t,
         last_modified: t,
         trained_at: None,
@@ -311,7 +311,7 @@ async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S
     let mut it = Iteration {
         id: Uuid::new_v4(),
         name: "Iteration 1".into(),
-        status: "Training".into(),
+        status: IterationStatus::Training,
         created: t,
         last_modified: t,
         trained_at: None,
@@ -347,9 +347,9 @@ async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S
     assert!(s.insert_iteration_with_job(&it, &snapshot, other_job, &new_job).await.is_err());
     assert!(s.get_job(other_job).await.expect("job").is_none(), "a failed insert must not leave its job behind");
     assert_eq!(s.count_iterations(p.id).await.expect("count"), 1);
-    it.status = "Completed".into();
+    it.status = IterationStatus::Completed;
     s.update_iteration(&it).await.expect("update");
-    assert_eq!(s.list_iterations(p.id).await.expect("list")[0].status, "Completed");
+    assert_eq!(s.list_iterations(p.id).await.expect("list")[0].status, IterationStatus::Completed);
     assert!(s.iteration_exists(p.id, it.id).await.expect("exists"));
     assert!(s.delete_iteration(p.id, it.id).await.expect("delete"));
     assert!(!s.iteration_exists(p.id, it.id).await.expect("exists"));

@@ -618,6 +618,34 @@ pub struct Export {
     pub newer_version_available: bool,
 }
 
+/// Where an iteration is in its life: on the wire, the strings the hosted service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum IterationStatus {
+    /// Its training job is queued or running.
+    Training,
+    /// Trained: it can be published, tested, exported.
+    Completed,
+    /// Its training failed (the iteration's `trainingMessage` says why).
+    Failed,
+}
+
+impl IterationStatus {
+    /// The wire string.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Training => "Training",
+            Self::Completed => "Completed",
+            Self::Failed => "Failed",
+        }
+    }
+}
+
+impl std::fmt::Display for IterationStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// A trained (or training) iteration, as the API returns it, with Argus's progress fields.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -627,7 +655,7 @@ pub struct Iteration {
     /// Name.
     pub name: String,
     /// Training, Completed or Failed.
-    pub status: String,
+    pub status: IterationStatus,
     /// Creation time.
     #[serde(serialize_with = "ser_time")]
     pub created: Time,

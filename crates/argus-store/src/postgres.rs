@@ -753,7 +753,7 @@ impl MetadataStore for PostgresStore {
         .bind(it.id.to_string())
         .bind(it.project_id.to_string())
         .bind(&it.name)
-        .bind(&it.status)
+        .bind(it.status.as_str())
         .bind(ms(&it.created))
         .bind(ms(&it.last_modified))
         .bind(it.trained_at.as_ref().map(ms))
@@ -797,7 +797,7 @@ impl MetadataStore for PostgresStore {
              WHERE project_id = $6 AND id = $7",
         )
         .bind(&it.name)
-        .bind(&it.status)
+        .bind(it.status.as_str())
         .bind(ms(&it.last_modified))
         .bind(it.trained_at.as_ref().map(ms))
         .bind(iteration_body(it)?)

@@ -683,7 +683,7 @@ impl MetadataStore for SqliteStore {
         .bind(it.id.to_string())
         .bind(it.project_id.to_string())
         .bind(&it.name)
-        .bind(&it.status)
+        .bind(it.status.as_str())
         .bind(ms(&it.created))
         .bind(ms(&it.last_modified))
         .bind(it.trained_at.as_ref().map(ms))
@@ -727,7 +727,7 @@ impl MetadataStore for SqliteStore {
              WHERE project_id = ? AND id = ?",
         )
         .bind(&it.name)
-        .bind(&it.status)
+        .bind(it.status.as_str())
         .bind(ms(&it.last_modified))
         .bind(it.trained_at.as_ref().map(ms))
         .bind(iteration_body(it)?)

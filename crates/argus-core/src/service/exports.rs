@@ -22,6 +22,8 @@ use bytes::Bytes;
 use sha2::Digest;
 use uuid::Uuid;
 
+use crate::model::IterationStatus;
+
 use super::served::{ModelManifest, MODEL_FOLDER_FORMAT};
 use super::training::{classifier_model_key, iteration_model_key, snapshot_of};
 use super::{store_err, Argus, UrlContext};
@@ -105,13 +107,13 @@ impl Argus {
     ) -> ApiResult<Export> {
         self.project(project).await?;
         let (it, snap) = self.iteration_record(project, iteration).await?;
-        if it.status == "Training" {
+        if it.status == IterationStatus::Training {
             return Err(ApiError::new(
                 ErrorCode::BadRequestExportWhileTraining,
                 format!("Iteration {iteration} is still training; export it once it is Completed."),
             ));
         }
-        if it.status != "Completed" {
+        if it.status != IterationStatus::Completed {
             return Err(ApiError::new(
                 ErrorCode::BadRequestIterationIsNotTrained,
                 format!("Iteration {iteration} did not finish training ({}); it cannot be exported.", it.status),

@@ -7,6 +7,8 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use uuid::Uuid;
 
+use crate::model::IterationStatus;
+
 use super::predictions::uncertainty;
 use super::training::snapshot_of;
 use super::{check_tag_filter, original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
@@ -41,7 +43,7 @@ impl Argus {
             ));
         }
         let (it, snap) = self.iteration_record(project, iteration).await?;
-        if it.status != "Completed" {
+        if it.status != IterationStatus::Completed {
             return Err(ApiError::new(
                 ErrorCode::BadRequestIterationIsNotTrained,
                 format!("Iteration {iteration} has not finished training."),

@@ -16,6 +16,8 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+use crate::model::IterationStatus;
+
 use super::models::{Head, ModelHub};
 use super::{check_tag_filter, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::domains::{find_domain, DomainType};
@@ -202,7 +204,7 @@ impl Argus {
     }
 
     async fn attach_progress(&self, it: &mut Iteration) {
-        if it.status != "Training" {
+        if it.status != IterationStatus::Training {
             return;
         }
         if let Some(job) = it.job_id {
@@ -390,7 +392,7 @@ impl Argus {
         };
         let iterations = self.store.list_iterations(project_id).await.map_err(store_err)?;
         if !req.force_train {
-            for it in iterations.iter().rev().filter(|i| i.status == "Completed").take(1) {
+            for it in iterations.iter().rev().filter(|i| i.status == IterationStatus::Completed).take(1) {
                 if let Some((_, snap)) = self.store.get_iteration(project_id, it.id).await.map_err(store_err)? {
                     if snapshot_of(snap)?.fingerprint == fingerprint {
                         return Err(ApiError::new(
@@ -406,7 +408,7 @@ impl Argus {
         let mut iteration = Iteration {
             id,
             name: format!("Iteration {}", iterations.len() + 1),
-            status: "Training".into(),
+            status: IterationStatus::Training,
             created: t,
             last_modified: t,
             trained_at: None,
@@ -586,7 +588,7 @@ impl Argus {
             .await
             .map_err(store_err)?;
         let t = now();
-        it.status = "Completed".into();
+        it.status = IterationStatus::Completed;
         it.trained_at = Some(t);
         it.last_modified = t;
         it.training_time_in_minutes = started.elapsed().as_secs().div_ceil(60).max(1) as i32;
@@ -603,7 +605,7 @@ impl Argus {
 
     async fn mark_failed(&self, project: Uuid, iteration: Uuid, reason: &str) {
         if let Ok(Some((mut it, _))) = self.store.get_iteration(project, iteration).await {
-            it.status = "Failed".into();
+            it.status = IterationStatus::Failed;
             it.last_modified = now();
             it.training_progress = None;
             it.training_message = Some(reason.to_string());
@@ -701,7 +703,7 @@ impl Argus {
                 "predictionId (the prediction resource id) is required.",
             ));
         }
-        if it.status != "Completed" {
+        if it.status != IterationStatus::Completed {
             return Err(not_trained(id));
         }
         for mut other in self.store.list_iterations(project).await.map_err(store_err)? {
@@ -741,7 +743,7 @@ impl Argus {
 
     async fn evaluation(&self, project: Uuid, id: Uuid) -> ApiResult<(Iteration, Snapshot, Evaluation)> {
         let (it, snap) = self.iteration_record(project, id).await?;
-        if it.status != "Completed" {
+        if it.status != IterationStatus::Completed {
             return Err(not_trained(id));
         }
         let eval = self.store.get_evaluation(project, id).await.map_err(store_err)?.ok_or_else(|| {
@@ -951,7 +953,7 @@ impl Argus {
                 .map_err(store_err)?
                 .into_iter()
                 .rev()
-                .find(|i| i.status == "Completed")
+                .find(|i| i.status == IterationStatus::Completed)
                 .map(|i| i.id)
                 .ok_or_else(|| {
                     ApiError::new(
@@ -961,7 +963,7 @@ impl Argus {
                 })?,
         };
         let (it, snap) = self.iteration_record(project, id).await?;
-        if it.status != "Completed" {
+        if it.status != IterationStatus::Completed {
             return Err(not_trained(id));
         }
         let snap = snapshot_of(snap)?;

@@ -518,6 +518,9 @@ pub trait BlobStore: Send + Sync + 'static {
     async fn open(&self, key: &str, range: Option<ByteRange>) -> StoreResult<Option<BlobReader>>;
     /// Writes a blob durably (it survives a crash once this returns).
     async fn put(&self, key: &str, bytes: Bytes) -> StoreResult<()>;
+    /// Writes a file's content as a blob, durably, streaming it in parts (large blobs such as export packages
+    /// are never held in memory whole).
+    async fn put_file(&self, key: &str, path: &std::path::Path) -> StoreResult<()>;
     /// Reads a blob; `None` when absent.
     async fn get(&self, key: &str) -> StoreResult<Option<Bytes>>;
     /// Deletes a blob; absent is not an error.

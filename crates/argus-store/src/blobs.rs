@@ -16,7 +16,10 @@ use object_store::aws::AmazonS3Builder;
 use object_store::local::LocalFileSystem;
 use object_store::path::Path;
 use object_store::prefix::PrefixStore;
-use object_store::{GetOptions, GetRange, ObjectStore, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, PutPayload, WriteMultipart};
+
+/// Part size of streamed uploads (S3 wants at least 5 MiB per part but the last).
+const PART_BYTES: usize = 8 << 20;
 
 /// Where an S3 blob store is.
 #[derive(Debug, Clone, Default)]
@@ -108,6 +111,26 @@ fn path(key: &str) -> StoreResult<Path> {
 impl BlobStore for ObjectBlobStore {
     async fn put(&self, key: &str, bytes: Bytes) -> StoreResult<()> {
         self.store.put(&path(key)?, PutPayload::from_bytes(bytes)).await.map_err(backend)?;
+        let this = self.clone();
+        let key = key.to_string();
+        tokio::task::spawn_blocking(move || this.sync_local(&key)).await.map_err(backend)?
+    }
+
+    async fn put_file(&self, key: &str, source: &std::path::Path) -> StoreResult<()> {
+        use tokio::io::AsyncReadExt;
+        let mut file = tokio::fs::File::open(source).await.map_err(backend)?;
+        let upload = self.store.put_multipart(&path(key)?).await.map_err(backend)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, PART_BYTES);
+        let mut buf = vec![0u8; 1 << 20];
+        loop {
+            let n = file.read(&mut buf).await.map_err(backend)?;
+            if n == 0 {
+                break;
+            }
+            writer.wait_for_capacity(4).await.map_err(backend)?;
+            writer.write(&buf[..n]);
+        }
+        writer.finish().await.map_err(backend)?;
         let this = self.clone();
         let key = key.to_string();
         tokio::task::spawn_blocking(move || this.sync_local(&key)).await.map_err(backend)?
@@ -207,6 +230,17 @@ mod tests {
         let r = store.open(key, range).await.expect("open")?;
         let chunks: Vec<Bytes> = r.stream.try_collect().await.expect("read");
         Some((r.total, r.start, r.end, chunks.concat()))
+    }
+
+    #[tokio::test]
+    async fn a_file_is_stored_in_parts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let store = ObjectBlobStore::local(dir.path().join("blobs")).expect("store");
+        let source = dir.path().join("big.bin");
+        let body: Vec<u8> = (0..(PART_BYTES * 2 + 12_345)).map(|i| (i % 253) as u8).collect();
+        std::fs::write(&source, &body).expect("write");
+        store.put_file("exports/big.zip", &source).await.expect("put file");
+        assert_eq!(store.get("exports/big.zip").await.expect("get").as_deref(), Some(body.as_slice()));
     }
 
     #[tokio::test]

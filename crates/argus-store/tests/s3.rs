@@ -48,9 +48,15 @@ async fn blobs_round_trip_under_a_prefix_on_s3() {
     let mut keys: Vec<String> = store.list("projects/p/").await.expect("list").into_iter().map(|m| m.key).collect();
     keys.sort();
     assert_eq!(keys, ["projects/p/images/i/original", "projects/p/images/j/original"]);
+    // A file larger than one upload part goes up in parts.
+    let dir = tempfile::tempdir().expect("tmp");
+    let big: Vec<u8> = (0..(17u32 << 20)).map(|i| (i % 241) as u8).collect();
+    std::fs::write(dir.path().join("big"), &big).expect("write");
+    store.put_file("projects/q/exports/big.zip", &dir.path().join("big")).await.expect("put file");
+    assert_eq!(store.get("projects/q/exports/big.zip").await.expect("get").as_deref(), Some(big.as_slice()));
     store.delete_prefix("projects/p/").await.expect("delete prefix");
     assert!(store.list("projects/p/").await.expect("list").is_empty());
-    assert_eq!(store.list("projects/").await.expect("list").len(), 1, "another prefix is untouched");
+    assert_eq!(store.list("projects/").await.expect("list").len(), 2, "another prefix is untouched");
     store.delete("projects/p/images/i/original").await.expect("deleting a missing blob is not an error");
 }
 

@@ -198,9 +198,7 @@ impl Argus {
         let (it, snap) = self.iteration_record(p.project, p.iteration).await?;
         let snap = snapshot_of(snap)?;
         if p.platform == "DockerFile" {
-            let zip = self.docker_package(p, &it, &snap, progress).await?;
-            let key = package_key(p.project, p.iteration, &p.platform, p.flavor.as_deref());
-            self.blobs.put(&key, Bytes::from(zip)).await.map_err(store_err)?;
+            let key = self.docker_package(p, &it, &snap, progress).await?;
             tracing::info!(project = %p.project, iteration = %p.iteration, key = %key, "DockerFile export written");
             return Ok(key);
         }
@@ -270,15 +268,16 @@ impl Argus {
 }
 
 impl Argus {
-    /// A DockerFile package: a Dockerfile, this server's own executable and a model folder (`model.json`, the
-    /// head, the backbone weights it runs on) that `argus serve-model` serves with no store.
+    /// Writes a DockerFile package and returns its blob key: a Dockerfile, this server's own executable and a
+    /// model folder (`model.json`, the head, the backbone weights it runs on) that `argus serve-model` serves
+    /// with no store.
     async fn docker_package(
         &self,
         p: &ExportJob,
         it: &crate::model::Iteration,
         snap: &super::training::Snapshot,
         progress: &Progress,
-    ) -> ApiResult<Vec<u8>> {
+    ) -> ApiResult<String> {
         let detection = snap.is_detection();
         let head_bytes = self
             .blobs
@@ -294,13 +293,8 @@ impl Argus {
             LinearHead::from_bytes(&head_bytes).map_err(ApiError::internal)?.backbone
         };
         let weights_path = self.models.weights_path(backbone)?;
-        progress.set(0.1, "collecting the server and the model");
-        let (exe, weights) = tokio::task::spawn_blocking(move || -> std::io::Result<(Vec<u8>, Vec<u8>)> {
-            Ok((std::fs::read(std::env::current_exe()?)?, std::fs::read(&weights_path)?))
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
+        let exe = std::env::current_exe()
+            .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
         let manifest = ModelManifest {
             format: MODEL_FOLDER_FORMAT,
             project: p.project,
@@ -318,16 +312,26 @@ impl Argus {
         let files = vec![
             PackageFile::new("Dockerfile", DOCKERFILE.as_bytes().to_vec()),
             PackageFile::new("README.md", readme.into_bytes()),
-            PackageFile { executable: true, ..PackageFile::new("argus", exe) },
+            PackageFile { executable: true, ..PackageFile::copy_of("argus", exe) },
             PackageFile::new("model/model.json", serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?),
             PackageFile::new("model/head.safetensors", head_bytes.to_vec()),
-            PackageFile::new(format!("model/weights/{}", backbone.file()), weights),
+            PackageFile::copy_of(format!("model/weights/{}", backbone.file()), weights_path),
         ];
-        progress.set(0.5, "packaging");
-        tokio::task::spawn_blocking(move || zip_files(&files))
-            .await
-            .map_err(ApiError::internal)?
-            .map_err(ApiError::internal)
+        progress.set(0.2, "packaging");
+        // The package (the size of the executable) goes through a temporary file, streamed both ways.
+        let package = tokio::task::spawn_blocking(move || -> std::io::Result<tempfile::NamedTempFile> {
+            let tmp = tempfile::NamedTempFile::new()?;
+            let file = zip_files(tmp.reopen()?, &files)?;
+            file.sync_all()?;
+            Ok(tmp)
+        })
+        .await
+        .map_err(ApiError::internal)?
+        .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
+        progress.set(0.7, "storing the package");
+        let key = package_key(p.project, p.iteration, &p.platform, p.flavor.as_deref());
+        self.blobs.put_file(&key, package.path()).await.map_err(store_err)?;
+        Ok(key)
     }
 }
 

@@ -1,9 +1,3 @@
-//! The SQLite metadata repository.
-//!
-//! One file in WAL mode with `synchronous = FULL` (a committed transaction survives power loss), foreign
-//! keys on, migrations applied at open. Writes go through a single-connection pool so that transactions
-//! never deadlock on lock upgrades; reads use a small pool of their own.
-
 //! The PostgreSQL metadata repository, for clusters: many API nodes and workers over one database.
 //!
 //! The same tables and columns as the SQLite schema (its own migrations, `migrations/postgres`), the same

@@ -142,6 +142,8 @@ def test_a_classifier_container_answers_as_the_server(srv, image_host, tmp_path)
                 r = requests.post(model.url + path, data=image, timeout=120)
                 assert r.status_code == 200, (path, r.text)
                 same(r.json(), want)
+                # v3.1 adds each tag's type, as the server's v3.1 does; the other routes answer as v3.0.
+                assert all(("tagType" in p) == ("v3.1" in path) for p in r.json()["predictions"]), r.json()
             # Multipart, as the SDKs send it.
             r = requests.post(model.url + "/image", files={"imageData": ("x.jpg", image, "image/jpeg")}, timeout=120)
             same(r.json(), want)

@@ -109,6 +109,13 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
         secrets.signing_key = k.clone();
     }
     let blobs = open_blobs(settings)?;
+    if let (DatabaseUrl::Postgres(_), BlobsUrl::File(dir)) = (&settings.database, &settings.blobs) {
+        tracing::warn!(
+            blobs = %dir.display(),
+            "a shared PostgreSQL database with blobs in a local directory: processes on other machines will not \
+             find these blobs; give every process the same --blobs s3://bucket/prefix"
+        );
+    }
     let argus = Argus {
         store,
         jobs,

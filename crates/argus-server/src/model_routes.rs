@@ -77,7 +77,13 @@ struct ImageUrl {
     url: Option<String>,
 }
 
-async fn answer(s: &ModelState, kind: Option<PredictionKind>, source: &str, req: Request) -> HttpResult<Response> {
+async fn answer(
+    s: &ModelState,
+    kind: Option<PredictionKind>,
+    source: &str,
+    req: Request,
+    with_tag_type: bool,
+) -> HttpResult<Response> {
     let bytes = match source {
         "image" => single_image(req, MAX_PREDICTION_IMAGE_BYTES).await?,
         "url" => {
@@ -91,7 +97,7 @@ async fn answer(s: &ModelState, kind: Option<PredictionKind>, source: &str, req:
         }
         _ => return Err(not_found()),
     };
-    Ok(ok_json(s.model.predict(kind, bytes).await?))
+    Ok(ok_json(s.model.predict(kind, bytes, with_tag_type).await?))
 }
 
 /// The project and published name of a path must be the model's (as the server would answer 404).
@@ -119,7 +125,7 @@ fn check_target(s: &ModelState, project: &str, kind: &str, name: &str) -> HttpRe
 }
 
 async fn container(State(s): State<ModelState>, Path(source): Path<String>, req: Request) -> HttpResult<Response> {
-    answer(&s, None, &source, req).await
+    answer(&s, None, &source, req, false).await
 }
 
 async fn aliased(
@@ -128,7 +134,7 @@ async fn aliased(
     req: Request,
 ) -> HttpResult<Response> {
     let kind = check_target(&s, &project, &kind, &name)?;
-    answer(&s, Some(kind), &source, req).await
+    answer(&s, Some(kind), &source, req, false).await
 }
 
 async fn prediction_api(
@@ -140,5 +146,6 @@ async fn prediction_api(
         return Err(not_found());
     }
     let kind = check_target(&s, &project, &kind, &name)?;
-    answer(&s, Some(kind), &source, req).await
+    // As the Prediction API: v3.1 adds each tag's type.
+    answer(&s, Some(kind), &source, req, version != "v3.0").await
 }

@@ -104,8 +104,14 @@ impl ServedModel {
     }
 
     /// Predicts on an image. `kind`: the route asked for (classify or detect), `None` for the container's
-    /// routes that serve whichever the model is.
-    pub async fn predict(&self, kind: Option<PredictionKind>, bytes: Bytes) -> ApiResult<ImagePrediction> {
+    /// routes that serve whichever the model is; `with_tag_type`: each prediction carries its tag's type, as
+    /// the Prediction API v3.1 answers.
+    pub async fn predict(
+        &self,
+        kind: Option<PredictionKind>,
+        bytes: Bytes,
+        with_tag_type: bool,
+    ) -> ApiResult<ImagePrediction> {
         match (kind, self.manifest.detection) {
             (Some(PredictionKind::Classify), true) => {
                 return Err(ApiError::new(
@@ -138,7 +144,9 @@ impl ServedModel {
             predictions: predictions
                 .into_iter()
                 .map(|mut p| {
-                    p.tag_type = None;
+                    if !with_tag_type {
+                        p.tag_type = None;
+                    }
                     p
                 })
                 .collect(),

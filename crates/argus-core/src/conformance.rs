@@ -263,13 +263,10 @@ async fn deleting_a_project_removes_what_it_owns<S: MetadataStore>(s: &S) {
     s.insert_tag(q.id, &t).await.expect("a deleted project's tag ids are free");
 }
 
-/// Two nodes answering TrainProject for one project at the same moment: one iteration and job are created, the
-/// other insert is a conflict.
-async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s: &S) {
-    let p = project("race");
-    s.insert_project(&p).await.expect("project");
+/// Iteration `n` of `p`, in `Training`, trained by the job `job_id`.
+fn training_iteration(p: &Project, n: u32, job_id: Option<Uuid>) -> Iteration {
     let t = Utc::now();
-    let iteration = |n: u32| Iteration {
+    Iteration {
         id: Uuid::new_v4(),
         name: format!("Iteration {n}"),
         status: IterationStatus::Training,
@@ -288,9 +285,16 @@ async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s:
         original_publish_resource_id: String::new(),
         training_progress: Some(0.0),
         training_message: None,
-        job_id: None,
-    };
-    let (a, b) = (iteration(1), iteration(2));
+        job_id,
+    }
+}
+
+/// Two nodes answering TrainProject for one project at the same moment: one iteration and job are created, the
+/// other insert is a conflict.
+async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s: &S) {
+    let p = project("race");
+    s.insert_project(&p).await.expect("project");
+    let (a, b) = (training_iteration(&p, 1, None), training_iteration(&p, 2, None));
     let new_job = NewJob { scope: p.id.to_string(), ..job("train") };
     let snapshot = serde_json::json!({});
     let (ra, rb) = futures::join!(
@@ -306,29 +310,8 @@ async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s:
 async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S) {
     let p = project("train");
     s.insert_project(&p).await.expect("project");
-    let t = Utc::now();
     let job_id = Uuid::new_v4();
-    let mut it = Iteration {
-        id: Uuid::new_v4(),
-        name: "Iteration 1".into(),
-        status: IterationStatus::Training,
-        created: t,
-        last_modified: t,
-        trained_at: None,
-        project_id: p.id,
-        exportable: false,
-        exportable_to: vec![],
-        domain_id: Some(p.settings.domain_id),
-        classification_type: None,
-        training_type: "Regular".into(),
-        reserved_budget_in_hours: 0,
-        training_time_in_minutes: 0,
-        publish_name: String::new(),
-        original_publish_resource_id: String::new(),
-        training_progress: Some(0.0),
-        training_message: None,
-        job_id: Some(job_id),
-    };
+    let mut it = training_iteration(&p, 1, Some(job_id));
     let snapshot = serde_json::json!({"images": [1, 2, 3]});
     let new_job = NewJob { scope: p.id.to_string(), ..job("train") };
     s.insert_iteration_with_job(&it, &snapshot, job_id, &new_job).await.expect("iteration and job");

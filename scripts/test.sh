@@ -55,7 +55,7 @@ if [ "${ARGUS_SKIP_CLUSTER:-0}" != 1 ]; then
     AWS_SECRET_ACCESS_KEY="$ARGUS_TEST_S3_SECRET_KEY" ARGUS_BIN="$PWD/target/debug/argus" \
     .venv-sdk-3.1.1/bin/python -m pytest -q -p no:cacheprovider tests/sdk
 fi
-echo "==> end to end: a cluster (2 API nodes, 2 workers, PostgreSQL, S3), argus import customvision, argus dataset export|import (real servers, a killed run, a source answering 429/500, pycocotools), ONNX and OpenVino export parity (onnxruntime, openvino)"
+echo "==> end to end: a cluster (2 API nodes, 2 workers, PostgreSQL, S3), the deploy/ files, argus import customvision, argus dataset export|import (real servers, a killed run, a source answering 429/500, pycocotools), ONNX and OpenVino export parity (onnxruntime, openvino), the DockerFile export served by argus serve-model"
 .venv-sdk-3.1.1/bin/pip install -q --disable-pip-version-check "pycocotools==2.0.11" "onnxruntime==1.32.0" "openvino==2026.4.1" "numpy==2.4.6" "pyyaml==6.0.3"
 ARGUS_BIN="$PWD/target/debug/argus" .venv-sdk-3.1.1/bin/python -m pytest -q -p no:cacheprovider tests/e2e
 echo "==> schema fuzzing (schemathesis, Training v3.3 and Prediction v3.0/v3.1, deterministic, bounded)"

@@ -499,14 +499,30 @@ impl std::fmt::Debug for BlobReader {
     }
 }
 
-/// Which bytes of a blob to read: from `start` to `end` inclusive (to the last byte when `None`), as an HTTP
-/// `Range: bytes=start-end` header says.
+/// Which bytes of a blob to read, as an HTTP `Range` header says them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct ByteRange {
-    /// First byte.
-    pub start: u64,
-    /// Last byte, inclusive.
-    pub end: Option<u64>,
+pub enum ByteRange {
+    /// `bytes=start-end`: from `start` to `end` inclusive (to the last byte when `None`).
+    From {
+        /// First byte.
+        start: u64,
+        /// Last byte, inclusive.
+        end: Option<u64>,
+    },
+    /// `bytes=-n`: the last `n` bytes.
+    Last(u64),
+}
+
+impl ByteRange {
+    /// The bytes `start..end` of a blob of `total` bytes this range names, clamped to the blob (`start == end`:
+    /// nothing of it).
+    pub fn clamp(self, total: u64) -> (u64, u64) {
+        let (start, end) = match self {
+            Self::From { start, end } => (start.min(total), end.map_or(total, |e| e.saturating_add(1).min(total))),
+            Self::Last(n) => (total.saturating_sub(n), total),
+        };
+        (start, end.max(start))
+    }
 }
 
 /// Binary objects: original images, derivatives, export packages, models.

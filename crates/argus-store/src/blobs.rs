@@ -148,26 +148,30 @@ impl BlobStore for ObjectBlobStore {
 
     async fn open(&self, key: &str, range: Option<ByteRange>) -> StoreResult<Option<BlobReader>> {
         let Ok(p) = Path::parse(key) else { return Ok(None) };
-        let total = match self.store.head(&p).await {
-            Ok(meta) => meta.size,
-            Err(object_store::Error::NotFound { .. }) => return Ok(None),
-            Err(e) => return Err(backend(e)),
+        // A whole blob is one request (its size comes with it); a range needs the size first, to clamp to it.
+        let bounded = match range {
+            None => None,
+            Some(r) => {
+                let total = match self.store.head(&p).await {
+                    Ok(meta) => meta.size,
+                    Err(object_store::Error::NotFound { .. }) => return Ok(None),
+                    Err(e) => return Err(backend(e)),
+                };
+                let (start, end) = r.clamp(total);
+                if start >= end {
+                    let stream = futures::stream::empty().boxed();
+                    return Ok(Some(BlobReader { total, start, end: start, stream }));
+                }
+                Some(GetRange::Bounded(start..end))
+            }
         };
-        let (start, end) = match range {
-            None => (0, total),
-            Some(r) => (r.start.min(total), r.end.map_or(total, |e| e.saturating_add(1).min(total))),
-        };
-        if start >= end {
-            return Ok(Some(BlobReader { total, start, end: start, stream: futures::stream::empty().boxed() }));
-        }
-        let options = GetOptions { range: Some(GetRange::Bounded(start..end)), ..Default::default() };
-        match self.store.get_opts(&p, options).await {
+        match self.store.get_opts(&p, GetOptions { range: bounded, ..Default::default() }).await {
             Ok(r) => {
-                let served = r.range.clone();
+                let (total, served) = (r.meta.size, r.range.clone());
                 let stream = r.into_stream().map_err(backend).boxed();
                 Ok(Some(BlobReader { total, start: served.start, end: served.end, stream }))
             }
-            // Deleted between the two calls.
+            // Absent, or deleted since the size was read.
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             Err(e) => Err(backend(e)),
         }
@@ -249,11 +253,13 @@ mod tests {
         let store = ObjectBlobStore::local(dir.path()).expect("store");
         store.put("a/b", Bytes::from_static(b"0123456789")).await.expect("put");
         assert_eq!(read(&store, "a/b", None).await, Some((10, 0, 10, b"0123456789".to_vec())));
-        let r = |start, end| Some(ByteRange { start, end });
+        let r = |start, end| Some(ByteRange::From { start, end });
         assert_eq!(read(&store, "a/b", r(2, Some(5))).await, Some((10, 2, 6, b"2345".to_vec())));
         assert_eq!(read(&store, "a/b", r(7, None)).await, Some((10, 7, 10, b"789".to_vec())));
         assert_eq!(read(&store, "a/b", r(8, Some(99))).await, Some((10, 8, 10, b"89".to_vec())));
         assert_eq!(read(&store, "a/b", r(10, None)).await, Some((10, 10, 10, Vec::new())), "past the end: nothing");
+        assert_eq!(read(&store, "a/b", Some(ByteRange::Last(3))).await, Some((10, 7, 10, b"789".to_vec())));
+        assert_eq!(read(&store, "a/b", Some(ByteRange::Last(99))).await, Some((10, 0, 10, b"0123456789".to_vec())));
         assert_eq!(read(&store, "a/missing", None).await, None);
     }
 }

@@ -38,7 +38,7 @@ async fn blobs_round_trip_under_a_prefix_on_s3() {
     assert_eq!(store.get("projects/p/nothing").await.expect("get"), None);
     // Streamed by range, as the signed links serve large packages.
     let part = store
-        .open("projects/p/images/i/original", Some(argus_core::store::ByteRange { start: 1000, end: Some(1999) }))
+        .open("projects/p/images/i/original", Some(argus_core::store::ByteRange::From { start: 1000, end: Some(1999) }))
         .await
         .expect("open")
         .expect("present");

@@ -139,9 +139,10 @@ fn sniff_mime(bytes: &[u8]) -> &'static str {
     }
 }
 
-/// A single `bytes=start-end` / `bytes=start-` / `bytes=-suffix` range of a `Range` header (`suffix` as
-/// `(None, Some(n))`); anything else (several ranges, other units) is ignored, as RFC 9110 allows.
-fn byte_range(headers: &axum::http::HeaderMap) -> Option<(Option<u64>, Option<u64>)> {
+/// A single `bytes=start-end`, `bytes=start-` or `bytes=-suffix` range of a `Range` header; anything else
+/// (several ranges, other units, a malformed one) is ignored, as RFC 9110 allows.
+fn byte_range(headers: &axum::http::HeaderMap) -> Option<argus_core::store::ByteRange> {
+    use argus_core::store::ByteRange;
     let spec = headers.get(header::RANGE)?.to_str().ok()?.trim().strip_prefix("bytes=")?;
     if spec.contains(',') {
         return None;
@@ -149,9 +150,10 @@ fn byte_range(headers: &axum::http::HeaderMap) -> Option<(Option<u64>, Option<u6
     let (a, b) = spec.split_once('-')?;
     let parse = |v: &str| if v.trim().is_empty() { Ok(None) } else { v.trim().parse::<u64>().map(Some) };
     match (parse(a).ok()?, parse(b).ok()?) {
-        (None, None) => None,
         (Some(start), Some(end)) if end < start => None,
-        r => Some(r),
+        (Some(start), end) => Some(ByteRange::From { start, end }),
+        (None, Some(n)) => Some(ByteRange::Last(n)),
+        (None, None) => None,
     }
 }
 
@@ -180,20 +182,9 @@ async fn get_blob(
     if !s.argus.verify_blob_signature(&key, expires, sig) {
         return Err(ApiError::with_status(ErrorCode::Forbidden, 403, "The link is invalid or has expired.").into());
     }
-    let wanted = byte_range(&headers);
-    let range = match wanted {
-        None => None,
-        Some((Some(start), end)) => Some(argus_core::store::ByteRange { start, end }),
-        Some((None, Some(suffix))) => {
-            // The last `suffix` bytes: the size is needed first.
-            let total =
-                s.argus.open_blob(&key, Some(argus_core::store::ByteRange { start: u64::MAX, end: None })).await?.total;
-            Some(argus_core::store::ByteRange { start: total.saturating_sub(suffix), end: None })
-        }
-        Some((None, None)) => None,
-    };
+    let range = byte_range(&headers);
     let mut reader = s.argus.open_blob(&key, range).await?;
-    if wanted.is_some() && reader.start >= reader.end {
+    if range.is_some() && reader.start >= reader.end {
         return Ok((StatusCode::RANGE_NOT_SATISFIABLE, [(header::CONTENT_RANGE, format!("bytes */{}", reader.total))])
             .into_response());
     }
@@ -207,7 +198,7 @@ async fn get_blob(
     let body = futures::stream::once(async move { Ok::<_, argus_core::store::StoreError>(first) }).chain(reader.stream);
     let body = axum::body::Body::from_stream(body.map(|c| c.map_err(std::io::Error::other)));
     let mut response = Response::new(body);
-    if wanted.is_some() {
+    if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
     }
     let h = response.headers_mut();
@@ -215,7 +206,7 @@ async fn get_blob(
     h.insert(header::CACHE_CONTROL, header::HeaderValue::from_static("private, max-age=3600"));
     h.insert(header::ACCEPT_RANGES, header::HeaderValue::from_static("bytes"));
     h.insert(header::CONTENT_LENGTH, header::HeaderValue::from(length));
-    if wanted.is_some() {
+    if range.is_some() {
         let value = format!("bytes {}-{}/{}", reader.start, reader.end.saturating_sub(1), reader.total);
         if let Ok(v) = header::HeaderValue::from_str(&value) {
             h.insert(header::CONTENT_RANGE, v);

@@ -11,8 +11,7 @@
 
 use std::sync::Arc;
 
-use argus_core::limits::MAX_PREDICTION_IMAGE_BYTES;
-use argus_core::service::{fetch_prediction_image, PredictionKind, ServedModel};
+use argus_core::service::{PredictionKind, ServedModel};
 use argus_core::store::UrlFetcher;
 use argus_core::{ApiError, ErrorCode};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
@@ -22,11 +21,8 @@ use axum::Router;
 use tower::Layer;
 
 use crate::error::{method_not_allowed, HttpError, HttpResult};
-use crate::extract::json_body;
-use crate::routes::{ok_json, single_image};
-
-/// Requests above this many bytes are cut off (as on the Prediction API).
-const MAX_REQUEST_BYTES: usize = 8 << 20;
+use crate::prediction_routes::{prediction_image, MAX_PREDICTION_REQUEST_BYTES};
+use crate::routes::ok_json;
 
 /// What the model routes share.
 #[derive(Clone)]
@@ -51,7 +47,7 @@ pub fn model_app(state: ModelState) -> tower::util::MapRequest<Router, fn(Reques
             post(prediction_api),
         )
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
+        .layer(DefaultBodyLimit::max(MAX_PREDICTION_REQUEST_BYTES))
         .with_state(state);
     tower::util::MapRequestLayer::new(f).layer(router)
 }
@@ -72,11 +68,6 @@ fn not_found() -> HttpError {
     HttpError(ApiError::new(ErrorCode::NotFound, "No such route: POST /image, /url, or a Prediction API route."))
 }
 
-#[derive(serde::Deserialize)]
-struct ImageUrl {
-    url: Option<String>,
-}
-
 async fn answer(
     s: &ModelState,
     kind: Option<PredictionKind>,
@@ -84,18 +75,8 @@ async fn answer(
     req: Request,
     with_tag_type: bool,
 ) -> HttpResult<Response> {
-    let bytes = match source {
-        "image" => single_image(req, MAX_PREDICTION_IMAGE_BYTES).await?,
-        "url" => {
-            let headers = req.headers().clone();
-            let body = axum::body::to_bytes(req.into_body(), MAX_REQUEST_BYTES).await.map_err(|e| {
-                ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}"))
-            })?;
-            let u: ImageUrl = json_body(&headers, &body)?;
-            fetch_prediction_image(s.fetcher.as_ref(), u.url.as_deref().unwrap_or(""), MAX_PREDICTION_IMAGE_BYTES)
-                .await?
-        }
-        _ => return Err(not_found()),
+    let Some(bytes) = prediction_image(req, source, s.fetcher.as_ref()).await? else {
+        return Err(not_found());
     };
     Ok(ok_json(s.model.predict(kind, bytes, with_tag_type).await?))
 }

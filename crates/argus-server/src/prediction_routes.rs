@@ -2,7 +2,8 @@
 //! bytes (multipart `imageData` or a raw body) or `{"url": …}`, stored or `/nostore`. `Prediction-Key` auth.
 
 use argus_core::limits::MAX_PREDICTION_IMAGE_BYTES;
-use argus_core::service::{PredictRequest, PredictionKind};
+use argus_core::service::{fetch_prediction_image, PredictRequest, PredictionKind};
+use argus_core::store::UrlFetcher;
 use argus_core::{ApiError, ErrorCode};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
 use axum::middleware::{self, Next};
@@ -20,7 +21,7 @@ pub const PREDICTION_VERSIONS: &[&str] = &["v3.0", "v3.1"];
 
 /// Requests above this many bytes are cut off by the server; between the 4 MB image limit and this the
 /// client gets `BadRequestImageSizeBytes`.
-const MAX_PREDICTION_REQUEST_BYTES: usize = 8 << 20;
+pub(crate) const MAX_PREDICTION_REQUEST_BYTES: usize = 8 << 20;
 
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     Router::new()
@@ -56,6 +57,27 @@ struct ImageUrl {
     url: Option<String>,
 }
 
+/// The image of a prediction request whose route ends in `source`: `image` (multipart `imageData` or the raw
+/// body) or `url` (`{"url": …}`, downloaded with `fetcher`); `None` for any other source.
+pub(crate) async fn prediction_image(
+    req: Request,
+    source: &str,
+    fetcher: &dyn UrlFetcher,
+) -> HttpResult<Option<bytes::Bytes>> {
+    Ok(Some(match source {
+        "image" => single_image(req, MAX_PREDICTION_IMAGE_BYTES).await?,
+        "url" => {
+            let headers = req.headers().clone();
+            let body = axum::body::to_bytes(req.into_body(), MAX_PREDICTION_REQUEST_BYTES).await.map_err(|e| {
+                ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}"))
+            })?;
+            let u: ImageUrl = json_body(&headers, &body)?;
+            fetch_prediction_image(fetcher, u.url.as_deref().unwrap_or(""), MAX_PREDICTION_IMAGE_BYTES).await?
+        }
+        _ => return Ok(None),
+    }))
+}
+
 async fn predict(
     State(s): State<AppState>,
     Path((version, project, kind, name, source)): PredictPath,
@@ -74,17 +96,8 @@ async fn predict(
     };
     let project = uuid::Uuid::parse_str(&project)
         .map_err(|_| ApiError::new(ErrorCode::NotFoundProject, format!("Project '{project}' was not found.")))?;
-    let bytes = match source.as_str() {
-        "image" => single_image(req, MAX_PREDICTION_IMAGE_BYTES).await?,
-        "url" => {
-            let headers = req.headers().clone();
-            let body = axum::body::to_bytes(req.into_body(), MAX_PREDICTION_REQUEST_BYTES).await.map_err(|e| {
-                ApiError::new(ErrorCode::BadRequestImageStream, format!("The body could not be read: {e}"))
-            })?;
-            let u: ImageUrl = json_body(&headers, &body)?;
-            s.argus.fetch_image(u.url.as_deref().unwrap_or(""), MAX_PREDICTION_IMAGE_BYTES).await?
-        }
-        _ => return Err(not_found()),
+    let Some(bytes) = prediction_image(req, &source, s.argus.fetcher.as_ref()).await? else {
+        return Err(not_found());
     };
     let request = PredictRequest {
         project,

@@ -88,6 +88,33 @@ pub async fn fetch_prediction_image(fetcher: &dyn UrlFetcher, url: &str, max_byt
     })
 }
 
+/// What every prediction checks before running a model: the route's kind matches the model (`what` names it
+/// in the message) and the image is within the Prediction API's size limit.
+pub(super) fn check_prediction(kind: PredictionKind, detection: bool, what: &str, bytes: usize) -> ApiResult<()> {
+    match (kind, detection) {
+        (PredictionKind::Classify, true) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestNotSupported,
+                format!("{what} is an object detector; call the detect route."),
+            ))
+        }
+        (PredictionKind::Detect, false) => {
+            return Err(ApiError::new(
+                ErrorCode::BadRequestNotSupported,
+                format!("{what} is an image classifier; call the classify route."),
+            ))
+        }
+        _ => {}
+    }
+    if bytes > MAX_PREDICTION_IMAGE_BYTES {
+        return Err(ApiError::new(
+            ErrorCode::BadRequestImageSizeBytes,
+            format!("The image is {bytes} bytes; the limit is {MAX_PREDICTION_IMAGE_BYTES}."),
+        ));
+    }
+    Ok(())
+}
+
 fn check_application(app: Option<&str>) -> ApiResult<String> {
     let app = app.unwrap_or("");
     if app.chars().count() > MAX_APPLICATION_LEN || app.chars().any(char::is_control) {
@@ -128,27 +155,7 @@ impl Argus {
             })?;
         let (_, snap) = self.iteration_record(req.project, iteration.id).await?;
         let snap = snapshot_of(snap)?;
-        match (req.kind, snap.is_detection()) {
-            (PredictionKind::Classify, true) => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequestNotSupported,
-                    format!("'{}' is an object detector; call the detect route.", req.published_name),
-                ))
-            }
-            (PredictionKind::Detect, false) => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequestNotSupported,
-                    format!("'{}' is an image classifier; call the classify route.", req.published_name),
-                ))
-            }
-            _ => {}
-        }
-        if bytes.len() > MAX_PREDICTION_IMAGE_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::BadRequestImageSizeBytes,
-                format!("The image is {} bytes; the limit is {MAX_PREDICTION_IMAGE_BYTES}.", bytes.len()),
-            ));
-        }
+        check_prediction(req.kind, snap.is_detection(), &format!("'{}'", req.published_name), bytes.len())?;
         let original = bytes.clone();
         let (mut predictions, kept) =
             self.run_model(req.project, iteration.id, &snap, bytes, MAX_PREDICTION_IMAGE_BYTES, req.store).await?;

@@ -12,9 +12,9 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::models::{Head, ModelHub};
-use super::predictions::PredictionKind;
+use super::predictions::{check_prediction, PredictionKind};
 use super::training::{infer, SnapTag};
-use crate::error::{ApiError, ApiResult, ErrorCode};
+use crate::error::ApiResult;
 use crate::limits::MAX_PREDICTION_IMAGE_BYTES;
 use crate::model::{now, ImagePrediction};
 use argus_vision::classifier::LinearHead;
@@ -112,27 +112,10 @@ impl ServedModel {
         bytes: Bytes,
         with_tag_type: bool,
     ) -> ApiResult<ImagePrediction> {
-        match (kind, self.manifest.detection) {
-            (Some(PredictionKind::Classify), true) => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequestNotSupported,
-                    "This model is an object detector; call the detect route.",
-                ))
-            }
-            (Some(PredictionKind::Detect), false) => {
-                return Err(ApiError::new(
-                    ErrorCode::BadRequestNotSupported,
-                    "This model is an image classifier; call the classify route.",
-                ))
-            }
-            _ => {}
-        }
-        if bytes.len() > MAX_PREDICTION_IMAGE_BYTES {
-            return Err(ApiError::new(
-                ErrorCode::BadRequestImageSizeBytes,
-                format!("The image is {} bytes; the limit is {MAX_PREDICTION_IMAGE_BYTES}.", bytes.len()),
-            ));
-        }
+        let detection = self.manifest.detection;
+        // The container's routes ask for whichever the model is.
+        let kind = kind.unwrap_or(if detection { PredictionKind::Detect } else { PredictionKind::Classify });
+        check_prediction(kind, detection, "This model", bytes.len())?;
         let (predictions, _) =
             infer(&self.models, Arc::clone(&self.head), &self.manifest.tags, bytes, MAX_PREDICTION_IMAGE_BYTES, false)
                 .await?;

@@ -442,11 +442,7 @@ impl MetadataStore for PostgresStore {
         let pid = project.to_string();
         // Batches into one project take turns (nodes upload concurrently): the quota count and the duplicate
         // check then see every committed image, as under SQLite's single writer.
-        sqlx::query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
-            .bind(&pid)
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
+        lock_project(&mut tx, project).await?;
         let mut count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM images WHERE project_id = $1")
             .bind(&pid)
             .fetch_one(&mut *tx)
@@ -721,20 +717,8 @@ impl MetadataStore for PostgresStore {
     ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         // Nodes starting a training of one project take turns on its row; the check then sees every commit.
-        sqlx::query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
-            .bind(it.project_id.to_string())
-            .execute(&mut *tx)
-            .await
-            .map_err(backend)?;
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND scope = $2 AND status IN ('Queued', 'Running')",
-        )
-        .bind(&job.kind)
-        .bind(&job.scope)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if active > 0 {
+        lock_project(&mut tx, it.project_id).await?;
+        if count_active_jobs(&mut *tx, &job.kind, &job.scope).await? > 0 {
             return Err(StoreError::Conflict(format!(
                 "a {} job of {} is already queued or running",
                 job.kind, job.scope
@@ -1225,6 +1209,33 @@ async fn insert_job(tx: &mut sqlx::PgConnection, id: Uuid, job: &NewJob) -> Stor
         .map_err(backend)
 }
 
+/// Locks a project's row until the transaction ends: writers that must see each other's commits (quota,
+/// duplicates, one training at a time) take turns on it.
+async fn lock_project(tx: &mut sqlx::PgConnection, project: Uuid) -> StoreResult<()> {
+    sqlx::query("SELECT 1 FROM projects WHERE id = $1 FOR UPDATE")
+        .bind(project.to_string())
+        .execute(tx)
+        .await
+        .map(|_| ())
+        .map_err(backend)
+}
+
+/// Jobs of `kind` in `scope` that are queued or running (on the pool, or inside a caller's transaction).
+async fn count_active_jobs<'e, E>(exec: E, kind: &str, scope: &str) -> StoreResult<u64>
+where
+    E: sqlx::Executor<'e, Database = Postgres>,
+{
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND scope = $2 AND status IN ('Queued', 'Running')",
+    )
+    .bind(kind)
+    .bind(scope)
+    .fetch_one(exec)
+    .await
+    .map_err(backend)?;
+    Ok(n as u64)
+}
+
 #[async_trait]
 impl JobQueue for PostgresStore {
     async fn enqueue(&self, job: NewJob) -> StoreResult<Job> {
@@ -1340,15 +1351,7 @@ impl JobQueue for PostgresStore {
     }
 
     async fn active_jobs(&self, kind: &str, scope: &str) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE kind = $1 AND scope = $2 AND status IN ('Queued', 'Running')",
-        )
-        .bind(kind)
-        .bind(scope)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(backend)?;
-        Ok(n as u64)
+        count_active_jobs(&self.pool, kind, scope).await
     }
 
     async fn queue_depth(&self) -> StoreResult<Vec<(String, u64, u64)>> {

@@ -662,15 +662,7 @@ impl MetadataStore for SqliteStore {
         job: &NewJob,
     ) -> StoreResult<()> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
-        let active: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE kind = ? AND scope = ? AND status IN ('Queued', 'Running')",
-        )
-        .bind(&job.kind)
-        .bind(&job.scope)
-        .fetch_one(&mut *tx)
-        .await
-        .map_err(backend)?;
-        if active > 0 {
+        if count_active_jobs(&mut *tx, &job.kind, &job.scope).await? > 0 {
             return Err(StoreError::Conflict(format!(
                 "a {} job of {} is already queued or running",
                 job.kind, job.scope
@@ -1157,6 +1149,22 @@ where
     .map_err(backend)
 }
 
+/// Jobs of `kind` in `scope` that are queued or running (on the pool, or inside a caller's transaction).
+async fn count_active_jobs<'e, E>(exec: E, kind: &str, scope: &str) -> StoreResult<u64>
+where
+    E: sqlx::Executor<'e, Database = Sqlite>,
+{
+    let n: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM jobs WHERE kind = ? AND scope = ? AND status IN ('Queued', 'Running')",
+    )
+    .bind(kind)
+    .bind(scope)
+    .fetch_one(exec)
+    .await
+    .map_err(backend)?;
+    Ok(n as u64)
+}
+
 #[async_trait]
 impl JobQueue for SqliteStore {
     async fn enqueue(&self, job: NewJob) -> StoreResult<Job> {
@@ -1277,15 +1285,7 @@ impl JobQueue for SqliteStore {
     }
 
     async fn active_jobs(&self, kind: &str, scope: &str) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar(
-            "SELECT COUNT(*) FROM jobs WHERE kind = ? AND scope = ? AND status IN ('Queued', 'Running')",
-        )
-        .bind(kind)
-        .bind(scope)
-        .fetch_one(&self.reader)
-        .await
-        .map_err(backend)?;
-        Ok(n as u64)
+        count_active_jobs(&self.reader, kind, scope).await
     }
 
     async fn queue_depth(&self) -> StoreResult<Vec<(String, u64, u64)>> {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use argus_core::jobs::{Job, JobHandler, NewJob, Progress};
 use clap::Args;
 use rand::SeedableRng;
@@ -22,6 +22,7 @@ use serde_json::Value;
 use argus_app::config::{ServeArgs, Settings};
 
 use crate::bench::{bar, median, synthetic_jpeg};
+use crate::bench_training::Client;
 
 /// Flags of `argus-bench cluster`.
 #[derive(Debug, Clone, Args)]
@@ -78,28 +79,21 @@ impl JobHandler for Noop {
     async fn abandoned(&self, _job: &Job, _reason: &str) {}
 }
 
-async fn json(resp: reqwest::Response) -> Result<Value> {
-    let status = resp.status();
-    let body = resp.text().await?;
-    anyhow::ensure!(status.is_success(), "{status}: {body}");
-    Ok(serde_json::from_str(&body)?)
-}
-
 async fn measure(label: &str, settings: &Settings, args: &ClusterBenchArgs) -> Result<Figures> {
     println!("== {label}");
     let mut options = argus_app::NodeOptions::full(settings);
     options.bind = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
     options.sweeps = false;
     let node = argus_app::Node::start(settings, options).await?;
-    let key = node.training_key();
-    let base = format!("{}/customvision/v3.3/training", node.url());
-    let client = reqwest::Client::new();
-    let tr = |req: reqwest::RequestBuilder| req.header("Training-Key", key.as_str());
+    let c = Client {
+        http: reqwest::Client::new(),
+        base: format!("{}/customvision/v3.3/training", node.url()),
+        key: node.training_key(),
+    };
+    let client = c.http.clone();
 
     // Uploads and listings.
-    let project =
-        json(tr(client.post(format!("{base}/projects?name=bench-{}", uuid::Uuid::new_v4()))).send().await?).await?;
-    let pid = project["id"].as_str().context("project id")?.to_string();
+    let (pid, _) = c.project(&format!("bench-{}", uuid::Uuid::new_v4()), &[]).await?;
     let mut rng = rand::rngs::StdRng::seed_from_u64(11);
     let images: Vec<Vec<u8>> = (0..args.images).map(|_| synthetic_jpeg(&mut rng, 640, 480)).collect();
     let up = bar(args.images, "uploading (64/batch)");
@@ -109,7 +103,7 @@ async fn measure(label: &str, settings: &Settings, args: &ClusterBenchArgs) -> R
         for img in batch {
             form = form.part("imageData", reqwest::multipart::Part::bytes(img.clone()));
         }
-        json(tr(client.post(format!("{base}/projects/{pid}/images"))).multipart(form).send().await?).await?;
+        c.json(client.post(format!("{}/projects/{pid}/images", c.base)).multipart(form)).await?;
         up.inc(batch.len() as u64);
     }
     up.finish();
@@ -117,46 +111,23 @@ async fn measure(label: &str, settings: &Settings, args: &ClusterBenchArgs) -> R
     let mut lists = Vec::new();
     for _ in 0..args.list_runs {
         let t = Instant::now();
-        let page = json(tr(client.get(format!("{base}/projects/{pid}/images?take=256"))).send().await?).await?;
+        let page = c.json(client.get(format!("{}/projects/{pid}/images?take=256", c.base))).await?;
         lists.push(t.elapsed());
         anyhow::ensure!(page.as_array().map(Vec::len) == Some(256.min(args.images)), "short listing");
     }
     let list_median = median(lists);
-    json(tr(client.delete(format!("{base}/projects/{pid}"))).send().await?).await.ok();
+    c.json(client.delete(format!("{}/projects/{pid}", c.base))).await.ok();
 
     // TrainProject → Completed.
-    let project =
-        json(tr(client.post(format!("{base}/projects?name=bench-train-{}", uuid::Uuid::new_v4()))).send().await?)
-            .await?;
-    let pid = project["id"].as_str().context("project id")?.to_string();
-    for (t, name) in ["warm", "cool"].iter().enumerate() {
-        let tag = json(tr(client.post(format!("{base}/projects/{pid}/tags?name={name}"))).send().await?).await?;
-        let tag_id = tag["id"].as_str().context("tag id")?;
-        let mut form = reqwest::multipart::Form::new();
+    let (pid, tags) = c.project(&format!("bench-train-{}", uuid::Uuid::new_v4()), &["warm", "cool"]).await?;
+    for (t, tag) in tags.iter().enumerate() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(100 + t as u64);
-        for _ in 0..10 {
-            let img = synthetic_jpeg(&mut rng, 320, 240);
-            form = form.part("imageData", reqwest::multipart::Part::bytes(img));
-        }
-        json(tr(client.post(format!("{base}/projects/{pid}/images?tagIds={tag_id}"))).multipart(form).send().await?)
-            .await?;
+        c.upload(&pid, tag, (0..10).map(|_| synthetic_jpeg(&mut rng, 320, 240)).collect()).await?;
     }
-    let t0 = Instant::now();
-    let it = json(tr(client.post(format!("{base}/projects/{pid}/train"))).send().await?).await?;
-    let iid = it["id"].as_str().context("iteration id")?.to_string();
-    loop {
-        let it = json(tr(client.get(format!("{base}/projects/{pid}/iterations/{iid}"))).send().await?).await?;
-        match it["status"].as_str() {
-            Some("Completed") => break,
-            Some("Failed") => anyhow::bail!("training failed: {it}"),
-            _ => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(600), "training did not finish in 10 minutes");
-    }
-    let train_secs = t0.elapsed().as_secs_f64();
-    let publish =
-        tr(client.post(format!("{base}/projects/{pid}/iterations/{iid}/publish?publishName=live&predictionId=x")));
-    json(publish.send().await?).await?;
+    let (iid, took) = c.train(&pid, "").await?;
+    let train_secs = took.as_secs_f64();
+    c.json(client.post(format!("{}/projects/{pid}/iterations/{iid}/publish?publishName=live&predictionId=x", c.base)))
+        .await?;
 
     // Prediction load at concurrency 16.
     let predict = format!("{}/customvision/v3.0/prediction/{pid}/classify/iterations/live/image/nostore", node.url());
@@ -183,7 +154,7 @@ async fn measure(label: &str, settings: &Settings, args: &ClusterBenchArgs) -> R
         c.await?;
     }
     let predict_rps = done.load(Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
-    json(tr(client.delete(format!("{base}/projects/{pid}/iterations/{iid}/publish"))).send().await?).await.ok();
+    c.json(client.delete(format!("{}/projects/{pid}/iterations/{iid}/publish", c.base))).await.ok();
 
     // The queue alone: M workers on N no-op jobs.
     let queue = Arc::clone(&node.state.argus.jobs);

@@ -98,7 +98,7 @@ impl Client {
         Ok((pid, ids))
     }
 
-    async fn upload(&self, pid: &str, tag: &str, images: Vec<Vec<u8>>) -> Result<()> {
+    pub(crate) async fn upload(&self, pid: &str, tag: &str, images: Vec<Vec<u8>>) -> Result<()> {
         for chunk in images.chunks(64) {
             let mut form = reqwest::multipart::Form::new();
             for img in chunk {

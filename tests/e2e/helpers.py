@@ -29,6 +29,21 @@ def free_port():
         return s.getsockname()[1]
 
 
+def wait_until_up(url, proc, log, tries=600):
+    """Polls `url` until it answers 200; kills `proc` and fails with `log()` when it exits or never answers."""
+    for _ in range(tries):
+        try:
+            if requests.get(url, timeout=1).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    proc.kill()
+    raise RuntimeError(f"{url} never answered: {log()}")
+
+
 def jpeg(seed):
     rnd = random.Random(seed)
     img = Image.new("RGB", (200, 150), (rnd.randrange(256), rnd.randrange(256), rnd.randrange(256)))
@@ -54,14 +69,8 @@ class Server:
         self.proc = subprocess.Popen([BIN, "serve", "--data-dir", self.dir, "--bind", f"127.0.0.1:{port}", *args],
                                      env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         self.url = f"http://127.0.0.1:{port}"
-        for _ in range(400):
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError("argus did not start: " + self.proc.stderr.read().decode(errors="replace"))
+        wait_until_up(self.url + "/healthz", self.proc, lambda: self.proc.stderr.read().decode(errors="replace"),
+                      tries=400)
 
     def call(self, method, path, **kw):
         r = requests.request(method, self.url + API + path, headers={"Training-Key": self.key}, timeout=60, **kw)

@@ -25,7 +25,7 @@ from azure.cognitiveservices.vision.customvision.training import CustomVisionTra
 from azure.cognitiveservices.vision.customvision.training.models import ImageFileCreateBatch, ImageFileCreateEntry
 from msrest.authentication import ApiKeyCredentials
 
-from helpers import API, BIN, MODELS_DIR, free_port, jpeg
+from helpers import API, BIN, MODELS_DIR, free_port, jpeg, wait_until_up
 
 KEY = "cluster-training-key"
 PREDICTION_KEY = "cluster-prediction-key"
@@ -74,15 +74,7 @@ class Process:
         self.log_path = os.path.join(self.log_dir, f"{self.kind}-{port}.log")
         self.log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(cmd, env=self.env, stdout=subprocess.DEVNULL, stderr=self.log)
-        for _ in range(600):
-            try:
-                if requests.get(self.url + "/readyz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                pass
-            assert self.proc.poll() is None, f"{self.kind} exited: " + open(self.log_path).read()
-            time.sleep(0.05)
-        raise AssertionError(f"{self.kind} never became ready: " + open(self.log_path).read())
+        wait_until_up(self.url + "/readyz", self.proc, lambda: open(self.log_path).read())
 
     def logged(self, text):
         with open(self.log_path, "rb") as f:

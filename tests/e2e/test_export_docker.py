@@ -19,7 +19,7 @@ import zipfile
 import pytest
 import requests
 
-from helpers import API, MODELS_DIR, Server, free_port, jpeg
+from helpers import API, Server, free_port, jpeg, wait_until_up
 from test_export_onnx import COMPACT, CROPS, crop, train
 
 DETECT_COMPACT = "a27d5ca5-bb19-49d8-a70a-fec086c47f5b"
@@ -73,14 +73,7 @@ class ModelServer:
         self.proc = subprocess.Popen([str(package / "argus"), "serve-model", "--model", str(package / "model"),
                                       "--bind", f"127.0.0.1:{port}", "--allow-private-urls", "true"],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        for _ in range(600):
-            try:
-                if requests.get(self.url + "/healthz", timeout=1).status_code == 200:
-                    return
-            except requests.ConnectionError:
-                time.sleep(0.05)
-        self.proc.kill()
-        raise RuntimeError("serve-model did not start: " + self.proc.stderr.read().decode(errors="replace"))
+        wait_until_up(self.url + "/healthz", self.proc, lambda: self.proc.stderr.read().decode(errors="replace"))
 
     def stop(self):
         self.proc.terminate()

@@ -1,6 +1,7 @@
 //! Argus HTTP surfaces. [`app`] builds the whole service: the Custom Vision Training API under
 //! `/customvision/{v3.3|v3.4-preview|…}/training/` (version and area matched case-insensitively), signed blob
-//! downloads under `/blobs/`, `/healthz` / `/readyz`, and `/metrics` (Prometheus). Handlers are thin: parse,
+//! downloads under `/blobs/`, the web portal at `/ui` ([`portal`]), `/healthz` / `/readyz`, and `/metrics`
+//! (Prometheus). Handlers are thin: parse,
 //! call an [`argus_core::Argus`] service, map the result.
 
 mod disposition;
@@ -9,6 +10,7 @@ pub mod extract;
 pub mod fetch;
 pub mod metrics;
 mod model_routes;
+pub mod portal;
 mod prediction_routes;
 mod routes;
 mod vision_routes;

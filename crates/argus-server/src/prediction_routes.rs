@@ -36,6 +36,11 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
 }
 
 async fn prediction_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !req.headers().contains_key("Prediction-Key")
+        && crate::portal::session_allows(req.method(), req.headers(), &state)
+    {
+        return next.run(req).await;
+    }
     match check_key(req.headers(), "Prediction-Key", &state.keys.prediction) {
         Ok(()) => next.run(req).await,
         Err(e) => HttpError(e).into_response(),

@@ -98,6 +98,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .nest("/customvision/v3.3/training", training)
         .merge(crate::prediction_routes::router(state.clone()))
         .merge(crate::vision_routes::router(state.clone()))
+        .merge(crate::portal::router())
         .route("/blobs/{*key}", get(get_blob))
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(readyz))
@@ -110,6 +111,10 @@ pub(crate) fn router(state: AppState) -> Router {
 }
 
 async fn training_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    if !req.headers().contains_key("Training-Key") && crate::portal::session_allows(req.method(), req.headers(), &state)
+    {
+        return next.run(req).await;
+    }
     match check_key(req.headers(), "Training-Key", &state.keys.training) {
         Ok(()) => next.run(req).await,
         Err(e) => HttpError(e).into_response(),

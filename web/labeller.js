@@ -92,6 +92,12 @@ export class Labeller {
     return { x: r.left + sx, y: r.top + sy };
   }
 
+  /** The smallest proposal containing `p`: the most specific one under the pointer. */
+  proposalAt(p) {
+    const inside = this.proposals.filter((q) => p.x >= q.left && p.x <= q.left + q.width && p.y >= q.top && p.y <= q.top + q.height);
+    return inside.sort((a, b) => a.width * a.height - b.width * b.height)[0];
+  }
+
   hit(p) {
     const tol = HANDLE / this.view.scale;
     const tx = tol / this.img.naturalWidth, ty = tol / this.img.naturalHeight;
@@ -120,7 +126,7 @@ export class Labeller {
       return;
     }
     if (e.button !== 0) return;
-    const prop = this.proposals.find((q) => p.x >= q.left && p.x <= q.left + q.width && p.y >= q.top && p.y <= q.top + q.height);
+    const prop = this.proposalAt(p);
     const hit = this.hit(p);
     if (hit) {
       this.select(hit.box.id);

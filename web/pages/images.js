@@ -63,45 +63,50 @@ export async function render(main, ctx) {
     renderUpload();
   }
 
+  // The sidebar's parts are redrawn separately, so that typing a new tag's name survives a refresh of counts.
+  const filtersBox = h('div');
+  const tagsBox = h('div');
+  const iterationBox = h('div');
+  const newTag = h('input', { placeholder: 'New tag', 'aria-label': 'New tag name', maxlength: 200 });
+  const newTagForm = h('form.row', { onsubmit: async (e) => {
+    e.preventDefault();
+    if (!newTag.value.trim()) return;
+    try {
+      await api.createTag(projectId, newTag.value.trim());
+      newTag.value = '';
+      await loadTags();
+    } catch (err) { fail(err); }
+  } }, newTag, h('button', { type: 'submit' }, 'Add'));
+  mount(sidebar, h('h3', 'Show'), filtersBox, h('h3', 'Tags'), tagsBox, newTagForm, h('h3', 'Iteration'), iterationBox);
+
   function renderSidebar([all, tagged, untagged]) {
     const filterButton = (key, label, n) => h('button.filter', {
       'aria-pressed': state.filter === key ? 'true' : 'false',
       onclick: () => { state.filter = key; if (key === 'Untagged') state.tagIds = []; reset(); },
     }, label, h('span.count', n));
-    const newTag = h('input', { placeholder: 'New tag', 'aria-label': 'New tag name', maxlength: 200 });
-    const addTag = async (e) => {
-      e.preventDefault();
-      if (!newTag.value.trim()) return;
-      try {
-        await api.createTag(projectId, newTag.value.trim());
-        newTag.value = '';
-        await loadTags();
-      } catch (err) { fail(err); }
-    };
-    mount(sidebar,
-      h('h3', 'Show'),
-      filterButton('All', 'All', all), filterButton('Tagged', 'Tagged', tagged), filterButton('Untagged', 'Untagged', untagged),
-      h('h3', 'Tags'),
-      tags.length ? h('ul.taglist', tags.map((t) => h('li',
-        h('label', h('input', {
-          type: 'checkbox', checked: state.tagIds.includes(t.id), dataset: { tagId: t.id },
-          onchange: (e) => {
-            state.tagIds = e.target.checked ? [...state.tagIds, t.id] : state.tagIds.filter((x) => x !== t.id);
-            if (state.tagIds.length && state.filter === 'Untagged') state.filter = 'All';
-            reset();
-          },
-        }), ` ${t.name}`), h('span.count', t.imageCount),
-        h('button.icon', { title: `Delete tag ${t.name}`, 'aria-label': `Delete tag ${t.name}`, onclick: async () => {
-          if (!(await confirmDialog('Delete tag', `Delete "${t.name}"? It is removed from every image.`))) return;
-          try { await api.deleteTag(projectId, t.id); await loadTags(); reset(); } catch (err) { fail(err); }
-        } }, '×'))))
-        : h('p.muted', 'No tags yet.'),
-      h('form.row', { onsubmit: addTag }, newTag, h('button', { type: 'submit' }, 'Add')),
-      h('h3', 'Iteration'),
-      h('select', { 'aria-label': 'Iteration', onchange: async (e) => { state.iterationId = e.target.value; await loadWrong(); reset(); } },
-        h('option', { value: '' }, 'Workspace'),
-        iterations.filter((i) => i.status === 'Completed').map((i) => h('option', { value: i.id, selected: i.id === state.iterationId }, i.name))),
-      state.iterationId ? h('p.muted.small', 'Images marked red were predicted wrongly by this iteration.') : null);
+    mount(filtersBox, filterButton('All', 'All', all), filterButton('Tagged', 'Tagged', tagged), filterButton('Untagged', 'Untagged', untagged));
+    mount(tagsBox, tags.length ? h('ul.taglist', tags.map((t) => h('li',
+      h('label', h('input', {
+        type: 'checkbox', checked: state.tagIds.includes(t.id), dataset: { tagId: t.id },
+        onchange: (e) => {
+          state.tagIds = e.target.checked ? [...state.tagIds, t.id] : state.tagIds.filter((x) => x !== t.id);
+          if (state.tagIds.length && state.filter === 'Untagged') state.filter = 'All';
+          reset();
+        },
+      }), ` ${t.name}`), h('span.count', t.imageCount),
+      h('button.icon', { title: `Delete tag ${t.name}`, 'aria-label': `Delete tag ${t.name}`, onclick: async () => {
+        if (!(await confirmDialog('Delete tag', `Delete "${t.name}"? It is removed from every image.`))) return;
+        try { await api.deleteTag(projectId, t.id); await loadTags(); reset(); } catch (err) { fail(err); }
+      } }, '×'))))
+      : h('p.muted', 'No tags yet.'));
+    if (!iterationBox.firstChild) {
+      mount(iterationBox,
+        h('select', { 'aria-label': 'Iteration', onchange: async (e) => { state.iterationId = e.target.value; await loadWrong(); reset(); } },
+          h('option', { value: '' }, 'Workspace'),
+          iterations.filter((i) => i.status === 'Completed').map((i) => h('option', { value: i.id }, i.name))),
+        h('p.muted.small.wronghint', { hidden: true }, 'Images marked red were predicted wrongly by this iteration.'));
+    }
+    iterationBox.querySelector('.wronghint').hidden = !state.iterationId;
   }
 
   async function loadWrong() {
@@ -186,46 +191,49 @@ export async function render(main, ctx) {
     loadMore();
   }
 
+  // The upload panel is built once; only its tag chips follow the tag list (keeping what was ticked).
+  const uploadTags = h('div.chips');
+  const picker = h('input', { type: 'file', multiple: true, accept: 'image/*', id: 'upload-files', 'aria-label': 'Choose image files' });
+  const urls = h('textarea', { rows: 2, placeholder: 'Or paste image URLs, one per line', 'aria-label': 'Image URLs' });
+  const bar = progressBar();
+  bar.hidden = true;
+  const outcome = h('div.outcome');
+  const zone = h('div.dropzone', { tabindex: 0 }, h('p', 'Drop photographs here, or '), picker);
+  const chosen = () => [...uploadTags.querySelectorAll('input:checked')].map((i) => i.value);
+  const summarize = (results) => {
+    const by = {};
+    for (const r of results) by[r.status] = (by[r.status] || 0) + 1;
+    const bad = results.filter((r) => r.status !== 'OK');
+    mount(outcome, h('p', Object.entries(by).map(([k, v]) => `${v} ${k}`).join(' · ')),
+      bad.length ? h('table.small', h('thead', h('tr', h('th', 'Image'), h('th', 'Outcome'))),
+        h('tbody', bad.slice(0, 200).map((r) => h('tr', h('td', r.name), h('td', describeStatus(r.status)))))) : null);
+  };
+  const run = async (items, fn) => {
+    if (!items.length) return;
+    bar.hidden = false;
+    bar.set(0, items.length, `0 / ${items.length}`);
+    const results = await fn(projectId, items, chosen(), (done, total, res) => { bar.set(done, total, `${done} / ${total}`); summarize(res); });
+    summarize(results);
+    toast(`Uploaded ${results.filter((r) => r.status === 'OK').length} of ${items.length} image(s).`, 'ok');
+    await loadTags();
+    reset();
+  };
+  picker.addEventListener('change', () => run([...picker.files], api.uploadFiles).catch(fail).finally(() => { picker.value = ''; }));
+  zone.addEventListener('dragover', (e) => { e.preventDefault(); zone.classList.add('over'); });
+  zone.addEventListener('dragleave', () => zone.classList.remove('over'));
+  zone.addEventListener('drop', (e) => {
+    e.preventDefault();
+    zone.classList.remove('over');
+    run([...e.dataTransfer.files].filter((f) => f.type.startsWith('image/') || /\.(jpe?g|png|bmp|gif|webp|tiff?)$/i.test(f.name)), api.uploadFiles).catch(fail);
+  });
+  mount(uploadPanel, h('h2', 'Add images'), field('Tags for this batch', uploadTags), zone,
+    h('div.row', urls, h('button', { onclick: () => run(urls.value.split(/\s+/).filter(Boolean), api.uploadUrls).catch(fail) }, 'Add URLs')),
+    bar, outcome);
+
   function renderUpload() {
-    const tagBoxes = tags.map((t) => h('label.chip', h('input', { type: 'checkbox', value: t.id }), ` ${t.name}`));
-    const picker = h('input', { type: 'file', multiple: true, accept: 'image/*', id: 'upload-files', 'aria-label': 'Choose image files' });
-    const urls = h('textarea', { rows: 2, placeholder: 'Or paste image URLs, one per line', 'aria-label': 'Image URLs' });
-    const bar = progressBar();
-    bar.hidden = true;
-    const outcome = h('div.outcome');
-    const zone = h('div.dropzone', { tabindex: 0 }, h('p', 'Drop photographs here, or '), picker);
-    const chosen = () => tagBoxes.map((l) => l.querySelector('input')).filter((i) => i.checked).map((i) => i.value);
-    const summarize = (results) => {
-      const by = {};
-      for (const r of results) by[r.status] = (by[r.status] || 0) + 1;
-      const bad = results.filter((r) => r.status !== 'OK');
-      mount(outcome, h('p', Object.entries(by).map(([k, v]) => `${v} ${k}`).join(' · ')),
-        bad.length ? h('table.small', h('thead', h('tr', h('th', 'Image'), h('th', 'Outcome'))),
-          h('tbody', bad.slice(0, 200).map((r) => h('tr', h('td', r.name), h('td', describeStatus(r.status)))))) : null);
-    };
-    const run = async (items, fn) => {
-      if (!items.length) return;
-      bar.hidden = false;
-      bar.set(0, items.length, `0 / ${items.length}`);
-      const results = await fn(projectId, items, chosen(), (done, total, res) => { bar.set(done, total, `${done} / ${total}`); summarize(res); });
-      summarize(results);
-      toast(`Uploaded ${results.filter((r) => r.status === 'OK').length} of ${items.length} image(s).`, 'ok');
-      await loadTags();
-      reset();
-    };
-    picker.addEventListener('change', () => run([...picker.files], api.uploadFiles).catch(fail).finally(() => { picker.value = ''; }));
-    zone.addEventListener('dragover', (e) => { e.preventDefault(); zone.classList.add('over'); });
-    zone.addEventListener('dragleave', () => zone.classList.remove('over'));
-    zone.addEventListener('drop', (e) => {
-      e.preventDefault();
-      zone.classList.remove('over');
-      run([...e.dataTransfer.files].filter((f) => f.type.startsWith('image/') || /\.(jpe?g|png|bmp|gif|webp|tiff?)$/i.test(f.name)), api.uploadFiles).catch(fail);
-    });
-    mount(uploadPanel, h('h2', 'Add images'),
-      field('Tags for this batch', tags.length ? h('div.chips', tagBoxes) : h('span.muted', 'No tags yet: add them in the list on the left, or label after upload.')),
-      zone,
-      h('div.row', urls, h('button', { onclick: () => run(urls.value.split(/\s+/).filter(Boolean), api.uploadUrls).catch(fail) }, 'Add URLs')),
-      bar, outcome);
+    const ticked = new Set(chosen());
+    mount(uploadTags, tags.length ? tags.map((t) => h('label.chip', h('input', { type: 'checkbox', value: t.id, checked: ticked.has(t.id) }), ` ${t.name}`))
+      : h('span.muted', 'No tags yet: add them in the list on the left, or label after upload.'));
   }
 
   iterations = await api.iterations(projectId).catch(() => []);

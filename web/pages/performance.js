@@ -54,6 +54,10 @@ export async function render(main, ctx) {
       if (it.status !== 'Training') {
         clearInterval(poll);
         poll = null;
+        if (bar && it.status === 'Completed') {
+          bar.set(100, 100, '100 % · completed');
+          await new Promise((r) => setTimeout(r, 800));
+        }
         toast(it.status === 'Completed' ? `${it.name} is trained.` : `${it.name} failed: ${it.trainingMessage || ''}`, it.status === 'Completed' ? 'ok' : 'error');
         await load();
       }

@@ -312,6 +312,32 @@ function norm(x0, y0, x1, y1) {
   return { left, top, width: Math.abs(x1 - x0), height: Math.abs(y1 - y0) };
 }
 
+/** True when the normalised point `p` lies inside `poly` (even-odd rule). */
+export function insidePolygon(p, poly) {
+  let inside = false;
+  for (let i = 0, j = poly.length - 1; i < poly.length; j = i++) {
+    const a = poly[i], b = poly[j];
+    if ((a.y > p.y) !== (b.y > p.y) && p.x < ((b.x - a.x) * (p.y - a.y)) / (b.y - a.y) + a.x) inside = !inside;
+  }
+  return inside;
+}
+
+/** Twice the area of a polygon. */
+const area2 = (poly) => Math.abs(poly.reduce((s, a, i) => { const b = poly[(i + 1) % poly.length]; return s + a.x * b.y - b.x * a.y; }, 0));
+
+/**
+ * The parts of a segment that make the object: the polygons under an object (label 1) point, or, with a box
+ * prompt or no such polygon, every polygon inside the prompt box or else the largest. Fragments that GrabCut
+ * leaves elsewhere do not stretch the region.
+ */
+export function objectPolygons(polys, points, box) {
+  const positives = (points || []).filter((p) => p.label !== 0);
+  const hit = polys.filter((poly) => positives.some((p) => insidePolygon(p, poly)));
+  if (hit.length) return hit;
+  if (box) return polys;
+  return polys.length ? [polys.slice().sort((a, b) => area2(b) - area2(a))[0]] : [];
+}
+
 /** The bounding box of polygons (normalised), as a Custom Vision region. */
 export function polygonsBox(polys) {
   const vs = polys.flat();

@@ -7,7 +7,7 @@
 
 import * as api from '../api.js';
 import { h, mount, fail, toast } from '../ui.js';
-import { Labeller, History, tagColour, polygonsBox } from '../labeller.js';
+import { Labeller, History, tagColour, polygonsBox, objectPolygons } from '../labeller.js';
 import { galleryOrder } from './images.js';
 
 export async function render(main, ctx) {
@@ -216,7 +216,7 @@ export async function render(main, ctx) {
   async function acceptSegment() {
     if (!segmentPolygons.length) return;
     if (!currentTag) { toast('Create a tag first (on the right).', 'error'); return; }
-    const box = polygonsBox(segmentPolygons);
+    const box = polygonsBox(objectPolygons(segmentPolygons, labeller.points, labeller.promptBox));
     segmentPolygons = [];
     labeller.clearPrompt();
     canvas.dataset.segment = '';

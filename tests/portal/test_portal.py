@@ -251,9 +251,9 @@ def test_quick_test_publish_and_promote(server, ui, files):
     page.click("a.tab:has-text('Quick test')")
     page.set_input_files("#quicktest-file", crop_file(files, "chelsea.png", (0, 0, 1, 1), "whole-cat.jpg"))
     expect(page.locator("table.predictions tbody tr").first).to_contain_text("cat")
+    shot(page, "09-quick-test")
     page.eval_on_selector("#quicktest-threshold", "e => { e.value = 100; e.dispatchEvent(new Event('input')); }")
     expect(page.locator(".results")).to_have_attribute("data-rows", "0")
-    shot(page, "09-quick-test")
 
     page.click("a.tab:has-text('Performance')")
     page.click(".pagehead.sub button:has-text('Publish')")

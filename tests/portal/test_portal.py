@@ -6,10 +6,12 @@ kept in $ARGUS_PORTAL_SHOTS (default target/portal-screenshots). No page may log
 """
 
 import io
+import json
 import os
 import sys
 import tempfile
 import time
+import zipfile
 
 import pytest
 import requests
@@ -418,6 +420,20 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     assert abs(r["left"] - min(xs)) < 1e-3 and abs(r["top"] - min(ys)) < 1e-3
     assert abs(r["left"] + r["width"] - max(xs)) < 1e-3 and abs(r["top"] + r["height"] - max(ys)) < 1e-3
     assert r["left"] <= 0.5 <= r["left"] + r["width"] and r["top"] <= 0.45 <= r["top"] + r["height"]
+    # The outline is kept with the region (an Argus extension of the region JSON) ...
+    assert len(r["polygon"]) == len(under)
+    for got, want in zip(r["polygon"], under):
+        assert [(round(v["x"], 6), round(v["y"], 6)) for v in got] == [(round(v["x"], 6), round(v["y"], 6)) for v in want]
+    # ... and the COCO export carries it as the annotation's polygon segmentation.
+    z = requests.get(server.url + API + f"/projects/{pid}/dataset", params={"format": "coco"},
+                     headers={"Training-Key": KEY}, timeout=60)
+    assert z.status_code == 200, z.text
+    with zipfile.ZipFile(io.BytesIO(z.content)) as zf:
+        coco = json.loads(zf.read("annotations/instances.json"))
+    (ann,) = coco["annotations"]
+    (img,) = coco["images"]
+    assert len(ann["segmentation"]) == len(under)
+    assert abs(ann["segmentation"][0][0] - under[0][0]["x"] * img["width"]) < 0.01
 
     page.click("a.tab:has-text('Settings')")
     expect(page.locator(".pagehead h1")).to_have_text("Settings")

@@ -111,14 +111,21 @@ export async function render(main, ctx) {
   const canvas = h('canvas.labelcanvas', { tabindex: 0, 'aria-label': 'Image with its regions; drag to draw a box' });
   const toolbar = h('div.tools');
   mount(stage, toolbar, h('div.canvasbox', canvas));
-  const toBox = (r) => ({ id: r.regionId || r.id, tagId: r.tagId, left: r.left, top: r.top, width: r.width, height: r.height });
+  const toBox = (r) => ({ id: r.regionId || r.id, tagId: r.tagId, left: r.left, top: r.top, width: r.width, height: r.height, polygon: r.polygon });
+  /** The outline moved and scaled with its box. */
+  const fitPolygon = (polygon, from, to) => polygon && polygon.map((ring) => ring.map((v) => ({
+    x: Math.min(1, Math.max(0, to.left + ((v.x - from.left) * to.width) / from.width)),
+    y: Math.min(1, Math.max(0, to.top + ((v.y - from.top) * to.height) / from.height)),
+  })));
   let boxes = image.regions.map(toBox);
   const history = new History(() => renderTools());
   let segmentAbort = null;
   let segmentPolygons = [];
 
   const serverAdd = async (b) => {
-    const res = await api.createRegions(projectId, [{ imageId: image.id, tagId: b.tagId, left: b.left, top: b.top, width: b.width, height: b.height }]);
+    const entry = { imageId: image.id, tagId: b.tagId, left: b.left, top: b.top, width: b.width, height: b.height };
+    if (b.polygon) entry.polygon = b.polygon;
+    const res = await api.createRegions(projectId, [entry]);
     const created = (res.created || [])[0];
     if (!created) throw new Error(res.duplicated && res.duplicated.length ? 'That region already exists.' : 'The region was not created (limit reached?).');
     return created.regionId;
@@ -154,6 +161,9 @@ export async function render(main, ctx) {
   const changeBox = async (ref, after, before) => {
     const apply = async (state) => {
       const old = ref.id;
+      // A move or resize carries the outline along: from the other end of this change to `state`. (The canvas
+      // has already moved the box itself when a drag ends, so `ref` cannot tell where it came from.)
+      if (ref.polygon && 'width' in state) ref.polygon = fitPolygon(ref.polygon, state === after ? before : after, state);
       Object.assign(ref, state);
       ref.id = await serverAdd(ref);
       await serverDelete(old);
@@ -216,11 +226,13 @@ export async function render(main, ctx) {
   async function acceptSegment() {
     if (!segmentPolygons.length) return;
     if (!currentTag) { toast('Create a tag first (on the right).', 'error'); return; }
-    const box = polygonsBox(objectPolygons(segmentPolygons, labeller.points, labeller.promptBox));
+    const parts = objectPolygons(segmentPolygons, labeller.points, labeller.promptBox);
+    const box = polygonsBox(parts);
+    const polygon = parts.slice(0, 32).map((ring) => ring.slice(0, 1000).map((v) => ({ x: v.x, y: v.y })));
     segmentPolygons = [];
     labeller.clearPrompt();
     canvas.dataset.segment = '';
-    await addBox({ ...box, tagId: currentTag }).catch(() => {});
+    await addBox({ ...box, tagId: currentTag, polygon }).catch(() => {});
     renderTools();
   }
 

@@ -11,7 +11,7 @@ use chrono::Utc;
 use uuid::Uuid;
 
 use crate::jobs::{Claimed, JobQueue, JobStatus, NewJob};
-use crate::model::{BoundingBox, Iteration, IterationStatus, Project, ProjectSettings, TagType};
+use crate::model::{BoundingBox, Iteration, IterationStatus, PolygonPoint, Project, ProjectSettings, TagType};
 use crate::store::{
     DeletedImages, ImageQuery, InsertOutcome, MetadataStore, NewImage, NewRegion, StoreError, TagRecord, TaggingStatus,
 };
@@ -99,6 +99,7 @@ fn region(tag: Uuid) -> NewRegion {
         id: Uuid::new_v4(),
         tag_id: tag,
         bbox: BoundingBox { left: 0.1, top: 0.2, width: 0.3, height: 0.4 },
+        polygon: None,
         created: Utc::now(),
     }
 }
@@ -218,8 +219,16 @@ async fn images_deduplicate_respect_the_quota_and_carry_labels<S: MetadataStore>
     let r = region(cat.id);
     s.add_regions(p.id, &[(bare.id, r.clone())]).await.expect("region");
     assert_eq!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].regions.len(), 1);
+    assert_eq!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].regions[0].polygon, None);
     s.delete_regions(p.id, &[r.id]).await.expect("delete region");
     assert!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].regions.is_empty());
+    // A segmented region keeps its outline.
+    let ring =
+        |x: f64| vec![PolygonPoint { x, y: 0.2 }, PolygonPoint { x: x + 0.1, y: 0.2 }, PolygonPoint { x, y: 0.5 }];
+    let outlined = NewRegion { polygon: Some(vec![ring(0.1), ring(0.3)]), ..region(cat.id) };
+    s.add_regions(p.id, &[(bare.id, outlined.clone())]).await.expect("outlined region");
+    assert_eq!(s.get_images(p.id, &[bare.id]).await.expect("get")[0].regions[0].polygon, outlined.polygon);
+    s.delete_regions(p.id, &[outlined.id]).await.expect("delete region");
     let meta: crate::model::Metadata = [("camera".to_string(), "a".to_string())].into_iter().collect();
     s.set_metadata(p.id, &[(first.id, meta.clone())]).await.expect("metadata");
     assert_eq!(s.get_images(p.id, &[first.id]).await.expect("get")[0].metadata, meta);

@@ -249,7 +249,28 @@ pub struct ImageRegion {
     pub width: f64,
     /// Height.
     pub height: f64,
+    /// Argus extension: the region's outline, when it was drawn by click-to-segment (absent otherwise, so the
+    /// official clients see the regions they expect).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polygon: Option<RegionPolygon>,
 }
+
+/// A vertex of a region's outline, normalised to the image like the region's box.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+pub struct PolygonPoint {
+    /// From the left edge, in [0, 1].
+    pub x: f64,
+    /// From the top edge, in [0, 1].
+    pub y: f64,
+}
+
+/// Argus extension: the outline of a region, one closed ring per part (the first vertex is not repeated).
+pub type RegionPolygon = Vec<Vec<PolygonPoint>>;
+
+/// Most rings in one region's outline.
+pub const MAX_POLYGON_RINGS: usize = 32;
+/// Most vertices in one ring (the CDF segment result's limit).
+pub const MAX_POLYGON_VERTICES: usize = 1000;
 
 impl ImageRegion {
     /// The region's box.
@@ -299,6 +320,9 @@ pub struct Region {
     pub width: f64,
     /// Height.
     pub height: f64,
+    /// Argus extension: the region's outline.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polygon: Option<RegionPolygon>,
 }
 
 /// One image of CreateImagesFromFiles.
@@ -463,7 +487,7 @@ pub struct ImageTagCreateSummary {
 }
 
 /// One entry of CreateImageRegions.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageRegionCreateEntry {
     /// Image id.
@@ -478,6 +502,9 @@ pub struct ImageRegionCreateEntry {
     pub width: f64,
     /// Height.
     pub height: f64,
+    /// Argus extension: the region's outline (click-to-segment keeps it for the COCO export).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub polygon: Option<RegionPolygon>,
 }
 
 /// Body of CreateImageRegions.

@@ -84,6 +84,8 @@ pub struct NewRegion {
     pub tag_id: Uuid,
     /// Box.
     pub bbox: BoundingBox,
+    /// Outline (Argus extension), when the region was segmented.
+    pub polygon: Option<crate::model::RegionPolygon>,
     /// Creation time.
     pub created: Time,
 }

@@ -44,6 +44,9 @@ struct CocoAnnotation {
     category_id: i64,
     #[serde(default)]
     bbox: Option<Vec<f64>>,
+    /// Polygons (`[[x0, y0, x1, y1, …], …]` in pixels) or RLE (an object, not read: the box stands for it).
+    #[serde(default)]
+    segmentation: Option<serde_json::Value>,
 }
 
 #[derive(Deserialize)]
@@ -76,14 +79,25 @@ pub fn write(d: &Dataset, sink: &mut Sink) -> Result<()> {
         for b in &item.boxes {
             let (w, h) = (item.width as f64, item.height as f64);
             let bbox = [round2(b.left * w), round2(b.top * h), round2(b.width * w), round2(b.height * h)];
+            let segmentation: Vec<Vec<f64>> = b
+                .outline
+                .iter()
+                .map(|ring| ring.iter().flat_map(|[x, y]| [round2(x * w), round2(y * h)]).collect())
+                .collect();
+            // COCO's area is the object's: the outline's when there is one, else the box's.
+            let area = if segmentation.is_empty() {
+                bbox[2] * bbox[3]
+            } else {
+                segmentation.iter().map(|ring| ring_area(ring)).sum()
+            };
             annotations.push(json!({
                 "id": annotations.len() + 1,
                 "image_id": image_id,
                 "category_id": b.category + 1,
                 "bbox": bbox,
-                "area": round2(bbox[2] * bbox[3]),
+                "area": round2(area),
                 "iscrowd": 0,
-                "segmentation": [],
+                "segmentation": segmentation,
             }));
         }
     }
@@ -95,6 +109,31 @@ pub fn write(d: &Dataset, sink: &mut Sink) -> Result<()> {
         "categories": categories,
     });
     sink.put(ANNOTATIONS, &serde_json::to_vec_pretty(&file)?)
+}
+
+/// Area of a flat `[x0, y0, x1, y1, …]` ring (shoelace formula).
+fn ring_area(ring: &[f64]) -> f64 {
+    let n = ring.len() / 2;
+    let twice: f64 = (0..n)
+        .map(|i| {
+            let j = (i + 1) % n;
+            ring[2 * i] * ring[2 * j + 1] - ring[2 * j] * ring[2 * i + 1]
+        })
+        .sum();
+    twice.abs() / 2.0
+}
+
+/// The polygon segmentation of an annotation, normalised by the image size; empty for RLE or none.
+fn polygons_of(seg: Option<&serde_json::Value>, iw: f64, ih: f64) -> Vec<Vec<[f64; 2]>> {
+    let Some(rings) = seg.and_then(serde_json::Value::as_array) else { return Vec::new() };
+    rings
+        .iter()
+        .filter_map(|r| {
+            let flat: Vec<f64> = r.as_array()?.iter().filter_map(serde_json::Value::as_f64).collect();
+            (flat.len() >= 6 && flat.len() % 2 == 0 && iw > 0.0 && ih > 0.0)
+                .then(|| flat.chunks(2).map(|p| [p[0] / iw, p[1] / ih]).collect())
+        })
+        .collect()
 }
 
 fn round2(v: f64) -> f64 {
@@ -160,7 +199,15 @@ fn build(coco: CocoFile, json_path: &str, all: &[String], files: &mut Files) -> 
             Some([x, y, w, h]) => {
                 detection = true;
                 let (iw, ih) = (item.width as f64, item.height as f64);
-                item.boxes.push(Labelled { category: c, left: x / iw, top: y / ih, width: w / iw, height: h / ih });
+                let outline = polygons_of(a.segmentation.as_ref(), iw, ih);
+                item.boxes.push(Labelled {
+                    category: c,
+                    left: x / iw,
+                    top: y / ih,
+                    width: w / iw,
+                    height: h / ih,
+                    outline,
+                });
             }
             Some(_) => return Err(anyhow!("a bbox in {json_path} does not have four numbers")),
             None => {
@@ -177,6 +224,31 @@ fn build(coco: CocoFile, json_path: &str, all: &[String], files: &mut Files) -> 
 mod tests {
     use crate::tests::{classification_set, detection_set, labels, round_trip};
     use crate::Format;
+
+    #[test]
+    fn outlines_travel_as_polygon_segmentation() {
+        let mut d = detection_set();
+        let ring = vec![[0.1, 0.2], [0.4, 0.2], [0.4, 0.6], [0.1, 0.6]];
+        d.items[0].boxes[0].outline = vec![ring.clone()];
+        let dir = tempfile::tempdir().expect("tmp");
+        let mut sink = crate::Sink::dir(dir.path()).expect("sink");
+        super::write(&d, &mut sink).expect("write");
+        sink.finish().expect("finish");
+        let text = std::fs::read_to_string(dir.path().join(super::ANNOTATIONS)).expect("json");
+        let json: serde_json::Value = serde_json::from_str(&text).expect("parse");
+        let first = &json["annotations"][0];
+        // 640×480 pixels: the ring 0.3 × 0.4 of the image is 192 × 192 px.
+        assert_eq!(first["segmentation"], serde_json::json!([[64.0, 96.0, 256.0, 96.0, 256.0, 288.0, 64.0, 288.0]]));
+        assert_eq!(first["area"], serde_json::json!(36864.0));
+        assert_eq!(json["annotations"][1]["segmentation"], serde_json::json!([]));
+        let back = round_trip(Format::Coco, &d);
+        let a = back.items.iter().find(|i| i.path.ends_with("a.jpg")).expect("a.jpg");
+        let got = &a.boxes.iter().find(|b| b.category == 0).expect("cat").outline;
+        assert_eq!(got.len(), 1);
+        for (g, w) in got[0].iter().zip(&ring) {
+            assert!((g[0] - w[0]).abs() < 1e-9 && (g[1] - w[1]).abs() < 1e-9, "{got:?}");
+        }
+    }
 
     #[test]
     fn detection_and_classification_round_trip() {

@@ -69,8 +69,8 @@ pub struct Item {
     pub boxes: Vec<Labelled>,
 }
 
-/// A box in normalised coordinates (0–1 of the image's width and height).
-#[derive(Debug, Clone, Copy, PartialEq)]
+/// A box in normalised coordinates (0–1 of the image's width and height), with its outline when known.
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Labelled {
     /// Index into [`Dataset::categories`].
     pub category: usize,
@@ -82,6 +82,9 @@ pub struct Labelled {
     pub width: f64,
     /// Height.
     pub height: f64,
+    /// The object's outline, normalised like the box: closed rings of `[x, y]` (COCO's polygon
+    /// segmentation); empty when only the box is known.
+    pub outline: Vec<Vec<[f64; 2]>>,
 }
 
 impl Labelled {
@@ -122,7 +125,7 @@ pub fn read(format: Format, files: &mut Files) -> Result<Dataset> {
         _ => folders::read(files)?,
     };
     for item in &mut dataset.items {
-        item.boxes = item.boxes.iter().filter_map(|b| b.clipped()).collect();
+        item.boxes = std::mem::take(&mut item.boxes).into_iter().filter_map(Labelled::clipped).collect();
     }
     Ok(dataset)
 }
@@ -178,8 +181,8 @@ pub(crate) mod tests {
                     height: 480,
                     tags: vec![],
                     boxes: vec![
-                        Labelled { category: 0, left: 0.1, top: 0.2, width: 0.3, height: 0.4 },
-                        Labelled { category: 1, left: 0.5, top: 0.5, width: 0.25, height: 0.5 },
+                        Labelled { category: 0, left: 0.1, top: 0.2, width: 0.3, height: 0.4, ..Default::default() },
+                        Labelled { category: 1, left: 0.5, top: 0.5, width: 0.25, height: 0.5, ..Default::default() },
                     ],
                 },
                 Item { path: "b.png".into(), width: 100, height: 200, tags: vec![2], boxes: vec![] },
@@ -255,9 +258,13 @@ pub(crate) mod tests {
 
     #[test]
     fn boxes_are_clipped_to_the_image() {
-        let b = Labelled { category: 0, left: -0.1, top: 0.5, width: 0.5, height: 0.7 }.clipped().expect("some");
+        let b = Labelled { category: 0, left: -0.1, top: 0.5, width: 0.5, height: 0.7, ..Default::default() }
+            .clipped()
+            .expect("some");
         assert!((b.left, b.top).eq(&(0.0, 0.5)) && (b.width - 0.4).abs() < 1e-12 && (b.height - 0.5).abs() < 1e-12);
-        assert!(Labelled { category: 0, left: 1.2, top: 0.0, width: 0.1, height: 0.1 }.clipped().is_none());
+        assert!(Labelled { category: 0, left: 1.2, top: 0.0, width: 0.1, height: 0.1, ..Default::default() }
+            .clipped()
+            .is_none());
     }
 
     #[test]

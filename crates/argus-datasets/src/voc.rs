@@ -138,6 +138,7 @@ pub fn read(files: &mut Files) -> Result<Dataset> {
                 top: b.ymin / h,
                 width: (b.xmax - b.xmin) / w,
                 height: (b.ymax - b.ymin) / h,
+                ..Default::default()
             });
         }
         items.push(Item { path: image, width, height, tags: vec![], boxes });
@@ -173,7 +174,7 @@ mod tests {
         let d = read(&mut Files::open(dir.path()).expect("open")).expect("read");
         assert_eq!(d.categories, vec!["raccoon"]);
         assert_eq!(d.items[0].path, "images/r1.jpg");
-        let b = d.items[0].boxes[0];
+        let b = d.items[0].boxes[0].clone();
         assert!((b.left - 81.0 / 650.0).abs() < 1e-9 && (b.height - 320.0 / 417.0).abs() < 1e-9);
     }
 }

@@ -96,13 +96,21 @@ pub fn read(files: &mut Files) -> Result<Dataset> {
                         top: nums[1] - nums[3] / 2.0,
                         width: nums[2],
                         height: nums[3],
+                        ..Default::default()
                     },
                     k if k >= 6 && k % 2 == 0 => {
                         let xs = nums.iter().step_by(2);
                         let ys = nums.iter().skip(1).step_by(2);
                         let (x0, x1) = xs.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
                         let (y0, y1) = ys.fold((f64::MAX, f64::MIN), |(a, b), v| (a.min(*v), b.max(*v)));
-                        Labelled { category: class, left: x0, top: y0, width: x1 - x0, height: y1 - y0 }
+                        Labelled {
+                            category: class,
+                            left: x0,
+                            top: y0,
+                            width: x1 - x0,
+                            height: y1 - y0,
+                            ..Default::default()
+                        }
                     }
                     _ => return Err(anyhow!("{path} line {}: expected 'class cx cy w h'", n + 1)),
                 };

@@ -142,6 +142,7 @@ pub async fn export(api: &TrainingApi, project: &str, format: Format, out: &Path
                         top: r.top,
                         width: r.width,
                         height: r.height,
+                        ..Default::default()
                     })
                 })
                 .collect(),

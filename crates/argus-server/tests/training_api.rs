@@ -427,6 +427,20 @@ async fn regions_created_duplicated_exceeded() {
             "BadRequestImageRegions",
         );
     }
+    // Argus's outline extension is checked too: rings of 3+ vertices inside the image.
+    for polygon in [
+        json!([[{"x": 0.1, "y": 0.1}, {"x": 0.2, "y": 0.1}]]),
+        json!([[{"x": 0.1, "y": 0.1}, {"x": 1.2, "y": 0.1}, {"x": 0.1, "y": 0.3}]]),
+        json!([]),
+    ] {
+        let bad = json!({"imageId": img, "tagId": t, "left": 0.1, "top": 0.1, "width": 0.1, "height": 0.2, "polygon": polygon});
+        assert_error(
+            &s.send(s.req(Method::POST, &format!("/projects/{p}/images/regions")).json(&json!({"regions": [bad]})))
+                .await,
+            400,
+            "BadRequestImageRegions",
+        );
+    }
     let ghost =
         json!({"imageId": uuid::Uuid::new_v4(), "tagId": t, "left": 0.1, "top": 0.1, "width": 0.1, "height": 0.1});
     assert_error(
@@ -449,6 +463,7 @@ async fn regions_created_duplicated_exceeded() {
     );
     let (_, imgv) = s.call(Method::GET, &format!("/projects/{p}/images/id?imageIds={img}")).await;
     assert_eq!(imgv[0]["regions"].as_array().map(Vec::len), Some(197));
+    assert!(imgv[0]["regions"][0].get("polygon").is_none(), "a region without an outline has no polygon field");
     assert_error(&s.call(Method::DELETE, &format!("/projects/{p}/images/regions")).await, 400, "BadRequestInvalidIds");
     let (st, v) = s.call(Method::POST, &format!("/projects/{p}/images/{img}/regionproposals")).await;
     assert_eq!(st, 200, "{v}");

@@ -220,7 +220,7 @@ impl PostgresStore {
             });
         }
         let mut qb = QueryBuilder::<Postgres>::new(
-            "SELECT r.id, r.image_id, r.tag_id, t.name, r.x, r.y, r.w, r.h, r.created FROM regions r \
+            "SELECT r.id, r.image_id, r.tag_id, t.name, r.x, r.y, r.w, r.h, r.created, r.polygon FROM regions r \
              JOIN tags t ON t.id = r.tag_id WHERE r.image_id IN (",
         );
         push_list(&mut qb, ids);
@@ -235,6 +235,7 @@ impl PostgresStore {
                 top: row.get("y"),
                 width: row.get("w"),
                 height: row.get("h"),
+                polygon: crate::rows::polygon_from(row.get("polygon")),
             });
         }
         Ok((tags, regions))
@@ -257,7 +258,7 @@ impl PostgresStore {
 
 async fn insert_region(tx: &mut sqlx::PgConnection, image: Uuid, r: &NewRegion) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "INSERT INTO regions (id, image_id, tag_id, x, y, w, h, created) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO regions (id, image_id, tag_id, x, y, w, h, created, polygon) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
     )
     .bind(r.id.to_string())
     .bind(image.to_string())
@@ -267,6 +268,7 @@ async fn insert_region(tx: &mut sqlx::PgConnection, image: Uuid, r: &NewRegion) 
     .bind(r.bbox.width)
     .bind(r.bbox.height)
     .bind(ms(&r.created))
+    .bind(crate::rows::polygon_json(&r.polygon))
     .execute(tx)
     .await
     .map(|_| ())

@@ -226,3 +226,20 @@ pub(crate) fn job_from(row: &impl Cols) -> StoreResult<Job> {
         updated: time(row.int("updated")),
     })
 }
+
+/// A region's outline as stored (JSON), or NULL.
+pub(crate) fn polygon_json(p: &Option<argus_core::model::RegionPolygon>) -> Option<String> {
+    p.as_ref().and_then(|p| serde_json::to_string(p).ok())
+}
+
+/// A stored outline back; an unreadable one is dropped with a warning rather than failing the image.
+pub(crate) fn polygon_from(s: Option<String>) -> Option<argus_core::model::RegionPolygon> {
+    let s = s?;
+    match serde_json::from_str(&s) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            tracing::warn!(target: "argus::store", error = %e, "a stored region outline is unreadable; ignored");
+            None
+        }
+    }
+}

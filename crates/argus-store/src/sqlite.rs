@@ -177,7 +177,7 @@ impl SqliteStore {
             });
         }
         let mut qb = QueryBuilder::<Sqlite>::new(
-            "SELECT r.id, r.image_id, r.tag_id, t.name, r.x, r.y, r.w, r.h, r.created FROM regions r \
+            "SELECT r.id, r.image_id, r.tag_id, t.name, r.x, r.y, r.w, r.h, r.created, r.polygon FROM regions r \
              JOIN tags t ON t.id = r.tag_id WHERE r.image_id IN (",
         );
         push_list(&mut qb, ids);
@@ -192,6 +192,7 @@ impl SqliteStore {
                 top: row.get("y"),
                 width: row.get("w"),
                 height: row.get("h"),
+                polygon: crate::rows::polygon_from(row.get("polygon")),
             });
         }
         Ok((tags, regions))
@@ -213,18 +214,21 @@ impl SqliteStore {
 }
 
 async fn insert_region(tx: &mut sqlx::SqliteConnection, image: Uuid, r: &NewRegion) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT INTO regions (id, image_id, tag_id, x, y, w, h, created) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        .bind(r.id.to_string())
-        .bind(image.to_string())
-        .bind(r.tag_id.to_string())
-        .bind(r.bbox.left)
-        .bind(r.bbox.top)
-        .bind(r.bbox.width)
-        .bind(r.bbox.height)
-        .bind(ms(&r.created))
-        .execute(tx)
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "INSERT INTO regions (id, image_id, tag_id, x, y, w, h, created, polygon) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(r.id.to_string())
+    .bind(image.to_string())
+    .bind(r.tag_id.to_string())
+    .bind(r.bbox.left)
+    .bind(r.bbox.top)
+    .bind(r.bbox.width)
+    .bind(r.bbox.height)
+    .bind(ms(&r.created))
+    .bind(crate::rows::polygon_json(&r.polygon))
+    .execute(tx)
+    .await
+    .map(|_| ())
 }
 
 #[async_trait]

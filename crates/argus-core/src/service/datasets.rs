@@ -105,6 +105,12 @@ impl Argus {
                                 top: r.top,
                                 width: r.width,
                                 height: r.height,
+                                outline: r
+                                    .polygon
+                                    .iter()
+                                    .flatten()
+                                    .map(|ring| ring.iter().map(|v| [v.x, v.y]).collect())
+                                    .collect(),
                             })
                         })
                         .collect(),
@@ -190,6 +196,7 @@ impl Argus {
                             top: b.top,
                             width: b.width,
                             height: b.height,
+                            polygon: outline_polygon(&b.outline),
                         })
                         .collect(),
                 })
@@ -210,4 +217,17 @@ impl Argus {
             failed = summary.failed.len(), "dataset imported");
         Ok(summary)
     }
+}
+
+/// A dataset box's outline as a region's polygon: rings of 3 or more vertices, clamped to the image; `None`
+/// when nothing usable is left (a region without an outline).
+fn outline_polygon(outline: &[Vec<[f64; 2]>]) -> Option<crate::model::RegionPolygon> {
+    use crate::model::{PolygonPoint, MAX_POLYGON_RINGS, MAX_POLYGON_VERTICES};
+    let rings: Vec<Vec<PolygonPoint>> = outline
+        .iter()
+        .filter(|r| (3..=MAX_POLYGON_VERTICES).contains(&r.len()))
+        .take(MAX_POLYGON_RINGS)
+        .map(|r| r.iter().map(|[x, y]| PolygonPoint { x: x.clamp(0.0, 1.0), y: y.clamp(0.0, 1.0) }).collect())
+        .collect();
+    (!rings.is_empty()).then_some(rings)
 }

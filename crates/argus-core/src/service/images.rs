@@ -276,6 +276,7 @@ impl Argus {
                         id: Uuid::new_v4(),
                         tag_id: r.tag_id,
                         bbox: BoundingBox { left: r.left, top: r.top, width: r.width, height: r.height },
+                        polygon: None,
                         created,
                     })
                     .collect(),

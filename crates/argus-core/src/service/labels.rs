@@ -186,6 +186,9 @@ impl Argus {
                 ));
             }
             check_box(e.left, e.top, e.width, e.height)?;
+            if let Some(p) = &e.polygon {
+                super::check_polygon(p)?;
+            }
         }
         let images = self.images_of(project, &entries.iter().map(|e| e.image_id).collect::<Vec<_>>()).await?;
         let mut current: HashMap<Uuid, Vec<(Uuid, BoundingBox)>> =
@@ -205,7 +208,8 @@ impl Argus {
                 continue;
             }
             have.push((e.tag_id, bbox));
-            let region = NewRegion { id: Uuid::new_v4(), tag_id: e.tag_id, bbox, created: t };
+            let region =
+                NewRegion { id: Uuid::new_v4(), tag_id: e.tag_id, bbox, polygon: e.polygon.clone(), created: t };
             summary.created.push(ImageRegionCreateResult {
                 image_id: e.image_id,
                 region_id: region.id,

@@ -225,6 +225,31 @@ pub(crate) fn check_tag_filter(tags: &[Uuid]) -> ApiResult<()> {
     Ok(())
 }
 
+/// Validates a region's outline (Argus extension): 1 to [`MAX_POLYGON_RINGS`] rings of 3 to
+/// [`MAX_POLYGON_VERTICES`] vertices inside [0, 1]; `BadRequestImageRegions` otherwise.
+///
+/// [`MAX_POLYGON_RINGS`]: crate::model::MAX_POLYGON_RINGS
+/// [`MAX_POLYGON_VERTICES`]: crate::model::MAX_POLYGON_VERTICES
+pub(crate) fn check_polygon(p: &crate::model::RegionPolygon) -> ApiResult<()> {
+    use crate::model::{MAX_POLYGON_RINGS, MAX_POLYGON_VERTICES};
+    let bad = |why: String| Err(ApiError::new(ErrorCode::BadRequestImageRegions, format!("polygon: {why}")));
+    if p.is_empty() || p.len() > MAX_POLYGON_RINGS {
+        return bad(format!("1 to {MAX_POLYGON_RINGS} rings are allowed; got {}.", p.len()));
+    }
+    for ring in p {
+        if ring.len() < 3 || ring.len() > MAX_POLYGON_VERTICES {
+            return bad(format!("a ring needs 3 to {MAX_POLYGON_VERTICES} vertices; got {}.", ring.len()));
+        }
+        if !ring
+            .iter()
+            .all(|v| v.x.is_finite() && v.y.is_finite() && (0.0..=1.0).contains(&v.x) && (0.0..=1.0).contains(&v.y))
+        {
+            return bad("every vertex needs x and y in [0, 1].".into());
+        }
+    }
+    Ok(())
+}
+
 /// Validates a normalised box (inside [0, 1], positive size); `BadRequestImageRegions` otherwise.
 pub(crate) fn check_box(left: f64, top: f64, width: f64, height: f64) -> ApiResult<()> {
     let eps = crate::limits::BOX_EPSILON;

@@ -75,6 +75,8 @@ struct ManifestImage {
 struct ManifestRegion {
     tag_id: Uuid,
     bbox: BoundingBox,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    polygon: Option<crate::model::RegionPolygon>,
 }
 
 fn export_key(id: Uuid) -> String {
@@ -135,7 +137,11 @@ impl Argus {
                     content_hash: img.content_hash,
                     metadata: img.metadata,
                     tag_ids: img.tags.iter().map(|t| t.tag_id).filter(|t| !region_tags.contains(t)).collect(),
-                    regions: img.regions.iter().map(|r| ManifestRegion { tag_id: r.tag_id, bbox: r.bbox() }).collect(),
+                    regions: img
+                        .regions
+                        .iter()
+                        .map(|r| ManifestRegion { tag_id: r.tag_id, bbox: r.bbox(), polygon: r.polygon.clone() })
+                        .collect(),
                 });
             }
         }
@@ -276,6 +282,7 @@ impl Argus {
                             id: Uuid::new_v4(),
                             tag_id: map_tag(&r.tag_id)?,
                             bbox: r.bbox,
+                            polygon: r.polygon.clone(),
                             created: img.created,
                         })
                     })

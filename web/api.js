@@ -171,6 +171,11 @@ export const segment = (p, image, prompt) =>
   request('POST', `/api/v1/projects/${VISION_PROJECT}/context/vision/segment`, {
     json: { items: [{ fileExternalId: `customvision:${p}/${image}` }], ...prompt },
   });
+/** Starts SAM's image encoder on a training image ahead of its first prompt (nothing to do for GrabCut). */
+export const prepareSegment = (p, image) =>
+  request('POST', `/api/v1/projects/${VISION_PROJECT}/context/vision/segment/prepare`, {
+    json: { items: [{ fileExternalId: `customvision:${p}/${image}` }] },
+  });
 export const segmentJob = (id) => request('GET', `/api/v1/projects/${VISION_PROJECT}/context/vision/segment/${id}`);
 
 /** Polls a segmentation job until it ends (or `signal` aborts). */

@@ -105,6 +105,8 @@ export async function render(main, ctx) {
   }
 
   // ---------------- detection
+  // Encode the image for Segment Anything now, so that the first click does not wait for the encoder.
+  api.prepareSegment(projectId, image.id).catch(() => { /* best effort: a prompt encodes it anyway */ });
   const picture = new Image();
   picture.src = image.originalImageUri || image.resizedImageUri;
   await picture.decode();

@@ -98,8 +98,16 @@ fn csrf_checked(headers: &HeaderMap) -> Result<(), HttpError> {
     }
 }
 
-fn session_cookie(value: &str, max_age: i64) -> HeaderValue {
-    let c = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}");
+/// True when the browser reached the server over HTTPS (directly configured, or through a proxy that says so).
+fn over_https(headers: &HeaderMap, state: &AppState) -> bool {
+    let forwarded = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok());
+    forwarded.is_some_and(|p| p.eq_ignore_ascii_case("https"))
+        || state.public_url.as_deref().is_some_and(|u| u.starts_with("https://"))
+}
+
+fn session_cookie(value: &str, max_age: i64, secure: bool) -> HeaderValue {
+    let secure = if secure { "; Secure" } else { "" };
+    let c = format!("{SESSION_COOKIE}={value}; Path=/; HttpOnly; SameSite=Strict; Max-Age={max_age}{secure}");
     HeaderValue::from_str(&c).unwrap_or_else(|_| HeaderValue::from_static("argus_session=; Path=/; Max-Age=0"))
 }
 
@@ -120,14 +128,15 @@ async fn sign_in(State(state): State<AppState>, headers: HeaderMap, body: Bytes)
     let sig = state.argus.signer.sign(&subject(&state), expires);
     tracing::info!(target: "argus::portal", expires, "portal sign-in");
     let mut resp = Json(json!({"signedIn": true, "expires": expires})).into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, session_cookie(&format!("{expires}.{sig}"), SESSION_SECONDS));
+    let cookie = session_cookie(&format!("{expires}.{sig}"), SESSION_SECONDS, over_https(&headers, &state));
+    resp.headers_mut().insert(header::SET_COOKIE, cookie);
     Ok(resp)
 }
 
-async fn sign_out(headers: HeaderMap) -> Result<Response, HttpError> {
+async fn sign_out(State(state): State<AppState>, headers: HeaderMap) -> Result<Response, HttpError> {
     csrf_checked(&headers)?;
     let mut resp = StatusCode::NO_CONTENT.into_response();
-    resp.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0));
+    resp.headers_mut().insert(header::SET_COOKIE, session_cookie("", 0, over_https(&headers, &state)));
     Ok(resp)
 }
 

@@ -39,6 +39,7 @@ type CdfHttp = Result<Response, CdfResponse>;
 pub(crate) fn router(state: AppState) -> Router<AppState> {
     let authed = Router::new()
         .route("/api/v1/projects/{project}/context/vision/segment", post(create_segment))
+        .route("/api/v1/projects/{project}/context/vision/segment/prepare", post(prepare_segment))
         .route("/api/v1/projects/{project}/context/vision/segment/{job}", get(get_segment))
         .route("/api/v1/projects/{project}/files", post(create_file).get(list_files))
         .route("/api/v1/projects/{project}/files/byids", post(files_by_ids))
@@ -86,6 +87,11 @@ fn ok(v: Value) -> CdfHttp {
 async fn create_segment(State(s): State<AppState>, Path(project): Path<String>, body: Bytes) -> CdfHttp {
     let v = json_of(&body)?;
     ok(s.argus.create_segment_job(&project, &v).await?)
+}
+
+async fn prepare_segment(State(s): State<AppState>, Path(project): Path<String>, body: Bytes) -> CdfHttp {
+    let v = json_of(&body)?;
+    ok(s.argus.prepare_segment(&project, &v).await?)
 }
 
 async fn get_segment(State(s): State<AppState>, Path((project, job)): Path<(String, String)>) -> CdfHttp {

@@ -262,6 +262,16 @@ async fn sam_engine_with_user_supplied_weights() {
     let s =
         TestServer::start_with(dir.path(), Options { sam_weights: Some(weights.clone()), ..Default::default() }).await;
     let id = upload_scene(&s).await;
+    // Preparing the image (what the portal does when it opens one) encodes it ahead of the first prompt.
+    let (st, prep) = s
+        .send(vision(&s, Method::POST, "/context/vision/segment/prepare").json(&json!({"items": [{"fileId": id}]})))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{prep}");
+    assert_eq!((prep["engine"].as_str(), prep["items"][0]["fileId"].as_i64()), (Some("sam"), Some(id)));
+    let done = wait_job(&s, prep["jobId"].as_i64().expect("jobId")).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(done["items"][0]["segments"], json!([]));
+    assert_eq!(s.argus.blobs.list("sam-embeddings/").await.expect("list").len(), 1);
     let bbox = json!({"xMin": 0.25, "yMin": 0.2, "xMax": 0.7, "yMax": 0.75});
     let prompts = [
         json!({"items": [{"fileId": id}], "points": [{"x": 0.5, "y": 0.5, "label": 1}], "rle": true}),
@@ -357,4 +367,24 @@ async fn running_jobs_are_capped_per_project() {
     assert_eq!(e["error"]["code"], 429);
     let message = e["error"]["message"].as_str().unwrap_or_default();
     assert!(message.starts_with("At most 0 segmentation jobs"), "the message names the cap: {message}");
+}
+
+/// Without SAM weights there is nothing to prepare: GrabCut answers at once, with no job; bad references are
+/// refused like a segment request's.
+#[tokio::test]
+async fn preparing_without_sam_is_a_no_op() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(dir.path()).await;
+    let id = upload_scene(&s).await;
+    let (st, prep) = s
+        .send(vision(&s, Method::POST, "/context/vision/segment/prepare").json(&json!({"items": [{"fileId": id}]})))
+        .await;
+    assert_eq!(st, StatusCode::OK, "{prep}");
+    assert_eq!((prep["engine"].as_str(), prep["jobId"].is_null()), (Some("grabcut"), true), "{prep}");
+    for bad in [json!({}), json!({"items": []}), json!({"items": [{"fileId": 999_999}]})] {
+        let (st, e) = s.send(vision(&s, Method::POST, "/context/vision/segment/prepare").json(&bad)).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{bad}: {e}");
+        assert!(e["error"]["message"].is_string(), "{e}");
+    }
+    s.stop().await;
 }

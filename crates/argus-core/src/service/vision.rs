@@ -511,16 +511,7 @@ impl Argus {
             }
             Some(_) => return Err(CdfError::bad("engine must be \"grabcut\" or \"sam\".")),
         };
-        let file = self.resolve_files(project, &[(reference, items[0].clone())]).await?.remove(0);
-        if !is_segmentable(&file) {
-            return Err(CdfError::bad(format!(
-                "File {} must be a .jpg, .jpeg or .png with mimeType image/jpeg or image/png.",
-                file.id
-            )));
-        }
-        if !file.uploaded {
-            return Err(CdfError::bad(format!("File {} has no content uploaded yet.", file.id)));
-        }
+        let file = self.segmentable_file(project, reference, &items[0]).await?;
         let running = self.jobs.active_jobs(SEGMENT_JOB, project).await?;
         if running >= self.config.max_running_vision_jobs {
             return Err(CdfError {
@@ -558,6 +549,55 @@ impl Argus {
         v.insert("items".into(), json!([file_item(&file)]));
         v.insert("errorMessage".into(), Value::Null);
         Ok(Value::Object(v))
+    }
+
+    /// The one file a segmentation request names, checked to be an uploaded JPEG or PNG.
+    async fn segmentable_file(&self, project: &str, reference: FileRef, item: &Value) -> CdfResult<FileRecord> {
+        let file = self.resolve_files(project, &[(reference, item.clone())]).await?.remove(0);
+        if !is_segmentable(&file) {
+            return Err(CdfError::bad(format!(
+                "File {} must be a .jpg, .jpeg or .png with mimeType image/jpeg or image/png.",
+                file.id
+            )));
+        }
+        if !file.uploaded {
+            return Err(CdfError::bad(format!("File {} has no content uploaded yet.", file.id)));
+        }
+        Ok(file)
+    }
+
+    /// Argus extension, `POST context/vision/segment/prepare` with `{"items": [one file reference]}`: starts
+    /// Segment Anything's image encoder on a file ahead of its first prompt (the portal calls it when an image
+    /// opens), so that the first click only pays the light mask decoder. Best effort: the answer's `jobId` is
+    /// the job that encodes it (and finds at once an embedding another worker stored), or null when no SAM is
+    /// configured (GrabCut needs no preparation) or the project already has its most segmentation jobs queued.
+    pub async fn prepare_segment(&self, project: &str, body: &Value) -> CdfResult<Value> {
+        check_project_name(project)?;
+        let obj = body.as_object().ok_or_else(|| CdfError::bad("The body must be a JSON object."))?;
+        let items = obj.get("items").and_then(Value::as_array).ok_or_else(|| CdfError::bad("items is required."))?;
+        if items.len() != 1 {
+            return Err(CdfError::bad(format!("items must hold exactly one file reference; got {}.", items.len())));
+        }
+        let file = self.segmentable_file(project, parse_ref(&items[0])?, &items[0]).await?;
+        let answer =
+            |engine: &str, job: Option<i64>| json!({"engine": engine, "jobId": job, "items": [file_item(&file)]});
+        if self.models.sam_available().is_err() {
+            return Ok(answer(ENGINE_GRABCUT, None));
+        }
+        if self.jobs.active_jobs(SEGMENT_JOB, project).await? >= self.config.max_running_vision_jobs {
+            return Ok(answer(ENGINE_SAM, None));
+        }
+        let request = json!({"items": [file_item(&file)], "engine": ENGINE_SAM, "prepare": true});
+        let id = self.store.insert_vision_job(project, &request, now()).await?;
+        let job = self.jobs.enqueue(JobSpec::Segment(SegmentJob { vision_job: id }).to_new_job(project.to_string(), 2));
+        match job.await {
+            Ok(job) => self.store.set_vision_queue_job(id, job.id).await?,
+            Err(e) => {
+                self.store.update_vision_job(id, "Failed", now(), None, Some("could not queue the job")).await?;
+                return Err(e.into());
+            }
+        }
+        Ok(answer(ENGINE_SAM, Some(id)))
     }
 
     /// GET context/vision/segment/{jobId}.
@@ -609,15 +649,34 @@ impl Argus {
             y_max: b["yMax"].as_f64().unwrap_or(1.0) as f32,
         });
         let rle = req.get("rle").and_then(Value::as_bool).unwrap_or(false);
+        let prepare = req.get("prepare").and_then(Value::as_bool).unwrap_or(false);
         let engine = req.get("engine").and_then(Value::as_str).unwrap_or(ENGINE_GRABCUT).to_string();
         let models = self.models.clone();
         let (blobs, runtime) = (std::sync::Arc::clone(&self.blobs), tokio::runtime::Handle::current());
-        let segment = tokio::task::spawn_blocking(move || -> Result<Value, String> {
+        let segment = tokio::task::spawn_blocking(move || -> Result<Option<Value>, String> {
             let limits = argus_vision::ImageLimits { max_bytes: MAX_FILE_BYTES, ..Default::default() };
             let decode = || {
                 let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| e.to_string())?;
                 Ok(img.to_rgb8())
             };
+            if prepare {
+                let sam = models.sam()?;
+                let key: [u8; 32] = Sha256::digest(&bytes).into();
+                let shared = sam_embedding_key(sam.fingerprint(), &key);
+                let stored = runtime.block_on(blobs.get(&shared)).ok().flatten();
+                match stored.as_deref().map(ImageEmbedding::from_bytes) {
+                    Some(Ok(e)) => sam.remember(key, e),
+                    _ => {
+                        let embedding = sam.model().embed(&decode()?).map_err(|e| e.to_string())?;
+                        let bytes = embedding.to_bytes().map_err(|e| e.to_string())?;
+                        if let Err(e) = runtime.block_on(blobs.put(&shared, bytes.into())) {
+                            tracing::warn!(error = %e, "storing a SAM embedding failed");
+                        }
+                        sam.remember(key, embedding);
+                    }
+                }
+                return Ok(None);
+            }
             let (mask, score, full) = if engine == ENGINE_SAM {
                 let sam = models.sam()?;
                 let key: [u8; 32] = Sha256::digest(&bytes).into();
@@ -664,12 +723,13 @@ impl Argus {
             if let (Some(full), Some(o)) = (full, seg.as_object_mut()) {
                 o.insert("rle".into(), json!({"size": [full.height(), full.width()], "counts": coco_rle(&full)}));
             }
-            Ok(seg)
+            Ok(Some(seg))
         })
         .await
         .map_err(|e| e.to_string())??;
         let mut out = item.as_object().cloned().unwrap_or_default();
-        out.insert("segments".into(), json!([segment]));
+        // A preparation (no prompt) ends with the embedding stored and no segments.
+        out.insert("segments".into(), json!(segment.into_iter().collect::<Vec<_>>()));
         let result = json!({ "items": [Value::Object(out)] });
         self.store.update_vision_job(id, "Completed", now(), Some(&result), None).await.map_err(|e| e.to_string())
     }

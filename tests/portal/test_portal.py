@@ -90,6 +90,7 @@ def files():
 
 def shot(page, name):
     page.wait_for_load_state("networkidle")
+    page.evaluate("() => document.getElementById('toasts').replaceChildren()")
     page.screenshot(path=os.path.join(SHOTS, f"{name}.png"))
 
 
@@ -269,6 +270,14 @@ def test_quick_test_publish_and_promote(server, ui, files):
     r = requests.post(url, headers={"Prediction-Key": KEY + "-p"}, data=open(os.path.join(files, "whole-cat.jpg"), "rb").read(), timeout=60)
     assert r.status_code == 200 and r.json()["predictions"][0]["tagName"] == "cat"
     shot(page, "10-published")
+
+    # Export (General (compact) is exportable): the export job runs and its download is offered.
+    page.click(".exports button:has-text('Export ONNX')")
+    expect(page.locator(".exports a:has-text('Download')")).to_be_visible(timeout=120_000)
+    exports = api(server, "GET", f"/projects/{pid}/iterations/{iteration['id']}/export")
+    assert [(e["platform"], e["status"]) for e in exports] == [("ONNX", "Done")]
+    href = page.locator(".exports a:has-text('Download')").get_attribute("href")
+    assert requests.get(href, timeout=60).status_code == 200
 
     before = api(server, "GET", f"/projects/{pid}/images/count")
     page.click("a.tab:has-text('Predictions')")

@@ -38,8 +38,15 @@ export async function render(main, { navigate }) {
   const grid = h('div.cards');
   for (const p of projects) {
     const counts = h('span.muted', '…');
+    const thumb = p.thumbnailUri ? h('img.thumb', { src: p.thumbnailUri, alt: '', loading: 'lazy' }) : h('div.thumb.placeholder', 'No images');
+    if (!p.thumbnailUri) {
+      // No project thumbnail set: show its newest image.
+      api.images(p.id, { take: 1 }).then(([img]) => {
+        if (img) thumb.replaceWith(h('img.thumb', { src: img.thumbnailUri, alt: '', loading: 'lazy' }));
+      }).catch(() => {});
+    }
     grid.append(h('a.card.project', { href: `#/projects/${p.id}/images`, dataset: { projectId: p.id } },
-      p.thumbnailUri ? h('img.thumb', { src: p.thumbnailUri, alt: '', loading: 'lazy' }) : h('div.thumb.placeholder', 'No images'),
+      thumb,
       h('div.body', h('h3', p.name), h('p.muted', projectKind(p, domains)), p.description && h('p', p.description),
         counts, h('small.muted', `Changed ${when(p.lastModified)}`))));
     Promise.all([api.imageCount(p.id), api.iterations(p.id)]).then(([n, its]) => {

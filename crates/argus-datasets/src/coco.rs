@@ -130,7 +130,7 @@ fn polygons_of(seg: Option<&serde_json::Value>, iw: f64, ih: f64) -> Vec<Vec<[f6
         .iter()
         .filter_map(|r| {
             let flat: Vec<f64> = r.as_array()?.iter().filter_map(serde_json::Value::as_f64).collect();
-            (flat.len() >= 6 && flat.len() % 2 == 0 && iw > 0.0 && ih > 0.0)
+            (flat.len() >= 6 && flat.len().is_multiple_of(2) && iw > 0.0 && ih > 0.0)
                 .then(|| flat.chunks(2).map(|p| [p[0] / iw, p[1] / ih]).collect())
         })
         .collect()

@@ -341,6 +341,10 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     def at(x, y):
         return page.evaluate(f"() => window.argusLabeller.pagePoint({x}, {y})")
 
+    def idle():
+        """Waits until every edit made so far has been saved (the labeller saves them one at a time)."""
+        expect(page.locator("canvas.labelcanvas")).to_have_attribute("data-pending", "0")
+
     # Draw a box with the mouse.
     a, b = at(0.1, 0.2), at(0.4, 0.6)
     page.mouse.move(a["x"], a["y"])
@@ -348,6 +352,7 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     page.mouse.move((a["x"] + b["x"]) / 2, (a["y"] + b["y"]) / 2)
     page.mouse.move(b["x"], b["y"])
     page.mouse.up()
+    idle()
     expect(page.locator(".regions li")).to_have_count(1)
     regions = region_set(server, pid, image_id)
     assert len(regions) == 1
@@ -362,6 +367,7 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     page.mouse.down()
     page.mouse.move(d["x"], d["y"])
     page.mouse.up()
+    idle()
     page.wait_for_function(f"""async () => {{
         const r = await fetch('/customvision/v3.3/training/projects/{pid}/images/id?imageIds={image_id}');
         const [im] = await r.json();
@@ -372,20 +378,24 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
 
     # Undo the move, then undo the box; redo brings the box back.
     page.keyboard.press("Control+z")
+    idle()
     page.wait_for_function(f"""async () => {{
         const [im] = await (await fetch('/customvision/v3.3/training/projects/{pid}/images/id?imageIds={image_id}')).json();
         return im.regions.length === 1 && Math.abs(im.regions[0].left - 0.1) < 0.01;
     }}""")
     page.keyboard.press("Control+z")
+    idle()
     expect(page.locator(".regions li")).to_have_count(0)
     assert region_set(server, pid, image_id) == []
     page.keyboard.press("Control+Shift+z")
+    idle()
     expect(page.locator(".regions li")).to_have_count(1)
     assert len(region_set(server, pid, image_id)) == 1
 
     # Delete key removes the selected box.
     page.evaluate("() => window.argusLabeller.select(window.argusLabeller.boxes[0].id)")
     page.keyboard.press("Delete")
+    idle()
     expect(page.locator(".regions li")).to_have_count(0)
     assert region_set(server, pid, image_id) == []
 
@@ -401,6 +411,7 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     prop = min(inside, key=lambda q: q["width"] * q["height"])
     pt = at(cx, cy)
     page.mouse.click(pt["x"], pt["y"])
+    idle()
     expect(page.locator(".regions li")).to_have_count(1)
     r = region_set(server, pid, image_id)[0]
     assert all(abs(r[k] - prop[k]) < 1e-3 for k in ("left", "top", "width", "height")), (r, prop)
@@ -424,6 +435,7 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     xs = [v["x"] for poly in under for v in poly]
     ys = [v["y"] for poly in under for v in poly]
     page.keyboard.press("Enter")
+    idle()
     expect(page.locator(".regions li")).to_have_count(1)
     r = region_set(server, pid, image_id)[0]
     assert abs(r["left"] - min(xs)) < 1e-3 and abs(r["top"] - min(ys)) < 1e-3

@@ -133,10 +133,22 @@ export async function render(main, ctx) {
     return created.regionId;
   };
   const serverDelete = (id) => api.deleteRegions(projectId, [id]);
+  // Edits reach the server one at a time, in the order they were made: two quick Ctrl+Z, or an undo while a
+  // move is still saving, must not interleave. `data-pending` on the canvas counts the edits still going.
+  let queue = Promise.resolve();
+  let pending = 0;
+  const setPending = (d) => { pending += d; canvas.dataset.pending = String(pending); };
+  setPending(0);
+  const serial = (fn) => (...args) => {
+    setPending(1);
+    const done = queue.then(() => fn(...args));
+    queue = done.catch(() => {}).finally(() => setPending(-1));
+    return done;
+  };
   const refresh = () => { labeller.setBoxes(boxes); renderSide(); };
 
   /** A region whose server id changes when it is re-created (undo of a delete, a move). */
-  const addBox = async (b, record = true) => {
+  const addBox = serial(async (b, record = true) => {
     const ref = { ...b };
     ref.id = await busy('Saving', () => serverAdd(ref));
     boxes.push(ref);
@@ -149,8 +161,8 @@ export async function render(main, ctx) {
       });
     }
     return ref;
-  };
-  const deleteBox = async (ref) => {
+  });
+  const deleteBox = serial(async (ref) => {
     await busy('Deleting', () => serverDelete(ref.id));
     boxes = boxes.filter((x) => x !== ref);
     refresh();
@@ -158,9 +170,9 @@ export async function render(main, ctx) {
       undo: async () => { ref.id = await serverAdd(ref); boxes.push(ref); refresh(); },
       redo: async () => { await serverDelete(ref.id); boxes = boxes.filter((x) => x !== ref); refresh(); },
     });
-  };
+  });
   /** Moves, resizes or retags a region: the API has no update, so it is deleted and created again. */
-  const changeBox = async (ref, after, before) => {
+  const changeBox = serial(async (ref, after, before) => {
     const apply = async (state) => {
       const old = ref.id;
       // A move or resize carries the outline along: from the other end of this change to `state`. (The canvas
@@ -180,7 +192,9 @@ export async function render(main, ctx) {
       return;
     }
     history.push({ undo: () => apply(before), redo: () => apply(after) });
-  };
+  });
+  const undo = serial(() => history.undo());
+  const redo = serial(() => history.redo());
 
   const labeller = new Labeller(canvas, {
     image: picture,
@@ -260,8 +274,8 @@ export async function render(main, ctx) {
         h('button', { onclick: () => { labeller.clearPrompt(); segmentPolygons = []; renderTools(); }, title: 'Clear prompt (Esc)' }, 'Clear'),
       ] : null,
       h('span.spacer'),
-      h('button', { onclick: () => history.undo().catch(fail), disabled: !history.done.length, title: 'Undo (Ctrl+Z)' }, '↶ Undo'),
-      h('button', { onclick: () => history.redo().catch(fail), disabled: !history.undone.length, title: 'Redo (Ctrl+Shift+Z)' }, '↷ Redo'),
+      h('button', { onclick: () => undo().catch(fail), disabled: !history.done.length, title: 'Undo (Ctrl+Z)' }, '↶ Undo'),
+      h('button', { onclick: () => redo().catch(fail), disabled: !history.undone.length, title: 'Redo (Ctrl+Shift+Z)' }, '↷ Redo'),
       h('button', { onclick: () => labeller.zoom(1.25), title: 'Zoom in' }, '+'),
       h('button', { onclick: () => labeller.zoom(0.8), title: 'Zoom out' }, '−'),
       h('button', { onclick: () => labeller.fit(), title: 'Fit (0)' }, 'Fit'));
@@ -303,8 +317,8 @@ export async function render(main, ctx) {
   const onKey = (e) => {
     if (e.target.closest('input, textarea, select')) return;
     const ctrl = e.ctrlKey || e.metaKey;
-    if (ctrl && e.key.toLowerCase() === 'z') { e.preventDefault(); (e.shiftKey ? history.redo() : history.undo()).catch(fail); return; }
-    if (ctrl && e.key.toLowerCase() === 'y') { e.preventDefault(); history.redo().catch(fail); return; }
+    if (ctrl && e.key.toLowerCase() === 'z') { e.preventDefault(); (e.shiftKey ? redo() : undo()).catch(fail); return; }
+    if (ctrl && e.key.toLowerCase() === 'y') { e.preventDefault(); redo().catch(fail); return; }
     if (ctrl) return;
     const sel = boxes.find((b) => b.id === labeller.selected);
     if ((e.key === 'Delete' || e.key === 'Backspace') && sel) { e.preventDefault(); deleteBox(sel).catch(() => {}); }

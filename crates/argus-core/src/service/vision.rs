@@ -527,18 +527,8 @@ impl Argus {
         request.insert("items".into(), json!([file_item(&file)]));
         request.insert("rle".into(), json!(rle));
         request.insert("engine".into(), json!(engine));
-        let request = Value::Object(request);
         let t = now();
-        let id = self.store.insert_vision_job(project, &request, t).await?;
-        let queued =
-            self.jobs.enqueue(JobSpec::Segment(SegmentJob { vision_job: id }).to_new_job(project.to_string(), 2)).await;
-        match queued {
-            Ok(job) => self.store.set_vision_queue_job(id, job.id).await?,
-            Err(e) => {
-                self.store.update_vision_job(id, "Failed", now(), None, Some("could not queue the job")).await?;
-                return Err(e.into());
-            }
-        }
+        let id = self.queue_vision_job(project, &Value::Object(request), t).await?;
         let mut v = prompt_json(&prompt);
         v.insert("status".into(), json!("Queued"));
         v.insert("createdTime".into(), json!(ms(&t)));
@@ -588,16 +578,24 @@ impl Argus {
             return Ok(answer(ENGINE_SAM, None));
         }
         let request = json!({"items": [file_item(&file)], "engine": ENGINE_SAM, "prepare": true});
-        let id = self.store.insert_vision_job(project, &request, now()).await?;
-        let job = self.jobs.enqueue(JobSpec::Segment(SegmentJob { vision_job: id }).to_new_job(project.to_string(), 2));
-        match job.await {
+        let id = self.queue_vision_job(project, &request, now()).await?;
+        Ok(answer(ENGINE_SAM, Some(id)))
+    }
+
+    /// Stores a vision job's request and queues the job that runs it (two attempts); a job that could not be
+    /// queued is marked Failed rather than left waiting forever.
+    async fn queue_vision_job(&self, project: &str, request: &Value, t: Time) -> CdfResult<i64> {
+        let id = self.store.insert_vision_job(project, request, t).await?;
+        let queued =
+            self.jobs.enqueue(JobSpec::Segment(SegmentJob { vision_job: id }).to_new_job(project.to_string(), 2)).await;
+        match queued {
             Ok(job) => self.store.set_vision_queue_job(id, job.id).await?,
             Err(e) => {
                 self.store.update_vision_job(id, "Failed", now(), None, Some("could not queue the job")).await?;
                 return Err(e.into());
             }
         }
-        Ok(answer(ENGINE_SAM, Some(id)))
+        Ok(id)
     }
 
     /// GET context/vision/segment/{jobId}.
@@ -659,47 +657,49 @@ impl Argus {
                 let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| e.to_string())?;
                 Ok(img.to_rgb8())
             };
+            // Embeddings are shared through the blob store: a prompt on an image another worker already encoded
+            // decodes at once here too, and an image encoded here is stored for the others.
+            let load_shared = |sam: &argus_vision::sam::SamEngine, key: &[u8; 32], shared: &str| {
+                if sam.cached(key).is_some() {
+                    return;
+                }
+                match runtime.block_on(blobs.get(shared)) {
+                    Ok(Some(stored)) => match ImageEmbedding::from_bytes(&stored) {
+                        Ok(e) => sam.remember(*key, e),
+                        Err(e) => tracing::warn!(error = %e, key = %shared, "unreadable stored SAM embedding"),
+                    },
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading a stored SAM embedding failed"),
+                }
+            };
+            let store_shared = |embedding: &ImageEmbedding, shared: &str| -> Result<(), String> {
+                let stored = embedding.to_bytes().map_err(|e| e.to_string())?;
+                if let Err(e) = runtime.block_on(blobs.put(shared, stored.into())) {
+                    tracing::warn!(error = %e, "storing a SAM embedding failed");
+                }
+                Ok(())
+            };
             if prepare {
                 let sam = models.sam()?;
                 let key: [u8; 32] = Sha256::digest(&bytes).into();
                 let shared = sam_embedding_key(sam.fingerprint(), &key);
-                let stored = runtime.block_on(blobs.get(&shared)).ok().flatten();
-                match stored.as_deref().map(ImageEmbedding::from_bytes) {
-                    Some(Ok(e)) => sam.remember(key, e),
-                    _ => {
-                        let embedding = sam.model().embed(&decode()?).map_err(|e| e.to_string())?;
-                        let bytes = embedding.to_bytes().map_err(|e| e.to_string())?;
-                        if let Err(e) = runtime.block_on(blobs.put(&shared, bytes.into())) {
-                            tracing::warn!(error = %e, "storing a SAM embedding failed");
-                        }
-                        sam.remember(key, embedding);
-                    }
+                load_shared(&sam, &key, &shared);
+                if sam.cached(&key).is_none() {
+                    let embedding = sam.model().embed(&decode()?).map_err(|e| e.to_string())?;
+                    store_shared(&embedding, &shared)?;
+                    sam.remember(key, embedding);
                 }
                 return Ok(None);
             }
             let (mask, score, full) = if engine == ENGINE_SAM {
                 let sam = models.sam()?;
                 let key: [u8; 32] = Sha256::digest(&bytes).into();
-                // Embeddings are shared through the blob store: a prompt on an image another worker already
-                // encoded decodes at once here too.
                 let shared = sam_embedding_key(sam.fingerprint(), &key);
-                if sam.cached(&key).is_none() {
-                    match runtime.block_on(blobs.get(&shared)) {
-                        Ok(Some(stored)) => match ImageEmbedding::from_bytes(&stored) {
-                            Ok(e) => sam.remember(key, e),
-                            Err(e) => tracing::warn!(error = %e, key = %shared, "unreadable stored SAM embedding"),
-                        },
-                        Ok(None) => {}
-                        Err(e) => tracing::warn!(error = %e, "reading a stored SAM embedding failed"),
-                    }
-                }
+                load_shared(&sam, &key, &shared);
                 let m = sam.segment(key, decode, &points, bbox).map_err(|e| e.to_string())?;
                 if !m.cached_embedding {
-                    let stored = sam.cached(&key).map(|e| e.to_bytes()).transpose().map_err(|e| e.to_string())?;
-                    if let Some(stored) = stored {
-                        if let Err(e) = runtime.block_on(blobs.put(&shared, stored.into())) {
-                            tracing::warn!(error = %e, "storing a SAM embedding failed");
-                        }
+                    if let Some(embedding) = sam.cached(&key) {
+                        store_shared(&embedding, &shared)?;
                     }
                 }
                 let full =

@@ -51,7 +51,7 @@ def same_within_a_pixel(want, got):
             assert a[0] == b[0] and all(abs(x - y) <= 1.0 for x, y in zip(a[1:], b[1:])), (a, b)
 
 
-@pytest.mark.parametrize("fmt,out", [("coco", "set.zip"), ("yolo", "set"), ("voc", "set")])
+@pytest.mark.parametrize("fmt,out", [("coco", "set.zip"), ("yolo", "set"), ("voc", "set"), ("customvision", "set")])
 def test_export_then_import_gives_the_same_labels(source, tmp_path, fmt, out):
     src, cls, det = source
     for project in (det, cls):
@@ -115,7 +115,7 @@ def test_bad_datasets_get_clear_errors_and_change_nothing(source, tmp_path):
 def test_the_dataset_api_exports_and_imports_zips(source):
     """The Argus extension the portal uses: GET / POST /projects/{p}/dataset?format=…"""
     src, cls, det = source
-    for fmt in ("coco", "yolo", "voc"):
+    for fmt in ("coco", "yolo", "voc", "customvision"):
         r = requests.get(f"{src.url}{API}/projects/{det['id']}/dataset", params={"format": fmt},
                          headers={"Training-Key": src.key}, timeout=60)
         assert r.status_code == 200 and r.headers["Content-Type"] == "application/zip", r.text

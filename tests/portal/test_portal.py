@@ -255,8 +255,10 @@ def test_quick_test_publish_and_promote(server, ui, files):
     page.set_input_files("#quicktest-file", crop_file(files, "chelsea.png", (0, 0, 1, 1), "whole-cat.jpg"))
     expect(page.locator("table.predictions tbody tr").first).to_contain_text("cat")
     shot(page, "09-quick-test")
-    page.eval_on_selector("#quicktest-threshold", "e => { e.value = 100; e.dispatchEvent(new Event('input')); }")
-    expect(page.locator(".results")).to_have_attribute("data-rows", "0")
+    # The threshold slider filters the table: both tags at 0 %, only the winner of the two at 50 %.
+    for value, rows in ((0, "2"), (50, "1")):
+        page.eval_on_selector("#quicktest-threshold", f"e => {{ e.value = {value}; e.dispatchEvent(new Event('input')); }}")
+        expect(page.locator(".results")).to_have_attribute("data-rows", rows)
 
     page.click("a.tab:has-text('Performance')")
     page.click(".pagehead.sub button:has-text('Publish')")

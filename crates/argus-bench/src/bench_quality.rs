@@ -23,8 +23,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use argus_datasets::{Files, Format};
 use argus_vision::detector::{mean_average_precision, Detection, GtBox};
-use argus_vision::voc::voc_boxes;
 use base64::Engine as _;
 use clap::Args;
 use rand::seq::SliceRandom;
@@ -302,39 +302,34 @@ async fn detection_run(
     Ok(DetRun { dets, reported: perf["averagePrecision"].as_f64().unwrap_or(f64::NAN), took })
 }
 
-/// The fruit detection set: photographs with Custom Vision regions (`tagged-images.json`), tags sorted.
-fn fruit_detection(dir: &Path) -> Result<(Vec<String>, Vec<DetPhoto>)> {
-    let text = std::fs::read_to_string(dir.join("tagged-images.json")).context("reading tagged-images.json")?;
-    let v: Value = serde_json::from_str(&text).context("parsing tagged-images.json")?;
-    let files = v["files"].as_array().context("tagged-images.json has no files")?;
-    let mut tags: Vec<String> = files
-        .iter()
-        .flat_map(|f| f["tags"].as_array().into_iter().flatten())
-        .filter_map(|t| t["tag"].as_str().map(str::to_string))
-        .collect();
+/// A detection set read by `argus-datasets` in `format` (what `argus dataset import` reads): each image with
+/// boxes as (path on disk, boxes), sorted by path, and the tag names, sorted, that the boxes' classes index.
+fn detection_set(dir: &Path, format: Format) -> Result<(Vec<String>, Vec<DetPhoto>)> {
+    let files = &mut Files::open(dir).with_context(|| format!("opening {}", dir.display()))?;
+    let set = argus_datasets::read(format, files).with_context(|| format!("reading {}", dir.display()))?;
+    let mut tags = set.categories.clone();
     tags.sort();
-    tags.dedup();
-    let mut out = Vec::new();
-    for f in files {
-        let name = f["filename"].as_str().context("a file without a filename")?;
-        let boxes: Vec<GtBox> = f["tags"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .filter_map(|t| {
-                Some(GtBox {
-                    class: tags.iter().position(|x| Some(x.as_str()) == t["tag"].as_str())?,
-                    left: t["left"].as_f64()? as f32,
-                    top: t["top"].as_f64()? as f32,
-                    width: t["width"].as_f64()? as f32,
-                    height: t["height"].as_f64()? as f32,
+    let class_of: Vec<usize> =
+        set.categories.iter().map(|c| tags.iter().position(|t| t == c).unwrap_or_default()).collect();
+    let mut out: Vec<DetPhoto> = set
+        .items
+        .iter()
+        .filter(|item| !item.boxes.is_empty())
+        .map(|item| {
+            let boxes = item
+                .boxes
+                .iter()
+                .map(|b| GtBox {
+                    class: class_of[b.category],
+                    left: b.left as f32,
+                    top: b.top as f32,
+                    width: b.width as f32,
+                    height: b.height as f32,
                 })
-            })
-            .collect();
-        if !boxes.is_empty() {
-            out.push((dir.join("images").join(name), boxes));
-        }
-    }
+                .collect();
+            (dir.join(&item.path), boxes)
+        })
+        .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok((tags, out))
 }
@@ -472,17 +467,7 @@ pub async fn run(args: QualityBenchArgs) -> Result<()> {
     }
 
     if want("detection") {
-        let dir = data.join("raccoon");
-        let mut all: Vec<DetPhoto> = Vec::new();
-        for img in photos(&dir.join("images"))? {
-            let stem = img.file_stem().and_then(|s| s.to_str()).unwrap_or_default().to_string();
-            let xml = std::fs::read_to_string(dir.join("annotations").join(format!("{stem}.xml")))
-                .with_context(|| format!("annotation of {stem}"))?;
-            let boxes = voc_boxes(&xml);
-            if !boxes.is_empty() {
-                all.push((img, boxes));
-            }
-        }
+        let (_, mut all) = detection_set(&data.join("raccoon"), Format::Voc)?;
         all.shuffle(&mut rand::rngs::StdRng::seed_from_u64(7));
         let test: Vec<_> = all.iter().take(100).cloned().collect();
         let pool: Vec<_> = all.iter().skip(100).cloned().collect();
@@ -517,7 +502,7 @@ pub async fn run(args: QualityBenchArgs) -> Result<()> {
             }
         }
         if !args.no_fruit {
-            let (tags, fruit) = fruit_detection(&data.join("fruit/detection"))?;
+            let (tags, fruit) = detection_set(&data.join("fruit/detection"), Format::CustomVision)?;
             let k = FRUIT_DETECTION_FOLDS;
             let fold = detection_folds(&fruit, k, 11);
             let names: Vec<&str> = tags.iter().map(String::as_str).collect();

@@ -1,5 +1,5 @@
-//! Dataset interchange: COCO, YOLO and Pascal VOC (and folders per tag for classification) to and from one
-//! neutral model, [`Dataset`].
+//! Dataset interchange: COCO, YOLO, Pascal VOC and the `tagged-images.json` of Microsoft's Custom Vision samples
+//! (and folders per tag for classification) to and from one neutral model, [`Dataset`].
 //!
 //! Boxes are kept as Custom Vision keeps them — normalised `left, top, width, height` — and converted to each
 //! format's convention on the way out (COCO `bbox` in pixels `[x, y, w, h]`, YOLO normalised centre format, VOC
@@ -8,9 +8,10 @@
 //! [`Files`] it read.
 //!
 //! - [`files`]: a folder or a zip, read ([`Files`]) or written atomically ([`Sink`]).
-//! - [`coco`], [`yolo`], [`voc`], [`folders`]: the formats.
+//! - [`coco`], [`yolo`], [`voc`], [`customvision`], [`folders`]: the formats.
 
 pub mod coco;
+pub mod customvision;
 pub mod files;
 pub mod folders;
 pub mod voc;
@@ -29,6 +30,8 @@ pub enum Format {
     Yolo,
     /// Pascal VOC (detection: `Annotations/*.xml` + `JPEGImages/`; classification: a folder per tag).
     Voc,
+    /// Custom Vision samples' `tagged-images.json` (normalised regions, or image tags) + `images/`.
+    CustomVision,
 }
 
 impl std::str::FromStr for Format {
@@ -38,7 +41,8 @@ impl std::str::FromStr for Format {
             "coco" => Ok(Self::Coco),
             "yolo" => Ok(Self::Yolo),
             "voc" | "pascal-voc" | "pascalvoc" => Ok(Self::Voc),
-            other => Err(anyhow!("unknown dataset format '{other}' (coco, yolo or voc)")),
+            "customvision" | "custom-vision" | "tagged-images" => Ok(Self::CustomVision),
+            other => Err(anyhow!("unknown dataset format '{other}' (coco, yolo, voc or customvision)")),
         }
     }
 }
@@ -100,6 +104,7 @@ impl Labelled {
 pub fn image_paths(format: Format, dataset: &Dataset, item: &Item) -> Vec<String> {
     match (format, dataset.detection) {
         (Format::Coco, _) => vec![format!("{}/{}", coco::IMAGES, item.path)],
+        (Format::CustomVision, _) => vec![format!("{}/{}", customvision::IMAGES, item.path)],
         (Format::Yolo, true) => vec![format!("{}/{}", yolo::IMAGES, item.path)],
         (Format::Voc, true) => vec![format!("{}/{}", voc::IMAGES, item.path)],
         (_, false) => folders::paths(dataset, item),
@@ -110,6 +115,7 @@ pub fn image_paths(format: Format, dataset: &Dataset, item: &Item) -> Vec<String
 pub fn write_annotations(format: Format, dataset: &Dataset, sink: &mut Sink) -> Result<()> {
     match (format, dataset.detection) {
         (Format::Coco, _) => coco::write(dataset, sink),
+        (Format::CustomVision, _) => customvision::write(dataset, sink),
         (Format::Yolo, true) => yolo::write(dataset, sink),
         (Format::Voc, true) => voc::write(dataset, sink),
         (_, false) => folders::write(dataset, sink),
@@ -120,6 +126,7 @@ pub fn write_annotations(format: Format, dataset: &Dataset, sink: &mut Sink) -> 
 pub fn read(format: Format, files: &mut Files) -> Result<Dataset> {
     let mut dataset = match format {
         Format::Coco => coco::read(files)?,
+        Format::CustomVision => customvision::read(files)?,
         Format::Yolo if yolo::is_detection(files) => yolo::read(files)?,
         Format::Voc if voc::is_detection(files) => voc::read(files)?,
         _ => folders::read(files)?,

@@ -18,7 +18,6 @@ pub mod proposals;
 pub mod sam;
 pub mod segment;
 mod team;
-pub mod voc;
 pub mod weights;
 
 pub use image;

@@ -33,7 +33,8 @@ pub struct Endpoint {
 pub struct ExportArgs {
     /// The project, by id or name.
     pub project: String,
-    /// coco, yolo or voc (classification projects: COCO categories, or a folder per tag for yolo and voc).
+    /// coco, yolo, voc or customvision (classification projects: COCO categories or image tags in
+    /// tagged-images.json, or a folder per tag for yolo and voc).
     #[arg(long)]
     pub format: Format,
     /// A folder, or a file ending in .zip.
@@ -48,7 +49,7 @@ pub struct ExportArgs {
 pub struct ImportArgs {
     /// The dataset: a folder or a .zip.
     pub path: PathBuf,
-    /// coco, yolo or voc.
+    /// coco, yolo, voc or customvision (tagged-images.json).
     #[arg(long)]
     pub format: Format,
     /// The project, by id or name; a name no project has creates one (detection when the dataset has boxes).

@@ -1,6 +1,6 @@
 //! Dataset interchange through the API (an Argus extension of the Training API, for the portal and for scripts):
-//! `GET /projects/{p}/dataset?format=coco|yolo|voc` answers the project as a zip in that format, `POST` of such a
-//! zip to the same path adds its images, tags and boxes to the project. The formats are [`argus_datasets`]'; the
+//! `GET /projects/{p}/dataset?format=coco|yolo|voc|customvision` answers the project as a zip in that format,
+//! `POST` of such a zip to the same path adds its images, tags and boxes to the project. The formats are [`argus_datasets`]'; the
 //! CLI's `argus dataset export|import` writes the same files through the standard Training API.
 
 use std::collections::HashSet;
@@ -46,7 +46,7 @@ pub struct DatasetImportFailure {
 pub fn dataset_format(raw: Option<&str>) -> ApiResult<Format> {
     raw.unwrap_or("")
         .parse::<Format>()
-        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "format must be coco, yolo or voc."))
+        .map_err(|_| ApiError::new(ErrorCode::BadRequest, "format must be coco, yolo, voc or customvision."))
 }
 
 fn bad_dataset(e: impl std::fmt::Display) -> ApiError {

@@ -239,6 +239,13 @@ export async function render(main, ctx) {
   iterations = await api.iterations(projectId).catch(() => []);
   await loadTags();
   reset();
+  // Infinite scroll: the next page loads when the end of the gallery comes into view ("Load more" stays as the
+  // keyboard's way).
+  const observer = new IntersectionObserver((entries) => {
+    if (entries.some((e) => e.isIntersecting)) loadMore();
+  }, { rootMargin: '400px' });
+  observer.observe(more);
+  return () => observer.disconnect();
 }
 
 /** Words for an ImageCreateStatus. */

@@ -1,6 +1,6 @@
 //! Request parsing in the API's own error shape: query parameters (case-insensitive names, CSV arrays,
 //! GUIDs, booleans, integers), JSON bodies (415 for a wrong content type, 400 for malformed JSON), the
-//! base URL for signed links, and API-key checks.
+//! base URL for signed links, and the constant-time key comparison [`crate::auth`] uses.
 
 use argus_core::{ApiError, ApiResult, ErrorCode, UrlContext};
 use axum::extract::FromRequestParts;
@@ -136,19 +136,4 @@ impl FromRequestParts<AppState> for BaseUrl {
 pub fn key_matches(presented: &str, expected: &str) -> bool {
     let (a, b) = (presented.as_bytes(), expected.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// Checks the key in `header` against `expected`: 401 in the API's error shape when missing or wrong.
-pub fn check_key(headers: &HeaderMap, header: &str, expected: &str) -> ApiResult<()> {
-    match headers.get(header).and_then(|v| v.to_str().ok()) {
-        Some(k) if key_matches(k.trim(), expected) => Ok(()),
-        Some(_) => {
-            Err(ApiError::with_status(ErrorCode::Forbidden, 401, format!("Access denied: the {header} is not valid.")))
-        }
-        None => Err(ApiError::with_status(
-            ErrorCode::Forbidden,
-            401,
-            format!("Access denied: the {header} header is missing."),
-        )),
-    }
 }

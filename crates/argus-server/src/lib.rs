@@ -4,6 +4,7 @@
 //! (Prometheus). Handlers are thin: parse,
 //! call an [`argus_core::Argus`] service, map the result.
 
+pub mod auth;
 mod disposition;
 pub mod error;
 pub mod extract;

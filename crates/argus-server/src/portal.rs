@@ -2,8 +2,8 @@
 //! builds), `/` redirecting there, and the browser's sign-in.
 //!
 //! Sign-in trades the Training key for an HttpOnly, `SameSite=Strict` session cookie (`POST /ui/api/session`).
-//! The three API auth layers accept that cookie in place of their key header ([`session_allows`]); a request
-//! that changes state must also carry the `X-Argus-Portal: 1` header, which a cross-site form cannot send, so
+//! The auth layer of all three APIs ([`crate::auth`]) accepts that cookie in place of their keys
+//! ([`session_allows`]); a request that changes state must also carry the `X-Argus-Portal: 1` header, which a cross-site form cannot send, so
 //! the cookie cannot be ridden by another origin. The cookie is an expiring HMAC over a fingerprint of the
 //! Training key, signed with the store's signing key: it is valid on every node of a cluster, and rotating the
 //! Training key signs every browser out.

@@ -6,13 +6,14 @@ use argus_core::service::{fetch_prediction_image, PredictRequest, PredictionKind
 use argus_core::store::UrlFetcher;
 use argus_core::{ApiError, ErrorCode};
 use axum::extract::{DefaultBodyLimit, Path, Request, State};
-use axum::middleware::{self, Next};
-use axum::response::{IntoResponse, Response};
+use axum::middleware;
+use axum::response::Response;
 use axum::routing::post;
 use axum::Router;
 
+use crate::auth::{self, Policy};
 use crate::error::{method_not_allowed, HttpError, HttpResult};
-use crate::extract::{check_key, json_body, Query};
+use crate::extract::{json_body, Query};
 use crate::routes::{ok_json, single_image};
 use crate::AppState;
 
@@ -32,19 +33,7 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         )
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_PREDICTION_REQUEST_BYTES))
-        .route_layer(middleware::from_fn_with_state(state, prediction_auth))
-}
-
-async fn prediction_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !req.headers().contains_key("Prediction-Key")
-        && crate::portal::session_allows(req.method(), req.headers(), &state)
-    {
-        return next.run(req).await;
-    }
-    match check_key(req.headers(), "Prediction-Key", &state.keys.prediction) {
-        Ok(()) => next.run(req).await,
-        Err(e) => HttpError(e).into_response(),
-    }
+        .route_layer(middleware::from_fn_with_state((state, Policy::Prediction), auth::require))
 }
 
 type PredictPath = Path<(String, String, String, String, String)>;

@@ -4,15 +4,16 @@
 
 use argus_core::service::CdfError;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Request, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
-use crate::extract::{key_matches, BaseUrl, Query};
+use crate::auth::{self, Policy};
+use crate::extract::{BaseUrl, Query};
 use crate::AppState;
 
 /// Largest request body (a file upload).
@@ -46,30 +47,11 @@ pub(crate) fn router(state: AppState) -> Router<AppState> {
         .route("/api/v1/projects/{project}/files/delete", post(delete_files))
         .route("/api/v1/projects/{project}/files/downloadlink", post(download_links))
         .route("/api/v1/projects/{project}/files/{id}", get(get_file))
-        .route_layer(middleware::from_fn_with_state(state, bearer_auth));
+        .route_layer(middleware::from_fn_with_state((state, Policy::Vision), auth::require));
     Router::new()
         .merge(authed)
         .route("/api/v1/upload/vision/{project}/files/{id}", put(upload_file).post(upload_file))
         .layer(DefaultBodyLimit::max(MAX_VISION_REQUEST_BYTES))
-}
-
-async fn bearer_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let presented = req
-        .headers()
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")))
-        .map(str::trim);
-    match presented {
-        Some(k) if key_matches(k, &state.keys.vision) => next.run(req).await,
-        None if crate::portal::session_allows(req.method(), req.headers(), &state) => next.run(req).await,
-        _ => CdfResponse(CdfError {
-            status: 401,
-            message: "Unauthorized: send Authorization: Bearer <key>.".into(),
-            missing: None,
-        })
-        .into_response(),
-    }
 }
 
 fn json_of(body: &Bytes) -> Result<Value, CdfResponse> {

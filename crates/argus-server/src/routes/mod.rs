@@ -15,15 +15,16 @@ use argus_core::{ApiError, ErrorCode};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
-use axum::middleware::{self, Next};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
 use tower_http::trace::TraceLayer;
 
-use crate::error::{method_not_allowed, not_found, HttpError, HttpResult};
-use crate::extract::{check_key, json_body, path_id, BaseUrl, Query};
+use crate::auth::{self, Policy};
+use crate::error::{method_not_allowed, not_found, HttpResult};
+use crate::extract::{json_body, path_id, BaseUrl, Query};
 use crate::AppState;
 
 mod images;
@@ -93,7 +94,7 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_REQUEST_BYTES))
         .merge(uploads)
         .method_not_allowed_fallback(method_not_allowed)
-        .route_layer(middleware::from_fn_with_state(state.clone(), training_auth));
+        .route_layer(middleware::from_fn_with_state((state.clone(), Policy::Training), auth::require));
     Router::new()
         .nest("/customvision/v3.3/training", training)
         .merge(crate::prediction_routes::router(state.clone()))
@@ -108,17 +109,6 @@ pub(crate) fn router(state: AppState) -> Router {
         .layer(middleware::from_fn(crate::metrics::track))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
-}
-
-async fn training_auth(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    if !req.headers().contains_key("Training-Key") && crate::portal::session_allows(req.method(), req.headers(), &state)
-    {
-        return next.run(req).await;
-    }
-    match check_key(req.headers(), "Training-Key", &state.keys.training) {
-        Ok(()) => next.run(req).await,
-        Err(e) => HttpError(e).into_response(),
-    }
 }
 
 async fn readyz(State(s): State<AppState>) -> Response {

@@ -173,6 +173,21 @@ def test_a_link_signed_by_one_node_opens_on_the_other(cluster):
     assert r.status_code == 200 and r.content[:2] == b"\xff\xd8", r.status_code
 
 
+def test_a_portal_session_signed_in_on_one_node_works_on_the_other(cluster):
+    """The browser's session cookie is signed with the shared signing key: behind a load balancer, a sign-in on
+    node A is a sign-in on node B, reads and (with the portal header) writes."""
+    a, b = cluster["a"], cluster["b"]
+    r = requests.post(a.url + "/ui/api/session", json={"trainingKey": KEY}, headers={"X-Argus-Portal": "1"}, timeout=30)
+    assert r.status_code == 200, r.text
+    cookie = {"argus_session": r.cookies["argus_session"]}
+    assert requests.get(b.url + "/ui/api/session", cookies=cookie, timeout=30).json()["signedIn"] is True
+    r = requests.post(b.url + "/customvision/v3.3/training/projects", params={"name": "portal-on-b"},
+                      cookies=cookie, headers={"X-Argus-Portal": "1"}, timeout=30)
+    assert r.status_code == 200, r.text
+    assert any(p["name"] == "portal-on-b" for p in a.call("GET", "/projects"))
+    assert requests.get(b.url + "/ui", timeout=30).headers["Content-Security-Policy"].startswith("default-src 'self'")
+
+
 def test_an_api_node_killed_during_an_upload_loses_no_acknowledged_image(cluster):
     a, b = cluster["a"], cluster["b"]
     project = a.call("POST", "/projects", params={"name": "cluster-upload"})

@@ -5,7 +5,7 @@
 //! `cargo run --release -p argus-vision --example classifier_lab -- DATA_DIR MODELS_DIR [n ...]`
 //!
 //! Environment: `LAB_ADVANCED` (the Advanced recipe), `LAB_BACKBONE=lite0|lite2`, `LAB_SIZE`, `LAB_VIEWS`,
-//! `LAB_ENSEMBLE` (a Regular Lite0 head beside the recipe's, probabilities averaged), `LAB_FULL` (the whole frame and its mirror as training rows and in the scored average), `LAB_REENCODE` (train on the stored derivative, as the server does), `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`, `LAB_LAMBDAS` (comma-separated regularisation grid), `LAB_CONCAT` (EfficientNet-Lite0 features at 224 px
+//! `LAB_ENSEMBLE` (a Regular Lite0 head beside the recipe's, probabilities averaged), `LAB_FULL` (the whole frame and its mirror as training rows and in the scored average), `LAB_REENCODE` (train on the stored derivative, as the server does), `LAB_TTA=1|2` (test-time augmentation: the full central square, then four corner squares, with mirrors, in the scored average), `LAB_MEANMAX` (mean+max pooling), `LAB_STANDARDISE`, `LAB_LAMBDAS` (comma-separated regularisation grid), `LAB_CONCAT` (EfficientNet-Lite0 features at 224 px
 //! appended to the recipe's, same views: an experiment, not a product recipe).
 
 use argus_vision::backbone::EfficientNetLite0;
@@ -70,6 +70,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // Every photograph's training rows and scored feature, once (seeded by its index).
     let t0 = Instant::now();
     let reencode = std::env::var("LAB_REENCODE").is_ok();
+    let tta = env("LAB_TTA").map(|v| v as u32);
     let full = std::env::var("LAB_FULL").is_ok();
     // LAB_ENSEMBLE: a Regular (Lite0) head trained beside the recipe's, their probabilities averaged.
     let ensemble = match std::env::var("LAB_ENSEMBLE") {
@@ -107,6 +108,31 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     .map(|(c, (a, b))| (c + (a + b) / 2.0) / 2.0)
                     .collect();
                 rows.extend(extra);
+            }
+            if let Some(level) = tta {
+                // Test-time augmentation: the scored feature also averages the full central square and its
+                // mirror (level 1), and four corner squares of 80 % of the shorter side with mirrors (level 2).
+                let (w, h) = img.dimensions();
+                let side = w.min(h);
+                let mut crops: Vec<(u32, u32, u32)> = vec![((w - side) / 2, (h - side) / 2, side)];
+                if level >= 2 {
+                    let c = (side as f32 * 0.8) as u32;
+                    crops.extend([(0, 0, c), (w - c, 0, c), (0, h - c, c), (w - c, h - c, c)]);
+                }
+                let mut views = Vec::new();
+                for (x, y, c) in crops {
+                    let sq = image::imageops::crop_imm(&img, x, y, c, c).to_image();
+                    let sq = image::imageops::resize(&sq, recipe.input_size, recipe.input_size, image::imageops::FilterType::Triangle);
+                    views.push(image::imageops::flip_horizontal(&sq));
+                    views.push(sq);
+                }
+                let extra = argus_vision::classifier::features(&net, &views, recipe.input_size, recipe.pooling)?;
+                let k = 2.0 + extra.len() as f32;
+                scored = scored
+                    .iter()
+                    .enumerate()
+                    .map(|(j, c)| (2.0 * c + extra.iter().map(|e| e[j]).sum::<f32>()) / k)
+                    .collect();
             }
             if let Some(extra) = &concat {
                 let (rows0, scored0) = training_features(extra, &img, &lite0, seed)?;

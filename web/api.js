@@ -73,6 +73,11 @@ export const updateProject = (id, body) => t('PATCH', `/projects/${id}`, null, {
 export const deleteProject = (id) => t('DELETE', `/projects/${id}`);
 
 export const tags = (p, iterationId) => t('GET', `/projects/${p}/tags`, { iterationId });
+/** The project as a dataset zip's URL (a GET the session cookie authorises, so a plain link downloads it). */
+export const datasetUrl = (p, format) => `${TRAINING}/projects/${p}/dataset${qs({ format })}`;
+/** Adds a dataset zip (COCO, YOLO, VOC or Custom Vision JSON) to the project. */
+export const importDataset = (p, format, zip) =>
+  t('POST', `/projects/${p}/dataset`, { format }, { body: zip, headers: { 'Content-Type': 'application/zip' } });
 export const createTag = (p, name) => t('POST', `/projects/${p}/tags`, { name });
 export const deleteTag = (p, tag) => t('DELETE', `/projects/${p}/tags/${tag}`);
 

@@ -461,6 +461,19 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     page.click("a.tab:has-text('Settings')")
     expect(page.locator(".pagehead h1")).to_have_text("Settings")
     shot(page, "16-settings")
+    # The dataset panel: download the project as COCO (the outline goes with it), then add that zip back:
+    # every image is already there.
+    page.select_option("select[aria-label='Dataset format to download']", "coco")
+    with page.expect_download() as got:
+        page.click("#dataset-download")
+    path = os.path.join(files, "mugs-coco.zip")
+    got.value.save_as(path)
+    with zipfile.ZipFile(path) as zf:
+        (ann,) = json.loads(zf.read("annotations/instances.json"))["annotations"]
+    assert ann["segmentation"], ann
+    page.select_option("select[aria-label='Format of the dataset to add']", "coco")
+    page.set_input_files("#dataset-zip", path)
+    expect(page.locator("section[aria-label=Dataset] p[aria-live]")).to_contain_text("0 image(s) added, 1 already there")
     page.fill("form input[name=name]", "Mugs and cups")
     page.click("form button:has-text('Save changes')")
     expect(page.locator("#project-nav")).to_contain_text("Mugs and cups")

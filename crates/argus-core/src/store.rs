@@ -165,9 +165,9 @@ pub struct ImageQuery {
     pub take: u32,
 }
 
-/// The metadata repository: projects, tags, images, labels.
+/// Store-wide state: liveness, secrets and leases.
 #[async_trait]
-pub trait MetadataStore: Send + Sync + 'static {
+pub trait SystemRepo: Send + Sync + 'static {
     /// Checks the store answers.
     async fn ping(&self) -> StoreResult<()>;
 
@@ -175,37 +175,60 @@ pub trait MetadataStore: Send + Sync + 'static {
     /// racing on a new store, one candidate wins and all read it). Returns the value and whether `candidate`
     /// was stored now.
     async fn secret_or_insert(&self, name: &str, candidate: &str) -> StoreResult<(String, bool)>;
+
     /// Takes or renews the lease `name` for `holder` for `ttl_ms`: true when `holder` holds it now (it was free,
     /// had lapsed, or was already `holder`'s), false while another holder's lease runs. What makes a periodic
     /// task run once across every process sharing the store.
     async fn try_lease(&self, name: &str, holder: &str, ttl_ms: i64) -> StoreResult<bool>;
+}
 
+/// Projects.
+#[async_trait]
+pub trait ProjectRepo: Send + Sync + 'static {
     /// Inserts a project.
     async fn insert_project(&self, project: &Project) -> StoreResult<()>;
+
     /// One project.
     async fn get_project(&self, id: Uuid) -> StoreResult<Option<Project>>;
+
     /// Every project, oldest first.
     async fn list_projects(&self) -> StoreResult<Vec<Project>>;
+
     /// Number of projects.
     async fn count_projects(&self) -> StoreResult<u64>;
+
     /// Replaces a project's name, description, settings, lastModified and status.
     async fn update_project(&self, project: &Project) -> StoreResult<()>;
+
     /// Deletes a project and every row under it; false when it did not exist.
     async fn delete_project(&self, id: Uuid) -> StoreResult<bool>;
+
     /// Ids of every project.
     async fn project_ids(&self) -> StoreResult<HashSet<Uuid>>;
+}
 
+/// Tags of a project.
+#[async_trait]
+pub trait TagRepo: Send + Sync + 'static {
     /// Inserts a tag; [`StoreError::Conflict`] when the name is taken (case-insensitively).
     async fn insert_tag(&self, project: Uuid, tag: &TagRecord) -> StoreResult<()>;
+
     /// Tags of a project with image counts, oldest first.
     async fn list_tags(&self, project: Uuid) -> StoreResult<Vec<Tag>>;
+
     /// One tag with its image count.
     async fn get_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<Option<Tag>>;
+
     /// Replaces a tag's name, description and type; [`StoreError::Conflict`] on a taken name.
     async fn update_tag(&self, project: Uuid, tag: &Tag) -> StoreResult<()>;
+
     /// Deletes a tag and its image links and regions; false when it did not exist.
     async fn delete_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<bool>;
+}
 
+/// Training images and their labels (tags, regions, metadata), and the retired images iterations still reference.
+#[async_trait]
+pub trait ImageRepo: Send + Sync + 'static {
     /// Inserts images atomically (one transaction), each with its tags and regions. Images whose hash is
     /// already in the project are not inserted ([`InsertOutcome::Duplicate`]); images past `max_images` in
     /// the project are refused ([`InsertOutcome::QuotaExceeded`]).
@@ -215,14 +238,19 @@ pub trait MetadataStore: Send + Sync + 'static {
         images: &[NewImage],
         max_images: u64,
     ) -> StoreResult<Vec<InsertOutcome>>;
+
     /// The image with these bytes, if any.
     async fn find_image_by_hash(&self, project: Uuid, hash: &str) -> StoreResult<Option<Uuid>>;
+
     /// Images by id, in the order of `ids`; unknown ids are skipped.
     async fn get_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>>;
+
     /// A page of images.
     async fn query_images(&self, project: Uuid, query: &ImageQuery) -> StoreResult<Vec<ImageRecord>>;
+
     /// Number of images matching (skip/take ignored).
     async fn count_images(&self, project: Uuid, query: &ImageQuery) -> StoreResult<u64>;
+
     /// Deletes the given images (all when `None`) from the workspace, in one transaction. Those in `retain` (the
     /// images an iteration trained on) become retired images: gone from the workspace, still readable through
     /// [`MetadataStore::get_retired_images`], blobs kept. The rest are gone.
@@ -232,9 +260,11 @@ pub trait MetadataStore: Send + Sync + 'static {
         ids: Option<&[Uuid]>,
         retain: &HashSet<Uuid>,
     ) -> StoreResult<DeletedImages>;
+
     /// Retired images with these ids, in the order asked (tags and regions are empty: an iteration's snapshot
     /// holds what it trained on).
     async fn get_retired_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>>;
+
     /// Deletes the given retired images (all when `None`) except those in `retain`; returns the ids deleted.
     async fn purge_retired_images(
         &self,
@@ -242,20 +272,32 @@ pub trait MetadataStore: Send + Sync + 'static {
         ids: Option<&[Uuid]>,
         retain: &HashSet<Uuid>,
     ) -> StoreResult<Vec<Uuid>>;
+
     /// Of `candidates`, the image ids that exist in `project`, in the workspace or retired.
     async fn existing_image_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>>;
+
     /// Replaces the metadata of each image, atomically.
     async fn set_metadata(&self, project: Uuid, updates: &[(Uuid, Metadata)]) -> StoreResult<()>;
+
     /// Attaches tags to images (image, tag, time), atomically; existing links are kept.
     async fn add_image_tags(&self, project: Uuid, links: &[(Uuid, Uuid, Time)]) -> StoreResult<()>;
+
     /// Detaches every listed tag from every listed image.
     async fn delete_image_tags(&self, project: Uuid, images: &[Uuid], tags: &[Uuid]) -> StoreResult<()>;
+
     /// Adds regions (image, region), atomically.
     async fn add_regions(&self, project: Uuid, regions: &[(Uuid, NewRegion)]) -> StoreResult<()>;
+
     /// Deletes regions by id.
     async fn delete_regions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<()>;
+}
+
+/// Iterations (with their training job), their evaluations and smart-labeler suggestions.
+#[async_trait]
+pub trait IterationRepo: Send + Sync + 'static {
     /// Whether the project has an iteration with this id.
     async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool>;
+
     /// Number of iterations of the project.
     async fn count_iterations(&self, project: Uuid) -> StoreResult<u64>;
 
@@ -270,61 +312,95 @@ pub trait MetadataStore: Send + Sync + 'static {
         job_id: Uuid,
         job: &crate::jobs::NewJob,
     ) -> StoreResult<()>;
+
     /// One iteration and its snapshot.
     async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>>;
+
     /// Iterations of a project, oldest first.
     async fn list_iterations(&self, project: Uuid) -> StoreResult<Vec<Iteration>>;
+
     /// Saves an iteration's fields (name, status, times, publish state, progress).
     async fn update_iteration(&self, iteration: &Iteration) -> StoreResult<()>;
+
     /// Stores the held-out evaluation of an iteration.
     async fn set_evaluation(&self, project: Uuid, id: Uuid, evaluation: &serde_json::Value) -> StoreResult<()>;
+
     /// The held-out evaluation of an iteration.
     async fn get_evaluation(&self, project: Uuid, id: Uuid) -> StoreResult<Option<serde_json::Value>>;
+
     /// Deletes an iteration; false when it did not exist.
     async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool>;
 
     /// Saves (replacing) smart-labeler suggestions of an iteration for images.
     async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()>;
+
     /// Every stored suggestion of an iteration for images that currently carry no tag and no region.
     async fn untagged_suggestions(&self, project: Uuid, iteration: Uuid) -> StoreResult<Vec<Suggestion>>;
+}
 
+/// Stored predictions.
+#[async_trait]
+pub trait PredictionRepo: Send + Sync + 'static {
     /// Stores a prediction (its blobs are already written).
     async fn insert_prediction(&self, prediction: &PredictionRecord) -> StoreResult<()>;
+
     /// Stored predictions matching a query, in its order, after its cursor, at most `limit`.
     async fn query_predictions(&self, project: Uuid, query: &PredictionQuery) -> StoreResult<Vec<PredictionRecord>>;
+
     /// Stored predictions by id (unknown ids are skipped).
     async fn get_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<PredictionRecord>>;
+
     /// Deletes stored predictions; returns the ids that existed.
     async fn delete_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>>;
+
     /// Which of `candidates` are stored predictions of the project.
     async fn existing_prediction_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>>;
+
     /// Up to `limit` predictions created before `before`, as (project, prediction).
     async fn expired_predictions(&self, before: Time, limit: u32) -> StoreResult<Vec<(Uuid, Uuid)>>;
+}
 
+/// The CDF-style vision API's files.
+#[async_trait]
+pub trait FileRepo: Send + Sync + 'static {
     /// Creates a file (metadata; the bytes come later) and returns it with its new id. A duplicate
     /// external id is a [`StoreError::Conflict`].
     async fn insert_file(&self, file: &FileRecord) -> StoreResult<FileRecord>;
+
     /// Files of a project by id (unknown ids are skipped).
     async fn files_by_ids(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>>;
+
     /// Files of a project by external id (unknown ones are skipped).
     async fn files_by_external_ids(&self, project: &str, ids: &[String]) -> StoreResult<Vec<FileRecord>>;
+
     /// Files by data-modeling instance id `(space, externalId)`; unknown ones are skipped.
     async fn files_by_instance_ids(&self, project: &str, ids: &[(String, String)]) -> StoreResult<Vec<FileRecord>>;
+
     /// Files of a project with ids above `after`, ascending, at most `limit`.
     async fn list_files(&self, project: &str, after: i64, limit: u32) -> StoreResult<Vec<FileRecord>>;
+
     /// Records that a file's bytes were uploaded.
     async fn mark_file_uploaded(&self, project: &str, id: i64, size: i64, at: Time) -> StoreResult<()>;
+
     /// Deletes files; returns the deleted rows.
     async fn delete_files(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>>;
+}
 
+/// Segmentation jobs of the vision API.
+#[async_trait]
+pub trait VisionJobRepo: Send + Sync + 'static {
     /// Creates a vision job row (status `Queued`) and returns its id.
     async fn insert_vision_job(&self, project: &str, request: &serde_json::Value, at: Time) -> StoreResult<i64>;
+
     /// Links a vision job to its queue job.
     async fn set_vision_queue_job(&self, id: i64, queue_job: Uuid) -> StoreResult<()>;
+
     /// A vision job of a project.
     async fn get_vision_job(&self, project: &str, id: i64) -> StoreResult<Option<VisionJobRecord>>;
+
     /// A vision job by id alone (for workers).
     async fn vision_job(&self, id: i64) -> StoreResult<Option<VisionJobRecord>>;
+
     /// Moves a vision job to `status` at `at`, with its result or error when it ends.
     async fn update_vision_job(
         &self,
@@ -334,8 +410,21 @@ pub trait MetadataStore: Send + Sync + 'static {
         result: Option<&serde_json::Value>,
         error: Option<&str>,
     ) -> StoreResult<()>;
+
     /// Deletes finished vision jobs whose status changed before `before`; returns how many.
     async fn delete_finished_vision_jobs(&self, before: Time) -> StoreResult<u64>;
+}
+
+/// The whole metadata repository (pict-rs's `FullRepo`): every narrow repository, for code that needs them
+/// all. A backend implements the narrow traits; this one follows.
+pub trait MetadataStore:
+    SystemRepo + ProjectRepo + TagRepo + ImageRepo + IterationRepo + PredictionRepo + FileRepo + VisionJobRepo
+{
+}
+
+impl<T: SystemRepo + ProjectRepo + TagRepo + ImageRepo + IterationRepo + PredictionRepo + FileRepo + VisionJobRepo>
+    MetadataStore for T
+{
 }
 
 /// A file of the CDF-style Files API.

@@ -15,9 +15,9 @@ use argus_core::filter::MetadataFilter;
 use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, Time};
 use argus_core::store::{
-    DeletedImages, FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order,
-    PredictionOrder, PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
-    VisionJobRecord,
+    DeletedImages, FileRecord, FileRepo, ImageQuery, ImageRecord, ImageRepo, InsertOutcome, IterationRepo, NewImage,
+    NewRegion, Order, PredictionOrder, PredictionQuery, PredictionRecord, PredictionRepo, ProjectRepo, StoreError,
+    StoreResult, Suggestion, SystemRepo, TagRecord, TagRepo, TaggingStatus, VisionJobRecord, VisionJobRepo,
 };
 use async_trait::async_trait;
 use sqlx::postgres::{PgListener, PgPoolOptions, PgRow};
@@ -275,7 +275,7 @@ async fn insert_region(tx: &mut sqlx::PgConnection, image: Uuid, r: &NewRegion) 
 }
 
 #[async_trait]
-impl MetadataStore for PostgresStore {
+impl SystemRepo for PostgresStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.pool).await.map(|_| ()).map_err(backend)
     }
@@ -311,7 +311,10 @@ impl MetadataStore for PostgresStore {
         .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
+}
 
+#[async_trait]
+impl ProjectRepo for PostgresStore {
     async fn insert_project(&self, p: &Project) -> StoreResult<()> {
         sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES ($1, $2, $3, $4, $5, $6, $7)")
             .bind(p.id.to_string())
@@ -377,7 +380,10 @@ impl MetadataStore for PostgresStore {
             sqlx::query_scalar("SELECT id FROM projects").fetch_all(&self.pool).await.map_err(backend)?;
         ids.iter().map(|s| uuid(s)).collect()
     }
+}
 
+#[async_trait]
+impl TagRepo for PostgresStore {
     async fn insert_tag(&self, project: Uuid, t: &TagRecord) -> StoreResult<()> {
         sqlx::query(
             "INSERT INTO tags (id, project_id, name, description, kind, created) VALUES ($1, $2, $3, $4, $5, $6)",
@@ -433,7 +439,10 @@ impl MetadataStore for PostgresStore {
             .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
+}
 
+#[async_trait]
+impl ImageRepo for PostgresStore {
     async fn insert_images(
         &self,
         project: Uuid,
@@ -690,7 +699,10 @@ impl MetadataStore for PostgresStore {
             .push(")");
         qb.build().execute(&self.pool).await.map(|_| ()).map_err(backend)
     }
+}
 
+#[async_trait]
+impl IterationRepo for PostgresStore {
     async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = $1 AND id = $2")
             .bind(project.to_string())
@@ -811,6 +823,16 @@ impl MetadataStore for PostgresStore {
         v.flatten().map(|s| serde_json::from_str(&s).map_err(backend)).transpose()
     }
 
+    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM iterations WHERE project_id = $1 AND id = $2")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         for r in rows {
@@ -856,17 +878,10 @@ impl MetadataStore for PostgresStore {
             })
             .collect()
     }
+}
 
-    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM iterations WHERE project_id = $1 AND id = $2")
-            .bind(project.to_string())
-            .bind(id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(backend)?;
-        Ok(r.rows_affected() > 0)
-    }
-
+#[async_trait]
+impl PredictionRepo for PostgresStore {
     async fn insert_prediction(&self, p: &PredictionRecord) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(backend)?;
         sqlx::query(
@@ -996,7 +1011,10 @@ impl MetadataStore for PostgresStore {
             .map_err(backend)?;
         rows.iter().map(|r| Ok((uuid(r.get("project_id"))?, uuid(r.get("id"))?))).collect()
     }
+}
 
+#[async_trait]
+impl FileRepo for PostgresStore {
     async fn insert_file(&self, f: &FileRecord) -> StoreResult<FileRecord> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO files (project, external_id, instance_space, instance_external_id, name, mime_type, blob_key, \
@@ -1104,7 +1122,10 @@ impl MetadataStore for PostgresStore {
         let rows = qb.build().fetch_all(&self.pool).await.map_err(backend)?;
         Ok(rows.iter().map(file_from).collect())
     }
+}
 
+#[async_trait]
+impl VisionJobRepo for PostgresStore {
     async fn insert_vision_job(&self, project: &str, request: &serde_json::Value, at: Time) -> StoreResult<i64> {
         sqlx::query_scalar(
             "INSERT INTO vision_jobs (project, request, status, created, start_time, status_time) \

@@ -17,9 +17,9 @@ use argus_core::filter::MetadataFilter;
 use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
 use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, Time};
 use argus_core::store::{
-    DeletedImages, FileRecord, ImageQuery, ImageRecord, InsertOutcome, MetadataStore, NewImage, NewRegion, Order,
-    PredictionOrder, PredictionQuery, PredictionRecord, StoreError, StoreResult, Suggestion, TagRecord, TaggingStatus,
-    VisionJobRecord,
+    DeletedImages, FileRecord, FileRepo, ImageQuery, ImageRecord, ImageRepo, InsertOutcome, IterationRepo, NewImage,
+    NewRegion, Order, PredictionOrder, PredictionQuery, PredictionRecord, PredictionRepo, ProjectRepo, StoreError,
+    StoreResult, Suggestion, SystemRepo, TagRecord, TagRepo, TaggingStatus, VisionJobRecord, VisionJobRepo,
 };
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
@@ -232,7 +232,7 @@ async fn insert_region(tx: &mut sqlx::SqliteConnection, image: Uuid, r: &NewRegi
 }
 
 #[async_trait]
-impl MetadataStore for SqliteStore {
+impl SystemRepo for SqliteStore {
     async fn ping(&self) -> StoreResult<()> {
         sqlx::query("SELECT 1").execute(&self.reader).await.map(|_| ()).map_err(backend)
     }
@@ -271,7 +271,10 @@ impl MetadataStore for SqliteStore {
         .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
+}
 
+#[async_trait]
+impl ProjectRepo for SqliteStore {
     async fn insert_project(&self, p: &Project) -> StoreResult<()> {
         sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
             .bind(p.id.to_string())
@@ -337,7 +340,10 @@ impl MetadataStore for SqliteStore {
             sqlx::query_scalar("SELECT id FROM projects").fetch_all(&self.reader).await.map_err(backend)?;
         ids.iter().map(|s| uuid(s)).collect()
     }
+}
 
+#[async_trait]
+impl TagRepo for SqliteStore {
     async fn insert_tag(&self, project: Uuid, t: &TagRecord) -> StoreResult<()> {
         sqlx::query("INSERT INTO tags (id, project_id, name, description, kind, created) VALUES (?, ?, ?, ?, ?, ?)")
             .bind(t.id.to_string())
@@ -391,7 +397,10 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
+}
 
+#[async_trait]
+impl ImageRepo for SqliteStore {
     async fn insert_images(
         &self,
         project: Uuid,
@@ -638,7 +647,10 @@ impl MetadataStore for SqliteStore {
             .push(")");
         qb.build().execute(&self.writer).await.map(|_| ()).map_err(backend)
     }
+}
 
+#[async_trait]
+impl IterationRepo for SqliteStore {
     async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool> {
         let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = ? AND id = ?")
             .bind(project.to_string())
@@ -757,6 +769,16 @@ impl MetadataStore for SqliteStore {
         v.flatten().map(|s| serde_json::from_str(&s).map_err(backend)).transpose()
     }
 
+    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {
+        let r = sqlx::query("DELETE FROM iterations WHERE project_id = ? AND id = ?")
+            .bind(project.to_string())
+            .bind(id.to_string())
+            .execute(&self.writer)
+            .await
+            .map_err(backend)?;
+        Ok(r.rows_affected() > 0)
+    }
+
     async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         for r in rows {
@@ -800,17 +822,10 @@ impl MetadataStore for SqliteStore {
             })
             .collect()
     }
+}
 
-    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM iterations WHERE project_id = ? AND id = ?")
-            .bind(project.to_string())
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        Ok(r.rows_affected() > 0)
-    }
-
+#[async_trait]
+impl PredictionRepo for SqliteStore {
     async fn insert_prediction(&self, p: &PredictionRecord) -> StoreResult<()> {
         let mut tx = self.writer.begin().await.map_err(backend)?;
         sqlx::query(
@@ -940,7 +955,10 @@ impl MetadataStore for SqliteStore {
             .map_err(backend)?;
         rows.iter().map(|r| Ok((uuid(r.get("project_id"))?, uuid(r.get("id"))?))).collect()
     }
+}
 
+#[async_trait]
+impl FileRepo for SqliteStore {
     async fn insert_file(&self, f: &FileRecord) -> StoreResult<FileRecord> {
         let id: i64 = sqlx::query_scalar(
             "INSERT INTO files (project, external_id, instance_space, instance_external_id, name, mime_type, blob_key, \
@@ -1048,7 +1066,10 @@ impl MetadataStore for SqliteStore {
         let rows = qb.build().fetch_all(&self.writer).await.map_err(backend)?;
         Ok(rows.iter().map(file_from).collect())
     }
+}
 
+#[async_trait]
+impl VisionJobRepo for SqliteStore {
     async fn insert_vision_job(&self, project: &str, request: &serde_json::Value, at: Time) -> StoreResult<i64> {
         sqlx::query_scalar(
             "INSERT INTO vision_jobs (project, request, status, created, start_time, status_time) \

@@ -122,7 +122,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 let mut views = Vec::new();
                 for (x, y, c) in crops {
                     let sq = image::imageops::crop_imm(&img, x, y, c, c).to_image();
-                    let sq = image::imageops::resize(&sq, recipe.input_size, recipe.input_size, image::imageops::FilterType::Triangle);
+                    let sq = image::imageops::resize(
+                        &sq,
+                        recipe.input_size,
+                        recipe.input_size,
+                        image::imageops::FilterType::Triangle,
+                    );
                     views.push(image::imageops::flip_horizontal(&sq));
                     views.push(sq);
                 }

@@ -70,6 +70,10 @@ if [ "${ARGUS_SKIP_CLUSTER:-0}" != 1 ]; then
 fi
 echo "==> end to end: a cluster (2 API nodes, 2 workers, PostgreSQL, S3), the deploy/ files, argus import customvision, argus dataset export|import (real servers, a killed run, a source answering 429/500, pycocotools), ONNX and OpenVino export parity (onnxruntime, openvino), the DockerFile export served by argus serve-model"
 .venv-sdk-3.1.1/bin/pip install -q --disable-pip-version-check "pycocotools==2.0.11" "onnxruntime==1.32.0" "openvino==2026.4.1" "numpy==2.4.6" "pyyaml==6.0.3"
+echo "    (and Microsoft's Node.js SDK packages from npm through the quickstarts' flows: tests/node)"
+command -v npm >/dev/null || apt-get install -y -q nodejs npm >/dev/null 2>&1 \
+  || { apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null; }
+(cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 ARGUS_BIN="$PWD/target/debug/argus" .venv-sdk-3.1.1/bin/python -m pytest -q -p no:cacheprovider tests/e2e
 echo "==> schema fuzzing (schemathesis, Training v3.3 and Prediction v3.0/v3.1, deterministic, bounded)"
 [ -x .venv-fuzz/bin/python ] || python3 -m venv .venv-fuzz

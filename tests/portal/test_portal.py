@@ -471,6 +471,13 @@ def test_detection_boxes_proposals_and_click_to_segment(server, ui, files):
     with zipfile.ZipFile(path) as zf:
         (ann,) = json.loads(zf.read("annotations/instances.json"))["annotations"]
     assert ann["segmentation"], ann
+    # A new project made from that zip (the dataset API) has the outline on its region again.
+    copy = api(server, "POST", "/projects", params={"name": "Mugs from COCO", "domainId": OD_GENERAL_COMPACT})
+    with open(path, "rb") as f:
+        summary = api(server, "POST", f"/projects/{copy['id']}/dataset", params={"format": "coco"}, data=f.read())
+    assert (summary["imagesCreated"], summary["regionsCreated"]) == (1, 1), summary
+    (copied,) = api(server, "GET", f"/projects/{copy['id']}/images")
+    assert len(copied["regions"][0]["polygon"]) == len(ann["segmentation"]), copied["regions"]
     page.select_option("select[aria-label='Format of the dataset to add']", "coco")
     page.set_input_files("#dataset-zip", path)
     expect(page.locator("section[aria-label=Dataset] p[aria-live]")).to_contain_text("0 image(s) added, 1 already there")

@@ -598,8 +598,11 @@ async fn export_imports_on_another_server() {
     let b = TestServer::start_with(b_dir.path(), Options { allow_private_urls: true, ..Default::default() }).await;
     let p = a.project("name=Src&domainId=da2e3a8a-40a5-4171-82f4-58522f70fbc1").await;
     let t = a.tag(&p, "thing").await;
+    // The region carries an outline (Argus extension): upload entries take it, and the project export keeps it.
+    let outline = json!([[{"x": 0.1, "y": 0.2}, {"x": 0.4, "y": 0.2}, {"x": 0.25, "y": 0.6}]]);
     let body = json!({"images": [{"name": "x.jpg", "contents": base64::engine::general_purpose::STANDARD.encode(jpeg(9)),
-        "regions": [{"tagId": t, "left": 0.1, "top": 0.2, "width": 0.3, "height": 0.4}]}], "metadata": {"m": "1"}});
+        "regions": [{"tagId": t, "left": 0.1, "top": 0.2, "width": 0.3, "height": 0.4, "polygon": outline}]}],
+        "metadata": {"m": "1"}});
     assert_eq!(a.send(a.req(Method::POST, &format!("/projects/{p}/images/files")).json(&body)).await.0, 200);
     a.upload(&p, vec![jpeg(10)], "").await;
     let (st, exp) = a.call(Method::GET, &format!("/projects/{p}/export")).await;
@@ -618,6 +621,7 @@ async fn export_imports_on_another_server() {
     assert_eq!(imgs[0]["metadata"]["m"], "1");
     assert_eq!(imgs[0]["regions"][0]["tagName"], "thing");
     assert!((imgs[0]["regions"][0]["top"].as_f64().unwrap_or(0.0) - 0.2).abs() < 1e-9);
+    assert_eq!(imgs[0]["regions"][0]["polygon"], outline);
     let orig = b
         .client
         .get(imgs[0]["originalImageUri"].as_str().expect("u"))

@@ -138,6 +138,9 @@ impl Argus {
                 ));
             }
             check_box(r.left, r.top, r.width, r.height)?;
+            if let Some(p) = &r.polygon {
+                super::check_polygon(p)?;
+            }
         }
 
         let n = items.len();
@@ -276,7 +279,7 @@ impl Argus {
                         id: Uuid::new_v4(),
                         tag_id: r.tag_id,
                         bbox: BoundingBox { left: r.left, top: r.top, width: r.width, height: r.height },
-                        polygon: None,
+                        polygon: r.polygon.clone(),
                         created,
                     })
                     .collect(),

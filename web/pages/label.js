@@ -216,7 +216,8 @@ export async function render(main, ctx) {
     },
     onPrompt: (prompt) => runSegment(prompt),
   });
-  canvas.labeller = labeller;
+  // The open labeller is reachable from the page (the browser tests map image coordinates to the screen through
+  // it, and it helps when debugging in the console); it holds nothing the API does not already give.
   window.argusLabeller = labeller;
 
   async function runSegment(prompt) {

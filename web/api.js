@@ -88,41 +88,37 @@ export const imageCount = (p, { filter = 'All', tagIds, iterationId } = {}) =>
   t('GET', `/projects/${p}/images/count`, { taggingStatus: filter, tagIds, iterationId });
 export const imagesByIds = (p, ids) => t('GET', `/projects/${p}/images/id`, { imageIds: ids });
 
-/** Uploads files in batches of 64; `onBatch(done, total, results)` after each. Returns every image result. */
-export async function uploadFiles(p, files, tagIds, onBatch) {
+/**
+ * Sends `items` in batches of 64 with `send(batch)` (an ImageCreateSummary back); a batch the API refuses as a
+ * whole counts as one failure per item, with the API's error code. `onBatch(done, total, results)` after each.
+ * Each result is the API's image result plus `name`, what the portal calls it (`nameOf(item, result)`).
+ */
+async function inBatches(items, send, nameOf, onBatch) {
   const results = [];
-  for (const batch of chunks(files)) {
-    const form = new FormData();
-    for (const f of batch) form.append('imageData', f, f.name);
+  for (const batch of chunks(items)) {
     let summary;
     try {
-      summary = await t('POST', `/projects/${p}/images`, { tagIds }, { body: form });
+      summary = await send(batch);
     } catch (e) {
-      summary = { images: batch.map((f) => ({ sourceUrl: f.name, status: e.code || e.message })) };
+      summary = { images: batch.map((item) => ({ sourceUrl: nameOf(item, {}), status: e.code || e.message })) };
     }
-    (summary.images || []).forEach((r, i) => results.push({ name: batch[i] ? batch[i].name : r.sourceUrl, ...r }));
-    onBatch && onBatch(results.length, files.length, results);
+    (summary.images || []).forEach((r, i) => results.push({ name: nameOf(batch[i], r), ...r }));
+    onBatch && onBatch(results.length, items.length, results);
   }
   return results;
 }
 
-/** Adds images by URL in batches of 64. */
-export async function uploadUrls(p, urls, tagIds, onBatch) {
-  const results = [];
-  for (const batch of chunks(urls)) {
-    let summary;
-    try {
-      summary = await t('POST', `/projects/${p}/images/urls`, null, {
-        json: { images: batch.map((url) => ({ url })), tagIds },
-      });
-    } catch (e) {
-      summary = { images: batch.map((url) => ({ sourceUrl: url, status: e.code || e.message })) };
-    }
-    (summary.images || []).forEach((r) => results.push({ name: r.sourceUrl, ...r }));
-    onBatch && onBatch(results.length, urls.length, results);
-  }
-  return results;
-}
+/** Uploads files in batches of 64 (multipart), tagged with `tagIds`. */
+export const uploadFiles = (p, files, tagIds, onBatch) => inBatches(files, (batch) => {
+  const form = new FormData();
+  for (const f of batch) form.append('imageData', f, f.name);
+  return t('POST', `/projects/${p}/images`, { tagIds }, { body: form });
+}, (f, r) => (f ? f.name : r.sourceUrl), onBatch);
+
+/** Adds images by URL in batches of 64, tagged with `tagIds`. */
+export const uploadUrls = (p, urls, tagIds, onBatch) => inBatches(urls, (batch) =>
+  t('POST', `/projects/${p}/images/urls`, null, { json: { images: batch.map((url) => ({ url })), tagIds } }),
+(url, r) => r.sourceUrl || url, onBatch);
 
 export async function deleteImages(p, ids) {
   for (const b of chunks(ids, 256)) await t('DELETE', `/projects/${p}/images`, { imageIds: b });

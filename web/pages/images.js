@@ -46,6 +46,7 @@ export async function render(main, ctx) {
   };
   let tags = [];
   let iterations = [];
+  let counts = ['…', '…', '…'];
   const sidebar = h('aside.sidebar');
   const toolbar = h('div.toolbar');
   const grid = h('div.gallery', { 'aria-label': 'Training images' });
@@ -55,11 +56,10 @@ export async function render(main, ctx) {
     h('div.row', h('button.primary', { onclick: () => { uploadPanel.hidden = !uploadPanel.hidden; } }, '+ Add images')));
   mount(main, header, uploadPanel, h('div.layout', sidebar, h('section.content', toolbar, grid, more)));
 
+  /** The tag list (the image counts stay those the last reset fetched). */
   async function loadTags() {
     tags = await api.tags(projectId);
-    const counts = await Promise.all([api.imageCount(projectId, { filter: 'All' }),
-      api.imageCount(projectId, { filter: 'Tagged' }), api.imageCount(projectId, { filter: 'Untagged' })]);
-    renderSidebar(counts);
+    renderSidebar();
     renderUpload();
   }
 
@@ -79,7 +79,8 @@ export async function render(main, ctx) {
   } }, newTag, h('button', { type: 'submit' }, 'Add'));
   mount(sidebar, h('h3', 'Show'), filtersBox, h('h3', 'Tags'), tagsBox, newTagForm, h('h3', 'Iteration'), iterationBox);
 
-  function renderSidebar([all, tagged, untagged]) {
+  function renderSidebar() {
+    const [all, tagged, untagged] = counts;
     const filterButton = (key, label, n) => h('button.filter', {
       'aria-pressed': state.filter === key ? 'true' : 'false',
       onclick: () => { state.filter = key; if (key === 'Untagged') state.tagIds = []; reset(); },
@@ -185,9 +186,9 @@ export async function render(main, ctx) {
     state.skip = 0; state.done = false; state.selected.clear();
     grid.replaceChildren();
     renderToolbar();
-    api.imageCount(projectId, { filter: 'All' }).then(async (all) => {
-      renderSidebar([all, await api.imageCount(projectId, { filter: 'Tagged' }), await api.imageCount(projectId, { filter: 'Untagged' })]);
-    }).catch(fail);
+    Promise.all(['All', 'Tagged', 'Untagged'].map((filter) => api.imageCount(projectId, { filter })))
+      .then((c) => { counts = c; renderSidebar(); })
+      .catch(fail);
     loadMore();
   }
 

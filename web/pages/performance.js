@@ -143,8 +143,7 @@ export async function render(main, ctx) {
   async function renderCurves(box, it, overlap) {
     mount(box, h('p.muted', 'Measuring…'));
     const o = isDetection ? overlap.value / 100 : undefined;
-    const points = [];
-    for (const t of SWEEP) points.push({ t, perf: await api.performance(projectId, it.id, t, o) });
+    const points = await Promise.all(SWEEP.map(async (t) => ({ t, perf: await api.performance(projectId, it.id, t, o) })));
     const tagsSeen = points[0].perf.perTagPerformance;
     mount(box, h('div.curvegrid', tagsSeen.map((tag) => {
       const pts = points.map(({ t, perf }) => {

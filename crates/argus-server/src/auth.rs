@@ -27,15 +27,14 @@ pub enum Policy {
 }
 
 impl Policy {
-    /// The key the request presents for this policy, if any (`Some("")` for an empty one).
-    fn presented(self, headers: &HeaderMap) -> Option<String> {
-        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("").trim().to_string());
+    /// The key the request presents for this policy, if any (`Some("")` for an empty or unreadable one).
+    fn presented(self, headers: &HeaderMap) -> Option<&str> {
+        let header = |name: &str| headers.get(name).map(|v| v.to_str().unwrap_or("").trim());
         match self {
             Policy::Training => header("Training-Key"),
             Policy::Prediction => header("Prediction-Key"),
-            Policy::Vision => header("authorization").map(|v| {
-                v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or("").trim().to_string()
-            }),
+            Policy::Vision => header("authorization")
+                .map(|v| v.strip_prefix("Bearer ").or_else(|| v.strip_prefix("bearer ")).unwrap_or("").trim()),
         }
     }
 
@@ -50,7 +49,7 @@ impl Policy {
     /// Whether the request may go on under this policy.
     pub fn allows(self, req: &Request, state: &AppState) -> Result<(), Refused> {
         match self.presented(req.headers()) {
-            Some(k) if key_matches(&k, self.expected(state)) => Ok(()),
+            Some(k) if key_matches(k, self.expected(state)) => Ok(()),
             Some(_) => Err(Refused { policy: self, wrong_key: true }),
             None if crate::portal::session_allows(req.method(), req.headers(), state) => Ok(()),
             None => Err(Refused { policy: self, wrong_key: false }),

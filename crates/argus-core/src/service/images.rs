@@ -12,7 +12,7 @@ use futures::stream::{self, StreamExt};
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use super::{check_box, check_tag_filter, original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
+use super::{check_region, check_tag_filter, original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::filter::parse_filter;
 use crate::limits::*;
@@ -137,10 +137,7 @@ impl Argus {
                     format!("Tag {} of a region does not exist in this project.", r.tag_id),
                 ));
             }
-            check_box(r.left, r.top, r.width, r.height)?;
-            if let Some(p) = &r.polygon {
-                super::check_polygon(p)?;
-            }
+            check_region(r.left, r.top, r.width, r.height, r.polygon.as_ref())?;
         }
 
         let n = items.len();

@@ -5,7 +5,7 @@ use std::collections::{HashMap, HashSet};
 use uuid::Uuid;
 
 use super::images::check_metadata_pairs;
-use super::{check_box, store_err, Argus};
+use super::{check_region, store_err, Argus};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::limits::*;
 use crate::model::{
@@ -185,10 +185,7 @@ impl Argus {
                     format!("Tag {} does not exist in this project.", e.tag_id),
                 ));
             }
-            check_box(e.left, e.top, e.width, e.height)?;
-            if let Some(p) = &e.polygon {
-                super::check_polygon(p)?;
-            }
+            check_region(e.left, e.top, e.width, e.height, e.polygon.as_ref())?;
         }
         let images = self.images_of(project, &entries.iter().map(|e| e.image_id).collect::<Vec<_>>()).await?;
         let mut current: HashMap<Uuid, Vec<(Uuid, BoundingBox)>> =

@@ -230,7 +230,7 @@ pub(crate) fn check_tag_filter(tags: &[Uuid]) -> ApiResult<()> {
 ///
 /// [`MAX_POLYGON_RINGS`]: crate::model::MAX_POLYGON_RINGS
 /// [`MAX_POLYGON_VERTICES`]: crate::model::MAX_POLYGON_VERTICES
-pub(crate) fn check_polygon(p: &crate::model::RegionPolygon) -> ApiResult<()> {
+fn check_polygon(p: &crate::model::RegionPolygon) -> ApiResult<()> {
     use crate::model::{MAX_POLYGON_RINGS, MAX_POLYGON_VERTICES};
     let bad = |why: String| Err(ApiError::new(ErrorCode::BadRequestImageRegions, format!("polygon: {why}")));
     if p.is_empty() || p.len() > MAX_POLYGON_RINGS {
@@ -250,8 +250,21 @@ pub(crate) fn check_polygon(p: &crate::model::RegionPolygon) -> ApiResult<()> {
     Ok(())
 }
 
+/// Validates a region: its normalised box (inside [0, 1], positive size) and its outline when it has one;
+/// `BadRequestImageRegions` otherwise.
+pub(crate) fn check_region(
+    left: f64,
+    top: f64,
+    width: f64,
+    height: f64,
+    polygon: Option<&crate::model::RegionPolygon>,
+) -> ApiResult<()> {
+    check_box(left, top, width, height)?;
+    polygon.map_or(Ok(()), check_polygon)
+}
+
 /// Validates a normalised box (inside [0, 1], positive size); `BadRequestImageRegions` otherwise.
-pub(crate) fn check_box(left: f64, top: f64, width: f64, height: f64) -> ApiResult<()> {
+fn check_box(left: f64, top: f64, width: f64, height: f64) -> ApiResult<()> {
     let eps = crate::limits::BOX_EPSILON;
     let valid = [left, top, width, height].iter().all(|v| v.is_finite())
         && left >= -eps

@@ -13,6 +13,12 @@ cd "$(dirname "$0")/.."
 # A one-shot build gains nothing from incremental caches; they only take disk space.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
+# Installs Debian packages, refreshing the package lists only when the first try fails.
+apt_install() {
+  apt-get install -y -q --no-install-recommends "$@" >/dev/null 2>&1 \
+    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends "$@" >/dev/null; }
+}
+
 echo "==> cargo fmt --check"
 cargo fmt --all -- --check
 echo "==> cargo clippy"
@@ -48,12 +54,7 @@ for v in 3.0.0 3.1.1; do
   ARGUS_BIN="$PWD/target/debug/argus" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk
 done
 echo "==> web portal in a real browser (Playwright driving Debian's headless Chromium against argus serve)"
-if [ ! -x /usr/bin/chromium ]; then
-  pkgs="chromium chromium-driver fonts-dejavu-core"
-  # shellcheck disable=SC2086
-  apt-get install -y -q --no-install-recommends $pkgs >/dev/null 2>&1 \
-    || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends $pkgs >/dev/null; }
-fi
+[ -x /usr/bin/chromium ] || apt_install chromium chromium-driver fonts-dejavu-core
 [ -x .venv-portal/bin/python ] || python3 -m venv .venv-portal
 .venv-portal/bin/pip install -q --disable-pip-version-check "playwright==1.65.2" pytest pillow requests
 ARGUS_BIN="$PWD/target/debug/argus" ARGUS_PORTAL_SHOTS="$PWD/target/portal-screenshots" \
@@ -71,8 +72,7 @@ fi
 echo "==> end to end: a cluster (2 API nodes, 2 workers, PostgreSQL, S3), the deploy/ files, argus import customvision, argus dataset export|import (real servers, a killed run, a source answering 429/500, pycocotools), ONNX and OpenVino export parity (onnxruntime, openvino), the DockerFile export served by argus serve-model"
 .venv-sdk-3.1.1/bin/pip install -q --disable-pip-version-check "pycocotools==2.0.11" "onnxruntime==1.32.0" "openvino==2026.4.1" "numpy==2.4.6" "pyyaml==6.0.3"
 echo "    (and Microsoft's Node.js SDK packages from npm through the quickstarts' flows: tests/node)"
-command -v npm >/dev/null || apt-get install -y -q nodejs npm >/dev/null 2>&1 \
-  || { apt-get update -q >/dev/null && apt-get install -y -q nodejs npm >/dev/null; }
+command -v npm >/dev/null || apt_install nodejs npm
 (cd tests/node && npm ci --no-audit --no-fund --loglevel=error)
 ARGUS_BIN="$PWD/target/debug/argus" .venv-sdk-3.1.1/bin/python -m pytest -q -p no:cacheprovider tests/e2e
 echo "==> schema fuzzing (schemathesis, Training v3.3 and Prediction v3.0/v3.1, deterministic, bounded)"

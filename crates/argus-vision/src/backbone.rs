@@ -228,6 +228,21 @@ impl Depthwise {
         self.bias.len()
     }
 
+    /// The folded per-channel weights (channels × k × k).
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// The folded per-channel bias.
+    pub fn bias(&self) -> &[f32] {
+        &self.bias
+    }
+
+    /// Kernel side and stride.
+    pub fn shape(&self) -> (usize, usize) {
+        (self.k, self.stride)
+    }
+
     /// Output (height, width) for an input of h × w.
     pub fn output_size(&self, h: usize, w: usize) -> (usize, usize) {
         (same_padding(h, self.k, self.stride).0, same_padding(w, self.k, self.stride).0)
@@ -1431,6 +1446,75 @@ impl EfficientNetLite0 {
             times.push(("head".to_string(), t.elapsed().as_secs_f64() * 1e3));
         }
         Ok(top)
+    }
+
+    /// The number of MBConv blocks.
+    pub fn block_count(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// The activations entering block `from` (the output of the stem and blocks `0..from`), (N, C, H, W):
+    /// what a fine-tuned top of the network ([`crate::finetune`]) is trained on.
+    pub fn block_inputs(&self, x: &Tensor, from: usize) -> candle_core::Result<Tensor> {
+        if from > self.blocks.len() {
+            candle_core::bail!("block {from} of a network of {}", self.blocks.len());
+        }
+        let parts = self.per_slice(x, |s| {
+            let (n, c, h, w) = s.dims4()?;
+            let data = s.flatten_all()?.to_vec1::<f32>()?;
+            let mut out = Vec::new();
+            let mut dims = (0, 0, 0);
+            with_workspace(|ws| {
+                for image in data.chunks(c * h * w) {
+                    let (mut h, mut w) = self.stem.forward_into(image, h, w, ws);
+                    let mut c = self.stem.cout();
+                    let mut channels_last = false;
+                    for b in &self.blocks[..from] {
+                        if !channels_last && h * w <= CHANNELS_LAST_MAX_PIXELS {
+                            channels_last = true;
+                            ws.make_channels_last(c, h * w);
+                        }
+                        (h, w) = b.forward_into(h, w, channels_last, ws);
+                        c = b.project.cout();
+                    }
+                    let y = &ws.cur[..c * h * w];
+                    out.extend(if channels_last { transpose(y, h * w, c) } else { y.to_vec() });
+                    dims = (c, h, w);
+                }
+            });
+            Tensor::from_vec(out, (n, dims.0, dims.1, dims.2), &Device::Cpu)
+        })?;
+        Tensor::cat(&parts, 0)
+    }
+
+    /// Blocks `from..` and the head conv: the part of the network a fine-tuned top replaces.
+    pub fn top(&self, from: usize) -> (&[MbConv], &Pointwise) {
+        (&self.blocks[from.min(self.blocks.len())..], &self.head)
+    }
+
+    /// This network with blocks `from..` and the head conv replaced (a fine-tuned top); the shapes must match.
+    pub fn with_top(&self, from: usize, blocks: Vec<MbConv>, head: Pointwise) -> candle_core::Result<Self> {
+        let old = self.top(from);
+        let same = |a: &MbConv, b: &MbConv| {
+            a.project.cin() == b.project.cin()
+                && a.project.cout() == b.project.cout()
+                && a.depthwise.shape() == b.depthwise.shape()
+                && a.depthwise.channels() == b.depthwise.channels()
+                && a.expand.as_ref().map(|e| e.cin()) == b.expand.as_ref().map(|e| e.cin())
+                && a.skip == b.skip
+        };
+        if old.0.len() != blocks.len()
+            || !old.0.iter().zip(&blocks).all(|(a, b)| same(a, b))
+            || old.1.cin() != head.cin()
+            || old.1.cout() != head.cout()
+        {
+            candle_core::bail!("the fine-tuned top does not fit this network from block {from}");
+        }
+        let mut net = self.clone();
+        net.blocks.truncate(from);
+        net.blocks.extend(blocks);
+        net.head = head;
+        Ok(net)
     }
 
     /// Wall time of each stage for one input, in milliseconds: stem, the 16 blocks, head (with the pooling) and

@@ -8,6 +8,7 @@ pub mod classifier;
 pub mod composite;
 pub mod detector;
 pub mod export;
+pub mod finetune;
 pub mod imageio;
 pub mod logreg;
 pub mod maxflow;

@@ -88,6 +88,16 @@ impl Pointwise {
         &self.bias
     }
 
+    /// The folded (out × in) weight matrix, row-major.
+    pub fn weight(&self) -> &[f32] {
+        &self.weight
+    }
+
+    /// Whether ReLU6 follows the product.
+    pub fn relu6(&self) -> bool {
+        self.relu6
+    }
+
     /// Output channels `c0 .. c0 + m` over `p` pixels: `out[j] = act(bias + W[c0 + j] · x (+ skip[j]))`.
     /// `x` holds `cin` planes of `p` pixels; `out` (and `skip`) hold `m` planes.
     fn rows(&self, c0: usize, x: &[f32], p: usize, out: &mut [f32], skip: Option<&[f32]>, wide: bool) {

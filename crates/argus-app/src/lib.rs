@@ -134,7 +134,7 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
         },
     };
     if let Some(path) = &settings.sam_weights {
-        match argus_vision::sam::infer_spec(path) {
+        match argus_vision::segmentation::sam::infer_spec(path) {
             Ok(spec) => tracing::info!(weights = %path.display(), encoder = %spec.name(), "Segment Anything enabled"),
             Err(e) => {
                 tracing::error!(error = %e, "Segment Anything weights unusable; segmentation defaults to grabcut")

@@ -127,7 +127,7 @@ pub fn run(args: BackboneBenchArgs) -> Result<()> {
     if args.kernels {
         println!("| depthwise layer (channels, k, stride, input) | planar GMAC/s | channels-last GMAC/s |");
         println!("|---|---|---|");
-        for d in argus_vision::backbone::depthwise_kernel_speeds(200) {
+        for d in argus_vision::kernels::depthwise::depthwise_kernel_speeds(200) {
             let (c, k, s, h) = d.shape;
             println!("| {c}, {k}×{k}, /{s}, {h}×{h} | {:.1} | {:.1} |", d.planar_gmacs, d.channels_last_gmacs);
         }

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use argus_vision::composite::{detection_set, scenes, Scene};
-use argus_vision::detector::{mean_average_precision, Detection, GtBox};
+use argus_vision::heads::detector::{mean_average_precision, Detection, GtBox};
 use base64::Engine as _;
 use clap::Args;
 use serde_json::{json, Value};

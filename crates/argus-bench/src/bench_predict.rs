@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use argus_vision::classifier::{features, Pooling};
+use argus_vision::heads::classifier::{features, Pooling};
 use clap::Args;
 
 use crate::bench_training::BenchServer;

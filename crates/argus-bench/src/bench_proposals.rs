@@ -12,7 +12,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use argus_vision::composite::{detection_set, scenes};
-use argus_vision::detector::GtBox;
+use argus_vision::heads::detector::GtBox;
 use argus_vision::proposals::{iou, Proposal};
 use base64::Engine as _;
 use clap::Args;

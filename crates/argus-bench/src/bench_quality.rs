@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use argus_datasets::{Files, Format};
-use argus_vision::detector::{mean_average_precision, Detection, GtBox};
+use argus_vision::heads::detector::{mean_average_precision, Detection, GtBox};
 use base64::Engine as _;
 use clap::Args;
 use rand::seq::SliceRandom;

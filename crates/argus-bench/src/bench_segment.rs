@@ -17,8 +17,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use argus_vision::composite::{mask_scenes, segmentation_set, MaskScene};
-use argus_vision::sam::{write_random_checkpoint, EncoderSpec, SamEngine};
-use argus_vision::segment::{grabcut, mask_iou, next_click, upsample_mask, PromptBox, PromptPoint};
+use argus_vision::segmentation::sam::{write_random_checkpoint, EncoderSpec, SamEngine};
+use argus_vision::segmentation::segment::{grabcut, mask_iou, next_click, upsample_mask, PromptBox, PromptPoint};
 use clap::Args;
 use serde_json::{json, Value};
 
@@ -162,7 +162,7 @@ pub async fn run(args: SegmentBenchArgs) -> Result<()> {
     println!("| bare engine on the same image (decode excluded), median | {bare_p50:.0} ms |");
 
     let checkpoints: Vec<(String, PathBuf, bool)> = match &args.sam_weights {
-        Some(p) => vec![(argus_vision::sam::infer_spec(p)?.name(), p.clone(), true)],
+        Some(p) => vec![(argus_vision::segmentation::sam::infer_spec(p)?.name(), p.clone(), true)],
         None if args.sam_timing => {
             let mut v = Vec::new();
             for (i, spec) in [EncoderSpec::vit_b(), EncoderSpec::TinyVit].into_iter().enumerate() {

@@ -257,8 +257,13 @@ async fn segment(s: &TestServer, body: Value) -> (StatusCode, Value) {
 async fn sam_engine_with_user_supplied_weights() {
     let dir = tempfile::tempdir().expect("tmp");
     let weights = dir.path().join("sam-small.safetensors");
-    let spec = argus_vision::sam::EncoderSpec::Vit { embed_dim: 32, depth: 2, heads: 2, global_attention: vec![1] };
-    argus_vision::sam::write_random_checkpoint(&spec, &weights, 3).expect("checkpoint");
+    let spec = argus_vision::segmentation::sam::EncoderSpec::Vit {
+        embed_dim: 32,
+        depth: 2,
+        heads: 2,
+        global_attention: vec![1],
+    };
+    argus_vision::segmentation::sam::write_random_checkpoint(&spec, &weights, 3).expect("checkpoint");
     let s =
         TestServer::start_with(dir.path(), Options { sam_weights: Some(weights.clone()), ..Default::default() }).await;
     let id = upload_scene(&s).await;

@@ -9,8 +9,7 @@
 //! appended to the recipe's, same views: an experiment, not a product recipe).
 
 use argus_vision::backbone::EfficientNetLite0;
-use argus_vision::classifier::{cross_validate, training_features, HeadKind, Pooling, TrainingRecipe};
-use argus_vision::finetune::{FineTuneRecipe, TrainableTop};
+use argus_vision::heads::classifier::{cross_validate, training_features, HeadKind, Pooling, TrainingRecipe};
 use argus_vision::weights::Variant;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -79,15 +78,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => None,
     };
     let regular = TrainingRecipe::regular();
-    // LAB_FT=blocks: fine-tune the last `blocks` MBConv blocks and the head conv (0 = the head conv only).
-    let ft_from = env("LAB_FT").map(|v| v as usize);
-    let ft = FineTuneRecipe {
-        epochs: env("LAB_FT_EPOCHS").map_or(10, |v| v as usize),
-        batch: env("LAB_FT_BATCH").map_or(32, |v| v as usize),
-        lr_backbone: env("LAB_FT_LR").unwrap_or(1e-4),
-        lr_head: env("LAB_FT_LR_HEAD").unwrap_or(1e-3),
-        alpha: env("LAB_FT_ALPHA").unwrap_or(0.01),
-    };
     let mut feats = Vec::new();
     for (k, (_, files)) in classes.iter().enumerate() {
         let mut per = Vec::new();
@@ -108,10 +98,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             if full {
                 // The whole frame (stretched) and its mirror as two more rows, and in the scored average.
                 let frames = [train_img.clone(), image::imageops::flip_horizontal(&train_img)];
-                let extra = argus_vision::classifier::features(&net, &frames, recipe.input_size, recipe.pooling)?;
+                let extra =
+                    argus_vision::heads::classifier::features(&net, &frames, recipe.input_size, recipe.pooling)?;
                 let test_frames = [img.clone(), image::imageops::flip_horizontal(&img)];
                 let test_extra =
-                    argus_vision::classifier::features(&net, &test_frames, recipe.input_size, recipe.pooling)?;
+                    argus_vision::heads::classifier::features(&net, &test_frames, recipe.input_size, recipe.pooling)?;
                 scored = scored
                     .iter()
                     .zip(test_extra[0].iter().zip(&test_extra[1]))
@@ -141,7 +132,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     views.push(image::imageops::flip_horizontal(&sq));
                     views.push(sq);
                 }
-                let extra = argus_vision::classifier::features(&net, &views, recipe.input_size, recipe.pooling)?;
+                let extra = argus_vision::heads::classifier::features(&net, &views, recipe.input_size, recipe.pooling)?;
                 let k = 2.0 + extra.len() as f32;
                 scored = scored
                     .iter()
@@ -158,37 +149,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 Some(net0) => Some(training_features(net0, &train_img, &regular, seed)?),
                 None => None,
             };
-            let maps = match ft_from {
-                Some(back) => {
-                    let size = recipe.input_size;
-                    let mut views = vec![
-                        argus_vision::classifier::centre_crop(&train_img, size, false),
-                        argus_vision::classifier::centre_crop(&train_img, size, true),
-                    ];
-                    views.extend((0..recipe.augmented_views).map(|v| {
-                        argus_vision::classifier::augmented_view(
-                            &train_img,
-                            size,
-                            seed.wrapping_mul(1000).wrapping_add(v as u64),
-                        )
-                    }));
-                    let batch: Vec<candle_core::Tensor> = views
-                        .iter()
-                        .map(argus_vision::backbone::tensor_from_rgb)
-                        .collect::<candle_core::Result<_>>()?;
-                    let m = net.block_inputs(&candle_core::Tensor::cat(&batch, 0)?, net.block_count() - back)?;
-                    if k == 0 && i == 0 {
-                        let (blocks, head) = net.top(net.block_count() - back);
-                        let top = TrainableTop::new(blocks, head, &vec![0.0; 2 * 1280], &[0.0, 0.0])?;
-                        let f = top.features(&m)?.to_vec2::<f32>()?;
-                        let diff = f[0].iter().zip(&rows[0]).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
-                        eprintln!("top reproduces the pooled features to {diff:e}; maps {:?}", m.dims());
-                    }
-                    Some(m)
-                }
-                None => None,
-            };
-            per.push((rows, scored, second, maps));
+            per.push((rows, scored, second));
         }
         feats.push(per);
     }
@@ -200,12 +161,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let (mut rows, mut scored, mut targets, mut labels) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
             let (mut rows2, mut scored2) = (Vec::new(), Vec::new());
             let mut test = Vec::new();
-            let (mut ft_train, mut ft_test) = (Vec::new(), Vec::new());
             for (k, (_, files)) in classes.iter().enumerate() {
                 let mut order: Vec<usize> = (0..files.len()).collect();
                 order.shuffle(&mut rand::rngs::StdRng::seed_from_u64(seed.wrapping_mul(31).wrapping_add(k as u64)));
                 for (rank, &i) in order.iter().enumerate() {
-                    let (r, s, second, maps) = &feats[k][i];
+                    let (r, s, second) = &feats[k][i];
                     if rank < n {
                         rows.push(r.clone());
                         scored.push(s.clone());
@@ -215,14 +175,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                         }
                         targets.push((0..classes.len()).map(|c| if c == k { 1.0 } else { 0.0 }).collect::<Vec<f32>>());
                         labels.push(k);
-                        if let Some(m) = maps {
-                            ft_train.push((m.clone(), k));
-                        }
                     } else {
                         test.push((k, s, second.as_ref().map(|x| &x.1)));
-                        if let Some(m) = maps {
-                            ft_test.push((m.narrow(0, 0, 2)?, k));
-                        }
                     }
                 }
             }
@@ -260,39 +214,6 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     (0..p.len()).max_by(|a, b| p[*a].total_cmp(&p[*b])) == Some(*k)
                 })
                 .count();
-            let right = match ft_from {
-                Some(back) if !ft_train.is_empty() => {
-                    let t = Instant::now();
-                    let mut head = cv.head.clone();
-                    head.scale_scores(1.0 / cv.temperature);
-                    let (w, b) = head.folded_affine();
-                    let (blocks, conv) = net.top(net.block_count() - back);
-                    let top = TrainableTop::new(blocks, conv, &w, &b)?;
-                    let mut maps = Vec::new();
-                    let mut ys = Vec::new();
-                    for (m, k) in &ft_train {
-                        for _ in 0..m.dim(0)? {
-                            ys.push((0..classes.len()).map(|c| if c == *k { 1.0 } else { 0.0 }).collect::<Vec<f32>>());
-                        }
-                        maps.push(m.clone());
-                    }
-                    let (x, y) = argus_vision::finetune::stack(&maps, &ys)?;
-                    top.fit(&x, &y, HeadKind::Multiclass, cv.lambda, &ft, seed, &|_| {})?;
-                    let mut tuned = 0;
-                    for (m, k) in &ft_test {
-                        let z = top.logits(m)?.mean(0)?.to_vec1::<f32>()?;
-                        if (0..z.len()).max_by(|a, b| z[*a].total_cmp(&z[*b])) == Some(*k) {
-                            tuned += 1;
-                        }
-                    }
-                    eprintln!(
-                        "  fine-tuned in {:.1} s: {tuned} right (linear head: {right})",
-                        t.elapsed().as_secs_f64()
-                    );
-                    tuned
-                }
-                _ => right,
-            };
             let acc = 100.0 * right as f64 / test.len() as f64;
             println!("{n}/tag draw {d}: {acc:.1} % ({right}/{}), lambda {}", test.len(), cv.lambda);
             accs.push(acc);

@@ -7,7 +7,7 @@
 //! `LAB_STEPS`, and the second stage's `LAB_*` settings read below.
 
 use argus_vision::backbone::EfficientNetLite0;
-use argus_vision::detector::{
+use argus_vision::heads::detector::{
     detection_view, feature_grids, mean_average_precision, DetectionRecipe, DetectorHead, GtBox,
 };
 use argus_vision::weights::Variant;
@@ -104,7 +104,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let hit: usize = dets
                 .iter()
                 .zip(&truth)
-                .map(|(d, t)| t.iter().filter(|g| d.iter().any(|x| argus_vision::detector::box_iou(x, g) >= o)).count())
+                .map(|(d, t)| {
+                    t.iter().filter(|g| d.iter().any(|x| argus_vision::heads::detector::box_iou(x, g) >= o)).count()
+                })
                 .sum();
             hit as f64 / truth.iter().map(Vec::len).sum::<usize>() as f64
         };

@@ -2,7 +2,7 @@
 //! without real weights: `cargo run --release -p argus-vision --example sam_random_checkpoint -- OUT [vit-b|mobilesam|small]`.
 //! Masks from random weights mean nothing.
 
-use argus_vision::sam::{write_random_checkpoint, EncoderSpec};
+use argus_vision::segmentation::sam::{write_random_checkpoint, EncoderSpec};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);

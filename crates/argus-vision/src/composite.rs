@@ -6,7 +6,7 @@ use image::{imageops, Rgb, RgbImage, RgbaImage};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::detector::GtBox;
+use crate::heads::detector::GtBox;
 
 /// A composited image and the boxes of the objects pasted into it.
 #[derive(Debug, Clone)]

@@ -1,24 +1,20 @@
-//! Argus pure compute: decoding uploaded images safely (format sniffing, size limits before the pixels are
-//! decoded, EXIF orientation, derivatives), the pretrained EfficientNet-Lite0 backbone and its weights.
+//! Argus pure compute, by concern: decoding uploaded images safely ([`imageio`]: format sniffing, size limits
+//! before the pixels are decoded, EXIF orientation, derivatives), the CPU [`kernels`], the pretrained
+//! EfficientNet-Lite [`backbone`] and its [`weights`], the trained [`heads`] (classifier, detector, its box
+//! stage, the logistic-regression solver), region [`proposals`], [`segmentation`] (GrabCut and SAM), model
+//! [`export`] writers and evaluation [`metrics`]. Composited benchmark scenes (`composite`) are behind the
+//! `composites` feature, for benchmarks and tests only.
 
-mod aligned;
 pub mod backbone;
-pub mod box_stage;
-pub mod classifier;
+#[cfg(feature = "composites")]
 pub mod composite;
-pub mod detector;
 pub mod export;
-pub mod finetune;
+pub mod heads;
 pub mod imageio;
-pub mod logreg;
-pub mod maxflow;
-pub mod mbconv;
+pub mod kernels;
 pub mod metrics;
-mod products;
 pub mod proposals;
-pub mod sam;
-pub mod segment;
-mod team;
+pub mod segmentation;
 pub mod weights;
 
 pub use image;

@@ -3,7 +3,9 @@
 
 use argus_vision::backbone::EfficientNetLite0;
 use argus_vision::composite::{detection_set, scenes};
-use argus_vision::detector::{detection_view, feature_grids, mean_average_precision, DetectionRecipe, DetectorHead};
+use argus_vision::heads::detector::{
+    detection_view, feature_grids, mean_average_precision, DetectionRecipe, DetectorHead,
+};
 use argus_vision::weights::{test_models_dir, WEIGHTS_FILE};
 
 #[test]

@@ -12,11 +12,11 @@
 
 use std::collections::HashMap;
 
-use argus_vision::classifier::{HeadKind, LinearHead};
-use argus_vision::detector::DetectorHead;
 use argus_vision::export::{
     classifier_onnx, zip_files, zip_package, PackageFile, Precision, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT,
 };
+use argus_vision::heads::classifier::{HeadKind, LinearHead};
+use argus_vision::heads::detector::DetectorHead;
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::Digest;

@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use argus_vision::backbone::EfficientNetLite0;
-use argus_vision::classifier::LinearHead;
-use argus_vision::detector::DetectorHead;
-use argus_vision::sam::SamEngine;
+use argus_vision::heads::classifier::LinearHead;
+use argus_vision::heads::detector::DetectorHead;
+use argus_vision::segmentation::sam::SamEngine;
 use argus_vision::weights::Variant;
 use uuid::Uuid;
 
@@ -71,7 +71,7 @@ impl ModelHub {
                          --sam-weights) pointing at a SAM or MobileSAM safetensors checkpoint, or use \"grabcut\"."
                 .into()),
             Some(_) if self.sam.get().is_some() => Ok(()),
-            Some(p) => argus_vision::sam::infer_spec(p)
+            Some(p) => argus_vision::segmentation::sam::infer_spec(p)
                 .map(drop)
                 .map_err(|e| format!("engine \"sam\" is unavailable ({e}); use \"grabcut\" or fix ARGUS_SAM_WEIGHTS.")),
         }

@@ -17,8 +17,8 @@ use super::training::{infer, SnapTag};
 use crate::error::ApiResult;
 use crate::limits::MAX_PREDICTION_IMAGE_BYTES;
 use crate::model::{now, ImagePrediction};
-use argus_vision::classifier::LinearHead;
-use argus_vision::detector::DetectorHead;
+use argus_vision::heads::classifier::LinearHead;
+use argus_vision::heads::detector::DetectorHead;
 
 /// Version of the model folder's layout.
 pub const MODEL_FOLDER_FORMAT: u32 = 1;

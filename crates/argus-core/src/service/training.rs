@@ -29,8 +29,8 @@ use crate::model::{
     IterationPerformance, IterationUpdate, Prediction, Tag, TagPerformance, TagType, Time,
 };
 use crate::store::{ImageQuery, Order, TaggingStatus};
-use argus_vision::classifier::{cross_validate, training_features, HeadKind, LinearHead, TrainingRecipe};
-use argus_vision::detector::{
+use argus_vision::heads::classifier::{cross_validate, training_features, HeadKind, LinearHead, TrainingRecipe};
+use argus_vision::heads::detector::{
     detection_view, feature_grids, match_detections, Detection, DetectionRecipe, DetectorHead, GtBox,
 };
 use argus_vision::metrics::{average_precision, precision_recall, std_dev};

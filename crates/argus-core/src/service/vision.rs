@@ -18,8 +18,8 @@ use crate::error::ApiError;
 use crate::jobs::{Job, JobHandler, JobSpec, Progress, SegmentJob};
 use crate::model::{now, Time};
 use crate::store::{FileRecord, StoreError, VisionJobRecord};
-use argus_vision::sam::ImageEmbedding;
-use argus_vision::segment::{coco_rle, grabcut, mask_polygons, upsample_mask, PromptBox, PromptPoint};
+use argus_vision::segmentation::sam::ImageEmbedding;
+use argus_vision::segmentation::segment::{coco_rle, grabcut, mask_polygons, upsample_mask, PromptBox, PromptPoint};
 
 pub use crate::jobs::SEGMENT_JOB;
 /// External-id prefix that names a Custom Vision training image: `customvision:{projectId}/{imageId}`.
@@ -659,7 +659,7 @@ impl Argus {
             };
             // Embeddings are shared through the blob store: a prompt on an image another worker already encoded
             // decodes at once here too, and an image encoded here is stored for the others.
-            let load_shared = |sam: &argus_vision::sam::SamEngine, key: &[u8; 32], shared: &str| {
+            let load_shared = |sam: &argus_vision::segmentation::sam::SamEngine, key: &[u8; 32], shared: &str| {
                 if sam.cached(key).is_some() {
                     return;
                 }

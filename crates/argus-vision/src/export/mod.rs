@@ -4,8 +4,9 @@
 
 pub mod onnx;
 
-use crate::backbone::{block_plan, fold, same_padding, Weights, INPUT_MEAN, INPUT_SCALE};
-use crate::classifier::{Framing, HeadKind, LinearHead, Pooling};
+use crate::backbone::{block_plan, fold, Weights, INPUT_MEAN, INPUT_SCALE};
+use crate::heads::classifier::{Framing, HeadKind, LinearHead, Pooling};
+use crate::kernels::same_padding;
 use onnx::{tensor_info, AttributeProto, GraphBuilder, FLOAT};
 
 /// Name of the classifier's input: `[1, 3, S, S]` float RGB in 0–255 (the framed image; see [`classifier_onnx`]).

@@ -6,7 +6,7 @@
 //! targets follow FCOS: cells whose centre lies inside a box are positives, their class target is the box's
 //! "centerness" (a soft quality target, generalized-focal-loss style), and the box edges are regressed with a
 //! smooth-L1 loss weighted by that centerness. Inference decodes every cell; a second stage
-//! ([`crate::box_stage`]) refines and rescores the best boxes from features pooled over each; then scores ≥ 0.01
+//! ([`crate::heads::box_stage`]) refines and rescores the best boxes from features pooled over each; then scores ≥ 0.01
 //! are kept and per-tag non-maximum suppression runs.
 //!
 //! Deterministic given the seed: fixed augmentation geometry, seeded initialisation and batch order.
@@ -21,7 +21,7 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 
 use crate::backbone::{preprocess, EfficientNetLite0};
-use crate::box_stage::{proposal, BoxRecipe, BoxStage, Corners, GridIntegral};
+use crate::heads::box_stage::{proposal, BoxRecipe, BoxStage, Corners, GridIntegral};
 use crate::proposals::{iou, Proposal};
 use crate::weights::Variant;
 
@@ -639,7 +639,7 @@ impl DetectorHead {
         if let Some(stage) = &self.stage2 {
             tensors.extend(stage.tensors()?);
         }
-        crate::classifier::safetensors_bytes(&tensors)
+        crate::heads::classifier::safetensors_bytes(&tensors)
     }
 
     /// Reads a head written by [`DetectorHead::to_bytes`].
@@ -817,7 +817,7 @@ mod tests {
         t.insert("meta".into(), Tensor::from_slice(&[1f32, 320.0, 64.0], 3, &Device::Cpu).expect("meta"));
         let old: Vec<(String, Tensor)> = t.into_iter().collect();
         let legacy =
-            DetectorHead::from_bytes(&crate::classifier::safetensors_bytes(&old).expect("bytes")).expect("load");
+            DetectorHead::from_bytes(&crate::heads::classifier::safetensors_bytes(&old).expect("bytes")).expect("load");
         assert_eq!(legacy.backbone, Variant::Lite0);
     }
 

@@ -10,7 +10,7 @@
 // The kernels are AVX-512 (x86-64) only; elsewhere `run` declines and the callers use `gemm`.
 #![cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
 
-use crate::aligned::{Buffer, LINE};
+use crate::kernels::aligned::{Buffer, LINE};
 
 /// `out[i·ldo + j] = act(out[i·ldo + j] + Σ_c x[i·ldx + c] · W[j0 + j][k0 + c])` for `i < p`, `j < m`,
 /// `c < k`, where `act` is ReLU6 when `relu6` and nothing otherwise: a channels-last product accumulated onto
@@ -87,7 +87,7 @@ impl Columns<'_> {
     /// extent is checked first) when this CPU has AVX-512 and `j0` starts a strip; returns false, touching
     /// nothing, otherwise.
     pub fn run(&self, out: &mut [f32], ldo: usize) -> bool {
-        if !crate::backbone::avx512() || !self.j0.is_multiple_of(LANES) {
+        if !crate::kernels::avx512() || !self.j0.is_multiple_of(LANES) {
             return false;
         }
         let (k, m) = (self.k, self.m);
@@ -264,7 +264,7 @@ mod tests {
 
     #[test]
     fn channels_last_products_match_their_definition() {
-        if !crate::backbone::avx512() {
+        if !crate::kernels::avx512() {
             eprintln!("no AVX-512 on this CPU: the portable path (gemm) is tested by the block tests");
             return;
         }

@@ -1,6 +1,6 @@
 //! Interactive segmentation without learned weights: GrabCut (Rother et al. 2004) over a working copy of the
 //! image (longest side [`WORK_SIDE`]). Foreground and background colour models are Gaussian mixtures; an
-//! 8-connected graph with contrast-sensitive edges is cut with [`crate::maxflow`]. A box prompt bounds the
+//! 8-connected graph with contrast-sensitive edges is cut with [`crate::segmentation::maxflow`]. A box prompt bounds the
 //! object (outside is background); prompt points are hard seeds (label 1 foreground, 0 background). The mask
 //! is turned into polygons (one per connected component, Douglas–Peucker simplified) and, on request, COCO
 //! run-length encoding.
@@ -10,7 +10,7 @@ use imageproc::contours::{find_contours, BorderType};
 use imageproc::geometry::approximate_polygon_dp;
 use imageproc::point::Point;
 
-use crate::maxflow::FlowGraph;
+use crate::segmentation::maxflow::FlowGraph;
 
 /// Longest side of the working copy the cut runs on.
 pub const WORK_SIDE: u32 = 512;

@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 use image::{imageops, RgbImage};
 
 use crate::backbone::{preprocess, tensor_from_rgb, EfficientNetLite0, FEATURE_DIM};
-use crate::logreg::{Loss, Model, Problem};
+use crate::heads::logreg::{Loss, Model, Problem};
 use crate::weights::Variant;
 
 /// Softmax (one tag per image) or sigmoid (any number of tags).

@@ -28,7 +28,7 @@ use lru::LruCache;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
-use crate::segment::{PromptBox, PromptPoint};
+use crate::segmentation::segment::{PromptBox, PromptPoint};
 
 /// Side of SAM's square input frame (the image is resized so its longest side is this, then padded).
 pub const IMAGE_SIZE: usize = 1024;
@@ -142,7 +142,7 @@ impl ImageEmbedding {
     pub fn to_bytes(&self) -> Result<Vec<u8>, SamError> {
         let sizes = Tensor::new(&[self.original.0, self.original.1, self.resized.0, self.resized.1], &Device::Cpu)?;
         let tensors = [("embedding".to_string(), self.embedding.clone()), ("sizes".to_string(), sizes)];
-        Ok(crate::classifier::safetensors_bytes(&tensors)?)
+        Ok(crate::heads::classifier::safetensors_bytes(&tensors)?)
     }
 
     /// Reads what [`ImageEmbedding::to_bytes`] wrote; anything else is an error (the caller recomputes).

@@ -13,8 +13,8 @@
 use candle_core::{Device, Tensor};
 use rand::{Rng, SeedableRng};
 
-use crate::detector::{tensor_values, FeatureGrid, GtBox};
-use crate::logreg::{Loss, Model, Problem};
+use crate::heads::detector::{tensor_values, FeatureGrid, GtBox};
+use crate::heads::logreg::{Loss, Model, Problem};
 use crate::proposals::{iou, Proposal};
 
 /// Length of one box's feature vector on grids of `dim` channels per cell, `s16` of them stride-16 ones: the

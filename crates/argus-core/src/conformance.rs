@@ -32,6 +32,7 @@ where
     deleting_a_project_removes_what_it_owns(&fresh().await).await;
     an_iteration_is_created_with_its_job(&fresh().await).await;
     two_trainings_started_together_make_one(&fresh().await).await;
+    a_trained_iteration_is_imported_without_a_job(&fresh().await).await;
     jobs_are_claimed_once_and_survive_dead_workers(&fresh().await).await;
     failed_attempts_retry_then_complete(&fresh().await).await;
 }
@@ -314,6 +315,26 @@ async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s:
     assert_eq!((ra.is_ok() as u32 + rb.is_ok() as u32, conflicts), (1, 1), "{ra:?} {rb:?}");
     assert_eq!(s.count_iterations(p.id).await.expect("count"), 1);
     assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 1);
+}
+
+/// ImportProject brings iterations already trained: they are inserted whole (snapshot and evaluation), start
+/// no job, and one still `Training` is refused (nothing would ever finish it).
+async fn a_trained_iteration_is_imported_without_a_job<S: MetadataStore + JobQueue>(s: &S) {
+    let p = project("imported");
+    s.insert_project(&p).await.expect("project");
+    let mut it = training_iteration(&p, 1, None);
+    let snapshot = serde_json::json!({"images": [1]});
+    let evaluation = serde_json::json!({"folds": 2});
+    let refused = s.insert_trained_iteration(&it, &snapshot, Some(&evaluation)).await;
+    assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
+    it.status = IterationStatus::Completed;
+    s.insert_trained_iteration(&it, &snapshot, Some(&evaluation)).await.expect("import");
+    let (got, snap) = s.get_iteration(p.id, it.id).await.expect("get").expect("iteration");
+    assert_eq!((got.status, got.job_id, snap), (IterationStatus::Completed, None, snapshot.clone()));
+    assert_eq!(s.get_evaluation(p.id, it.id).await.expect("evaluation"), Some(evaluation));
+    assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 0);
+    assert!(s.insert_trained_iteration(&it, &snapshot, None).await.is_err(), "the same id twice");
+    assert_eq!(s.count_iterations(p.id).await.expect("count"), 1);
 }
 
 async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S) {

@@ -313,6 +313,15 @@ pub trait IterationRepo: Send + Sync + 'static {
         job: &crate::jobs::NewJob,
     ) -> StoreResult<()>;
 
+    /// Inserts an already trained iteration (ImportProject) with its snapshot and held-out evaluation, in one
+    /// statement: no job trains it, so it must not be `Training`.
+    async fn insert_trained_iteration(
+        &self,
+        iteration: &Iteration,
+        snapshot: &serde_json::Value,
+        evaluation: Option<&serde_json::Value>,
+    ) -> StoreResult<()>;
+
     /// One iteration and its snapshot.
     async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>>;
 

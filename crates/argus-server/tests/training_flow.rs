@@ -214,6 +214,101 @@ async fn classification_trains_evaluates_publishes_and_quick_tests() {
     s.stop().await;
 }
 
+/// Polls GetExports until the iteration's export to `platform` is Done; returns its entry.
+async fn wait_export(s: &TestServer, project: &str, iteration: &str, platform: &str) -> Value {
+    let started = std::time::Instant::now();
+    while started.elapsed() < std::time::Duration::from_secs(600) {
+        let (st, list) = s.call(Method::GET, &format!("/projects/{project}/iterations/{iteration}/export")).await;
+        assert_eq!(st, 200, "{list}");
+        let entry = list.as_array().into_iter().flatten().find(|e| e["platform"] == platform).cloned();
+        match entry {
+            Some(e) if e["status"] == "Done" => return e,
+            Some(e) => assert_eq!(e["status"], "Exporting", "{e}"),
+            None => panic!("no {platform} export listed: {list}"),
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    panic!("the export did not finish in 600 s");
+}
+
+/// QuickTestImage against one iteration: (tag name, probability) most probable first.
+async fn quick_test(s: &TestServer, project: &str, iteration: &str, image: Vec<u8>) -> Vec<(String, f64)> {
+    let (st, pred) = s
+        .send(
+            s.req(Method::POST, &format!("/projects/{project}/quicktest/image?iterationId={iteration}"))
+                .header("content-type", "application/octet-stream")
+                .body(image),
+        )
+        .await;
+    assert_eq!(st, 200, "{pred}");
+    pred["predictions"]
+        .as_array()
+        .expect("predictions")
+        .iter()
+        .map(|p| (p["tagName"].as_str().unwrap_or("").to_string(), p["probability"].as_f64().unwrap_or(-1.0)))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_trained_project_moves_to_another_server_with_its_iterations_and_exports() {
+    let (a_dir, b_dir) = (tempfile::tempdir().expect("tmp"), tempfile::tempdir().expect("tmp"));
+    let a = TestServer::start(a_dir.path()).await;
+    let b = TestServer::start_with(b_dir.path(), Options { allow_private_urls: true, ..Default::default() }).await;
+    let (p, _, coffee) = two_tag_project(&a, "name=Moving&domainId=0732100f-1a38-4e49-a514-c9b44c697ab5").await;
+    let (_, it) = a.call(Method::POST, &format!("/projects/{p}/train")).await;
+    let it = it["id"].as_str().expect("id").to_string();
+    let done = wait_trained(&a, &p, &it).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(a.call(Method::POST, &format!("/projects/{p}/iterations/{it}/export?platform=ONNX")).await.0, 200);
+    wait_export(&a, &p, &it, "ONNX").await;
+    // An image the iteration shows but the workspace no longer has (deleted without allIterations).
+    let (_, cups) = a.call(Method::GET, &format!("/projects/{p}/images/tagged?tagIds={coffee}&take=1")).await;
+    let gone = cups[0]["id"].as_str().expect("id").to_string();
+    assert_eq!(a.call(Method::DELETE, &format!("/projects/{p}/images?imageIds={gone}")).await.0, 204);
+    let perf_a = a.call(Method::GET, &format!("/projects/{p}/iterations/{it}/performance")).await.1;
+    let cat_photo = crop_jpeg(&photo("chelsea.png"), 0.0, 0.0, 1.0, 1.0);
+    let pred_a = quick_test(&a, &p, &it, cat_photo.clone()).await;
+
+    let (st, exp) = a.call(Method::GET, &format!("/projects/{p}/export")).await;
+    assert_eq!(st, 200, "{exp}");
+    assert_eq!((exp["iterationCount"].as_i64(), exp["imageCount"].as_i64()), (Some(1), Some(11)), "{exp}");
+    let token = exp["token"].as_str().expect("token");
+    let (st, copy) = b.send(b.req(Method::POST, "/projects/import").query(&[("token", token)])).await;
+    assert_eq!(st, 200, "{copy}");
+    let c = copy["id"].as_str().expect("id").to_string();
+
+    // The iteration arrives trained, unpublished, under a new id, with the same name and figures.
+    let (_, its) = b.call(Method::GET, &format!("/projects/{c}/iterations")).await;
+    assert_eq!(its.as_array().map(Vec::len), Some(1), "{its}");
+    let moved = its[0]["id"].as_str().expect("id").to_string();
+    assert_ne!(moved, it);
+    assert_eq!((its[0]["status"].clone(), its[0]["name"].clone()), (json!("Completed"), done["name"].clone()));
+    assert_eq!((its[0]["publishName"].clone(), its[0]["exportable"].clone()), (json!(""), json!(true)));
+    let perf_b = b.call(Method::GET, &format!("/projects/{c}/iterations/{moved}/performance")).await.1;
+    for k in ["precision", "recall", "averagePrecision"] {
+        assert_eq!(perf_a[k], perf_b[k], "{k}: {perf_a} vs {perf_b}");
+    }
+    assert_eq!(perf_b["perTagPerformance"].as_array().map(Vec::len), Some(2), "{perf_b}");
+    assert_eq!(b.call(Method::GET, &format!("/projects/{c}/iterations/{moved}/performance/images/count")).await.1, 12);
+    // The retained image's bytes came along: every performance image of the copy can be fetched.
+    let (_, perf_imgs) =
+        b.call(Method::GET, &format!("/projects/{c}/iterations/{moved}/performance/images?take=20")).await;
+    let perf_imgs = perf_imgs.as_array().expect("array");
+    assert_eq!(perf_imgs.len(), 12);
+    for img in perf_imgs {
+        let uri = img["imageUri"].as_str().expect("uri");
+        assert_eq!(b.client.get(uri).send().await.expect("get").status(), 200, "{img}");
+    }
+    // The same model: the same predictions, to the bit.
+    assert_eq!(quick_test(&b, &c, &moved, cat_photo).await, pred_a);
+    // The finished ONNX export was queued again on the importing server, which rebuilds it.
+    let onnx = wait_export(&b, &c, &moved, "ONNX").await;
+    let uri = onnx["downloadUri"].as_str().expect("downloadUri");
+    assert_eq!(b.client.get(uri).send().await.expect("get").status(), 200);
+    a.stop().await;
+    b.stop().await;
+}
+
 #[tokio::test]
 async fn multilabel_trains_too() {
     let dir = tempfile::tempdir().expect("tmp");

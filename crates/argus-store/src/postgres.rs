@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use argus_core::filter::MetadataFilter;
 use argus_core::jobs::{Claimed, Job, JobQueue, JobStatus, NewJob};
-use argus_core::model::{ImageRegion, ImageTag, Iteration, Metadata, Project, Tag, Time};
+use argus_core::model::{ImageRegion, ImageTag, Iteration, IterationStatus, Metadata, Project, Tag, Time};
 use argus_core::store::{
     DeletedImages, FileRecord, FileRepo, ImageQuery, ImageRecord, ImageRepo, InsertOutcome, IterationRepo, NewImage,
     NewRegion, Order, PredictionOrder, PredictionQuery, PredictionRecord, PredictionRepo, ProjectRepo, StoreError,
@@ -757,6 +757,36 @@ impl IterationRepo for PostgresStore {
         insert_job(&mut tx, job_id, job).await?;
         crate::fault::point("train-before-commit");
         tx.commit().await.map_err(backend)
+    }
+
+    async fn insert_trained_iteration(
+        &self,
+        it: &Iteration,
+        snapshot: &serde_json::Value,
+        evaluation: Option<&serde_json::Value>,
+    ) -> StoreResult<()> {
+        if it.status == IterationStatus::Training {
+            return Err(StoreError::Conflict(format!("iteration {} is still training; no job would finish it", it.id)));
+        }
+        let evaluation = evaluation.map(serde_json::to_string).transpose().map_err(backend)?;
+        sqlx::query(
+            "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot, \
+             evaluation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(it.id.to_string())
+        .bind(it.project_id.to_string())
+        .bind(&it.name)
+        .bind(it.status.as_str())
+        .bind(ms(&it.created))
+        .bind(ms(&it.last_modified))
+        .bind(it.trained_at.as_ref().map(ms))
+        .bind(iteration_body(it)?)
+        .bind(serde_json::to_string(snapshot).map_err(backend)?)
+        .bind(evaluation)
+        .execute(&self.pool)
+        .await
+        .map(|_| ())
+        .map_err(map_sqlx)
     }
 
     async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>> {

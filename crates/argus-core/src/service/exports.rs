@@ -155,6 +155,27 @@ impl Argus {
         Ok(Export { platform, status: "Exporting".into(), download_uri: None, flavor, newer_version_available: false })
     }
 
+    /// The platform and flavor of every export of an iteration whose latest run finished (`Done`), in the order
+    /// they were first asked for: what a project export carries over for the importing server to rebuild.
+    pub(super) async fn done_export_targets(
+        &self,
+        project: Uuid,
+        iteration: Uuid,
+    ) -> ApiResult<Vec<(String, Option<String>)>> {
+        let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope(project, iteration)).await.map_err(store_err)?;
+        let mut order: Vec<(String, Option<String>)> = Vec::new();
+        let mut done: HashMap<(String, Option<String>), bool> = HashMap::new();
+        for job in jobs {
+            let Ok(JobSpec::Export(p)) = JobSpec::of(&job) else { continue };
+            let target = (p.platform, p.flavor);
+            if !done.contains_key(&target) {
+                order.push(target.clone());
+            }
+            done.insert(target, job.status == JobStatus::Completed);
+        }
+        Ok(order.into_iter().filter(|t| done.get(t).copied().unwrap_or(false)).collect())
+    }
+
     /// GetExports: the latest export per platform and flavor, in the order they were first asked for.
     pub async fn exports(&self, ctx: &UrlContext, project: Uuid, iteration: Uuid) -> ApiResult<Vec<Export>> {
         self.project(project).await?;

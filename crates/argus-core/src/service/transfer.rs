@@ -4,7 +4,11 @@
 //! thumbnail bytes) to the blob store and returns an opaque token: base64url JSON holding the package id and
 //! a signed, expiring download URL on this server. ImportProject on the same server reads the package from
 //! its own blob store; another Argus server downloads it through that URL. Either way the import creates a
-//! new project with new ids: tags, images, regions and metadata copied.
+//! new project with new ids: tags, images, regions and metadata copied, and every Completed iteration with its
+//! trained model, snapshot and held-out evaluation (ids mapped to the new ones), so the imported project
+//! predicts, reports performance and exports as the original does without training again. Iterations come
+//! unpublished (publishing names a prediction resource of the importing side), and each export the original
+//! had finished is queued again on the importing server, whose exporter rebuilds it from the same model.
 
 use std::collections::HashMap;
 use std::io::Read;
@@ -15,9 +19,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use super::training::{iteration_model_key, snapshot_of};
 use super::{original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
 use crate::error::{ApiError, ApiResult, ErrorCode};
-use crate::model::{now, BoundingBox, Metadata, Project, ProjectExport, ProjectSettings, TagType, Time};
+use crate::model::{
+    now, BoundingBox, ClassificationType, Iteration, IterationStatus, Metadata, Project, ProjectExport,
+    ProjectSettings, TagType, Time,
+};
 use crate::store::{NewImage, NewRegion, TagRecord};
 
 const FORMAT: &str = "argus-project-export";
@@ -44,6 +52,48 @@ struct Manifest {
     settings: ProjectSettings,
     tags: Vec<ManifestTag>,
     images: Vec<ManifestImage>,
+    /// Completed iterations (absent from packages written before iterations travelled).
+    #[serde(default)]
+    iterations: Vec<ManifestIteration>,
+    /// Images an iteration still shows but the workspace no longer has (deleted without `allIterations`): only
+    /// their bytes travel, under `images/{id}/`, as the original keeps only their bytes.
+    #[serde(default)]
+    retained_images: Vec<ManifestImage>,
+}
+
+/// A Completed iteration: its fields, what it was trained on, its evaluation and which exports it had. Its
+/// model is the package's `iterations/{id}/model.safetensors`.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestIteration {
+    id: Uuid,
+    name: String,
+    created: Time,
+    trained_at: Option<Time>,
+    domain_id: Option<Uuid>,
+    classification_type: Option<ClassificationType>,
+    training_type: String,
+    reserved_budget_in_hours: i32,
+    training_time_in_minutes: i32,
+    exportable: bool,
+    exportable_to: Vec<String>,
+    #[serde(default)]
+    training_message: Option<String>,
+    detection: bool,
+    snapshot: serde_json::Value,
+    #[serde(default)]
+    evaluation: Option<serde_json::Value>,
+    #[serde(default)]
+    exports: Vec<ManifestExport>,
+}
+
+/// An export the original iteration had finished.
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ManifestExport {
+    platform: String,
+    #[serde(default)]
+    flavor: Option<String>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -73,6 +123,9 @@ struct ManifestImage {
 #[derive(Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct ManifestRegion {
+    /// The region's id in the original (absent in older packages): an iteration's snapshot names it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    id: Option<Uuid>,
     tag_id: Uuid,
     bbox: BoundingBox,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -81,6 +134,40 @@ struct ManifestRegion {
 
 fn export_key(id: Uuid) -> String {
     format!("exports/{id}.tar")
+}
+
+/// An image as the package lists it: its plain tags (those not carried by a region) and its regions.
+fn manifest_image(img: crate::store::ImageRecord) -> ManifestImage {
+    let region_tags: Vec<Uuid> = img.regions.iter().map(|r| r.tag_id).collect();
+    ManifestImage {
+        id: img.id,
+        created: img.created,
+        width: img.width,
+        height: img.height,
+        mime: img.mime,
+        content_hash: img.content_hash,
+        metadata: img.metadata,
+        tag_ids: img.tags.iter().map(|t| t.tag_id).filter(|t| !region_tags.contains(t)).collect(),
+        regions: img
+            .regions
+            .iter()
+            .map(|r| ManifestRegion {
+                id: Some(r.region_id),
+                tag_id: r.tag_id,
+                bbox: r.bbox(),
+                polygon: r.polygon.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// The package name and blob key of each stored file of an image (original, resized, thumbnail).
+fn image_files(project: Uuid, image: Uuid) -> [(&'static str, String); 3] {
+    [
+        ("original", original_key(project, image)),
+        ("resized.jpg", resized_key(project, image)),
+        ("thumbnail.jpg", thumbnail_key(project, image)),
+    ]
 }
 
 fn invalid_token(why: impl std::fmt::Display) -> ApiError {
@@ -113,38 +200,17 @@ impl Argus {
             }
             skip += page.len() as u32;
             for img in page {
-                for (name, key) in [
-                    ("original", original_key(project_id, img.id)),
-                    ("resized.jpg", resized_key(project_id, img.id)),
-                    ("thumbnail.jpg", thumbnail_key(project_id, img.id)),
-                ] {
-                    let data = self
-                        .blobs
-                        .get(&key)
-                        .await
-                        .map_err(store_err)?
-                        .ok_or_else(|| ApiError::internal(format!("blob {key} is missing")))?;
+                for (name, data) in self.image_blobs(project_id, img.id).await? {
                     append(&mut builder, &format!("images/{}/{name}", img.id), &data)?;
                 }
-                let region_tags: Vec<Uuid> = img.regions.iter().map(|r| r.tag_id).collect();
                 region_count += img.regions.len() as i64;
-                images.push(ManifestImage {
-                    id: img.id,
-                    created: img.created,
-                    width: img.width,
-                    height: img.height,
-                    mime: img.mime,
-                    content_hash: img.content_hash,
-                    metadata: img.metadata,
-                    tag_ids: img.tags.iter().map(|t| t.tag_id).filter(|t| !region_tags.contains(t)).collect(),
-                    regions: img
-                        .regions
-                        .iter()
-                        .map(|r| ManifestRegion { tag_id: r.tag_id, bbox: r.bbox(), polygon: r.polygon.clone() })
-                        .collect(),
-                });
+                images.push(manifest_image(img));
             }
         }
+        let workspace: std::collections::HashSet<Uuid> = images.iter().map(|i| i.id).collect();
+        let (iterations, retained) = self.export_iterations(project_id, &workspace, &mut builder).await?;
+        let retired = self.store.get_retired_images(project_id, &retained).await.map_err(store_err)?;
+        let retained_images = retired.into_iter().map(manifest_image).collect();
         let manifest = Manifest {
             format: FORMAT.into(),
             version: 1,
@@ -161,6 +227,8 @@ impl Argus {
                 })
                 .collect(),
             images,
+            iterations,
+            retained_images,
         };
         let manifest_json = serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?;
         append(&mut builder, "manifest.json", &manifest_json)?;
@@ -175,13 +243,88 @@ impl Argus {
         let image_count = manifest.images.len() as i64;
         tracing::info!(project = %project_id, export = %export, images = image_count, "project exported");
         Ok(ProjectExport {
-            iteration_count: 0,
+            iteration_count: manifest.iterations.len() as i64,
             image_count,
             tag_count: manifest.tags.len() as i64,
             region_count,
             estimated_import_time_in_ms: 500 + image_count * 20,
             token,
         })
+    }
+
+    /// The project's Completed iterations for its export package, and the images they show that the
+    /// `workspace` no longer has: each iteration's model and those images' bytes are appended to `builder`.
+    async fn export_iterations(
+        &self,
+        project: Uuid,
+        workspace: &std::collections::HashSet<Uuid>,
+        builder: &mut tar::Builder<Vec<u8>>,
+    ) -> ApiResult<(Vec<ManifestIteration>, Vec<Uuid>)> {
+        let mut out = Vec::new();
+        let mut retained = Vec::new();
+        for it in self.store.list_iterations(project).await.map_err(store_err)? {
+            if it.status != IterationStatus::Completed {
+                continue;
+            }
+            let Some((_, snapshot)) = self.store.get_iteration(project, it.id).await.map_err(store_err)? else {
+                continue;
+            };
+            let detection = snapshot_of(snapshot.clone())?.is_detection();
+            let key = iteration_model_key(project, it.id, detection);
+            let model = self
+                .blobs
+                .get(&key)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| ApiError::internal(format!("blob {key} is missing")))?;
+            append(builder, &format!("iterations/{}/model.safetensors", it.id), &model)?;
+            let shown = snapshot["images"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str());
+            for image in shown.filter_map(|i| Uuid::parse_str(i).ok()) {
+                if workspace.contains(&image) || retained.contains(&image) {
+                    continue;
+                }
+                for (name, data) in self.image_blobs(project, image).await? {
+                    append(builder, &format!("images/{image}/{name}"), &data)?;
+                }
+                retained.push(image);
+            }
+            let evaluation = self.store.get_evaluation(project, it.id).await.map_err(store_err)?;
+            let exports = self.done_export_targets(project, it.id).await?;
+            out.push(ManifestIteration {
+                id: it.id,
+                name: it.name,
+                created: it.created,
+                trained_at: it.trained_at,
+                domain_id: it.domain_id,
+                classification_type: it.classification_type,
+                training_type: it.training_type,
+                reserved_budget_in_hours: it.reserved_budget_in_hours,
+                training_time_in_minutes: it.training_time_in_minutes,
+                exportable: it.exportable,
+                exportable_to: it.exportable_to,
+                training_message: it.training_message,
+                detection,
+                snapshot,
+                evaluation,
+                exports: exports.into_iter().map(|(platform, flavor)| ManifestExport { platform, flavor }).collect(),
+            });
+        }
+        Ok((out, retained))
+    }
+
+    /// The three stored files of an image (original, resized, thumbnail) under their package names.
+    async fn image_blobs(&self, project: Uuid, image: Uuid) -> ApiResult<Vec<(&'static str, Bytes)>> {
+        let mut out = Vec::new();
+        for (name, key) in image_files(project, image) {
+            let data = self
+                .blobs
+                .get(&key)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| ApiError::internal(format!("blob {key} is missing")))?;
+            out.push((name, data));
+        }
+        Ok(out)
     }
 
     /// ImportProject: a full copy of the exported project as a new project.
@@ -247,15 +390,19 @@ impl Argus {
         let map_tag = |id: &Uuid| {
             tag_ids.get(id).copied().ok_or_else(|| invalid_token(format!("the package names unknown tag {id}")))
         };
+        // Old id → new id of every tag, image and region, for the iterations' snapshots and evaluations.
+        let mut ids: HashMap<Uuid, Uuid> = tag_ids.clone();
         let mut rows = Vec::new();
-        for img in manifest.images {
+        let mut retired = Vec::new();
+        let workspace = manifest.images.into_iter().map(|i| (i, false));
+        for (img, retain) in workspace.chain(manifest.retained_images.into_iter().map(|i| (i, true))) {
             let id = Uuid::new_v4();
+            if retain {
+                retired.push(id);
+            }
+            ids.insert(img.id, id);
             let mut byte_size = 0;
-            for (name, key) in [
-                ("original", original_key(project.id, id)),
-                ("resized.jpg", resized_key(project.id, id)),
-                ("thumbnail.jpg", thumbnail_key(project.id, id)),
-            ] {
+            for (name, key) in image_files(project.id, id) {
                 let data = files
                     .remove(&format!("images/{}/{name}", img.id))
                     .ok_or_else(|| invalid_token(format!("the package lacks image {} ({name})", img.id)))?;
@@ -278,8 +425,12 @@ impl Argus {
                     .regions
                     .iter()
                     .map(|r| {
+                        let new_id = Uuid::new_v4();
+                        if let Some(old) = r.id {
+                            ids.insert(old, new_id);
+                        }
                         Ok(NewRegion {
-                            id: Uuid::new_v4(),
+                            id: new_id,
                             tag_id: map_tag(&r.tag_id)?,
                             bbox: r.bbox,
                             polygon: r.polygon.clone(),
@@ -292,9 +443,85 @@ impl Argus {
         for chunk in rows.chunks(256) {
             self.store.insert_images(project.id, chunk, u64::MAX).await.map_err(store_err)?;
         }
+        // Images only an iteration shows go where the original keeps them: out of the workspace, retained.
+        if !retired.is_empty() {
+            let retain = retired.iter().copied().collect();
+            self.store.delete_images(project.id, Some(&retired), &retain).await.map_err(store_err)?;
+        }
         let mut updated = project.clone();
         updated.settings.image_processing_settings = manifest.settings.image_processing_settings;
-        self.store.update_project(&updated).await.map_err(store_err)
+        self.store.update_project(&updated).await.map_err(store_err)?;
+        for m in manifest.iterations {
+            self.import_iteration(project.id, m, &ids, &mut files).await?;
+        }
+        Ok(())
+    }
+
+    /// Recreates one Completed iteration under a new id: its model, its snapshot and evaluation with every id
+    /// mapped through `ids`, then queues again the exports the original had finished.
+    async fn import_iteration(
+        &self,
+        project: Uuid,
+        m: ManifestIteration,
+        ids: &HashMap<Uuid, Uuid>,
+        files: &mut HashMap<String, Bytes>,
+    ) -> ApiResult<()> {
+        let id = Uuid::new_v4();
+        let model = files
+            .remove(&format!("iterations/{}/model.safetensors", m.id))
+            .ok_or_else(|| invalid_token(format!("the package lacks the model of iteration {}", m.id)))?;
+        self.blobs.put(&iteration_model_key(project, id, m.detection), model).await.map_err(store_err)?;
+        let snapshot = remap_ids(m.snapshot, ids);
+        // The snapshot must still read as one (it says what the model predicts and how it was trained).
+        if snapshot_of(snapshot.clone()).map(|s| s.is_detection()).ok() != Some(m.detection) {
+            return Err(invalid_token(format!("iteration {} has an unreadable snapshot", m.id)));
+        }
+        let evaluation = m.evaluation.map(|e| remap_ids(e, ids));
+        let it = Iteration {
+            id,
+            name: m.name,
+            status: IterationStatus::Completed,
+            created: m.created,
+            last_modified: now(),
+            trained_at: m.trained_at,
+            project_id: project,
+            exportable: m.exportable,
+            exportable_to: m.exportable_to,
+            domain_id: m.domain_id,
+            classification_type: m.classification_type,
+            training_type: m.training_type,
+            reserved_budget_in_hours: m.reserved_budget_in_hours,
+            training_time_in_minutes: m.training_time_in_minutes,
+            publish_name: String::new(),
+            original_publish_resource_id: String::new(),
+            training_progress: Some(100.0),
+            training_message: m.training_message,
+            job_id: None,
+        };
+        self.store.insert_trained_iteration(&it, &snapshot, evaluation.as_ref()).await.map_err(store_err)?;
+        for e in m.exports {
+            if let Err(err) = self.export_iteration(project, id, Some(&e.platform), e.flavor.as_deref()).await {
+                tracing::warn!(project = %project, iteration = %id, platform = %e.platform, error = %err.message,
+                    "an export of the imported iteration was not queued again");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// `v` with every string (and object key) that is a UUID in `ids` replaced by its new id: the snapshot and the
+/// evaluation name tags, images and regions only by id.
+fn remap_ids(v: serde_json::Value, ids: &HashMap<Uuid, Uuid>) -> serde_json::Value {
+    use serde_json::Value;
+    let map = |s: String| match Uuid::parse_str(&s).ok().and_then(|u| ids.get(&u)) {
+        Some(new) => new.to_string(),
+        None => s,
+    };
+    match v {
+        Value::String(s) => Value::String(map(s)),
+        Value::Array(a) => Value::Array(a.into_iter().map(|x| remap_ids(x, ids)).collect()),
+        Value::Object(o) => Value::Object(o.into_iter().map(|(k, x)| (map(k), remap_ids(x, ids))).collect()),
+        other => other,
     }
 }
 

@@ -738,22 +738,7 @@ impl IterationRepo for PostgresStore {
                 job.kind, job.scope
             )));
         }
-        sqlx::query(
-            "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(it.id.to_string())
-        .bind(it.project_id.to_string())
-        .bind(&it.name)
-        .bind(it.status.as_str())
-        .bind(ms(&it.created))
-        .bind(ms(&it.last_modified))
-        .bind(it.trained_at.as_ref().map(ms))
-        .bind(iteration_body(it)?)
-        .bind(serde_json::to_string(snapshot).map_err(backend)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
+        insert_iteration_row(&mut *tx, it, snapshot, None).await?;
         insert_job(&mut tx, job_id, job).await?;
         crate::fault::point("train-before-commit");
         tx.commit().await.map_err(backend)
@@ -768,25 +753,7 @@ impl IterationRepo for PostgresStore {
         if it.status == IterationStatus::Training {
             return Err(StoreError::Conflict(format!("iteration {} is still training; no job would finish it", it.id)));
         }
-        let evaluation = evaluation.map(serde_json::to_string).transpose().map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot, \
-             evaluation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-        )
-        .bind(it.id.to_string())
-        .bind(it.project_id.to_string())
-        .bind(&it.name)
-        .bind(it.status.as_str())
-        .bind(ms(&it.created))
-        .bind(ms(&it.last_modified))
-        .bind(it.trained_at.as_ref().map(ms))
-        .bind(iteration_body(it)?)
-        .bind(serde_json::to_string(snapshot).map_err(backend)?)
-        .bind(evaluation)
-        .execute(&self.pool)
-        .await
-        .map(|_| ())
-        .map_err(map_sqlx)
+        insert_iteration_row(&self.pool, it, snapshot, evaluation).await
     }
 
     async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>> {
@@ -908,6 +875,34 @@ impl IterationRepo for PostgresStore {
             })
             .collect()
     }
+}
+
+/// Inserts an iteration's row: its fields, snapshot and (for an imported one) evaluation.
+async fn insert_iteration_row<'e>(
+    ex: impl sqlx::Executor<'e, Database = Postgres>,
+    it: &Iteration,
+    snapshot: &serde_json::Value,
+    evaluation: Option<&serde_json::Value>,
+) -> StoreResult<()> {
+    let evaluation = evaluation.map(serde_json::to_string).transpose().map_err(backend)?;
+    sqlx::query(
+        "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot, \
+         evaluation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+    )
+    .bind(it.id.to_string())
+    .bind(it.project_id.to_string())
+    .bind(&it.name)
+    .bind(it.status.as_str())
+    .bind(ms(&it.created))
+    .bind(ms(&it.last_modified))
+    .bind(it.trained_at.as_ref().map(ms))
+    .bind(iteration_body(it)?)
+    .bind(serde_json::to_string(snapshot).map_err(backend)?)
+    .bind(evaluation)
+    .execute(ex)
+    .await
+    .map(|_| ())
+    .map_err(map_sqlx)
 }
 
 #[async_trait]

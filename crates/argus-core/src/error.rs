@@ -1,6 +1,6 @@
-//! The Custom Vision error model: every official `CustomVisionErrorCodes` value, the HTTP status each maps
-//! to, and [`ApiError`], the error every service returns. The HTTP layer turns an [`ApiError`] into the
-//! official body `{"code": "...", "message": "..."}`.
+//! The Custom Vision error model: every official `CustomVisionErrorCodes` value and [`ApiError`], the error
+//! every service returns. The HTTP layer (`argus-server`) alone decides which status carries each code and
+//! turns an [`ApiError`] into the official body `{"code": "...", "message": "..."}`.
 
 use std::fmt;
 
@@ -156,41 +156,14 @@ error_codes! {
     ErrorInvalid,
 }
 
-impl ErrorCode {
-    /// The HTTP status that carries this code: 400 for `BadRequest*`, 415, 403, 404, 409, 500 for `Error*`.
-    pub fn http_status(self) -> u16 {
-        let name = self.as_str();
-        if name == "UnsupportedMediaType" {
-            415
-        } else if name.starts_with("BadRequest") {
-            400
-        } else if name.starts_with("Forbidden") {
-            403
-        } else if name.starts_with("NotFound") {
-            404
-        } else if name.starts_with("Conflict") {
-            409
-        } else if matches!(
-            self,
-            ErrorCode::ErrorFeaturizationServiceUnavailable | ErrorCode::ErrorPredictionServiceUnavailable
-        ) {
-            503
-        } else if name == "NoError" {
-            200
-        } else {
-            500
-        }
-    }
-}
-
 impl fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-/// A failed request: an official code, a human message, and (rarely) a status that differs from the code's
-/// usual one (401 for a missing key, 429 for a full queue).
+/// A failed request: an official code and a human message. Which HTTP status carries it is the HTTP layer's
+/// business (`argus_server::error`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{code}: {message}")]
 pub struct ApiError {
@@ -198,24 +171,12 @@ pub struct ApiError {
     pub code: ErrorCode,
     /// What went wrong, for a person.
     pub message: String,
-    /// HTTP status override; `None` uses [`ErrorCode::http_status`].
-    pub status: Option<u16>,
 }
 
 impl ApiError {
-    /// An error with the code's usual HTTP status.
+    /// An error with an official code.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status: None }
-    }
-
-    /// An error with an explicit HTTP status.
-    pub fn with_status(code: ErrorCode, status: u16, message: impl Into<String>) -> Self {
-        Self { code, message: message.into(), status: Some(status) }
-    }
-
-    /// The HTTP status to answer with.
-    pub fn http_status(&self) -> u16 {
-        self.status.unwrap_or_else(|| self.code.http_status())
+        Self { code, message: message.into() }
     }
 
     /// `BadRequest` with a message.
@@ -238,12 +199,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn every_official_code_is_present_with_a_status() {
+    fn every_official_code_is_present() {
         assert_eq!(ErrorCode::ALL.len(), 130);
         assert_eq!(ErrorCode::BadRequestImageFormat.as_str(), "BadRequestImageFormat");
-        assert_eq!(ErrorCode::NotFoundProject.http_status(), 404);
-        assert_eq!(ErrorCode::UnsupportedMediaType.http_status(), 415);
-        assert_eq!(ErrorCode::BadRequestExceededBatchSize.http_status(), 400);
-        assert_eq!(ErrorCode::ErrorUnknown.http_status(), 500);
     }
 }

@@ -3,10 +3,11 @@
 //! ([`crate::portal::session_allows`]: the cookie, plus the CSRF header on state-changing requests). A wrong key
 //! is refused even with a session. Refusals are 401 in the surface's own error shape.
 
-use argus_core::service::CdfError;
-use argus_core::{ApiError, ErrorCode};
+use argus_core::service::{CdfError, CdfErrorKind};
+use argus_core::ErrorCode;
 use axum::extract::{Request, State};
 use axum::http::HeaderMap;
+use axum::http::StatusCode;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -72,7 +73,7 @@ impl IntoResponse for Refused {
             Policy::Prediction => "Prediction-Key",
             Policy::Vision => {
                 let message = "Unauthorized: send Authorization: Bearer <key>.".to_string();
-                return CdfResponse(CdfError { status: 401, message, missing: None }).into_response();
+                return CdfResponse(CdfError::new(CdfErrorKind::Unauthorized, message)).into_response();
             }
         };
         let message = if self.wrong_key {
@@ -80,7 +81,7 @@ impl IntoResponse for Refused {
         } else {
             format!("Access denied: the {header} header is missing.")
         };
-        HttpError(ApiError::with_status(ErrorCode::Forbidden, 401, message)).into_response()
+        HttpError::with_status(ErrorCode::Forbidden, StatusCode::UNAUTHORIZED, message).into_response()
     }
 }
 

@@ -65,7 +65,7 @@ pub async fn serve_model(
 }
 
 fn not_found() -> HttpError {
-    HttpError(ApiError::new(ErrorCode::NotFound, "No such route: POST /image, /url, or a Prediction API route."))
+    HttpError::from(ApiError::new(ErrorCode::NotFound, "No such route: POST /image, /url, or a Prediction API route."))
 }
 
 async fn answer(
@@ -90,14 +90,14 @@ fn check_target(s: &ModelState, project: &str, kind: &str, name: &str) -> HttpRe
     };
     let model = &s.model;
     if uuid::Uuid::parse_str(project).ok() != Some(model.project()) {
-        return Err(HttpError(ApiError::new(
+        return Err(HttpError::from(ApiError::new(
             ErrorCode::NotFoundProject,
             format!("Project '{project}' was not found; this container serves project {}.", model.project()),
         )));
     }
     let known = [model.publish_name().to_string(), model.iteration().to_string()];
     if !known.iter().any(|k| !k.is_empty() && k == name) {
-        return Err(HttpError(ApiError::new(
+        return Err(HttpError::from(ApiError::new(
             ErrorCode::NotFoundIteration,
             format!("No iteration of this project is published as '{name}'."),
         )));

@@ -8,7 +8,7 @@
 //! Training key, signed with the store's signing key: it is valid on every node of a cluster, and rotating the
 //! Training key signs every browser out.
 
-use argus_core::{ApiError, ErrorCode};
+use argus_core::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
@@ -83,18 +83,18 @@ pub fn session_allows(method: &Method, headers: &HeaderMap, state: &AppState) ->
 }
 
 fn unauthorized(message: &str) -> HttpError {
-    HttpError(ApiError::with_status(ErrorCode::Forbidden, 401, message))
+    HttpError::with_status(ErrorCode::Forbidden, StatusCode::UNAUTHORIZED, message)
 }
 
 fn csrf_checked(headers: &HeaderMap) -> Result<(), HttpError> {
     if headers.contains_key(PORTAL_HEADER) {
         Ok(())
     } else {
-        Err(HttpError(ApiError::with_status(
+        Err(HttpError::with_status(
             ErrorCode::Forbidden,
-            403,
+            StatusCode::FORBIDDEN,
             "Portal requests that change state must carry the X-Argus-Portal header.",
-        )))
+        ))
     }
 }
 

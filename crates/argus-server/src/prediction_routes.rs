@@ -79,7 +79,7 @@ async fn predict(
     req: Request,
     store: bool,
 ) -> HttpResult<Response> {
-    let not_found = || HttpError(ApiError::new(ErrorCode::NotFound, "No such Prediction API route."));
+    let not_found = || HttpError::from(ApiError::new(ErrorCode::NotFound, "No such Prediction API route."));
     if !PREDICTION_VERSIONS.contains(&version.as_str()) {
         return Err(not_found());
     }

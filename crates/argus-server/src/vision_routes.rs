@@ -2,7 +2,7 @@
 //! `context/vision/segment` jobs. `Authorization: Bearer <vision key>`; errors in the CDF shape
 //! `{"error": {"code", "message", "missing"?}}`. The `cdf-version` header is accepted and ignored.
 
-use argus_core::service::CdfError;
+use argus_core::service::{CdfError, CdfErrorKind};
 use axum::body::Bytes;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -23,9 +23,22 @@ const MAX_VISION_REQUEST_BYTES: usize = argus_core::service::vision_max_file_byt
 pub(crate) struct CdfResponse(pub CdfError);
 
 impl IntoResponse for CdfResponse {
+    /// The status of the error's kind, and the CDF body `{"error": {"code": status, "message", "missing"?}}`.
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.0.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-        (status, Json(self.0.body())).into_response()
+        let status = match self.0.kind {
+            CdfErrorKind::Invalid => StatusCode::BAD_REQUEST,
+            CdfErrorKind::Unauthorized => StatusCode::UNAUTHORIZED,
+            CdfErrorKind::Forbidden => StatusCode::FORBIDDEN,
+            CdfErrorKind::Conflict => StatusCode::CONFLICT,
+            CdfErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            CdfErrorKind::Busy => StatusCode::TOO_MANY_REQUESTS,
+            CdfErrorKind::Api(code) => crate::error::status_of(code),
+        };
+        let mut e = json!({"code": status.as_u16(), "message": self.0.message});
+        if let (Some(m), Some(obj)) = (self.0.missing, e.as_object_mut()) {
+            obj.insert("missing".into(), serde_json::Value::Array(m));
+        }
+        (status, Json(json!({ "error": e }))).into_response()
     }
 }
 
@@ -138,11 +151,7 @@ async fn upload_file(
     let expires = q.str("se").and_then(|v| v.parse::<i64>().ok()).unwrap_or(0);
     let key = format!("upload/vision/{project}/files/{id}");
     if !s.argus.verify_blob_signature(&key, expires, q.str("sig").unwrap_or("")) {
-        return Err(CdfResponse(CdfError {
-            status: 403,
-            message: "The upload link is invalid or has expired.".into(),
-            missing: None,
-        }));
+        return Err(CdfResponse(CdfError::new(CdfErrorKind::Forbidden, "The upload link is invalid or has expired.")));
     }
     let id = file_id(&id)?;
     s.argus.upload_file(&project, id, body).await?;

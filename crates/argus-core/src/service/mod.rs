@@ -37,7 +37,9 @@ pub use served::{ServedModel, MODEL_FOLDER_FORMAT};
 pub use training::{
     TrainRequest, TrainingJobs, MIN_CONFIGURABLE_IMAGES_PER_TAG_DETECTION, MIN_IMAGES_PER_TAG_DETECTION, TRAIN_JOB,
 };
-pub use vision::{vision_max_file_bytes, CdfError, CdfResult, SegmentJobs, CUSTOM_VISION_FILE_PREFIX, SEGMENT_JOB};
+pub use vision::{
+    vision_max_file_bytes, CdfError, CdfErrorKind, CdfResult, SegmentJobs, CUSTOM_VISION_FILE_PREFIX, SEGMENT_JOB,
+};
 
 /// Tunables of the services.
 #[derive(Debug, Clone)]

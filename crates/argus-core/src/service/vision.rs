@@ -40,11 +40,30 @@ pub const fn vision_max_file_bytes() -> usize {
 /// Components smaller than this fraction of the image are not returned as polygons.
 const MIN_COMPONENT_AREA: f64 = 0.0005;
 
-/// An error of the CDF surface: HTTP status, message and, for unknown references, the `missing` items.
+/// What kind of failure a [`CdfError`] is (the HTTP layer picks the status and the body's numeric `code`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CdfErrorKind {
+    /// The request is malformed or names something that does not exist.
+    Invalid,
+    /// No valid bearer key.
+    Unauthorized,
+    /// The key is valid but the link or action is not allowed.
+    Forbidden,
+    /// An external id or instance id already taken.
+    Conflict,
+    /// The body is larger than the surface accepts.
+    TooLarge,
+    /// Too many jobs are queued or running.
+    Busy,
+    /// A failure of the shared services, with its official code.
+    Api(crate::error::ErrorCode),
+}
+
+/// An error of the CDF surface: its kind, message and, for unknown references, the `missing` items.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CdfError {
-    /// HTTP status (also the body's `code`).
-    pub status: u16,
+    /// What kind of failure.
+    pub kind: CdfErrorKind,
     /// Human-readable cause.
     pub message: String,
     /// References that matched nothing.
@@ -52,29 +71,25 @@ pub struct CdfError {
 }
 
 impl CdfError {
-    /// A 400 with a message.
+    /// An error of `kind` with a message.
+    pub fn new(kind: CdfErrorKind, message: impl Into<String>) -> Self {
+        Self { kind, message: message.into(), missing: None }
+    }
+
+    /// An invalid request, with a message.
     pub fn bad(message: impl Into<String>) -> Self {
-        Self { status: 400, message: message.into(), missing: None }
+        Self::new(CdfErrorKind::Invalid, message)
     }
 
-    /// A 400 listing unknown references.
+    /// An invalid request listing unknown references.
     pub fn missing(items: Vec<Value>) -> Self {
-        Self { status: 400, message: "Files not found.".into(), missing: Some(items) }
-    }
-
-    /// The JSON body.
-    pub fn body(&self) -> Value {
-        let mut e = json!({"code": self.status, "message": self.message});
-        if let (Some(m), Some(obj)) = (&self.missing, e.as_object_mut()) {
-            obj.insert("missing".into(), Value::Array(m.clone()));
-        }
-        json!({ "error": e })
+        Self { kind: CdfErrorKind::Invalid, message: "Files not found.".into(), missing: Some(items) }
     }
 }
 
 impl From<ApiError> for CdfError {
     fn from(e: ApiError) -> Self {
-        Self { status: e.http_status(), message: e.message, missing: None }
+        Self::new(CdfErrorKind::Api(e.code), e.message)
     }
 }
 
@@ -301,11 +316,9 @@ impl Argus {
             uploaded_time: None,
         };
         let f = self.store.insert_file(&record).await.map_err(|e| match e {
-            StoreError::Conflict(_) => CdfError {
-                status: 409,
-                message: "A file with this externalId or instanceId already exists.".into(),
-                missing: None,
-            },
+            StoreError::Conflict(_) => {
+                CdfError::new(CdfErrorKind::Conflict, "A file with this externalId or instanceId already exists.")
+            }
             other => other.into(),
         })?;
         let mut v = self.file_json(&f);
@@ -319,11 +332,7 @@ impl Argus {
     /// Stores the bytes of a file (the target of its upload URL, whose signature the caller checked).
     pub async fn upload_file(&self, project: &str, id: i64, bytes: Bytes) -> CdfResult<()> {
         if bytes.len() > MAX_FILE_BYTES {
-            return Err(CdfError {
-                status: 413,
-                message: format!("Files are limited to {MAX_FILE_BYTES} bytes."),
-                missing: None,
-            });
+            return Err(CdfError::new(CdfErrorKind::TooLarge, format!("Files are limited to {MAX_FILE_BYTES} bytes.")));
         }
         let f = self.store.files_by_ids(project, &[id]).await?;
         if f.is_empty() {
@@ -514,14 +523,13 @@ impl Argus {
         let file = self.segmentable_file(project, reference, &items[0]).await?;
         let running = self.jobs.active_jobs(SEGMENT_JOB, project).await?;
         if running >= self.config.max_running_vision_jobs {
-            return Err(CdfError {
-                status: 429,
-                message: format!(
+            return Err(CdfError::new(
+                CdfErrorKind::Busy,
+                format!(
                     "At most {} segmentation jobs may be queued or running at once in a project.",
                     self.config.max_running_vision_jobs
                 ),
-                missing: None,
-            });
+            ));
         }
         let mut request = prompt_json(&prompt);
         request.insert("items".into(), json!([file_item(&file)]));

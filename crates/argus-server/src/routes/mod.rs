@@ -175,7 +175,7 @@ async fn get_blob(
     let expires = q.int("se")?.unwrap_or(0);
     let sig = q.str("sig").unwrap_or("");
     if !s.argus.verify_blob_signature(&key, expires, sig) {
-        return Err(ApiError::with_status(ErrorCode::Forbidden, 403, "The link is invalid or has expired.").into());
+        return Err(ApiError::new(ErrorCode::Forbidden, "The link is invalid or has expired.").into());
     }
     let range = byte_range(&headers);
     let mut reader = s.argus.open_blob(&key, range).await?;

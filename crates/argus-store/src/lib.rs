@@ -6,6 +6,7 @@ mod blobs;
 mod fault;
 mod postgres;
 mod rows;
+mod shared;
 mod sqlite;
 
 pub use blobs::{ObjectBlobStore, S3Config};

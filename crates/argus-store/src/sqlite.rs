@@ -35,6 +35,23 @@ pub struct SqliteStore {
     writer: SqlitePool,
 }
 
+impl SqliteStore {
+    /// The read pool (the shared repositories' reads).
+    fn reader(&self) -> &SqlitePool {
+        &self.reader
+    }
+
+    /// The single-writer pool.
+    fn writer(&self) -> &SqlitePool {
+        &self.writer
+    }
+}
+
+/// Shared SQL as SQLite takes it: `?` placeholders unchanged.
+fn sql(q: &str) -> std::borrow::Cow<'_, str> {
+    std::borrow::Cow::Borrowed(q)
+}
+
 fn json_path(key: &str) -> String {
     format!("$.\"{}\"", key.replace('\\', "\\\\").replace('"', "\\\""))
 }
@@ -270,75 +287,6 @@ impl SystemRepo for SqliteStore {
         .await
         .map_err(backend)?;
         Ok(r.rows_affected() > 0)
-    }
-}
-
-#[async_trait]
-impl ProjectRepo for SqliteStore {
-    async fn insert_project(&self, p: &Project) -> StoreResult<()> {
-        sqlx::query("INSERT INTO projects (id, name, description, settings, created, last_modified, status) VALUES (?, ?, ?, ?, ?, ?, ?)")
-            .bind(p.id.to_string())
-            .bind(&p.name)
-            .bind(&p.description)
-            .bind(serde_json::to_string(&p.settings).map_err(backend)?)
-            .bind(ms(&p.created))
-            .bind(ms(&p.last_modified))
-            .bind(&p.status)
-            .execute(&self.writer)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx)
-    }
-
-    async fn get_project(&self, id: Uuid) -> StoreResult<Option<Project>> {
-        let row = sqlx::query("SELECT * FROM projects WHERE id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(project_from).transpose()
-    }
-
-    async fn list_projects(&self) -> StoreResult<Vec<Project>> {
-        let rows = sqlx::query("SELECT * FROM projects ORDER BY seq").fetch_all(&self.reader).await.map_err(backend)?;
-        rows.iter().map(project_from).collect()
-    }
-
-    async fn count_projects(&self) -> StoreResult<u64> {
-        let n: i64 =
-            sqlx::query_scalar("SELECT COUNT(*) FROM projects").fetch_one(&self.reader).await.map_err(backend)?;
-        Ok(n as u64)
-    }
-
-    async fn update_project(&self, p: &Project) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE projects SET name = ?, description = ?, settings = ?, last_modified = ?, status = ? WHERE id = ?",
-        )
-        .bind(&p.name)
-        .bind(&p.description)
-        .bind(serde_json::to_string(&p.settings).map_err(backend)?)
-        .bind(ms(&p.last_modified))
-        .bind(&p.status)
-        .bind(p.id.to_string())
-        .execute(&self.writer)
-        .await
-        .map(|_| ())
-        .map_err(map_sqlx)
-    }
-
-    async fn delete_project(&self, id: Uuid) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM projects WHERE id = ?")
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    async fn project_ids(&self) -> StoreResult<HashSet<Uuid>> {
-        let ids: Vec<String> =
-            sqlx::query_scalar("SELECT id FROM projects").fetch_all(&self.reader).await.map_err(backend)?;
-        ids.iter().map(|s| uuid(s)).collect()
     }
 }
 
@@ -849,333 +797,6 @@ async fn insert_iteration_row<'e>(
     .map_err(map_sqlx)
 }
 
-#[async_trait]
-impl PredictionRepo for SqliteStore {
-    async fn insert_prediction(&self, p: &PredictionRecord) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        sqlx::query(
-            "INSERT INTO predictions (id, project_id, iteration_id, domain_id, application, created, uncertainty, \
-             width, height, predictions) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(p.id.to_string())
-        .bind(p.project.to_string())
-        .bind(p.iteration.to_string())
-        .bind(p.domain.to_string())
-        .bind(&p.application)
-        .bind(ms(&p.created))
-        .bind(p.uncertainty)
-        .bind(p.width as i64)
-        .bind(p.height as i64)
-        .bind(serde_json::to_string(&p.predictions).map_err(backend)?)
-        .execute(&mut *tx)
-        .await
-        .map_err(map_sqlx)?;
-        if !p.predictions.is_empty() {
-            let mut qb =
-                QueryBuilder::<Sqlite>::new("INSERT INTO prediction_scores (prediction_id, tag_id, probability) ");
-            qb.push_values(&p.predictions, |mut b, pr| {
-                b.push_bind(p.id.to_string()).push_bind(pr.tag_id.to_string()).push_bind(pr.probability);
-            });
-            qb.build().execute(&mut *tx).await.map_err(map_sqlx)?;
-        }
-        tx.commit().await.map_err(backend)
-    }
-
-    async fn query_predictions(&self, project: Uuid, q: &PredictionQuery) -> StoreResult<Vec<PredictionRecord>> {
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {PREDICTION_COLUMNS} FROM predictions p WHERE p.project_id = "
-        ));
-        qb.push_bind(project.to_string());
-        for (tag, min, max) in &q.tags {
-            qb.push(" AND EXISTS (SELECT 1 FROM prediction_scores s WHERE s.prediction_id = p.id AND s.tag_id = ")
-                .push_bind(tag.to_string())
-                .push(" AND s.probability >= ")
-                .push_bind(*min)
-                .push(" AND s.probability <= ")
-                .push_bind(*max)
-                .push(")");
-        }
-        if let Some(it) = q.iteration {
-            qb.push(" AND p.iteration_id = ").push_bind(it.to_string());
-        }
-        if let Some(app) = &q.application {
-            qb.push(" AND p.application = ").push_bind(app.clone());
-        }
-        if let Some(t) = &q.start {
-            qb.push(" AND p.created >= ").push_bind(ms(t));
-        }
-        if let Some(t) = &q.end {
-            qb.push(" AND p.created <= ").push_bind(ms(t));
-        }
-        if let Some(c) = &q.after {
-            match q.order {
-                PredictionOrder::Newest => {
-                    qb.push(" AND (p.created, p.id) < (").push_bind(c.created_ms).push(", ");
-                    qb.push_bind(c.id.to_string()).push(")");
-                }
-                PredictionOrder::Oldest => {
-                    qb.push(" AND (p.created, p.id) > (").push_bind(c.created_ms).push(", ");
-                    qb.push_bind(c.id.to_string()).push(")");
-                }
-                PredictionOrder::Suggested => {
-                    qb.push(" AND (p.uncertainty, p.created, p.id) < (").push_bind(c.uncertainty).push(", ");
-                    qb.push_bind(c.created_ms).push(", ").push_bind(c.id.to_string()).push(")");
-                }
-            }
-        }
-        qb.push(match q.order {
-            PredictionOrder::Newest => " ORDER BY p.created DESC, p.id DESC",
-            PredictionOrder::Oldest => " ORDER BY p.created ASC, p.id ASC",
-            PredictionOrder::Suggested => " ORDER BY p.uncertainty DESC, p.created DESC, p.id DESC",
-        });
-        qb.push(" LIMIT ").push_bind(q.limit as i64);
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        rows.iter().map(prediction_from).collect()
-    }
-
-    async fn get_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<PredictionRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new(format!(
-            "SELECT {PREDICTION_COLUMNS} FROM predictions p WHERE p.project_id = "
-        ));
-        qb.push_bind(project.to_string()).push(" AND p.id IN (");
-        push_list(&mut qb, ids);
-        qb.push(")");
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        rows.iter().map(prediction_from).collect()
-    }
-
-    async fn delete_predictions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<Uuid>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM predictions WHERE project_id = ");
-        qb.push_bind(project.to_string()).push(" AND id IN (");
-        push_list(&mut qb, ids);
-        qb.push(") RETURNING id");
-        let gone: Vec<String> = qb.build_query_scalar().fetch_all(&self.writer).await.map_err(backend)?;
-        gone.iter().map(|s| uuid(s)).collect()
-    }
-
-    async fn existing_prediction_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
-        if candidates.is_empty() {
-            return Ok(HashSet::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT id FROM predictions WHERE project_id = ");
-        qb.push_bind(project.to_string()).push(" AND id IN (");
-        push_list(&mut qb, candidates);
-        qb.push(")");
-        let ids: Vec<String> = qb.build_query_scalar().fetch_all(&self.reader).await.map_err(backend)?;
-        ids.iter().map(|s| uuid(s)).collect()
-    }
-
-    async fn expired_predictions(&self, before: Time, limit: u32) -> StoreResult<Vec<(Uuid, Uuid)>> {
-        let rows = sqlx::query("SELECT project_id, id FROM predictions WHERE created < ? ORDER BY created LIMIT ?")
-            .bind(ms(&before))
-            .bind(limit as i64)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(|r| Ok((uuid(r.get("project_id"))?, uuid(r.get("id"))?))).collect()
-    }
-}
-
-#[async_trait]
-impl FileRepo for SqliteStore {
-    async fn insert_file(&self, f: &FileRecord) -> StoreResult<FileRecord> {
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO files (project, external_id, instance_space, instance_external_id, name, mime_type, blob_key, \
-             uploaded, size, created, updated, uploaded_time) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&f.project)
-        .bind(&f.external_id)
-        .bind(f.instance_id.as_ref().map(|i| &i.0))
-        .bind(f.instance_id.as_ref().map(|i| &i.1))
-        .bind(&f.name)
-        .bind(&f.mime_type)
-        .bind(&f.blob_key)
-        .bind(f.uploaded as i64)
-        .bind(f.size)
-        .bind(ms(&f.created))
-        .bind(ms(&f.updated))
-        .bind(f.uploaded_time.as_ref().map(ms))
-        .fetch_one(&self.writer)
-        .await
-        .map_err(map_sqlx)?;
-        Ok(FileRecord { id, ..f.clone() })
-    }
-
-    async fn files_by_ids(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM files WHERE project = ");
-        qb.push_bind(project.to_string()).push(" AND id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(*id);
-        }
-        qb.push(")");
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        Ok(rows.iter().map(file_from).collect())
-    }
-
-    async fn files_by_external_ids(&self, project: &str, ids: &[String]) -> StoreResult<Vec<FileRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new("SELECT * FROM files WHERE project = ");
-        qb.push_bind(project.to_string()).push(" AND external_id IN (");
-        push_list(&mut qb, ids);
-        qb.push(")");
-        let rows = qb.build().fetch_all(&self.reader).await.map_err(backend)?;
-        Ok(rows.iter().map(file_from).collect())
-    }
-
-    async fn files_by_instance_ids(&self, project: &str, ids: &[(String, String)]) -> StoreResult<Vec<FileRecord>> {
-        let mut out = Vec::with_capacity(ids.len());
-        for (space, external) in ids {
-            let row = sqlx::query(
-                "SELECT * FROM files WHERE project = ? AND instance_space = ? AND instance_external_id = ?",
-            )
-            .bind(project)
-            .bind(space)
-            .bind(external)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
-            out.extend(row.as_ref().map(file_from));
-        }
-        Ok(out)
-    }
-
-    async fn list_files(&self, project: &str, after: i64, limit: u32) -> StoreResult<Vec<FileRecord>> {
-        let rows = sqlx::query("SELECT * FROM files WHERE project = ? AND id > ? ORDER BY id LIMIT ?")
-            .bind(project)
-            .bind(after)
-            .bind(limit as i64)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
-        Ok(rows.iter().map(file_from).collect())
-    }
-
-    async fn mark_file_uploaded(&self, project: &str, id: i64, size: i64, at: Time) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE files SET uploaded = 1, size = ?, uploaded_time = ?, updated = ? WHERE project = ? AND id = ?",
-        )
-        .bind(size)
-        .bind(ms(&at))
-        .bind(ms(&at))
-        .bind(project)
-        .bind(id)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn delete_files(&self, project: &str, ids: &[i64]) -> StoreResult<Vec<FileRecord>> {
-        if ids.is_empty() {
-            return Ok(Vec::new());
-        }
-        let mut qb = QueryBuilder::<Sqlite>::new("DELETE FROM files WHERE project = ");
-        qb.push_bind(project.to_string()).push(" AND id IN (");
-        let mut sep = qb.separated(", ");
-        for id in ids {
-            sep.push_bind(*id);
-        }
-        qb.push(") RETURNING *");
-        let rows = qb.build().fetch_all(&self.writer).await.map_err(backend)?;
-        Ok(rows.iter().map(file_from).collect())
-    }
-}
-
-#[async_trait]
-impl VisionJobRepo for SqliteStore {
-    async fn insert_vision_job(&self, project: &str, request: &serde_json::Value, at: Time) -> StoreResult<i64> {
-        sqlx::query_scalar(
-            "INSERT INTO vision_jobs (project, request, status, created, start_time, status_time) \
-             VALUES (?, ?, 'Queued', ?, ?, ?) RETURNING id",
-        )
-        .bind(project)
-        .bind(serde_json::to_string(request).map_err(backend)?)
-        .bind(ms(&at))
-        .bind(ms(&at))
-        .bind(ms(&at))
-        .fetch_one(&self.writer)
-        .await
-        .map_err(map_sqlx)
-    }
-
-    async fn set_vision_queue_job(&self, id: i64, queue_job: Uuid) -> StoreResult<()> {
-        sqlx::query("UPDATE vision_jobs SET queue_job = ? WHERE id = ?")
-            .bind(queue_job.to_string())
-            .bind(id)
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn get_vision_job(&self, project: &str, id: i64) -> StoreResult<Option<VisionJobRecord>> {
-        let row = sqlx::query("SELECT * FROM vision_jobs WHERE project = ? AND id = ?")
-            .bind(project)
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(vision_job_from).transpose()
-    }
-
-    async fn vision_job(&self, id: i64) -> StoreResult<Option<VisionJobRecord>> {
-        let row = sqlx::query("SELECT * FROM vision_jobs WHERE id = ?")
-            .bind(id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(vision_job_from).transpose()
-    }
-
-    async fn update_vision_job(
-        &self,
-        id: i64,
-        status: &str,
-        at: Time,
-        result: Option<&serde_json::Value>,
-        error: Option<&str>,
-    ) -> StoreResult<()> {
-        let result = result.map(serde_json::to_string).transpose().map_err(backend)?;
-        sqlx::query(
-            "UPDATE vision_jobs SET status = ?, status_time = ?, result = COALESCE(?, result), \
-             error = COALESCE(?, error), start_time = CASE WHEN ? = 'Running' THEN ? ELSE start_time END \
-             WHERE id = ?",
-        )
-        .bind(status)
-        .bind(ms(&at))
-        .bind(result)
-        .bind(error)
-        .bind(status)
-        .bind(ms(&at))
-        .bind(id)
-        .execute(&self.writer)
-        .await
-        .map_err(backend)?;
-        Ok(())
-    }
-
-    async fn delete_finished_vision_jobs(&self, before: Time) -> StoreResult<u64> {
-        let r = sqlx::query("DELETE FROM vision_jobs WHERE status IN ('Completed', 'Failed') AND status_time < ?")
-            .bind(ms(&before))
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        Ok(r.rows_affected())
-    }
-}
-
 /// Inserts a queued job (on the pool, or inside a caller's transaction).
 async fn insert_job<'e, E>(exec: E, id: Uuid, job: &NewJob) -> StoreResult<()>
 where
@@ -1365,3 +986,5 @@ impl JobQueue for SqliteStore {
         rows.iter().map(job_from).collect()
     }
 }
+
+crate::shared::shared_repos!(SqliteStore, Sqlite);

@@ -335,6 +335,19 @@ async fn a_trained_iteration_is_imported_without_a_job<S: MetadataStore + JobQue
     assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 0);
     assert!(s.insert_trained_iteration(&it, &snapshot, None).await.is_err(), "the same id twice");
     assert_eq!(s.count_iterations(p.id).await.expect("count"), 1);
+    // Smart-labeler suggestions of the iteration: saving one again for an image replaces it.
+    let bare = image("suggested", vec![], vec![]);
+    s.insert_images(p.id, std::slice::from_ref(&bare), 10).await.expect("image");
+    let suggestion = |uncertainty| crate::store::Suggestion {
+        image_id: bare.id,
+        created: Utc::now(),
+        uncertainty,
+        predictions: Vec::new(),
+    };
+    s.put_suggestions(p.id, it.id, &[suggestion(0.2)]).await.expect("suggest");
+    s.put_suggestions(p.id, it.id, &[suggestion(0.9)]).await.expect("suggest again");
+    let got = s.untagged_suggestions(p.id, it.id).await.expect("suggestions");
+    assert_eq!(got.iter().map(|g| (g.image_id, g.uncertainty)).collect::<Vec<_>>(), vec![(bare.id, 0.9)]);
 }
 
 async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S) {

@@ -47,6 +47,12 @@ impl SqliteStore {
     }
 }
 
+/// A no-op on SQLite: its single writer already serialises every transaction that must see another's commit
+/// (on PostgreSQL this locks the project's row).
+async fn lock_project(_tx: &mut sqlx::SqliteConnection, _project: Uuid) -> StoreResult<()> {
+    Ok(())
+}
+
 /// Shared SQL as SQLite takes it: `?` placeholders unchanged.
 fn sql(q: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Borrowed(q)
@@ -286,63 +292,6 @@ impl SystemRepo for SqliteStore {
         .execute(&self.writer)
         .await
         .map_err(backend)?;
-        Ok(r.rows_affected() > 0)
-    }
-}
-
-#[async_trait]
-impl TagRepo for SqliteStore {
-    async fn insert_tag(&self, project: Uuid, t: &TagRecord) -> StoreResult<()> {
-        sqlx::query("INSERT INTO tags (id, project_id, name, description, kind, created) VALUES (?, ?, ?, ?, ?, ?)")
-            .bind(t.id.to_string())
-            .bind(project.to_string())
-            .bind(&t.name)
-            .bind(&t.description)
-            .bind(t.kind.as_str())
-            .bind(ms(&t.created))
-            .execute(&self.writer)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx)
-    }
-
-    async fn list_tags(&self, project: Uuid) -> StoreResult<Vec<Tag>> {
-        let sql = format!("{TAG_SELECT} WHERE t.project_id = ? ORDER BY t.seq");
-        let rows = sqlx::query(&sql).bind(project.to_string()).fetch_all(&self.reader).await.map_err(backend)?;
-        rows.iter().map(tag_from).collect()
-    }
-
-    async fn get_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<Option<Tag>> {
-        let sql = format!("{TAG_SELECT} WHERE t.project_id = ? AND t.id = ?");
-        let row = sqlx::query(&sql)
-            .bind(project.to_string())
-            .bind(tag.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
-        row.as_ref().map(tag_from).transpose()
-    }
-
-    async fn update_tag(&self, project: Uuid, t: &Tag) -> StoreResult<()> {
-        sqlx::query("UPDATE tags SET name = ?, description = ?, kind = ? WHERE project_id = ? AND id = ?")
-            .bind(&t.name)
-            .bind(&t.description)
-            .bind(t.kind.as_str())
-            .bind(project.to_string())
-            .bind(t.id.to_string())
-            .execute(&self.writer)
-            .await
-            .map(|_| ())
-            .map_err(map_sqlx)
-    }
-
-    async fn delete_tag(&self, project: Uuid, tag: Uuid) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM tags WHERE project_id = ? AND id = ?")
-            .bind(project.to_string())
-            .bind(tag.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
         Ok(r.rows_affected() > 0)
     }
 }
@@ -594,178 +543,6 @@ impl ImageRepo for SqliteStore {
             .push_bind(project.to_string())
             .push(")");
         qb.build().execute(&self.writer).await.map(|_| ()).map_err(backend)
-    }
-}
-
-#[async_trait]
-impl IterationRepo for SqliteStore {
-    async fn iteration_exists(&self, project: Uuid, iteration: Uuid) -> StoreResult<bool> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = ? AND id = ?")
-            .bind(project.to_string())
-            .bind(iteration.to_string())
-            .fetch_one(&self.reader)
-            .await
-            .map_err(backend)?;
-        Ok(n > 0)
-    }
-
-    async fn count_iterations(&self, project: Uuid) -> StoreResult<u64> {
-        let n: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM iterations WHERE project_id = ?")
-            .bind(project.to_string())
-            .fetch_one(&self.reader)
-            .await
-            .map_err(backend)?;
-        Ok(n as u64)
-    }
-
-    async fn insert_iteration_with_job(
-        &self,
-        it: &Iteration,
-        snapshot: &serde_json::Value,
-        job_id: Uuid,
-        job: &NewJob,
-    ) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        if count_active_jobs(&mut *tx, &job.kind, &job.scope).await? > 0 {
-            return Err(StoreError::Conflict(format!(
-                "a {} job of {} is already queued or running",
-                job.kind, job.scope
-            )));
-        }
-        insert_iteration_row(&mut *tx, it, snapshot, None).await?;
-        insert_job(&mut *tx, job_id, job).await?;
-        crate::fault::point("train-before-commit");
-        tx.commit().await.map_err(backend)
-    }
-
-    async fn insert_trained_iteration(
-        &self,
-        it: &Iteration,
-        snapshot: &serde_json::Value,
-        evaluation: Option<&serde_json::Value>,
-    ) -> StoreResult<()> {
-        if it.status == IterationStatus::Training {
-            return Err(StoreError::Conflict(format!("iteration {} is still training; no job would finish it", it.id)));
-        }
-        insert_iteration_row(&self.writer, it, snapshot, evaluation).await
-    }
-
-    async fn get_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<Option<(Iteration, serde_json::Value)>> {
-        let row = sqlx::query("SELECT body, snapshot FROM iterations WHERE project_id = ? AND id = ?")
-            .bind(project.to_string())
-            .bind(id.to_string())
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(backend)?;
-        row.map(|r| {
-            let it = iteration_from(r.get::<&str, _>("body"))?;
-            let snap: serde_json::Value = serde_json::from_str(r.get::<&str, _>("snapshot")).map_err(backend)?;
-            Ok((it, snap))
-        })
-        .transpose()
-    }
-
-    async fn list_iterations(&self, project: Uuid) -> StoreResult<Vec<Iteration>> {
-        let rows: Vec<String> = sqlx::query_scalar("SELECT body FROM iterations WHERE project_id = ? ORDER BY seq")
-            .bind(project.to_string())
-            .fetch_all(&self.reader)
-            .await
-            .map_err(backend)?;
-        rows.iter().map(|b| iteration_from(b)).collect()
-    }
-
-    async fn update_iteration(&self, it: &Iteration) -> StoreResult<()> {
-        sqlx::query(
-            "UPDATE iterations SET name = ?, status = ?, last_modified = ?, trained_at = ?, body = ? \
-             WHERE project_id = ? AND id = ?",
-        )
-        .bind(&it.name)
-        .bind(it.status.as_str())
-        .bind(ms(&it.last_modified))
-        .bind(it.trained_at.as_ref().map(ms))
-        .bind(iteration_body(it)?)
-        .bind(it.project_id.to_string())
-        .bind(it.id.to_string())
-        .execute(&self.writer)
-        .await
-        .map(|_| ())
-        .map_err(map_sqlx)
-    }
-
-    async fn set_evaluation(&self, project: Uuid, id: Uuid, evaluation: &serde_json::Value) -> StoreResult<()> {
-        sqlx::query("UPDATE iterations SET evaluation = ? WHERE project_id = ? AND id = ?")
-            .bind(serde_json::to_string(evaluation).map_err(backend)?)
-            .bind(project.to_string())
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await
-            .map(|_| ())
-            .map_err(backend)
-    }
-
-    async fn get_evaluation(&self, project: Uuid, id: Uuid) -> StoreResult<Option<serde_json::Value>> {
-        let v: Option<Option<String>> =
-            sqlx::query_scalar("SELECT evaluation FROM iterations WHERE project_id = ? AND id = ?")
-                .bind(project.to_string())
-                .bind(id.to_string())
-                .fetch_optional(&self.reader)
-                .await
-                .map_err(backend)?;
-        v.flatten().map(|s| serde_json::from_str(&s).map_err(backend)).transpose()
-    }
-
-    async fn delete_iteration(&self, project: Uuid, id: Uuid) -> StoreResult<bool> {
-        let r = sqlx::query("DELETE FROM iterations WHERE project_id = ? AND id = ?")
-            .bind(project.to_string())
-            .bind(id.to_string())
-            .execute(&self.writer)
-            .await
-            .map_err(backend)?;
-        Ok(r.rows_affected() > 0)
-    }
-
-    async fn put_suggestions(&self, project: Uuid, iteration: Uuid, rows: &[Suggestion]) -> StoreResult<()> {
-        let mut tx = self.writer.begin().await.map_err(backend)?;
-        for r in rows {
-            sqlx::query(
-                "INSERT OR REPLACE INTO suggestions (iteration_id, image_id, project_id, created, uncertainty, predictions) \
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(iteration.to_string())
-            .bind(r.image_id.to_string())
-            .bind(project.to_string())
-            .bind(ms(&r.created))
-            .bind(r.uncertainty)
-            .bind(serde_json::to_string(&r.predictions).map_err(backend)?)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_sqlx)?;
-        }
-        tx.commit().await.map_err(backend)
-    }
-
-    async fn untagged_suggestions(&self, project: Uuid, iteration: Uuid) -> StoreResult<Vec<Suggestion>> {
-        let rows = sqlx::query(
-            "SELECT s.image_id, s.created, s.uncertainty, s.predictions FROM suggestions s \
-             WHERE s.project_id = ? AND s.iteration_id = ? \
-             AND NOT EXISTS (SELECT 1 FROM image_tags x WHERE x.image_id = s.image_id) \
-             AND NOT EXISTS (SELECT 1 FROM regions x WHERE x.image_id = s.image_id) ORDER BY s.created, s.image_id",
-        )
-        .bind(project.to_string())
-        .bind(iteration.to_string())
-        .fetch_all(&self.reader)
-        .await
-        .map_err(backend)?;
-        rows.iter()
-            .map(|r| {
-                Ok(Suggestion {
-                    image_id: uuid(r.get("image_id"))?,
-                    created: time(r.get("created")),
-                    uncertainty: r.get("uncertainty"),
-                    predictions: serde_json::from_str(r.get::<&str, _>("predictions")).map_err(backend)?,
-                })
-            })
-            .collect()
     }
 }
 

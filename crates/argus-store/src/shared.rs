@@ -22,7 +22,8 @@ pub(crate) fn numbered(sql: &str) -> String {
     out
 }
 
-/// The project, tag, iteration, prediction, file and vision-job repositories of `$store` on sqlx database `$db`.
+/// The project, tag, image, iteration, prediction, file and vision-job repositories of `$store` on sqlx
+/// database `$db`.
 macro_rules! shared_repos {
     ($store:ty, $db:ty) => {
         #[async_trait]
@@ -684,6 +685,267 @@ macro_rules! shared_repos {
                         })
                     })
                     .collect()
+            }
+        }
+
+        #[async_trait]
+        impl ImageRepo for $store {
+            async fn insert_images(
+                &self,
+                project: Uuid,
+                images: &[NewImage],
+                max_images: u64,
+            ) -> StoreResult<Vec<InsertOutcome>> {
+                let mut tx = self.writer().begin().await.map_err(backend)?;
+                let pid = project.to_string();
+                // Batches into one project take turns (nodes upload concurrently): the quota count and the duplicate
+                // check then see every committed image, as under SQLite's single writer.
+                lock_project(&mut tx, project).await?;
+                let mut count: i64 = sqlx::query_scalar(&sql("SELECT COUNT(*) FROM images WHERE project_id = ?"))
+                    .bind(&pid)
+                    .fetch_one(&mut *tx)
+                    .await
+                    .map_err(backend)?;
+                let mut out = Vec::with_capacity(images.len());
+                for img in images {
+                    let existing: Option<String> =
+                        sqlx::query_scalar(&sql("SELECT id FROM images WHERE project_id = ? AND content_hash = ?"))
+                            .bind(&pid)
+                            .bind(&img.content_hash)
+                            .fetch_optional(&mut *tx)
+                            .await
+                            .map_err(backend)?;
+                    if let Some(e) = existing {
+                        out.push(InsertOutcome::Duplicate(uuid(&e)?));
+                        continue;
+                    }
+                    if count as u64 >= max_images {
+                        out.push(InsertOutcome::QuotaExceeded);
+                        continue;
+                    }
+                    let id = img.id.to_string();
+                    sqlx::query(
+                        &sql("INSERT INTO images (id, project_id, created, width, height, mime, byte_size, \
+                         content_hash, metadata) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"),
+                    )
+                    .bind(&id)
+                    .bind(&pid)
+                    .bind(ms(&img.created))
+                    .bind(img.width as i64)
+                    .bind(img.height as i64)
+                    .bind(&img.mime)
+                    .bind(img.byte_size as i64)
+                    .bind(&img.content_hash)
+                    .bind(serde_json::to_string(&img.metadata).map_err(backend)?)
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+                    for t in &img.tag_ids {
+                        sqlx::query(&sql("INSERT INTO image_tags (image_id, tag_id, created) VALUES (?, ?, ?) \
+                             ON CONFLICT DO NOTHING"))
+                            .bind(&id)
+                            .bind(t.to_string())
+                            .bind(ms(&img.created))
+                            .execute(&mut *tx)
+                            .await
+                            .map_err(map_sqlx)?;
+                    }
+                    for r in &img.regions {
+                        insert_region(&mut tx, img.id, r).await.map_err(map_sqlx)?;
+                    }
+                    count += 1;
+                    out.push(InsertOutcome::Inserted);
+                }
+                tx.commit().await.map_err(backend)?;
+                Ok(out)
+            }
+
+            async fn find_image_by_hash(&self, project: Uuid, hash: &str) -> StoreResult<Option<Uuid>> {
+                let q = sql("SELECT id FROM images WHERE project_id = ? AND content_hash = ?");
+                let id: Option<String> = sqlx::query_scalar(&q)
+                    .bind(project.to_string())
+                    .bind(hash)
+                    .fetch_optional(self.reader())
+                    .await
+                    .map_err(backend)?;
+                id.as_deref().map(uuid).transpose()
+            }
+
+            async fn get_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>> {
+                if ids.is_empty() {
+                    return Ok(Vec::new());
+                }
+                let mut qb = QueryBuilder::<$db>::new("SELECT * FROM images WHERE project_id = ");
+                qb.push_bind(project.to_string()).push(" AND id IN (");
+                push_list(&mut qb, ids);
+                qb.push(")");
+                let rows = qb.build().fetch_all(self.reader()).await.map_err(backend)?;
+                let mut found: HashMap<Uuid, ImageRecord> =
+                    self.images_from_rows(rows).await?.into_iter().map(|r| (r.id, r)).collect();
+                Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+            }
+
+            async fn query_images(&self, project: Uuid, q: &ImageQuery) -> StoreResult<Vec<ImageRecord>> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT i.* FROM images i");
+                push_where(&mut qb, project, q);
+                qb.push(match q.order {
+                    Order::Newest => " ORDER BY i.created DESC, i.seq DESC",
+                    Order::Oldest => " ORDER BY i.created ASC, i.seq ASC",
+                });
+                qb.push(" LIMIT ").push_bind(q.take as i64).push(" OFFSET ").push_bind(q.skip as i64);
+                let rows = qb.build().fetch_all(self.reader()).await.map_err(backend)?;
+                self.images_from_rows(rows).await
+            }
+
+            async fn count_images(&self, project: Uuid, q: &ImageQuery) -> StoreResult<u64> {
+                let mut qb = QueryBuilder::<$db>::new("SELECT COUNT(*) FROM images i");
+                push_where(&mut qb, project, q);
+                let n: i64 = qb.build_query_scalar().fetch_one(self.reader()).await.map_err(backend)?;
+                Ok(n as u64)
+            }
+
+            async fn delete_images(
+                &self,
+                project: Uuid,
+                ids: Option<&[Uuid]>,
+                retain: &HashSet<Uuid>,
+            ) -> StoreResult<DeletedImages> {
+                let mut tx = self.writer().begin().await.map_err(backend)?;
+                let found = select_image_ids(&mut tx, "images", project, ids).await?;
+                let (retired, deleted): (Vec<Uuid>, Vec<Uuid>) = found.into_iter().partition(|id| retain.contains(id));
+                let retired_at = ms(&chrono::Utc::now());
+                for chunk in retired.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new(
+                        "INSERT INTO retired_images (id, project_id, retired, created, width, height, mime, \
+                         byte_size, content_hash, metadata) SELECT id, project_id, ",
+                    );
+                    qb.push_bind(retired_at);
+                    qb.push(
+                        ", created, width, height, mime, byte_size, content_hash, metadata FROM images \
+                         WHERE project_id = ",
+                    );
+                    qb.push_bind(project.to_string()).push(" AND id IN (");
+                    push_list(&mut qb, chunk);
+                    qb.push(
+                        ") ON CONFLICT (id) DO UPDATE SET retired = EXCLUDED.retired, created = EXCLUDED.created, \
+                         width = EXCLUDED.width, height = EXCLUDED.height, mime = EXCLUDED.mime, \
+                         byte_size = EXCLUDED.byte_size, content_hash = EXCLUDED.content_hash, \
+                         metadata = EXCLUDED.metadata",
+                    );
+                    qb.build().execute(&mut *tx).await.map_err(backend)?;
+                }
+                delete_image_rows(&mut tx, "images", project, &retired).await?;
+                delete_image_rows(&mut tx, "images", project, &deleted).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(DeletedImages { deleted, retired })
+            }
+
+            async fn get_retired_images(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<Vec<ImageRecord>> {
+                let mut found: HashMap<Uuid, ImageRecord> = HashMap::new();
+                for chunk in ids.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new("SELECT * FROM retired_images WHERE project_id = ");
+                    qb.push_bind(project.to_string()).push(" AND id IN (");
+                    push_list(&mut qb, chunk);
+                    qb.push(")");
+                    for row in qb.build().fetch_all(self.reader()).await.map_err(backend)? {
+                        let r = image_row(&row)?;
+                        found.insert(r.id, r);
+                    }
+                }
+                Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+            }
+
+            async fn purge_retired_images(
+                &self,
+                project: Uuid,
+                ids: Option<&[Uuid]>,
+                retain: &HashSet<Uuid>,
+            ) -> StoreResult<Vec<Uuid>> {
+                let mut tx = self.writer().begin().await.map_err(backend)?;
+                let found = select_image_ids(&mut tx, "retired_images", project, ids).await?;
+                let gone: Vec<Uuid> = found.into_iter().filter(|id| !retain.contains(id)).collect();
+                delete_image_rows(&mut tx, "retired_images", project, &gone).await?;
+                tx.commit().await.map_err(backend)?;
+                Ok(gone)
+            }
+
+            async fn existing_image_ids(&self, project: Uuid, candidates: &[Uuid]) -> StoreResult<HashSet<Uuid>> {
+                let mut existing = HashSet::new();
+                for chunk in candidates.chunks(500) {
+                    let mut qb = QueryBuilder::<$db>::new("SELECT id FROM images WHERE project_id = ");
+                    qb.push_bind(project.to_string()).push(" AND id IN (");
+                    push_list(&mut qb, chunk);
+                    qb.push(") UNION SELECT id FROM retired_images WHERE project_id = ");
+                    qb.push_bind(project.to_string()).push(" AND id IN (");
+                    push_list(&mut qb, chunk);
+                    qb.push(")");
+                    let ids: Vec<String> = qb.build_query_scalar().fetch_all(self.reader()).await.map_err(backend)?;
+                    for id in ids {
+                        existing.insert(uuid(&id)?);
+                    }
+                }
+                Ok(existing)
+            }
+
+            async fn set_metadata(&self, project: Uuid, updates: &[(Uuid, Metadata)]) -> StoreResult<()> {
+                let mut tx = self.writer().begin().await.map_err(backend)?;
+                for (id, m) in updates {
+                    sqlx::query(&sql("UPDATE images SET metadata = ? WHERE project_id = ? AND id = ?"))
+                        .bind(serde_json::to_string(m).map_err(backend)?)
+                        .bind(project.to_string())
+                        .bind(id.to_string())
+                        .execute(&mut *tx)
+                        .await
+                        .map_err(backend)?;
+                }
+                tx.commit().await.map_err(backend)
+            }
+
+            async fn add_image_tags(&self, project: Uuid, links: &[(Uuid, Uuid, Time)]) -> StoreResult<()> {
+                let mut tx = self.writer().begin().await.map_err(backend)?;
+                for (image, tag, t) in links {
+                    sqlx::query(
+                        &sql("INSERT INTO image_tags (image_id, tag_id, created) SELECT ?, ?, ? WHERE EXISTS \
+                         (SELECT 1 FROM images WHERE id = ? AND project_id = ?) ON CONFLICT DO NOTHING"),
+                    )
+                    .bind(image.to_string())
+                    .bind(tag.to_string())
+                    .bind(ms(t))
+                    .bind(image.to_string())
+                    .bind(project.to_string())
+                    .execute(&mut *tx)
+                    .await
+                    .map_err(map_sqlx)?;
+                }
+                tx.commit().await.map_err(backend)
+            }
+
+            async fn delete_image_tags(&self, project: Uuid, images: &[Uuid], tags: &[Uuid]) -> StoreResult<()> {
+                let mut qb = QueryBuilder::<$db>::new("DELETE FROM image_tags WHERE image_id IN (");
+                push_list(&mut qb, images);
+                qb.push(") AND tag_id IN (");
+                push_list(&mut qb, tags);
+                qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
+                    .push_bind(project.to_string())
+                    .push(")");
+                qb.build().execute(self.writer()).await.map(|_| ()).map_err(backend)
+            }
+
+            async fn add_regions(&self, _project: Uuid, regions: &[(Uuid, NewRegion)]) -> StoreResult<()> {
+                let mut tx = self.writer().begin().await.map_err(backend)?;
+                for (image, r) in regions {
+                    insert_region(&mut tx, *image, r).await.map_err(map_sqlx)?;
+                }
+                tx.commit().await.map_err(backend)
+            }
+
+            async fn delete_regions(&self, project: Uuid, ids: &[Uuid]) -> StoreResult<()> {
+                let mut qb = QueryBuilder::<$db>::new("DELETE FROM regions WHERE id IN (");
+                push_list(&mut qb, ids);
+                qb.push(") AND image_id IN (SELECT id FROM images WHERE project_id = ")
+                    .push_bind(project.to_string())
+                    .push(")");
+                qb.build().execute(self.writer()).await.map(|_| ()).map_err(backend)
             }
         }
     };

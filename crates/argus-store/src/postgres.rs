@@ -330,34 +330,6 @@ impl SystemRepo for PostgresStore {
     }
 }
 
-/// Inserts an iteration's row: its fields, snapshot and (for an imported one) evaluation.
-async fn insert_iteration_row<'e>(
-    ex: impl sqlx::Executor<'e, Database = Postgres>,
-    it: &Iteration,
-    snapshot: &serde_json::Value,
-    evaluation: Option<&serde_json::Value>,
-) -> StoreResult<()> {
-    let evaluation = evaluation.map(serde_json::to_string).transpose().map_err(backend)?;
-    sqlx::query(
-        "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot, \
-         evaluation) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
-    )
-    .bind(it.id.to_string())
-    .bind(it.project_id.to_string())
-    .bind(&it.name)
-    .bind(it.status.as_str())
-    .bind(ms(&it.created))
-    .bind(ms(&it.last_modified))
-    .bind(it.trained_at.as_ref().map(ms))
-    .bind(iteration_body(it)?)
-    .bind(serde_json::to_string(snapshot).map_err(backend)?)
-    .bind(evaluation)
-    .execute(ex)
-    .await
-    .map(|_| ())
-    .map_err(map_sqlx)
-}
-
 /// An iteration's stored body: its API fields plus the id of the job that trains it.
 /// Inserts a queued job inside a caller's transaction and notifies the listening workers (PostgreSQL delivers
 /// the notification when that transaction commits, never before).

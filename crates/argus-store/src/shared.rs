@@ -948,6 +948,34 @@ macro_rules! shared_repos {
                 qb.build().execute(self.writer()).await.map(|_| ()).map_err(backend)
             }
         }
+
+        /// Inserts an iteration's row: its fields, snapshot and (for an imported one) evaluation.
+        async fn insert_iteration_row<'e>(
+            ex: impl sqlx::Executor<'e, Database = $db>,
+            it: &Iteration,
+            snapshot: &serde_json::Value,
+            evaluation: Option<&serde_json::Value>,
+        ) -> StoreResult<()> {
+            let evaluation = evaluation.map(serde_json::to_string).transpose().map_err(backend)?;
+            sqlx::query(&sql(
+                "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, \
+                 snapshot, evaluation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            ))
+            .bind(it.id.to_string())
+            .bind(it.project_id.to_string())
+            .bind(&it.name)
+            .bind(it.status.as_str())
+            .bind(ms(&it.created))
+            .bind(ms(&it.last_modified))
+            .bind(it.trained_at.as_ref().map(ms))
+            .bind(iteration_body(it)?)
+            .bind(serde_json::to_string(snapshot).map_err(backend)?)
+            .bind(evaluation)
+            .execute(ex)
+            .await
+            .map(|_| ())
+            .map_err(map_sqlx)
+        }
     };
 }
 pub(crate) use shared_repos;

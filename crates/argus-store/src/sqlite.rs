@@ -296,34 +296,6 @@ impl SystemRepo for SqliteStore {
     }
 }
 
-/// Inserts an iteration's row: its fields, snapshot and (for an imported one) evaluation.
-async fn insert_iteration_row<'e>(
-    ex: impl sqlx::Executor<'e, Database = Sqlite>,
-    it: &Iteration,
-    snapshot: &serde_json::Value,
-    evaluation: Option<&serde_json::Value>,
-) -> StoreResult<()> {
-    let evaluation = evaluation.map(serde_json::to_string).transpose().map_err(backend)?;
-    sqlx::query(
-        "INSERT INTO iterations (id, project_id, name, status, created, last_modified, trained_at, body, snapshot, \
-         evaluation) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(it.id.to_string())
-    .bind(it.project_id.to_string())
-    .bind(&it.name)
-    .bind(it.status.as_str())
-    .bind(ms(&it.created))
-    .bind(ms(&it.last_modified))
-    .bind(it.trained_at.as_ref().map(ms))
-    .bind(iteration_body(it)?)
-    .bind(serde_json::to_string(snapshot).map_err(backend)?)
-    .bind(evaluation)
-    .execute(ex)
-    .await
-    .map(|_| ())
-    .map_err(map_sqlx)
-}
-
 /// Inserts a queued job (on the pool, or inside a caller's transaction).
 async fn insert_job<'e, E>(exec: E, id: Uuid, job: &NewJob) -> StoreResult<()>
 where

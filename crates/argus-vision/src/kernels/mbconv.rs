@@ -14,9 +14,9 @@
 //! passes channels-last ([`MbConv::forward_nhwc`]): there a plane is at most a few dozen vectors while the
 //! channel counts are multiples of 16, so vectors run across channels instead.
 //!
-//! With AVX-512 the 1×1 products run on our own kernels — `Tiled` here for planes, `products::Columns`
-//! channels-last — and otherwise on the `gemm` crate (the kernels candle itself uses),
-//! single-threaded per call: the parallelism is ours, over channel groups or runs of pixels.
+//! The 1×1 products are [`Pointwise`]'s (in [`super::pointwise`]: with AVX-512 on our own kernels, otherwise
+//! on the `gemm` crate), single-threaded per call: the parallelism is ours, over channel groups or runs of
+//! pixels.
 //!
 //! The stem (a strided 3×3 convolution of the three colour planes) is here too, as [`Im2colConv`]: the
 //! unfolded input is only 27 rows, so one matrix product over all pixels does it.

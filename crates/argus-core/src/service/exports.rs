@@ -155,31 +155,8 @@ impl Argus {
         Ok(Export { platform, status: "Exporting".into(), download_uri: None, flavor, newer_version_available: false })
     }
 
-    /// The platform and flavor of every export of an iteration whose latest run finished (`Done`), in the order
-    /// they were first asked for: what a project export carries over for the importing server to rebuild.
-    pub(super) async fn done_export_targets(
-        &self,
-        project: Uuid,
-        iteration: Uuid,
-    ) -> ApiResult<Vec<(String, Option<String>)>> {
-        let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope(project, iteration)).await.map_err(store_err)?;
-        let mut order: Vec<(String, Option<String>)> = Vec::new();
-        let mut done: HashMap<(String, Option<String>), bool> = HashMap::new();
-        for job in jobs {
-            let Ok(JobSpec::Export(p)) = JobSpec::of(&job) else { continue };
-            let target = (p.platform, p.flavor);
-            if !done.contains_key(&target) {
-                order.push(target.clone());
-            }
-            done.insert(target, job.status == JobStatus::Completed);
-        }
-        Ok(order.into_iter().filter(|t| done.get(t).copied().unwrap_or(false)).collect())
-    }
-
-    /// GetExports: the latest export per platform and flavor, in the order they were first asked for.
-    pub async fn exports(&self, ctx: &UrlContext, project: Uuid, iteration: Uuid) -> ApiResult<Vec<Export>> {
-        self.project(project).await?;
-        self.iteration_record(project, iteration).await?;
+    /// The latest export job per platform and flavor of an iteration, in the order they were first asked for.
+    async fn latest_exports(&self, project: Uuid, iteration: Uuid) -> ApiResult<Vec<(ExportJob, Job)>> {
         let jobs = self.jobs.list_jobs(EXPORT_JOB, &scope(project, iteration)).await.map_err(store_err)?;
         let mut order: Vec<(String, Option<String>)> = Vec::new();
         let mut latest: HashMap<(String, Option<String>), (ExportJob, Job)> = HashMap::new();
@@ -191,9 +168,33 @@ impl Argus {
             }
             latest.insert(target, (p, job));
         }
-        Ok(order
+        Ok(order.into_iter().filter_map(|t| latest.remove(&t)).collect())
+    }
+
+    /// The platform and flavor of every export of an iteration whose latest run finished (`Done`), in the order
+    /// they were first asked for: what a project export carries over for the importing server to rebuild.
+    pub(super) async fn done_export_targets(
+        &self,
+        project: Uuid,
+        iteration: Uuid,
+    ) -> ApiResult<Vec<(String, Option<String>)>> {
+        Ok(self
+            .latest_exports(project, iteration)
+            .await?
             .into_iter()
-            .filter_map(|t| latest.remove(&t))
+            .filter(|(_, job)| job.status == JobStatus::Completed)
+            .map(|(p, _)| (p.platform, p.flavor))
+            .collect())
+    }
+
+    /// GetExports: the latest export per platform and flavor, in the order they were first asked for.
+    pub async fn exports(&self, ctx: &UrlContext, project: Uuid, iteration: Uuid) -> ApiResult<Vec<Export>> {
+        self.project(project).await?;
+        self.iteration_record(project, iteration).await?;
+        Ok(self
+            .latest_exports(project, iteration)
+            .await?
+            .into_iter()
             .map(|(p, job)| {
                 let (status, download_uri) = match job.status {
                     JobStatus::Queued | JobStatus::Running => ("Exporting", None),

@@ -78,12 +78,7 @@ impl Argus {
             skip += page.len() as u32;
             for img in page {
                 let key = original_key(project, img.id);
-                let bytes = self
-                    .blobs
-                    .get(&key)
-                    .await
-                    .map_err(store_err)?
-                    .ok_or_else(|| ApiError::internal(format!("blob {key} is missing")))?;
+                let bytes = self.stored_blob(&key).await?;
                 let region_tags: HashSet<Uuid> = img.regions.iter().map(|r| r.tag_id).collect();
                 let item = Item {
                     path: format!("{}.{}", img.id, argus_datasets::extension(&bytes)),

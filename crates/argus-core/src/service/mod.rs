@@ -188,6 +188,15 @@ impl Argus {
             .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "The file was not found."))
     }
 
+    /// Reads a whole blob that the metadata says exists: its absence is an internal error (logged), not a 404.
+    pub(crate) async fn stored_blob(&self, key: &str) -> ApiResult<bytes::Bytes> {
+        self.blobs
+            .get(key)
+            .await
+            .map_err(store_err)?
+            .ok_or_else(|| ApiError::internal(format!("blob {key} is missing")))
+    }
+
     /// Reads a whole blob.
     pub async fn read_blob(&self, key: &str) -> ApiResult<bytes::Bytes> {
         self.blobs

@@ -170,6 +170,11 @@ impl Snapshot {
     pub(super) fn tags(&self) -> &[SnapTag] {
         &self.tags
     }
+
+    /// The ids of the images it was trained on.
+    pub(super) fn image_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.images.iter().map(|i| i.id)
+    }
 }
 
 /// Where an iteration's trained model is stored.
@@ -1049,7 +1054,7 @@ impl Argus {
         let mut ids = HashSet::new();
         for it in self.store.list_iterations(project).await.map_err(store_err)? {
             if let Some((_, snap)) = self.store.get_iteration(project, it.id).await.map_err(store_err)? {
-                ids.extend(snapshot_of(snap)?.images.into_iter().map(|i| i.id));
+                ids.extend(snapshot_of(snap)?.image_ids());
             }
         }
         Ok(ids)

@@ -269,17 +269,11 @@ impl Argus {
             let Some((_, snapshot)) = self.store.get_iteration(project, it.id).await.map_err(store_err)? else {
                 continue;
             };
-            let detection = snapshot_of(snapshot.clone())?.is_detection();
-            let key = iteration_model_key(project, it.id, detection);
-            let model = self
-                .blobs
-                .get(&key)
-                .await
-                .map_err(store_err)?
-                .ok_or_else(|| ApiError::internal(format!("blob {key} is missing")))?;
+            let snap = snapshot_of(snapshot.clone())?;
+            let detection = snap.is_detection();
+            let model = self.stored_blob(&iteration_model_key(project, it.id, detection)).await?;
             append(builder, &format!("iterations/{}/model.safetensors", it.id), &model)?;
-            let shown = snapshot["images"].as_array().into_iter().flatten().filter_map(|i| i["id"].as_str());
-            for image in shown.filter_map(|i| Uuid::parse_str(i).ok()) {
+            for image in snap.image_ids() {
                 if workspace.contains(&image) || retained.contains(&image) {
                     continue;
                 }
@@ -316,13 +310,7 @@ impl Argus {
     async fn image_blobs(&self, project: Uuid, image: Uuid) -> ApiResult<Vec<(&'static str, Bytes)>> {
         let mut out = Vec::new();
         for (name, key) in image_files(project, image) {
-            let data = self
-                .blobs
-                .get(&key)
-                .await
-                .map_err(store_err)?
-                .ok_or_else(|| ApiError::internal(format!("blob {key} is missing")))?;
-            out.push((name, data));
+            out.push((name, self.stored_blob(&key).await?));
         }
         Ok(out)
     }

@@ -328,6 +328,16 @@ async fn multilabel_trains_too() {
         )
         .await;
     assert_eq!(pred["predictions"][0]["tagName"], "coffee", "{pred}");
+
+    // Training is deterministic: the same photographs uploaded to another project (new, random image ids) train
+    // the same model, to the bit.
+    let iteration = it["id"].as_str().expect("id").to_string();
+    let (again, _, _) = two_tag_project(&s, "name=M2&classificationType=Multilabel").await;
+    let (_, it2) = s.call(Method::POST, &format!("/projects/{again}/train")).await;
+    let iteration2 = it2["id"].as_str().expect("id").to_string();
+    assert_eq!(wait_trained(&s, &again, &iteration2).await["status"], "Completed");
+    let cat = crop_jpeg(&photo("chelsea.png"), 0.0, 0.0, 1.0, 1.0);
+    assert_eq!(quick_test(&s, &again, &iteration2, cat.clone()).await, quick_test(&s, &p, &iteration, cat).await);
     s.stop().await;
 }
 

@@ -521,7 +521,9 @@ impl Argus {
         let backbone = self.models.backbone_of(recipe.backbone)?;
         let kind = if snap.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };
         let p = progress.clone();
-        let seeds: Vec<u64> = snap.images.iter().map(|i| i.id.as_u64_pair().0).collect();
+        // Augmentation is seeded by each image's stored bytes, not its (random) id, so that the same photographs
+        // train the same model on every server and every run.
+        let seeds: Vec<u64> = images.iter().map(|bytes| content_seed(bytes)).collect();
         let (head, evaluation) = tokio::task::spawn_blocking(move || -> Result<(LinearHead, Evaluation), String> {
             let n = images.len();
             let mut rows: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n);
@@ -1094,6 +1096,14 @@ impl Argus {
             })
             .collect())
     }
+}
+
+/// A seed drawn from an image's bytes (the first eight bytes of their SHA-256).
+fn content_seed(bytes: &[u8]) -> u64 {
+    let digest = Sha256::digest(bytes);
+    let mut first = [0u8; 8];
+    first.copy_from_slice(&digest[..8]);
+    u64::from_le_bytes(first)
 }
 
 /// Stratified folds: images grouped by their first class, dealt round-robin. `labels` holds the class indices

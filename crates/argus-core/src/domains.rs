@@ -35,21 +35,14 @@ pub struct Domain {
 }
 
 /// What a compact domain lists under `exportablePlatforms`: the platforms Argus itself exports to (the hosted
-/// service's longer list would be a promise Argus cannot keep). Classifiers export to ONNX and DockerFile;
-/// detectors to DockerFile. OpenVino exports are accepted too, but not listed: the v3.3 contract's
-/// `exportableTo` / `exportablePlatforms` enums do not know that platform (it came with v3.4-preview), and v3.3
-/// clients read these.
-const CLASSIFIER_EXPORT_PLATFORMS: &[&str] = &["ONNX", "DockerFile"];
-/// What a compact detection domain lists: see [`CLASSIFIER_EXPORT_PLATFORMS`].
-const DETECTOR_EXPORT_PLATFORMS: &[&str] = &["DockerFile"];
+/// service's longer list would be a promise Argus cannot keep). Classifiers and detectors export to ONNX and
+/// DockerFile. OpenVino exports are accepted too, but not listed: the v3.3 contract's `exportableTo` /
+/// `exportablePlatforms` enums do not know that platform (it came with v3.4-preview), and v3.3 clients read these.
+const EXPORT_PLATFORMS: &[&str] = &["ONNX", "DockerFile"];
 
 const fn domain(id: Uuid, name: &'static str, kind: DomainType, compact: bool) -> Domain {
     // The hosted service marks every compact domain exportable and no other.
-    let platforms: &[&str] = match (compact, kind) {
-        (false, _) => &[],
-        (true, DomainType::Classification) => CLASSIFIER_EXPORT_PLATFORMS,
-        (true, DomainType::ObjectDetection) => DETECTOR_EXPORT_PLATFORMS,
-    };
+    let platforms: &[&str] = if compact { EXPORT_PLATFORMS } else { &[] };
     Domain {
         id,
         name,

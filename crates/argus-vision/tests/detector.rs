@@ -46,4 +46,21 @@ fn detector_finds_pasted_objects_on_unseen_backgrounds() {
     assert!(map >= 0.5, "mAP@0.5 {map:.3} on unseen backgrounds is too low");
     let again = DetectorHead::from_bytes(&head.to_bytes().expect("bytes")).expect("load");
     assert_eq!(again.detect_image(&net, &test[0].image).expect("detect"), dets[0]);
+
+    // The ONNX export (run by onnxruntime and OpenVINO in tests/e2e/test_export_onnx.py): the General (compact)
+    // [S1] signature, the same bytes twice, half the size with FP16 weights.
+    use argus_vision::export::detector::{detector_onnx, DETECTED_BOXES, DETECTED_CLASSES, DETECTED_SCORES};
+    use argus_vision::export::onnx::ModelProto;
+    use argus_vision::export::Precision;
+    use prost::Message;
+    let onnx = detector_onnx(&path, &head, Precision::Float32).expect("export");
+    assert_eq!(onnx, detector_onnx(&path, &head, Precision::Float32).expect("export"));
+    let half = detector_onnx(&path, &head, Precision::Float16).expect("export");
+    assert!(half.len() * 10 < onnx.len() * 6, "FP16 {} vs FP32 {} bytes", half.len(), onnx.len());
+    let graph = ModelProto::decode(onnx.as_slice()).expect("decode").graph.expect("graph");
+    let outputs: Vec<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
+    assert_eq!(outputs, [DETECTED_BOXES, DETECTED_SCORES, DETECTED_CLASSES]);
+    assert_eq!(graph.input[0].name, "image_tensor");
+    let suppressions = graph.node.iter().filter(|n| n.op_type == "NonMaxSuppression").count();
+    assert_eq!(suppressions, 2, "the candidate and the per-tag suppression");
 }

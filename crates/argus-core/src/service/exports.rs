@@ -3,20 +3,23 @@
 //! lives and goes with the iteration. GetExports reads the jobs back as the hosted service's `Export` objects,
 //! the latest per platform and flavor.
 //!
-//! What Argus exports today: classifiers (Multiclass and Multilabel) of compact domains as ONNX, FP32
-//! (flavor none, `ONNX10`, `ONNX12`) or with FP16 weights (`OnnxFloat16`), and for OpenVINO (which reads the
-//! same ONNX model directly: the package is the FP32 ONNX one, its README saying how OpenVINO loads it), and
-//! classifiers and detectors as a DockerFile package (Linux): a Dockerfile, this server's own executable and
-//! the model folder that `argus serve-model` serves. The other platforms answer
-//! `BadRequestExportValidationFailed` naming what is supported.
+//! What Argus exports today: classifiers (Multiclass and Multilabel) and object detectors of compact domains as
+//! ONNX, FP32 (flavor none, `ONNX10`, `ONNX12`) or with FP16 weights (`OnnxFloat16`), and for OpenVINO (which
+//! reads the same ONNX model directly: the package is the FP32 ONNX one, its README saying how OpenVINO loads
+//! it), and as a DockerFile package (Linux): a Dockerfile, this server's own executable and the model folder that
+//! `argus serve-model` serves. The other platforms answer `BadRequestExportValidationFailed` naming what is
+//! supported.
 
 use std::collections::HashMap;
 
+use argus_vision::export::detector::{
+    detector_onnx, DETECTED_BOXES, DETECTED_CLASSES, DETECTED_SCORES, DETECTOR_INPUT,
+};
 use argus_vision::export::{
     classifier_onnx, zip_files, zip_package, PackageFile, Precision, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT,
 };
 use argus_vision::heads::classifier::{HeadKind, LinearHead};
-use argus_vision::heads::detector::DetectorHead;
+use argus_vision::heads::detector::{DetectorHead, MAX_DETECTIONS, MIN_SCORE, NMS_IOU};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::Digest;
@@ -25,7 +28,7 @@ use uuid::Uuid;
 use crate::model::IterationStatus;
 
 use super::served::{ModelManifest, MODEL_FOLDER_FORMAT};
-use super::training::{classifier_model_key, iteration_model_key, snapshot_of};
+use super::training::{iteration_model_key, snapshot_of};
 use super::{store_err, Argus, UrlContext};
 use crate::domains::find_domain;
 use crate::error::{ApiError, ApiResult, ErrorCode};
@@ -88,8 +91,8 @@ fn parse_target(platform: Option<&str>, flavor: Option<&str>) -> ApiResult<(Stri
         }
         _ => {
             return Err(invalid(format!(
-                "Argus does not export to {canon} yet; it exports classifiers to ONNX (flavors ONNX10, ONNX12, \
-                 OnnxFloat16) and OpenVino, and classifiers and detectors to DockerFile (Linux)."
+                "Argus does not export to {canon} yet; it exports classifiers and detectors to ONNX (flavors ONNX10, \
+                 ONNX12, OnnxFloat16), OpenVino and DockerFile (Linux)."
             )))
         }
     };
@@ -106,7 +109,7 @@ impl Argus {
         flavor: Option<&str>,
     ) -> ApiResult<Export> {
         self.project(project).await?;
-        let (it, snap) = self.iteration_record(project, iteration).await?;
+        let (it, _) = self.iteration_record(project, iteration).await?;
         if it.status == IterationStatus::Training {
             return Err(ApiError::new(
                 ErrorCode::BadRequestExportWhileTraining,
@@ -126,11 +129,6 @@ impl Argus {
                 "Iteration {iteration} was trained on the domain '{}', which is not exportable; train on a compact \
                  domain to export.",
                 domain.map(|d| d.name).unwrap_or("unknown")
-            )));
-        }
-        if snapshot_of(snap)?.is_detection() && platform != "DockerFile" {
-            return Err(invalid(format!(
-                "Argus exports object detectors to DockerFile; to {platform} it exports classifiers only, for now."
             )));
         }
         let scope = scope(project, iteration);
@@ -225,25 +223,39 @@ impl Argus {
             return Ok(key);
         }
         let (_, _, precision) = parse_target(Some(&p.platform), p.flavor.as_deref())?;
+        let detection = snap.is_detection();
         let stored =
-            self.blobs.get(&classifier_model_key(p.project, p.iteration)).await.map_err(store_err)?.ok_or_else(
-                || ApiError::new(ErrorCode::ErrorExporterInvalidClassifier, "The model of this iteration is missing."),
-            )?;
-        let head = LinearHead::from_bytes(&stored).map_err(ApiError::internal)?;
-        let weights = self.models.weights_path(head.backbone)?;
-        progress.set(0.1, "writing the ONNX graph");
+            self.blobs.get(&iteration_model_key(p.project, p.iteration, detection)).await.map_err(store_err)?;
+        let stored = stored.ok_or_else(|| {
+            ApiError::new(ErrorCode::ErrorExporterInvalidClassifier, "The model of this iteration is missing.")
+        })?;
         let labels = snap.output_names();
-        let (size, multilabel) = (head.input_size, head.kind == HeadKind::Multilabel);
-        let model = tokio::task::spawn_blocking(move || classifier_onnx(&weights, &head, precision))
-            .await
-            .map_err(ApiError::internal)?
+        progress.set(0.1, "writing the ONNX graph");
+        let (model, shape) = if detection {
+            let head = DetectorHead::from_bytes(&stored).map_err(ApiError::internal)?;
+            let weights = self.models.weights_path(head.backbone)?;
+            let shape = ModelShape::Detector { size: head.input_size, mirror: head.mirror };
+            let model = tokio::task::spawn_blocking(move || detector_onnx(&weights, &head, precision))
+                .await
+                .map_err(ApiError::internal)?;
+            (model, shape)
+        } else {
+            let head = LinearHead::from_bytes(&stored).map_err(ApiError::internal)?;
+            let weights = self.models.weights_path(head.backbone)?;
+            let shape = ModelShape::Classifier { size: head.input_size, multilabel: head.kind == HeadKind::Multilabel };
+            let model = tokio::task::spawn_blocking(move || classifier_onnx(&weights, &head, precision))
+                .await
+                .map_err(ApiError::internal)?;
+            (model, shape)
+        };
+        let model = model
             .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
         progress.set(0.8, "packaging");
         let domain = it.domain_id.and_then(find_domain);
         let sha1 = hex::encode(sha1_digest(&model));
         let exported = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
         let manifest = serde_json::json!({
-            "DomainType": if multilabel { "Classification (Multilabel)" } else { "Classification (Multiclass)" },
+            "DomainType": shape.domain_type(),
             "Platform": p.platform,
             "Flavor": p.flavor.clone().unwrap_or_default(),
             "ExporterVersion": EXPORTER_VERSION.to_string(),
@@ -255,24 +267,22 @@ impl Argus {
             "ModelFileSHA1": sha1,
             "SchemaVersion": "1.0",
         });
-        let metadata = serde_json::json!({
-            "CustomVision.Metadata.AdditionalModelInfo": "",
-            "CustomVision.Metadata.Version": "1.0",
-            "CustomVision.Postprocess.Method": if multilabel { "Sigmoid" } else { "Softmax" },
-            "CustomVision.Preprocess.CropMethod": "CenterCrop224of256",
-            "CustomVision.Preprocess.CropHeight": size,
-            "CustomVision.Preprocess.CropWidth": size,
-            "CustomVision.Preprocess.NormalizationMethod": "(x - 127) / 128, inside the graph",
-            "CustomVision.Preprocess.ResizeMethod": "Triangle (bilinear) filter",
-            "CustomVision.Preprocess.TargetHeight": size,
-            "CustomVision.Preprocess.TargetWidth": size,
-            "Image.BitmapPixelFormat": "Rgb8",
-            "Image.ColorSpaceGamma": "SRGB",
-            "Image.NominalPixelRange": "Normalized_0_255",
-            "Domain": domain.map(|d| d.name).unwrap_or_default(),
-            "Precision": if precision == Precision::Float16 { "FP16 weights, FP32 compute" } else { "FP32" },
-        });
-        let readme = package_readme(size, multilabel, precision, &labels, p.platform == "OpenVino");
+        let mut metadata = shape.preprocessing();
+        metadata.extend(
+            serde_json::json!({
+                "CustomVision.Metadata.AdditionalModelInfo": "",
+                "CustomVision.Metadata.Version": "1.0",
+                "Image.BitmapPixelFormat": "Rgb8",
+                "Image.ColorSpaceGamma": "SRGB",
+                "Image.NominalPixelRange": "Normalized_0_255",
+                "Domain": domain.map(|d| d.name).unwrap_or_default(),
+                "Precision": if precision == Precision::Float16 { "FP16 weights, FP32 compute" } else { "FP32" },
+            })
+            .as_object()
+            .cloned()
+            .unwrap_or_default(),
+        );
+        let readme = package_readme(shape, precision, &labels, p.platform == "OpenVino");
         let files = [
             ("model.onnx", model),
             ("labels.txt", labels.iter().map(|l| format!("{l}\n")).collect::<String>().into_bytes()),
@@ -400,34 +410,100 @@ fn sha1_digest(bytes: &[u8]) -> Vec<u8> {
 /// shorter side, triangle-filter resize) with numpy, Pillow and onnxruntime.
 const PREDICT_PY: &str = include_str!("export_predict.py");
 
-fn package_readme(size: u32, multilabel: bool, precision: Precision, labels: &[String], openvino: bool) -> String {
-    let mut readme = format!(
-        "# Argus classifier export\n\n\
-         `model.onnx` (ONNX opset 13) classifies an image into the tags of `labels.txt` ({} tags), as the Argus \
-         server that trained it does.\n\n\
-         - input `{CLASSIFIER_INPUT}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The image \
-         is first turned upright (EXIF orientation), then its central square of 224/256 of the shorter side is \
-         resized to {size} × {size} with a triangle (bilinear) filter. Normalisation and the mirror-image average \
-         happen inside the graph.\n\
-         - output `{CLASSIFIER_OUTPUT}`: float32 `[1, {}]`, {} in `labels.txt` order.\n\
-         - weights: {}.\n\n\
-         `python predict.py IMAGE...` (numpy, Pillow, onnxruntime) prints the probabilities per tag.\n",
-        labels.len(),
-        labels.len(),
-        if multilabel {
-            "one independent probability per tag (sigmoid)"
-        } else {
-            "probabilities summing to 1 (softmax)"
-        },
-        if precision == Precision::Float16 { "FP16 (computed in FP32)" } else { "FP32" },
-    );
+/// What an ONNX package holds: a classifier or a detector, and the input it takes.
+#[derive(Debug, Clone, Copy)]
+enum ModelShape {
+    /// A classifier of `size` px input; `multilabel`: one sigmoid per tag, else a softmax.
+    Classifier { size: u32, multilabel: bool },
+    /// A detector of `size` px input; `mirror`: it scores the mirror image too.
+    Detector { size: u32, mirror: bool },
+}
+
+impl ModelShape {
+    /// The manifest's `DomainType`.
+    fn domain_type(self) -> &'static str {
+        match self {
+            Self::Classifier { multilabel: true, .. } => "Classification (Multilabel)",
+            Self::Classifier { multilabel: false, .. } => "Classification (Multiclass)",
+            Self::Detector { .. } => "ObjectDetection",
+        }
+    }
+
+    /// The preprocessing and postprocessing entries of `metadata_properties.json`.
+    fn preprocessing(self) -> serde_json::Map<String, serde_json::Value> {
+        let value = match self {
+            Self::Classifier { size, multilabel } => serde_json::json!({
+                "CustomVision.Postprocess.Method": if multilabel { "Sigmoid" } else { "Softmax" },
+                "CustomVision.Preprocess.CropMethod": "CenterCrop224of256",
+                "CustomVision.Preprocess.CropHeight": size,
+                "CustomVision.Preprocess.CropWidth": size,
+                "CustomVision.Preprocess.NormalizationMethod": "(x - 127) / 128, inside the graph",
+                "CustomVision.Preprocess.ResizeMethod": "Triangle (bilinear) filter",
+                "CustomVision.Preprocess.TargetHeight": size,
+                "CustomVision.Preprocess.TargetWidth": size,
+            }),
+            Self::Detector { size, mirror } => serde_json::json!({
+                "CustomVision.Postprocess.Method": "NMS inside the graph",
+                "CustomVision.Postprocess.NmsIouThreshold": NMS_IOU,
+                "CustomVision.Postprocess.MinimumScore": MIN_SCORE,
+                "CustomVision.Postprocess.MaxDetections": MAX_DETECTIONS,
+                "CustomVision.Postprocess.MirrorAverage": mirror,
+                "CustomVision.Preprocess.CropMethod": "FullImageShortestEdge",
+                "CustomVision.Preprocess.NormalizationMethod": "(x - 127) / 128, inside the graph",
+                "CustomVision.Preprocess.ResizeMethod": "Stretch, triangle (bilinear) filter",
+                "CustomVision.Preprocess.TargetHeight": size,
+                "CustomVision.Preprocess.TargetWidth": size,
+            }),
+        };
+        value.as_object().cloned().unwrap_or_default()
+    }
+}
+
+fn package_readme(shape: ModelShape, precision: Precision, labels: &[String], openvino: bool) -> String {
+    let weights = if precision == Precision::Float16 { "FP16 (computed in FP32)" } else { "FP32" };
+    let n = labels.len();
+    let mut readme = match shape {
+        ModelShape::Classifier { size, multilabel } => format!(
+            "# Argus classifier export\n\n\
+             `model.onnx` (ONNX opset 13) classifies an image into the tags of `labels.txt` ({n} tags), as the Argus \
+             server that trained it does.\n\n\
+             - input `{CLASSIFIER_INPUT}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The image \
+             is first turned upright (EXIF orientation), then its central square of 224/256 of the shorter side is \
+             resized to {size} × {size} with a triangle (bilinear) filter. Normalisation and the mirror-image average \
+             happen inside the graph.\n\
+             - output `{CLASSIFIER_OUTPUT}`: float32 `[1, {n}]`, {} in `labels.txt` order.\n\
+             - weights: {weights}.\n\n\
+             `python predict.py IMAGE...` (numpy, Pillow, onnxruntime) prints the probabilities per tag.\n",
+            if multilabel {
+                "one independent probability per tag (sigmoid)"
+            } else {
+                "probabilities summing to 1 (softmax)"
+            },
+        ),
+        ModelShape::Detector { size, mirror } => format!(
+            "# Argus object detector export\n\n\
+             `model.onnx` (ONNX opset 13) finds the objects of the tags of `labels.txt` ({n} tags) in an image, as the \
+             Argus server that trained it does: the whole detector is in the graph, suppression included.\n\n\
+             - input `{DETECTOR_INPUT}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The \
+             image is first turned upright (EXIF orientation), then the whole image is resized to {size} × {size} \
+             (stretched, not cropped) with a triangle (bilinear) filter. Normalisation{} happens inside the graph.\n\
+             - outputs: `{DETECTED_BOXES}` float32 `[1, N, 4]` (x1, y1, x2, y2, each in [0, 1] of the image's width \
+             or height), `{DETECTED_SCORES}` float32 `[1, N]`, `{DETECTED_CLASSES}` int64 `[1, N]` (indices into \
+             `labels.txt`); most confident first, every box scored at least {MIN_SCORE}, at most {MAX_DETECTIONS}, \
+             per-tag non-maximum suppression at IoU {NMS_IOU}.\n\
+             - weights: {weights}.\n\n\
+             `python predict.py IMAGE...` (numpy, Pillow, onnxruntime) prints the boxes in the Prediction API's \
+             shape (`boundingBox` with left, top, width, height).\n",
+            if mirror { " and the mirror-image average" } else { "" },
+        ),
+    };
     if openvino {
         readme.push_str(
             "\n## OpenVINO\n\nOpenVINO reads `model.onnx` directly (no conversion step):\n\n```python\n\
              import openvino as ov\n\
              # f32: the CPU plugin otherwise computes in bf16 / fp16 where the CPU has it\n\
              model = ov.Core().compile_model(\"model.onnx\", \"CPU\", {\"INFERENCE_PRECISION_HINT\": \"f32\"})\n\
-             probabilities = model(tensor)[model.output(0)]  # tensor: the input described above\n```\n",
+             outputs = model(tensor)  # tensor: the input described above\n```\n",
         );
     }
     readme

@@ -177,11 +177,6 @@ impl Snapshot {
     }
 }
 
-/// Where an iteration's trained model is stored.
-pub(super) fn classifier_model_key(project: Uuid, iteration: Uuid) -> String {
-    model_key(project, iteration, false)
-}
-
 /// Where an iteration's trained model (classifier or detector) is stored.
 pub(super) fn iteration_model_key(project: Uuid, iteration: Uuid, detection: bool) -> String {
     model_key(project, iteration, detection)

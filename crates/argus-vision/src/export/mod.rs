@@ -1,7 +1,9 @@
 //! Model export writers: trained Argus models as files other runtimes load. [`onnx`] holds the ONNX schema
-//! subset and a graph builder; [`classifier_onnx`] writes a classifier (backbone, framing and head) as one ONNX
-//! graph that computes what the server computes.
+//! subset and a graph builder; [`classifier_onnx`] writes a classifier (backbone, framing and head) and
+//! [`detector::detector_onnx`] a detector (backbone, dense head, second stage, suppression) as one ONNX graph
+//! that computes what the server computes.
 
+pub mod detector;
 pub mod onnx;
 
 use crate::backbone::{block_plan, fold, Weights, INPUT_MEAN, INPUT_SCALE};
@@ -52,7 +54,7 @@ fn classifier_graph(weights: &Weights, head: &LinearHead, precision: Precision) 
         let flipped = g.node("Slice", &[&x, &starts, &ends, &axes, &steps], vec![]);
         x = g.node("Concat", &[&x, &flipped], vec![AttributeProto::int("axis", 0)]);
     }
-    let top = backbone(&mut g, weights, &x, size)?;
+    let (_, top) = backbone(&mut g, weights, &x, size)?;
     let mean_pool = g.node("GlobalAveragePool", &[&top], vec![]);
     let pooled = match head.pooling {
         Pooling::Mean => mean_pool,
@@ -96,10 +98,19 @@ fn classifier_graph(weights: &Weights, head: &LinearHead, precision: Precision) 
 }
 
 /// The EfficientNet-Lite backbone up to its head convolution (ReLU6 applied), as in [`crate::backbone`]: TF
-/// SAME padding, BatchNorm folded. Returns the top feature map's name.
-fn backbone(g: &mut GraphBuilder, w: &Weights, input: &str, size: usize) -> candle_core::Result<String> {
+/// SAME padding, BatchNorm folded. Returns the names of the stride-16 map (the output of the last block before
+/// stage 5, what the detector reads) and of the top feature map.
+pub(crate) fn backbone(
+    g: &mut GraphBuilder,
+    w: &Weights,
+    input: &str,
+    size: usize,
+) -> candle_core::Result<(String, String)> {
     let (mut x, mut hw) = conv(g, w, input, "_conv_stem", "_bn0", 2, false, true, size)?;
-    for (i, (_, stride, expand, inp, out, _)) in block_plan(w)?.into_iter().enumerate() {
+    let plan = block_plan(w)?;
+    let s16_block = plan.iter().rposition(|b| b.5 < 5).unwrap_or(0);
+    let mut s16 = x.clone();
+    for (i, (_, stride, expand, inp, out, _)) in plan.into_iter().enumerate() {
         let p = format!("_blocks.{i}");
         let mut h = x.clone();
         if expand {
@@ -112,8 +123,11 @@ fn backbone(g: &mut GraphBuilder, w: &Weights, input: &str, size: usize) -> cand
         }
         x = y;
         hw = dhw;
+        if i == s16_block {
+            s16 = x.clone();
+        }
     }
-    Ok(conv(g, w, &x, "_conv_head", "_bn1", 1, false, true, hw)?.0)
+    Ok((s16, conv(g, w, &x, "_conv_head", "_bn1", 1, false, true, hw)?.0))
 }
 
 /// One convolution with BatchNorm folded (depthwise when `depthwise`), ReLU6 when `relu6`; returns its output's

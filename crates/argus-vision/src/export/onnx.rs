@@ -113,10 +113,13 @@ pub struct AttributeProto {
     /// Int value.
     #[prost(int64, tag = "3")]
     pub i: i64,
+    /// String value (bytes).
+    #[prost(bytes = "vec", tag = "4")]
+    pub s: Vec<u8>,
     /// Int list.
     #[prost(int64, repeated, tag = "8")]
     pub ints: Vec<i64>,
-    /// `AttributeType`: 1 FLOAT, 2 INT, 7 INTS.
+    /// `AttributeType`: 1 FLOAT, 2 INT, 3 STRING, 7 INTS.
     #[prost(int32, tag = "20")]
     pub r#type: i32,
 }
@@ -135,6 +138,11 @@ impl AttributeProto {
     /// A float attribute.
     pub fn float(name: &str, v: f32) -> Self {
         Self { name: name.into(), f: v, r#type: 1, ..Default::default() }
+    }
+
+    /// A string attribute.
+    pub fn string(name: &str, v: &str) -> Self {
+        Self { name: name.into(), s: v.as_bytes().to_vec(), r#type: 3, ..Default::default() }
     }
 }
 
@@ -193,22 +201,35 @@ pub struct TensorShapeProto {
     pub dim: Vec<Dimension>,
 }
 
-/// `TensorShapeProto.Dimension` (fixed sizes only).
+/// `TensorShapeProto.Dimension`: a fixed size or a named, variable one (the two fields of the proto's `oneof`).
 #[derive(Clone, PartialEq, Message)]
 pub struct Dimension {
-    /// Size.
-    #[prost(int64, tag = "1")]
-    pub dim_value: i64,
+    /// Size, when fixed.
+    #[prost(int64, optional, tag = "1")]
+    pub dim_value: Option<i64>,
+    /// Name of a variable size.
+    #[prost(string, optional, tag = "2")]
+    pub dim_param: Option<String>,
 }
 
-/// A tensor value's declaration.
+/// A variable dimension in a [`tensor_info`] shape (declared as `dim_param` "N").
+pub const VARIABLE: i64 = -1;
+
+/// A tensor value's declaration; [`VARIABLE`] entries of `shape` are sizes known only when the model runs.
 pub fn tensor_info(name: &str, elem_type: i32, shape: &[i64]) -> ValueInfoProto {
+    let dimension = |d: &i64| {
+        if *d == VARIABLE {
+            Dimension { dim_value: None, dim_param: Some("N".into()) }
+        } else {
+            Dimension { dim_value: Some(*d), dim_param: None }
+        }
+    };
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
             tensor_type: Some(TensorTypeProto {
                 elem_type,
-                shape: Some(TensorShapeProto { dim: shape.iter().map(|d| Dimension { dim_value: *d }).collect() }),
+                shape: Some(TensorShapeProto { dim: shape.iter().map(dimension).collect() }),
             }),
         }),
     }
@@ -244,10 +265,27 @@ impl GraphBuilder {
 
     /// Adds a node writing the value `output`.
     pub fn node_into(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>, output: &str) {
+        self.push(op, inputs, attribute, vec![output.to_string()]);
+    }
+
+    /// Adds a node with `outputs` outputs (TopK: values and indices); returns their names.
+    pub fn node_outputs(
+        &mut self,
+        op: &str,
+        inputs: &[&str],
+        attributes: Vec<AttributeProto>,
+        outputs: usize,
+    ) -> Vec<String> {
+        let names: Vec<String> = (0..outputs).map(|_| self.fresh(&op.to_ascii_lowercase())).collect();
+        self.push(op, inputs, attributes, names.clone());
+        names
+    }
+
+    fn push(&mut self, op: &str, inputs: &[&str], attribute: Vec<AttributeProto>, output: Vec<String>) {
         let name = self.fresh(&format!("{op}_node"));
         self.nodes.push(NodeProto {
             input: inputs.iter().map(|s| s.to_string()).collect(),
-            output: vec![output.to_string()],
+            output,
             name,
             op_type: op.into(),
             attribute,
@@ -267,6 +305,31 @@ impl GraphBuilder {
             self.initializers.push(TensorProto { dims, data_type: FLOAT, name: name.clone(), raw_data: raw });
             name
         }
+    }
+
+    /// A float constant kept in FP32 whatever `half_weights` says (small parameters and geometry, where half
+    /// precision would move boxes and save nothing); returns its name.
+    pub fn exact_floats(&mut self, dims: &[usize], data: &[f32]) -> String {
+        let name = self.fresh("f");
+        self.initializers.push(TensorProto {
+            dims: dims.iter().map(|d| *d as i64).collect(),
+            data_type: FLOAT,
+            name: name.clone(),
+            raw_data: data.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        });
+        name
+    }
+
+    /// An int64 scalar (rank 0); returns its name.
+    pub fn int64_scalar(&mut self, v: i64) -> String {
+        let name = self.fresh("i");
+        self.initializers.push(TensorProto {
+            dims: vec![],
+            data_type: INT64,
+            name: name.clone(),
+            raw_data: v.to_le_bytes().to_vec(),
+        });
+        name
     }
 
     /// A float scalar kept in FP32 whatever `half_weights` says.

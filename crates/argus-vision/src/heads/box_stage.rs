@@ -23,7 +23,7 @@ pub fn box_dim(dim: usize, s16: usize) -> usize {
     2 * dim + 4 * s16 + 4
 }
 /// How much a box is grown to find its ring.
-const RING: f32 = 1.6;
+pub(crate) const RING: f32 = 1.6;
 /// IoU at or below which a sample's score target is 0, and at or above which it is 1.
 const IOU_LOW: f32 = 0.35;
 const IOU_HIGH: f32 = 0.65;
@@ -259,14 +259,14 @@ fn standardise(row: &mut [f32], mean: &[f32], inv_std: &[f32]) {
 /// The fitted second stage.
 #[derive(Debug, Clone)]
 pub struct BoxStage {
-    classes: usize,
-    refinements: usize,
-    candidates: usize,
-    blend: f32,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
-    scorer: Model,
-    refiner: Model,
+    pub(crate) classes: usize,
+    pub(crate) refinements: usize,
+    pub(crate) candidates: usize,
+    pub(crate) blend: f32,
+    pub(crate) mean: Vec<f32>,
+    pub(crate) inv_std: Vec<f32>,
+    pub(crate) scorer: Model,
+    pub(crate) refiner: Model,
 }
 
 impl BoxStage {

@@ -33,6 +33,8 @@ pub const MAX_DETECTIONS: usize = 200;
 const NEGATIVE_KEEP: u32 = 4;
 /// IoU above which a less confident box of the same tag is suppressed.
 pub const NMS_IOU: f64 = 0.45;
+/// IoU above which a dense-head box is not taken as a second-stage candidate (class-agnostic).
+pub const CANDIDATE_NMS_IOU: f64 = 0.7;
 
 /// How hard to train a detector.
 #[derive(Debug, Clone, Copy)]
@@ -302,18 +304,18 @@ pub struct DetectorHead {
     pub backbone: Variant,
     /// Backbone input side it was trained with.
     pub input_size: u32,
-    classes: usize,
+    pub(crate) classes: usize,
     /// Whether it scores an image together with its mirror image.
     pub mirror: bool,
-    hidden: usize,
-    mean: Vec<f32>,
-    inv_std: Vec<f32>,
-    w1: Vec<f32>,
-    b1: Vec<f32>,
-    w2: Vec<f32>,
-    b2: Vec<f32>,
+    pub(crate) hidden: usize,
+    pub(crate) mean: Vec<f32>,
+    pub(crate) inv_std: Vec<f32>,
+    pub(crate) w1: Vec<f32>,
+    pub(crate) b1: Vec<f32>,
+    pub(crate) w2: Vec<f32>,
+    pub(crate) b2: Vec<f32>,
     /// The second stage, when the head was trained with one.
-    stage2: Option<Box<BoxStage>>,
+    pub(crate) stage2: Option<Box<BoxStage>>,
 }
 
 impl DetectorHead {
@@ -557,7 +559,7 @@ impl DetectorHead {
             let best = |s: &[f32]| s.iter().copied().fold(0f32, f32::max);
             let cells: Vec<usize> = (0..scored.len()).filter(|i| best(&scored[*i].1) >= MIN_SCORE).collect();
             let boxes: Vec<Proposal> = cells.iter().map(|i| proposal(&scored[*i].0, best(&scored[*i].1))).collect();
-            let kept = crate::proposals::nms_indices(&boxes, 0.7, stage.candidates());
+            let kept = crate::proposals::nms_indices(&boxes, CANDIDATE_NMS_IOU, stage.candidates());
             let table = GridIntegral::new(grid);
             let mirror_table = mirror.map(GridIntegral::new);
             if !stage.accepts(&table) || mirror_table.as_ref().is_some_and(|m| !stage.accepts(m)) {

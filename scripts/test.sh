@@ -50,7 +50,7 @@ for v in 3.0.0 3.1.1; do
   echo "==> official Python SDK azure-cognitiveservices-vision-customvision==$v"
   [ -x "$venv/bin/python" ] || python3 -m venv "$venv"
   "$venv/bin/pip" install -q --disable-pip-version-check \
-    "azure-cognitiveservices-vision-customvision==$v" pytest pillow requests
+    "azure-cognitiveservices-vision-customvision==$v" pytest pillow requests "onnxruntime==1.32.0" "numpy==2.4.6"
   ARGUS_BIN="$PWD/target/debug/argus" "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/sdk
 done
 echo "==> web portal in a real browser (Playwright driving Debian's headless Chromium against argus serve)"

@@ -2,11 +2,15 @@
 
 import io
 import json
+import os
 import time
 import zipfile
 
+import numpy as np
+import onnxruntime as ort
 import pytest
 import requests
+from PIL import Image
 from azure.cognitiveservices.vision.customvision.training import CustomVisionTrainingClient
 from azure.cognitiveservices.vision.customvision.training.models import (
     CustomVisionErrorException,
@@ -14,7 +18,7 @@ from azure.cognitiveservices.vision.customvision.training.models import (
 )
 from msrest.authentication import ApiKeyCredentials
 
-from conftest import TRAINING_KEY, photo_crop_jpeg
+from conftest import MODELS_DIR, TRAINING_KEY, photo_crop_jpeg
 
 GENERAL_COMPACT = "0732100f-1a38-4e49-a514-c9b44c697ab5"
 
@@ -123,8 +127,37 @@ def test_export_a_compact_classifier_to_onnx(trainer):
     assert len(exports) == 1 and exports[0].status == "Done" and not exports[0].newer_version_available
     package = zipfile.ZipFile(io.BytesIO(requests.get(exports[0].download_uri, timeout=60).content))
     assert package.read("model.onnx")[:2] == b"\x08\x08"  # ModelProto.ir_version = 8
-    assert sorted(package.read("labels.txt").decode().split()) == ["cat", "coffee"]
+    labels = package.read("labels.txt").decode().split()
+    assert sorted(labels) == ["cat", "coffee"]
     assert json.loads(package.read("cvexport.manifest"))["IterationId"] == iteration.id
+    # The downloaded model runs (onnxruntime) and answers what the server's QuickTestImage answers, on a
+    # 256 px square whose central 224 px (the classifier's own crop) need no resampling.
+    session = ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"])
+    for name in ("chelsea.png", "coffee.png", "astronaut.png"):
+        square = Image.open(os.path.join(MODELS_DIR, "photos", name)).convert("RGB").resize((256, 256))
+        png = io.BytesIO()
+        square.save(png, "PNG")
+        want = trainer.quick_test_image(project.id, png.getvalue(), iteration_id=iteration.id, store=False)
+        want = {p.tag_name: p.probability for p in want.predictions}
+        x = np.asarray(square, dtype=np.float32)[16:240, 16:240].transpose(2, 0, 1)[None].copy()
+        got = session.run(None, {"data": x})[0][0]
+        assert max(abs(float(g) - want[label]) for g, label in zip(got, labels)) <= 1e-4, (got, want)
+
+    # The other ONNX flavours and OpenVino, as the SDK asks for them.
+    for platform, flavor in [("ONNX", "OnnxFloat16"), ("OpenVino", None)]:
+        started = trainer.export_iteration(project.id, iteration.id, platform, flavor=flavor)
+        assert (started.platform, started.flavor, started.status) == (platform, flavor, "Exporting")
+        deadline = time.time() + 300
+        while time.time() < deadline:
+            mine = [e for e in trainer.get_exports(project.id, iteration.id) if (e.platform, e.flavor) == (platform, flavor)]
+            if mine[0].status != "Exporting":
+                break
+            time.sleep(0.3)
+        assert mine[0].status == "Done", mine[0].status
+        package = zipfile.ZipFile(io.BytesIO(requests.get(mine[0].download_uri, timeout=60).content))
+        assert json.loads(package.read("cvexport.manifest"))["Platform"] == platform
+        assert ort.InferenceSession(package.read("model.onnx"), providers=["CPUExecutionProvider"]).run(
+            None, {"data": x})[0].shape == (1, 2)
 
     # The DockerFile flavor: Argus itself and the model folder it serves.
     started = trainer.export_iteration(project.id, iteration.id, "DockerFile", flavor="Linux")

@@ -80,13 +80,18 @@ def export(srv, project, iteration, flavor=None, platform="ONNX"):
     return zipfile.ZipFile(io.BytesIO(r.content))
 
 
-def server_probs(srv, project, iteration, image, labels):
+def quick_test(srv, project, iteration, image):
+    """QuickTestImage's predictions for the image bytes (not stored)."""
     r = requests.post(f"{srv.url}{API}/projects/{project}/quicktest/image",
                       params={"iterationId": iteration, "store": "false"},
                       headers={"Training-Key": srv.key, "Content-Type": "application/octet-stream"},
-                      data=image, timeout=60)
+                      data=image, timeout=120)
     assert r.status_code == 200, r.text
-    by_name = {p["tagName"]: p["probability"] for p in r.json()["predictions"]}
+    return r.json()["predictions"]
+
+
+def server_probs(srv, project, iteration, image, labels):
+    by_name = {p["tagName"]: p["probability"] for p in quick_test(srv, project, iteration, image)}
     return np.array([by_name[label] for label in labels])
 
 
@@ -233,13 +238,8 @@ def scene(seed, size=None):
 
 def server_boxes(srv, project, iteration, image, labels):
     """QuickTestImage's boxes as (class index, score, x1, y1, x2, y2)."""
-    r = requests.post(f"{srv.url}{API}/projects/{project}/quicktest/image",
-                      params={"iterationId": iteration, "store": "false"},
-                      headers={"Training-Key": srv.key, "Content-Type": "application/octet-stream"},
-                      data=image, timeout=120)
-    assert r.status_code == 200, r.text
     out = []
-    for p in r.json()["predictions"]:
+    for p in quick_test(srv, project, iteration, image):
         b = p["boundingBox"]
         out.append((labels.index(p["tagName"]), p["probability"], b["left"], b["top"],
                     b["left"] + b["width"], b["top"] + b["height"]))

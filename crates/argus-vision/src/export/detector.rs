@@ -10,7 +10,7 @@
 
 use crate::backbone::{Weights, INPUT_MEAN, INPUT_SCALE};
 use crate::export::onnx::{tensor_info, AttributeProto, GraphBuilder, FLOAT, INT64, VARIABLE};
-use crate::export::{backbone, Precision};
+use crate::export::{backbone, image_metadata, Precision};
 use crate::heads::box_stage::{BoxStage, RING};
 use crate::heads::detector::{DetectorHead, CANDIDATE_NMS_IOU, MAX_DETECTIONS, MIN_SCORE, NMS_IOU};
 use crate::heads::logreg::Model;
@@ -263,11 +263,6 @@ fn detector_graph(weights: &Weights, head: &DetectorHead, precision: Precision) 
     suppress(&mut o, &final_boxes, &final_scores);
 
     let s = size as i64;
-    let metadata = [
-        ("Image.BitmapPixelFormat", "Rgb8".to_string()),
-        ("Image.ColorSpaceGamma", "SRGB".to_string()),
-        ("Image.NominalPixelRange", "Normalized_0_255".to_string()),
-    ];
     Ok(g.finish(
         "argus_detector",
         vec![tensor_info(DETECTOR_INPUT, FLOAT, &[1, 3, s, s])],
@@ -276,7 +271,7 @@ fn detector_graph(weights: &Weights, head: &DetectorHead, precision: Precision) 
             tensor_info(DETECTED_SCORES, FLOAT, &[1, VARIABLE]),
             tensor_info(DETECTED_CLASSES, INT64, &[1, VARIABLE]),
         ],
-        &metadata,
+        &image_metadata(),
         "Argus object detector: EfficientNet-Lite feature maps, a dense head and a second stage over pooled boxes.",
     ))
 }

@@ -83,18 +83,23 @@ fn classifier_graph(weights: &Weights, head: &LinearHead, precision: Precision) 
         HeadKind::Multilabel => g.node_into("Sigmoid", &[&logits], vec![], CLASSIFIER_OUTPUT),
     }
     let s = size as i64;
-    let metadata = [
-        ("Image.BitmapPixelFormat", "Rgb8".to_string()),
-        ("Image.ColorSpaceGamma", "SRGB".to_string()),
-        ("Image.NominalPixelRange", "Normalized_0_255".to_string()),
-    ];
     Ok(g.finish(
         "argus_classifier",
         vec![tensor_info(CLASSIFIER_INPUT, FLOAT, &[1, 3, s, s])],
         vec![tensor_info(CLASSIFIER_OUTPUT, FLOAT, &[1, classes as i64])],
-        &metadata,
+        &image_metadata(),
         "Argus image classifier: EfficientNet-Lite features and a linear head.",
     ))
+}
+
+/// The `metadata_props` of every exported model: the input is 8-bit sRGB, RGB order, values 0–255 (the keys
+/// Windows ML and the hosted service's exports carry).
+pub(crate) fn image_metadata() -> [(&'static str, String); 3] {
+    [
+        ("Image.BitmapPixelFormat", "Rgb8".to_string()),
+        ("Image.ColorSpaceGamma", "SRGB".to_string()),
+        ("Image.NominalPixelRange", "Normalized_0_255".to_string()),
+    ]
 }
 
 /// The EfficientNet-Lite backbone up to its head convolution (ReLU6 applied), as in [`crate::backbone`]: TF

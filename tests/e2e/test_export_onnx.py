@@ -52,14 +52,20 @@ def train(srv, classification_type, training_type):
     for tag, photo in zip(tags, ("chelsea.png", "coffee.png")):
         files = [("files", (f"{photo}-{i}.jpg", crop(photo, c), "image/jpeg")) for i, c in enumerate(CROPS)]
         srv.call("POST", f"/projects/{p['id']}/images", params={"tagIds": tag["id"]}, files=files)
+    return p["id"], train_project(srv, p["id"], training_type, 600)
+
+
+def train_project(srv, project, training_type, limit):
+    """TrainProject (Regular or Advanced), polled until the iteration is Completed; `limit` seconds is a hang
+    guard (CI trains on two shared cores)."""
     params = {"trainingType": "Advanced", "reservedBudgetInHours": 1} if training_type == "Advanced" else {}
-    it = srv.call("POST", f"/projects/{p['id']}/train", params=params)
-    deadline = time.time() + 600  # a hang guard: CI trains on two shared cores
+    it = srv.call("POST", f"/projects/{project}/train", params=params)
+    deadline = time.time() + limit
     while it["status"] == "Training" and time.time() < deadline:
         time.sleep(0.5)
-        it = srv.call("GET", f"/projects/{p['id']}/iterations/{it['id']}")
+        it = srv.call("GET", f"/projects/{project}/iterations/{it['id']}")
     assert it["status"] == "Completed", it
-    return p["id"], it
+    return it
 
 
 def export(srv, project, iteration, flavor=None, platform="ONNX"):
@@ -287,13 +293,7 @@ def test_a_detector_exports_to_onnx_and_finds_the_servers_boxes(srv, training_ty
                        "regions": [{"tagId": tags[n], "left": x, "top": y, "width": w, "height": h}
                                    for n, x, y, w, h in boxes]})
     srv.call("POST", f"/projects/{p['id']}/images/files", json={"images": images})
-    params = {"trainingType": "Advanced", "reservedBudgetInHours": 1} if training_type == "Advanced" else {}
-    it = srv.call("POST", f"/projects/{p['id']}/train", params=params)
-    deadline = time.time() + 1200  # a hang guard: CI trains on two shared cores
-    while it["status"] == "Training" and time.time() < deadline:
-        time.sleep(1)
-        it = srv.call("GET", f"/projects/{p['id']}/iterations/{it['id']}")
-    assert it["status"] == "Completed", it
+    it = train_project(srv, p["id"], training_type, 1200)
     assert it["exportable"] is True and it["exportableTo"] == ["ONNX", "DockerFile"], it
 
     package = export(srv, p["id"], it["id"])

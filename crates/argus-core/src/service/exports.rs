@@ -224,11 +224,7 @@ impl Argus {
         }
         let (_, _, precision) = parse_target(Some(&p.platform), p.flavor.as_deref())?;
         let detection = snap.is_detection();
-        let stored =
-            self.blobs.get(&iteration_model_key(p.project, p.iteration, detection)).await.map_err(store_err)?;
-        let stored = stored.ok_or_else(|| {
-            ApiError::new(ErrorCode::ErrorExporterInvalidClassifier, "The model of this iteration is missing.")
-        })?;
+        let stored = self.trained_model(p, detection).await?;
         let labels = snap.output_names();
         progress.set(0.1, "writing the ONNX graph");
         let (model, shape) = if detection {
@@ -300,6 +296,15 @@ impl Argus {
 }
 
 impl Argus {
+    /// The stored head (classifier or detector) of the iteration an export job exports.
+    async fn trained_model(&self, p: &ExportJob, detection: bool) -> ApiResult<Bytes> {
+        let stored =
+            self.blobs.get(&iteration_model_key(p.project, p.iteration, detection)).await.map_err(store_err)?;
+        stored.ok_or_else(|| {
+            ApiError::new(ErrorCode::ErrorExporterInvalidClassifier, "The model of this iteration is missing.")
+        })
+    }
+
     /// Writes a DockerFile package and returns its blob key: a Dockerfile, this server's own executable and a
     /// model folder (`model.json`, the head, the backbone weights it runs on) that `argus serve-model` serves
     /// with no store.
@@ -311,14 +316,7 @@ impl Argus {
         progress: &Progress,
     ) -> ApiResult<String> {
         let detection = snap.is_detection();
-        let head_bytes = self
-            .blobs
-            .get(&iteration_model_key(p.project, p.iteration, detection))
-            .await
-            .map_err(store_err)?
-            .ok_or_else(|| {
-                ApiError::new(ErrorCode::ErrorExporterInvalidClassifier, "The model of this iteration is missing.")
-            })?;
+        let head_bytes = self.trained_model(p, detection).await?;
         let backbone = if detection {
             DetectorHead::from_bytes(&head_bytes).map_err(ApiError::internal)?.backbone
         } else {
@@ -448,7 +446,7 @@ impl ModelShape {
                 "CustomVision.Postprocess.MinimumScore": MIN_SCORE,
                 "CustomVision.Postprocess.MaxDetections": MAX_DETECTIONS,
                 "CustomVision.Postprocess.MirrorAverage": mirror,
-                "CustomVision.Preprocess.CropMethod": "FullImageShortestEdge",
+                "CustomVision.Preprocess.CropMethod": "None (the whole image, stretched)",
                 "CustomVision.Preprocess.NormalizationMethod": "(x - 127) / 128, inside the graph",
                 "CustomVision.Preprocess.ResizeMethod": "Stretch, triangle (bilinear) filter",
                 "CustomVision.Preprocess.TargetHeight": size,

@@ -129,7 +129,8 @@ struct Evaluation {
     images: Vec<EvalImage>,
 }
 
-fn model_key(project: Uuid, iteration: Uuid, detection: bool) -> String {
+/// Where an iteration's trained model (classifier or detector) is stored.
+pub(super) fn iteration_model_key(project: Uuid, iteration: Uuid, detection: bool) -> String {
     let file = if detection { "detector" } else { "classifier" };
     format!("projects/{project}/iterations/{iteration}/{file}.safetensors")
 }
@@ -175,11 +176,6 @@ impl Snapshot {
     pub(super) fn image_ids(&self) -> impl Iterator<Item = Uuid> + '_ {
         self.images.iter().map(|i| i.id)
     }
-}
-
-/// Where an iteration's trained model (classifier or detector) is stored.
-pub(super) fn iteration_model_key(project: Uuid, iteration: Uuid, detection: bool) -> String {
-    model_key(project, iteration, detection)
 }
 
 pub(super) fn snapshot_of(v: serde_json::Value) -> ApiResult<Snapshot> {
@@ -579,7 +575,10 @@ impl Argus {
         }
         let folds = evaluation.folds;
         progress.set(0.97, "saving the model");
-        self.blobs.put(&model_key(project, iteration, snap.detection), Bytes::from(model)).await.map_err(store_err)?;
+        self.blobs
+            .put(&iteration_model_key(project, iteration, snap.detection), Bytes::from(model))
+            .await
+            .map_err(store_err)?;
         // The iteration may have been deleted while it trained: then there is nothing to complete.
         let Some((mut it, _)) = self.store.get_iteration(project, iteration).await.map_err(store_err)? else {
             let _ = self.blobs.delete_prefix(&format!("projects/{project}/iterations/{iteration}/")).await;
@@ -1010,12 +1009,15 @@ impl Argus {
             None => {
                 let stored = self
                     .blobs
-                    .get(&model_key(project, iteration, snap.detection))
+                    .get(&iteration_model_key(project, iteration, snap.detection))
                     .await
                     .map_err(store_err)?
                     .ok_or_else(|| {
-                    ApiError::new(ErrorCode::ErrorPredictionModelNotFound, "The model of this iteration is missing.")
-                })?;
+                        ApiError::new(
+                            ErrorCode::ErrorPredictionModelNotFound,
+                            "The model of this iteration is missing.",
+                        )
+                    })?;
                 let head = if snap.detection {
                     Head::Detector(DetectorHead::from_bytes(&stored).map_err(ApiError::internal)?)
                 } else {

@@ -118,11 +118,14 @@ impl Ops<'_> {
         let x = self.g.int64s(&[axis]);
         self.op("Unsqueeze", &[a, &x])
     }
+    /// 1.0 where boxes `b` `[M, 4]` are not empty (x1 > x0 and y1 > y0), else 0.0, as `[M, 1]`.
     fn and_valid(&mut self, b: &str) -> String {
-        // (x1 > x0) ∧ (y1 > y0) of boxes `b` [M, 4], as 1.0 / 0.0 of shape [M, 1].
-        let (x0, y0, x1, y1) =
-            (self.take(b, &[0], 1), self.take(b, &[1], 1), self.take(b, &[2], 1), self.take(b, &[3], 1));
-        let (wide, tall) = (self.greater(&x1, &x0), self.greater(&y1, &y0));
+        let [x0, y0, x1, y1] = self.columns(b);
+        self.nonempty(&x0, &y0, &x1, &y1)
+    }
+    /// 1.0 where `x1 > x0` and `y1 > y0`, else 0.0.
+    fn nonempty(&mut self, x0: &str, y0: &str, x1: &str, y1: &str) -> String {
+        let (wide, tall) = (self.greater(x1, x0), self.greater(y1, y0));
         let both = self.op("And", &[&wide, &tall]);
         self.cast(&both, FLOAT)
     }
@@ -256,7 +259,7 @@ fn detector_graph(weights: &Weights, head: &DetectorHead, precision: Precision) 
                     summed_area_table(&mut o, &grid, rows, cols, dim, s16)
                 })
                 .collect();
-            second_stage(&mut o, stage, &tables, &boxes, &probs, classes)
+            second_stage(&mut o, stage, &tables, &boxes, &probs)
         }
         None => (boxes, probs),
     };
@@ -347,9 +350,7 @@ fn box_sums(o: &mut Ops, t: &Table, b: &str) -> (String, String) {
         o.mul_by(&c, n)
     };
     let (x0, x1, y0, y1) = (scaled(o, &b0, cols), scaled(o, &b2, cols), scaled(o, &b1, rows), scaled(o, &b3, rows));
-    let (wide, tall) = (o.greater(&x1, &x0), o.greater(&y1, &y0));
-    let both = o.op("And", &[&wide, &tall]);
-    let valid = o.cast(&both, FLOAT);
+    let valid = o.nonempty(&x0, &y0, &x1, &y1);
     let stride = (t.cols + 1) as f32;
     let (mut indices, mut weights) = (Vec::new(), Vec::new());
     for (x, y, sign) in [(&x1, &y1, 1.0), (&x0, &y1, -1.0), (&x1, &y0, -1.0), (&x0, &y0, 1.0)] {
@@ -510,14 +511,7 @@ fn apply_deltas(o: &mut Ops, p: &str, d: &str) -> String {
 
 /// The second stage: the dense head's best boxes (class-agnostic suppression) refined and rescored. Returns
 /// the refined boxes `[K, 4]` and their per-tag scores `[K, classes]`.
-fn second_stage(
-    o: &mut Ops,
-    stage: &BoxStage,
-    tables: &[Table],
-    boxes: &str,
-    probs: &str,
-    classes: usize,
-) -> (String, String) {
+fn second_stage(o: &mut Ops, stage: &BoxStage, tables: &[Table], boxes: &str, probs: &str) -> (String, String) {
     // Each cell's best tag score, as one row `[1, cells]`.
     let by_class = o.g.node("Transpose", &[probs], vec![AttributeProto::ints("perm", &[1, 0])]);
     let axes = AttributeProto::ints("axes", &[0]);
@@ -536,7 +530,6 @@ fn second_stage(
     let dense = o.max_with(&dense, 1e-6);
     let dense = o.op("Pow", &[&dense, &lend]);
     let scores = o.mul(&own, &dense);
-    debug_assert_eq!(stage.classes, classes);
     (b, scores)
 }
 

@@ -259,7 +259,7 @@ fn standardise(row: &mut [f32], mean: &[f32], inv_std: &[f32]) {
 /// The fitted second stage.
 #[derive(Debug, Clone)]
 pub struct BoxStage {
-    pub(crate) classes: usize,
+    classes: usize,
     pub(crate) refinements: usize,
     pub(crate) candidates: usize,
     pub(crate) blend: f32,

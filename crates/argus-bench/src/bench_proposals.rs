@@ -58,7 +58,7 @@ fn score(per_scene: &[Vec<Proposal>], truth: &[Vec<GtBox>]) -> ([f64; 3], f64) {
     let (mut hits, mut best_sum, mut n) = ([0usize; 3], 0.0, 0usize);
     for (props, boxes) in per_scene.iter().zip(truth) {
         for g in boxes {
-            let g = g.proposal();
+            let g = Proposal::from(g);
             let overlaps: Vec<f64> = props.iter().map(|p| iou(p, &g)).collect();
             for (h, k) in hits.iter_mut().zip([1, 5, 10]) {
                 if overlaps.iter().take(k).any(|&o| o >= 0.5) {

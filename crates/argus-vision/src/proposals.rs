@@ -8,6 +8,7 @@
 //! benchmark's unseen scenes they find far more objects (`argus-bench proposals`) — and activation boxes fill
 //! the places left.
 
+use argus_metrics::GtBox;
 use image::RgbImage;
 
 use crate::backbone::{tensor_from_rgb, EfficientNetLite0};
@@ -29,16 +30,21 @@ pub struct Proposal {
 
 /// Intersection over union of two proposals.
 pub fn iou(a: &Proposal, b: &Proposal) -> f64 {
-    let x0 = a.left.max(b.left);
-    let y0 = a.top.max(b.top);
-    let x1 = (a.left + a.width).min(b.left + b.width);
-    let y1 = (a.top + a.height).min(b.top + b.height);
-    let inter = (x1 - x0).max(0.0) * (y1 - y0).max(0.0);
-    let union = a.width * a.height + b.width * b.height - inter;
-    if union <= 0.0 {
-        0.0
-    } else {
-        inter / union
+    argus_metrics::iou(a.ltwh(), b.ltwh())
+}
+
+impl Proposal {
+    /// `[left, top, width, height]`.
+    pub fn ltwh(&self) -> [f64; 4] {
+        [self.left, self.top, self.width, self.height]
+    }
+}
+
+impl From<&GtBox> for Proposal {
+    /// A labelled box as a proposal of confidence 1.
+    fn from(g: &GtBox) -> Self {
+        let [left, top, width, height] = g.ltwh();
+        Self { left, top, width, height, confidence: 1.0 }
     }
 }
 

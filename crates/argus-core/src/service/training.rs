@@ -29,11 +29,9 @@ use crate::model::{
     IterationPerformance, IterationUpdate, Prediction, Tag, TagPerformance, TagType, Time,
 };
 use crate::store::{ImageQuery, Order, TaggingStatus};
+use argus_metrics::{average_precision, match_detections, precision_recall, std_dev, Detection, GtBox};
 use argus_vision::heads::classifier::{cross_validate, training_features, HeadKind, LinearHead, TrainingRecipe};
-use argus_vision::heads::detector::{
-    detection_view, feature_grids, match_detections, Detection, DetectionRecipe, DetectorHead, GtBox,
-};
-use argus_vision::metrics::{average_precision, precision_recall, std_dev};
+use argus_vision::heads::detector::{detection_view, feature_grids, DetectionRecipe, DetectorHead};
 
 pub use crate::jobs::TRAIN_JOB;
 /// Images a tag needs before a classifier can be trained.

@@ -22,8 +22,9 @@ use rand::{Rng, SeedableRng};
 
 use crate::backbone::{preprocess, EfficientNetLite0};
 use crate::heads::box_stage::{proposal, BoxRecipe, BoxStage, Corners, GridIntegral};
-use crate::proposals::{iou, Proposal};
+use crate::proposals::Proposal;
 use crate::weights::Variant;
+pub use argus_metrics::{box_iou, match_detections, mean_average_precision, Detection, GtBox};
 
 /// Lowest score a detection is reported with.
 pub const MIN_SCORE: f32 = 0.01;
@@ -99,68 +100,6 @@ impl DetectionRecipe {
             mirror: true,
         }
     }
-}
-
-/// A labelled box, normalised to [0, 1].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct GtBox {
-    /// Class index.
-    pub class: usize,
-    /// Left edge.
-    pub left: f32,
-    /// Top edge.
-    pub top: f32,
-    /// Width.
-    pub width: f32,
-    /// Height.
-    pub height: f32,
-}
-
-/// A detected box, normalised to [0, 1].
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Detection {
-    /// Class index.
-    pub class: usize,
-    /// Probability in [0, 1].
-    pub score: f32,
-    /// Left edge.
-    pub left: f32,
-    /// Top edge.
-    pub top: f32,
-    /// Width.
-    pub width: f32,
-    /// Height.
-    pub height: f32,
-}
-
-impl Detection {
-    fn proposal(&self) -> Proposal {
-        Proposal {
-            left: self.left as f64,
-            top: self.top as f64,
-            width: self.width as f64,
-            height: self.height as f64,
-            confidence: self.score as f64,
-        }
-    }
-}
-
-impl GtBox {
-    /// The box as a [`Proposal`] of confidence 1 (for IoU).
-    pub fn proposal(&self) -> Proposal {
-        Proposal {
-            left: self.left as f64,
-            top: self.top as f64,
-            width: self.width as f64,
-            height: self.height as f64,
-            confidence: 1.0,
-        }
-    }
-}
-
-/// IoU of a detection and a labelled box.
-pub fn box_iou(d: &Detection, g: &GtBox) -> f64 {
-    iou(&d.proposal(), &g.proposal())
 }
 
 /// The `i`-th augmented view of an image and its boxes: 0 is the image, then flips and crops at fixed
@@ -693,58 +632,6 @@ pub(crate) fn tensor_values(t: &HashMap<String, Tensor>, k: &str) -> candle_core
     t.get(k).ok_or_else(|| candle_core::Error::Msg(format!("detector tensor {k} missing")))?.flatten_all()?.to_vec1()
 }
 
-/// Matches detections of one image to its labelled boxes at `overlap` IoU, greedily by score (each box
-/// matches at most once, same class only): (score, class, true positive) per detection.
-pub fn match_detections(dets: &[Detection], truth: &[GtBox], overlap: f64) -> Vec<(f32, usize, bool)> {
-    let mut order: Vec<usize> = (0..dets.len()).collect();
-    order.sort_by(|a, b| dets[*b].score.total_cmp(&dets[*a].score));
-    let mut used = vec![false; truth.len()];
-    let mut out = Vec::with_capacity(dets.len());
-    for i in order {
-        let d = &dets[i];
-        let best = truth
-            .iter()
-            .enumerate()
-            .filter(|(j, g)| !used[*j] && g.class == d.class)
-            .map(|(j, g)| (j, box_iou(d, g)))
-            .filter(|(_, v)| *v >= overlap)
-            .max_by(|a, b| a.1.total_cmp(&b.1));
-        if let Some((j, _)) = best {
-            used[j] = true;
-        }
-        out.push((d.score, d.class, best.is_some()));
-    }
-    out
-}
-
-/// Mean average precision at `overlap` IoU over images and classes: (mean over classes, per-class AP).
-/// A class with no labelled box in `truth` is left out of the mean.
-pub fn mean_average_precision(
-    dets: &[Vec<Detection>],
-    truth: &[Vec<GtBox>],
-    classes: usize,
-    overlap: f64,
-) -> (f64, Vec<f64>) {
-    let mut scored: Vec<Vec<(f64, bool)>> = vec![Vec::new(); classes];
-    let mut positives = vec![0usize; classes];
-    for (d, t) in dets.iter().zip(truth) {
-        for g in t {
-            if g.class < classes {
-                positives[g.class] += 1;
-            }
-        }
-        for (score, class, tp) in match_detections(d, t, overlap) {
-            if class < classes {
-                scored[class].push((score as f64, tp));
-            }
-        }
-    }
-    let aps: Vec<f64> = (0..classes).map(|c| crate::metrics::average_precision(&scored[c], positives[c])).collect();
-    let present: Vec<f64> = (0..classes).filter(|c| positives[*c] > 0).map(|c| aps[c]).collect();
-    let map = if present.is_empty() { 0.0 } else { present.iter().sum::<f64>() / present.len() as f64 };
-    (map, aps)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -852,13 +739,5 @@ mod tests {
         }
         // The flag travels with the head.
         assert!(DetectorHead::from_bytes(&head.to_bytes().expect("bytes")).expect("load").mirror);
-    }
-
-    #[test]
-    fn matching_is_greedy_by_score_and_class_aware() {
-        let g = [GtBox { class: 0, left: 0.1, top: 0.1, width: 0.3, height: 0.3 }];
-        let d = |class, score, left| Detection { class, score, left, top: 0.1, width: 0.3, height: 0.3 };
-        let m = match_detections(&[d(0, 0.4, 0.12), d(0, 0.9, 0.1), d(1, 0.8, 0.1)], &g, 0.5);
-        assert_eq!(m, vec![(0.9, 0, true), (0.8, 1, false), (0.4, 0, false)]);
     }
 }

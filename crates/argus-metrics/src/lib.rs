@@ -1,5 +1,12 @@
-//! Evaluation metrics: precision and recall at a threshold, average precision (area under the
-//! precision-recall curve, all-point interpolation as in PASCAL VOC 2010+), mean and standard deviation.
+//! Evaluation arithmetic, with no compute behind it: precision and recall at a threshold, average precision
+//! (area under the precision-recall curve, all-point interpolation as in PASCAL VOC 2010+), the standard
+//! deviation across folds, and for detection the labelled and detected [`boxes`], their IoU and the greedy
+//! matching that scores detections (mean average precision). Training (`argus-vision`), the Training API's
+//! performance reports (`argus-core`) and the benchmarks all count with these, so that they agree.
+
+pub mod boxes;
+
+pub use boxes::{box_iou, iou, match_detections, mean_average_precision, Detection, GtBox};
 
 /// Average precision of `scored` (score, is-positive) pairs; `positives` is the total number of positives
 /// (it may exceed the positives present, e.g. missed detections). Zero positives give 0.

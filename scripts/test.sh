@@ -12,6 +12,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # A one-shot build gains nothing from incremental caches; they only take disk space.
 export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
+# CI machines have seen little free disk: pip keeps no second copy of every wheel it installs.
+export PIP_NO_CACHE_DIR="${PIP_NO_CACHE_DIR:-1}"
+echo "==> free disk at the start: $(df -h . | awk 'NR==2 {print $4}')"
 
 # Installs Debian packages, refreshing the package lists only when the first try fails.
 apt_install() {
@@ -80,5 +83,5 @@ echo "==> schema fuzzing (schemathesis, Training v3.3 and Prediction v3.0/v3.1, 
 .venv-fuzz/bin/pip install -q --disable-pip-version-check "schemathesis==4.32.5" pillow requests
 .venv-fuzz/bin/python tests/fuzz/run_fuzz.py --bin target/debug/argus --models-dir argus-models \
   --schemathesis .venv-fuzz/bin/schemathesis --max-examples 10
-echo "==> disk used by the build: $(du -sh target 2>/dev/null | cut -f1)"
+echo "==> disk used by the build: $(du -sh target 2>/dev/null | cut -f1); free: $(df -h . | awk 'NR==2 {print $4}')"
 echo "==> all tests passed"

@@ -21,6 +21,7 @@ use argus_core::jobs::{JobHandler, JobQueue};
 use argus_core::service::{ExportJobs, ModelHub, SegmentJobs, TrainingJobs, EXPORT_JOB, SEGMENT_JOB, TRAIN_JOB};
 use argus_core::store::MetadataStore;
 use argus_core::{Argus, ServiceConfig};
+use argus_engine::VisionEngine;
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, PostgresStore, S3Config, SqliteStore};
 
@@ -119,7 +120,9 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
     let argus = Argus {
         store,
         jobs,
-        models: Arc::new(ModelHub::new(&settings.models_dir).with_sam_weights(settings.sam_weights.clone())),
+        models: Arc::new(ModelHub::new(Arc::new(
+            VisionEngine::new(&settings.models_dir).with_sam_weights(settings.sam_weights.clone()),
+        ))),
         blobs: Arc::new(blobs),
         fetcher: Arc::new(GuardedFetcher::new(settings.allow_private_urls)),
         signer: argus_core::signing::UrlSigner::new(secrets.signing_key.as_bytes()),
@@ -133,14 +136,6 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             ..Default::default()
         },
     };
-    if let Some(path) = &settings.sam_weights {
-        match argus_vision::segmentation::sam::infer_spec(path) {
-            Ok(spec) => tracing::info!(weights = %path.display(), encoder = %spec.name(), "Segment Anything enabled"),
-            Err(e) => {
-                tracing::error!(error = %e, "Segment Anything weights unusable; segmentation defaults to grabcut")
-            }
-        }
-    }
     let state = AppState {
         argus,
         keys: Arc::new(Keys {
@@ -414,10 +409,12 @@ pub async fn serve_model(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let owned = dir.to_path_buf();
-    let model = tokio::task::spawn_blocking(move || argus_core::service::ServedModel::load(&owned))
-        .await
-        .context("loading the model")?
-        .map_err(anyhow::Error::msg)?;
+    let model = tokio::task::spawn_blocking(move || {
+        argus_core::service::ServedModel::load(&owned, |weights| Arc::new(VisionEngine::new(weights)))
+    })
+    .await
+    .context("loading the model")?
+    .map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;
     let addr = listener.local_addr()?;
     tracing::info!(addr = %addr, model = %dir.display(), project = %model.project(), iteration = %model.iteration(), detector = model.is_detector(), "serving the model");

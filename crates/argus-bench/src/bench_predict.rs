@@ -130,7 +130,7 @@ pub async fn run(args: PredictBenchArgs) -> Result<()> {
 
     // Bare model: decode + backbone + head on as many threads as the server runs models at once.
     let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
-    let net = server.argus.models.backbone().map_err(|e| anyhow::anyhow!(e.message))?;
+    let net = argus_engine::VisionEngine::new(&args.models_dir).backbone().map_err(|e| anyhow::anyhow!(e.message))?;
     let n_bare = args.requests;
     let t0 = Instant::now();
     std::thread::scope(|scope| -> Result<()> {

@@ -247,8 +247,6 @@ pub(crate) struct BenchServer {
     pub(crate) root: String,
     /// The Prediction-Key.
     pub(crate) prediction_key: String,
-    /// The services (for bare-model reference runs).
-    pub(crate) argus: argus_core::Argus,
     node: argus_app::Node,
 }
 
@@ -284,19 +282,16 @@ impl BenchServer {
             ..argus_app::NodeOptions::loopback()
         };
         let node = argus_app::Node::start(&settings, options).await?;
-        node.state.argus.models.backbone().map_err(|e| anyhow::anyhow!(e.message))?;
+        // Missing weights fail here, with the error saying how to get them, not in the first training.
+        argus_engine::VisionEngine::new(models_dir)
+            .weights_path(argus_vision::weights::Variant::Lite0)
+            .map_err(|e| anyhow::anyhow!(e.message))?;
         let client = Client {
             http: reqwest::Client::new(),
             base: format!("{}/customvision/v3.3/training", node.url()),
             key: node.training_key(),
         };
-        Ok(Self {
-            client,
-            root: node.url(),
-            prediction_key: node.state.keys.prediction.clone(),
-            argus: node.state.argus.clone(),
-            node,
-        })
+        Ok(Self { client, root: node.url(), prediction_key: node.state.keys.prediction.clone(), node })
     }
 
     pub(crate) async fn stop(self) {

@@ -1,6 +1,8 @@
 //! Argus core: the Custom Vision domain (wire models, error codes, limits, domains), the persistence
-//! contracts, and the use-case services that the HTTP layer calls. No HTTP server, no SQL, no tensors.
+//! contracts, the use-case services that the HTTP layer calls, and the ports they need (store, blobs, queue, fetcher, and
+//! [`compute`] for the vision engine). No HTTP server, no SQL, no tensors.
 
+pub mod compute;
 #[cfg(feature = "conformance")]
 pub mod conformance;
 pub mod domains;

@@ -12,14 +12,6 @@
 
 use std::collections::HashMap;
 
-use argus_vision::export::detector::{
-    detector_onnx, DETECTED_BOXES, DETECTED_CLASSES, DETECTED_SCORES, DETECTOR_INPUT,
-};
-use argus_vision::export::{
-    classifier_onnx, zip_files, zip_package, PackageFile, Precision, CLASSIFIER_INPUT, CLASSIFIER_OUTPUT,
-};
-use argus_vision::heads::classifier::{HeadKind, LinearHead};
-use argus_vision::heads::detector::{DetectorHead, MAX_DETECTIONS, MIN_SCORE, NMS_IOU};
 use async_trait::async_trait;
 use bytes::Bytes;
 use sha2::Digest;
@@ -27,9 +19,11 @@ use uuid::Uuid;
 
 use crate::model::IterationStatus;
 
+use super::package::{zip_files, zip_package, PackageFile};
 use super::served::{ModelManifest, MODEL_FOLDER_FORMAT};
 use super::training::{iteration_model_key, snapshot_of};
 use super::{store_err, Argus, UrlContext};
+use crate::compute::{OnnxInterface, Precision};
 use crate::domains::find_domain;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::{ExportJob, Job, JobHandler, JobSpec, JobStatus, Progress};
@@ -227,25 +221,11 @@ impl Argus {
         let stored = self.trained_model(p, detection).await?;
         let labels = snap.output_names();
         progress.set(0.1, "writing the ONNX graph");
-        let (model, shape) = if detection {
-            let head = DetectorHead::from_bytes(&stored).map_err(ApiError::internal)?;
-            let weights = self.models.weights_path(head.backbone)?;
-            let shape = ModelShape::Detector { size: head.input_size, mirror: head.mirror };
-            let model = tokio::task::spawn_blocking(move || detector_onnx(&weights, &head, precision))
-                .await
-                .map_err(ApiError::internal)?;
-            (model, shape)
-        } else {
-            let head = LinearHead::from_bytes(&stored).map_err(ApiError::internal)?;
-            let weights = self.models.weights_path(head.backbone)?;
-            let shape = ModelShape::Classifier { size: head.input_size, multilabel: head.kind == HeadKind::Multilabel };
-            let model = tokio::task::spawn_blocking(move || classifier_onnx(&weights, &head, precision))
-                .await
-                .map_err(ApiError::internal)?;
-            (model, shape)
-        };
-        let model = model
-            .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
+        let engine = self.models.engine();
+        let onnx = tokio::task::spawn_blocking(move || engine.export_onnx(&stored, detection, precision))
+            .await
+            .map_err(ApiError::internal)??;
+        let (model, shape) = (onnx.bytes, onnx.interface);
         progress.set(0.8, "packaging");
         let domain = it.domain_id.and_then(find_domain);
         let sha1 = hex::encode(sha1_digest(&model));
@@ -317,12 +297,7 @@ impl Argus {
     ) -> ApiResult<String> {
         let detection = snap.is_detection();
         let head_bytes = self.trained_model(p, detection).await?;
-        let backbone = if detection {
-            DetectorHead::from_bytes(&head_bytes).map_err(ApiError::internal)?.backbone
-        } else {
-            LinearHead::from_bytes(&head_bytes).map_err(ApiError::internal)?.backbone
-        };
-        let weights_path = self.models.weights_path(backbone)?;
+        let (weights_file, weights_path) = self.models.engine().backbone_weights(&head_bytes, detection)?;
         let exe = std::env::current_exe()
             .map_err(|e| ApiError::new(ErrorCode::ErrorExporterInvalidFeaturizer, format!("export failed: {e}")))?;
         let manifest = ModelManifest {
@@ -338,14 +313,14 @@ impl Argus {
             head: "head.safetensors".into(),
             weights: "weights".into(),
         };
-        let readme = docker_readme(&manifest, backbone.file());
+        let readme = docker_readme(&manifest, &weights_file);
         let files = vec![
             PackageFile::new("Dockerfile", DOCKERFILE.as_bytes().to_vec()),
             PackageFile::new("README.md", readme.into_bytes()),
             PackageFile { executable: true, ..PackageFile::copy_of("argus", exe) },
             PackageFile::new("model/model.json", serde_json::to_vec_pretty(&manifest).map_err(ApiError::internal)?),
             PackageFile::new("model/head.safetensors", head_bytes.to_vec()),
-            PackageFile::copy_of(format!("model/weights/{}", backbone.file()), weights_path),
+            PackageFile::copy_of(format!("model/weights/{weights_file}"), weights_path),
         ];
         progress.set(0.2, "packaging");
         // The package (the size of the executable) goes through a temporary file, streamed both ways.
@@ -408,16 +383,8 @@ fn sha1_digest(bytes: &[u8]) -> Vec<u8> {
 /// shorter side, triangle-filter resize) with numpy, Pillow and onnxruntime.
 const PREDICT_PY: &str = include_str!("export_predict.py");
 
-/// What an ONNX package holds: a classifier or a detector, and the input it takes.
-#[derive(Debug, Clone, Copy)]
-enum ModelShape {
-    /// A classifier of `size` px input; `multilabel`: one sigmoid per tag, else a softmax.
-    Classifier { size: u32, multilabel: bool },
-    /// A detector of `size` px input; `mirror`: it scores the mirror image too.
-    Detector { size: u32, mirror: bool },
-}
-
-impl ModelShape {
+/// What the package's manifest and metadata say about the graph.
+impl OnnxInterface {
     /// The manifest's `DomainType`.
     fn domain_type(self) -> &'static str {
         match self {
@@ -430,7 +397,7 @@ impl ModelShape {
     /// The preprocessing and postprocessing entries of `metadata_properties.json`.
     fn preprocessing(self) -> serde_json::Map<String, serde_json::Value> {
         let value = match self {
-            Self::Classifier { size, multilabel } => serde_json::json!({
+            Self::Classifier { size, multilabel, .. } => serde_json::json!({
                 "CustomVision.Postprocess.Method": if multilabel { "Sigmoid" } else { "Softmax" },
                 "CustomVision.Preprocess.CropMethod": "CenterCrop224of256",
                 "CustomVision.Preprocess.CropHeight": size,
@@ -440,11 +407,11 @@ impl ModelShape {
                 "CustomVision.Preprocess.TargetHeight": size,
                 "CustomVision.Preprocess.TargetWidth": size,
             }),
-            Self::Detector { size, mirror } => serde_json::json!({
+            Self::Detector { size, mirror, nms_iou, min_score, max_detections, .. } => serde_json::json!({
                 "CustomVision.Postprocess.Method": "NMS inside the graph",
-                "CustomVision.Postprocess.NmsIouThreshold": NMS_IOU,
-                "CustomVision.Postprocess.MinimumScore": MIN_SCORE,
-                "CustomVision.Postprocess.MaxDetections": MAX_DETECTIONS,
+                "CustomVision.Postprocess.NmsIouThreshold": nms_iou,
+                "CustomVision.Postprocess.MinimumScore": min_score,
+                "CustomVision.Postprocess.MaxDetections": max_detections,
                 "CustomVision.Postprocess.MirrorAverage": mirror,
                 "CustomVision.Preprocess.CropMethod": "None (the whole image, stretched)",
                 "CustomVision.Preprocess.NormalizationMethod": "(x - 127) / 128, inside the graph",
@@ -457,19 +424,19 @@ impl ModelShape {
     }
 }
 
-fn package_readme(shape: ModelShape, precision: Precision, labels: &[String], openvino: bool) -> String {
+fn package_readme(shape: OnnxInterface, precision: Precision, labels: &[String], openvino: bool) -> String {
     let weights = if precision == Precision::Float16 { "FP16 (computed in FP32)" } else { "FP32" };
     let n = labels.len();
     let mut readme = match shape {
-        ModelShape::Classifier { size, multilabel } => format!(
+        OnnxInterface::Classifier { input, output, size, multilabel } => format!(
             "# Argus classifier export\n\n\
              `model.onnx` (ONNX opset 13) classifies an image into the tags of `labels.txt` ({n} tags), as the Argus \
              server that trained it does.\n\n\
-             - input `{CLASSIFIER_INPUT}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The image \
+             - input `{input}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The image \
              is first turned upright (EXIF orientation), then its central square of 224/256 of the shorter side is \
              resized to {size} × {size} with a triangle (bilinear) filter. Normalisation and the mirror-image average \
              happen inside the graph.\n\
-             - output `{CLASSIFIER_OUTPUT}`: float32 `[1, {n}]`, {} in `labels.txt` order.\n\
+             - output `{output}`: float32 `[1, {n}]`, {} in `labels.txt` order.\n\
              - weights: {weights}.\n\n\
              `python predict.py IMAGE...` (numpy, Pillow, onnxruntime) prints the probabilities per tag.\n",
             if multilabel {
@@ -478,22 +445,24 @@ fn package_readme(shape: ModelShape, precision: Precision, labels: &[String], op
                 "probabilities summing to 1 (softmax)"
             },
         ),
-        ModelShape::Detector { size, mirror } => format!(
-            "# Argus object detector export\n\n\
+        OnnxInterface::Detector { input, boxes, scores, classes, size, mirror, nms_iou, min_score, max_detections } => {
+            format!(
+                "# Argus object detector export\n\n\
              `model.onnx` (ONNX opset 13) finds the objects of the tags of `labels.txt` ({n} tags) in an image, as the \
              Argus server that trained it does: the whole detector is in the graph, suppression included.\n\n\
-             - input `{DETECTOR_INPUT}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The \
+             - input `{input}`: float32 `[1, 3, {size}, {size}]`, RGB, values 0–255, channels first. The \
              image is first turned upright (EXIF orientation), then the whole image is resized to {size} × {size} \
              (stretched, not cropped) with a triangle (bilinear) filter. Normalisation{} happens inside the graph.\n\
-             - outputs: `{DETECTED_BOXES}` float32 `[1, N, 4]` (x1, y1, x2, y2, each in [0, 1] of the image's width \
-             or height), `{DETECTED_SCORES}` float32 `[1, N]`, `{DETECTED_CLASSES}` int64 `[1, N]` (indices into \
-             `labels.txt`); most confident first, every box scored at least {MIN_SCORE}, at most {MAX_DETECTIONS}, \
-             per-tag non-maximum suppression at IoU {NMS_IOU}.\n\
+             - outputs: `{boxes}` float32 `[1, N, 4]` (x1, y1, x2, y2, each in [0, 1] of the image's width \
+             or height), `{scores}` float32 `[1, N]`, `{classes}` int64 `[1, N]` (indices into \
+             `labels.txt`); most confident first, every box scored at least {min_score}, at most {max_detections}, \
+             per-tag non-maximum suppression at IoU {nms_iou}.\n\
              - weights: {weights}.\n\n\
              `python predict.py IMAGE...` (numpy, Pillow, onnxruntime) prints the boxes in the Prediction API's \
              shape (`boundingBox` with left, top, width, height).\n",
-            if mirror { " and the mirror-image average" } else { "" },
-        ),
+                if mirror { " and the mirror-image average" } else { "" },
+            )
+        }
     };
     if openvino {
         readme.push_str(

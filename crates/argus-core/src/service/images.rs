@@ -13,6 +13,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{check_region, check_tag_filter, original_key, resized_key, store_err, thumbnail_key, Argus, UrlContext};
+use crate::compute::{ImageError, ImageLimits, PreparedImage};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::filter::parse_filter;
 use crate::limits::*;
@@ -20,7 +21,6 @@ use crate::model::{
     now, BoundingBox, Image, ImageCreateResult, ImageCreateStatus, ImageCreateSummary, Metadata, Region, Tag, TagType,
 };
 use crate::store::{ImageQuery, InsertOutcome, NewImage, NewRegion, Order, TaggingStatus};
-use argus_vision::{prepare_image, ImageError, ImageLimits, PreparedImage};
 
 /// One image of an upload batch, before preparation.
 #[derive(Debug, Clone)]
@@ -170,8 +170,7 @@ impl Argus {
         }
 
         // Decode and derive off the async runtime, a few images at a time.
-        let limits =
-            ImageLimits { max_bytes: MAX_TRAINING_IMAGE_BYTES, max_side: MAX_IMAGE_SIDE, ..ImageLimits::default() };
+        let limits = ImageLimits { max_bytes: MAX_TRAINING_IMAGE_BYTES, max_side: MAX_IMAGE_SIDE };
         let todo: Vec<(usize, Bytes)> = items
             .iter()
             .enumerate()
@@ -180,14 +179,15 @@ impl Argus {
             .collect();
         let results: Vec<(usize, Result<Prepared, ImageCreateStatus>)> = stream::iter(todo)
             .map(|(index, bytes)| async move {
+                let engine = self.models.engine();
                 let res = tokio::task::spawn_blocking(move || {
                     let hash = sha256_hex(&bytes);
-                    prepare_image(&bytes, &limits).map(|image| Prepared { index, hash, bytes, image })
+                    engine.prepare_image(&bytes, limits).map(|image| Prepared { index, hash, bytes, image })
                 })
                 .await;
                 let mapped = match res {
                     Ok(Ok(p)) => Ok(p),
-                    Ok(Err(ImageError::TooLarge { .. } | ImageError::DimensionsTooLarge { .. })) => {
+                    Ok(Err(ImageError::TooLarge(_) | ImageError::DimensionsTooLarge(_))) => {
                         Err(ImageCreateStatus::ErrorImageSize)
                     }
                     Ok(Err(ImageError::Format(_))) => Err(ImageCreateStatus::ErrorImageFormat),

@@ -250,14 +250,10 @@ impl Argus {
             .await
             .map_err(store_err)?
             .ok_or_else(|| ApiError::internal(format!("resized copy of {image} missing")))?;
-        let net = self.models.backbone()?;
-        let boxes = tokio::task::spawn_blocking(move || -> ApiResult<Vec<argus_vision::proposals::Proposal>> {
-            let img = argus_vision::image::load_from_memory(&bytes).map_err(ApiError::internal)?.to_rgb8();
-            argus_vision::proposals::propose(&net, &img, 10)
-                .map_err(|e| ApiError::new(ErrorCode::ErrorRegionProposal, format!("Region proposal failed: {e}")))
-        })
-        .await
-        .map_err(ApiError::internal)??;
+        let engine = self.models.engine();
+        let boxes = tokio::task::spawn_blocking(move || engine.propose_regions(&bytes, 10))
+            .await
+            .map_err(ApiError::internal)??;
         let proposals = boxes
             .into_iter()
             .map(|b| RegionProposal {

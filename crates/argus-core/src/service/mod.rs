@@ -7,6 +7,7 @@ mod images;
 mod labels;
 mod maintenance;
 mod models;
+mod package;
 mod predictions;
 mod projects;
 mod served;

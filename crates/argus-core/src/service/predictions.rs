@@ -195,7 +195,7 @@ impl Argus {
         domain: Uuid,
         application: String,
         original: Bytes,
-        prepared: argus_vision::PreparedImage,
+        prepared: crate::compute::PreparedImage,
     ) -> ApiResult<()> {
         let (p, id) = (result.project, result.id);
         let uncertainty = uncertainty(&result.predictions, snap.is_detection() || snap.is_multilabel());

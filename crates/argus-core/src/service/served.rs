@@ -11,14 +11,13 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::models::{Head, ModelHub};
+use super::models::ModelHub;
 use super::predictions::{check_prediction, PredictionKind};
 use super::training::{infer, SnapTag};
+use crate::compute::{Compute, LoadedModel};
 use crate::error::ApiResult;
 use crate::limits::MAX_PREDICTION_IMAGE_BYTES;
 use crate::model::{now, ImagePrediction};
-use argus_vision::heads::classifier::LinearHead;
-use argus_vision::heads::detector::DetectorHead;
 
 /// Version of the model folder's layout.
 pub const MODEL_FOLDER_FORMAT: u32 = 1;
@@ -45,7 +44,7 @@ pub(super) struct ModelManifest {
 /// A model loaded from a model folder.
 pub struct ServedModel {
     manifest: ModelManifest,
-    head: Arc<Head>,
+    model: Arc<dyn LoadedModel>,
     models: ModelHub,
 }
 
@@ -60,27 +59,19 @@ fn unreadable(dir: &Path, what: impl std::fmt::Display) -> String {
 }
 
 impl ServedModel {
-    /// Loads the folder `dir` (the `model/` folder of a DockerFile export) and its backbone.
-    pub fn load(dir: &Path) -> Result<Self, String> {
+    /// Loads the folder `dir` (the `model/` folder of a DockerFile export) and its backbone, on the engine
+    /// `engine_for` builds for the folder's weights directory. Blocking: call from a blocking thread.
+    pub fn load(dir: &Path, engine_for: impl FnOnce(PathBuf) -> Arc<dyn Compute>) -> Result<Self, String> {
         let text = std::fs::read_to_string(dir.join("model.json")).map_err(|e| unreadable(dir, e))?;
         let manifest: ModelManifest = serde_json::from_str(&text).map_err(|e| unreadable(dir, e))?;
         if manifest.format > MODEL_FOLDER_FORMAT {
             return Err(unreadable(dir, format!("format {} is newer than this Argus reads", manifest.format)));
         }
         let bytes = std::fs::read(dir.join(&manifest.head)).map_err(|e| unreadable(dir, e))?;
-        let head = if manifest.detection {
-            Head::Detector(DetectorHead::from_bytes(&bytes).map_err(|e| unreadable(dir, e))?)
-        } else {
-            Head::Classifier(LinearHead::from_bytes(&bytes).map_err(|e| unreadable(dir, e))?)
-        };
-        let models = ModelHub::new(PathBuf::from(dir).join(&manifest.weights));
-        // Load the backbone now: a broken folder fails at start, not at the first request.
-        match &head {
-            Head::Classifier(h) => models.backbone_of(h.backbone),
-            Head::Detector(h) => models.backbone_of(h.backbone),
-        }
-        .map_err(|e| unreadable(dir, e.message))?;
-        Ok(Self { manifest, head: Arc::new(head), models })
+        let engine = engine_for(dir.join(&manifest.weights));
+        // The backbone loads now: a broken folder fails at start, not at the first request.
+        let model = engine.load_model(&bytes, manifest.detection).map_err(|e| unreadable(dir, e.message))?;
+        Ok(Self { manifest, model, models: ModelHub::new(engine) })
     }
 
     /// The project the model was trained in.
@@ -117,7 +108,7 @@ impl ServedModel {
         let kind = kind.unwrap_or(if detection { PredictionKind::Detect } else { PredictionKind::Classify });
         check_prediction(kind, detection, "This model", bytes.len())?;
         let (predictions, _) =
-            infer(&self.models, Arc::clone(&self.head), &self.manifest.tags, bytes, MAX_PREDICTION_IMAGE_BYTES, false)
+            infer(&self.models, Arc::clone(&self.model), &self.manifest.tags, bytes, MAX_PREDICTION_IMAGE_BYTES, false)
                 .await?;
         Ok(ImagePrediction {
             id: Uuid::new_v4(),

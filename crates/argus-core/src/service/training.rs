@@ -18,8 +18,9 @@ use uuid::Uuid;
 
 use crate::model::IterationStatus;
 
-use super::models::{Head, ModelHub};
+use super::models::ModelHub;
 use super::{check_tag_filter, resized_key, store_err, thumbnail_key, Argus, UrlContext};
+use crate::compute::{ClassifierJob, DetectorJob, ImageLimits, LoadedModel, ModelOutput, PreparedImage, TrainedModel};
 use crate::domains::{find_domain, DomainType};
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::{Job, JobHandler, JobSpec, Progress, TrainJob};
@@ -30,8 +31,6 @@ use crate::model::{
 };
 use crate::store::{ImageQuery, Order, TaggingStatus};
 use argus_metrics::{average_precision, match_detections, precision_recall, std_dev, Detection, GtBox};
-use argus_vision::heads::classifier::{cross_validate, training_features, HeadKind, LinearHead, TrainingRecipe};
-use argus_vision::heads::detector::{detection_view, feature_grids, DetectionRecipe, DetectorHead};
 
 pub use crate::jobs::TRAIN_JOB;
 /// Images a tag needs before a classifier can be trained.
@@ -455,105 +454,91 @@ impl Argus {
             images.push(bytes);
         }
         let classes: Vec<Uuid> = snap.tags.iter().map(|t| t.id).collect();
-        if snap.detection {
-            let boxes: Vec<Vec<GtBox>> = snap.images.iter().map(|i| gt_boxes(i, &classes)).collect();
-            let p = progress.clone();
-            let mut recipe = if snap.advanced { DetectionRecipe::advanced() } else { DetectionRecipe::regular() };
-            recipe.backbone = self.models.trainable_backbone(recipe.backbone);
-            let backbone = self.models.backbone_of(recipe.backbone)?;
-            let (model, evaluation) =
-                tokio::task::spawn_blocking(move || train_detector(&backbone, &images, &boxes, classes, &recipe, &p))
-                    .await
-                    .map_err(ApiError::internal)?
-                    .map_err(|e| ApiError::new(ErrorCode::ErrorProjectTrainingRequestFailed, e))?;
-            return self.finish_training(project, iteration, &snap, model, evaluation, started, &progress).await;
-        }
-        let targets: Vec<Vec<f32>> = snap
-            .images
-            .iter()
-            .map(|img| {
-                let have: Vec<bool> = classes.iter().map(|c| img.tags.iter().any(|t| t.tag_id == *c)).collect();
-                let k = have.iter().filter(|h| **h).count().max(1) as f32;
-                have.iter()
-                    .map(|h| {
-                        if *h {
-                            if snap.multilabel {
-                                1.0
-                            } else {
-                                1.0 / k
-                            }
-                        } else {
-                            0.0
-                        }
-                    })
-                    .collect()
-            })
-            .collect();
-        let labels: Vec<Vec<usize>> = snap
-            .images
-            .iter()
-            .map(|i| {
-                classes
-                    .iter()
-                    .enumerate()
-                    .filter(|(_, c)| i.tags.iter().any(|t| t.tag_id == **c))
-                    .map(|(k, _)| k)
-                    .collect()
-            })
-            .collect();
-        let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS);
-        let mut recipe = if snap.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
-        let usable = self.models.trainable_backbone(recipe.backbone);
-        if usable != recipe.backbone {
-            recipe = TrainingRecipe { backbone: usable, input_size: 288, ..recipe };
-        }
-        let backbone = self.models.backbone_of(recipe.backbone)?;
-        let kind = if snap.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };
+        let engine = self.models.engine();
         let p = progress.clone();
-        // Augmentation is seeded by each image's stored bytes, not its (random) id, so that the same photographs
-        // train the same model on every server and every run.
-        let seeds: Vec<u64> = images.iter().map(|bytes| content_seed(bytes)).collect();
-        let (head, evaluation) = tokio::task::spawn_blocking(move || -> Result<(LinearHead, Evaluation), String> {
-            let n = images.len();
-            let mut rows: Vec<Vec<Vec<f32>>> = Vec::with_capacity(n);
-            let mut scored: Vec<Vec<f32>> = Vec::with_capacity(n);
-            for (i, bytes) in images.iter().enumerate() {
-                let img = argus_vision::image::load_from_memory(bytes)
-                    .map_err(|e| format!("decoding a stored image: {e}"))?
-                    .to_rgb8();
-                let (r, s) = training_features(&backbone, &img, &recipe, seeds[i]).map_err(|e| e.to_string())?;
-                rows.push(r);
-                scored.push(s);
-                p.set(0.05 + 0.75 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
-            }
-            p.set(0.8, format!("cross-validating ({folds} folds, {} strengths)", recipe.lambdas.len()));
-            let cv = cross_validate(&rows, &scored, &targets, &fold_of, folds, kind, &recipe, &|f| {
-                p.set(0.8 + 0.18 * f, "cross-validating");
-            })
-            .map_err(|e| e.to_string())?;
-            tracing::info!(lambda = cv.lambda, losses = ?cv.losses, "head regularisation chosen by cross-validation");
-            let evaluation = Evaluation {
+        let (trained, folds, fold_of) = if snap.detection {
+            let boxes: Vec<Vec<GtBox>> = snap.images.iter().map(|i| gt_boxes(i, &classes)).collect();
+            let labels: Vec<Vec<usize>> = boxes.iter().map(|b| b.iter().map(|g| g.class).collect()).collect();
+            let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS_DETECTION);
+            let job = DetectorJob {
+                images,
+                boxes,
+                classes: classes.len(),
+                advanced: snap.advanced,
                 folds,
-                classes: classes.clone(),
-                images: cv
-                    .held_out
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, scores)| EvalImage {
-                        image_id: Uuid::nil(),
-                        fold: fold_of[i],
-                        scores,
-                        detections: Vec::new(),
-                    })
-                    .collect(),
+                fold_of: fold_of.clone(),
             };
-            Ok((cv.head, evaluation))
-        })
-        .await
-        .map_err(ApiError::internal)?
-        .map_err(|e| ApiError::new(ErrorCode::ErrorProjectTrainingRequestFailed, e))?;
-        let bytes = head.to_bytes().map_err(ApiError::internal)?;
-        self.finish_training(project, iteration, &snap, bytes, evaluation, started, &progress).await
+            let trained = tokio::task::spawn_blocking(move || engine.train_detector(job, &p))
+                .await
+                .map_err(ApiError::internal)??;
+            (trained, folds, fold_of)
+        } else {
+            let targets: Vec<Vec<f32>> = snap
+                .images
+                .iter()
+                .map(|img| {
+                    let have: Vec<bool> = classes.iter().map(|c| img.tags.iter().any(|t| t.tag_id == *c)).collect();
+                    let k = have.iter().filter(|h| **h).count().max(1) as f32;
+                    have.iter()
+                        .map(|h| {
+                            if *h {
+                                if snap.multilabel {
+                                    1.0
+                                } else {
+                                    1.0 / k
+                                }
+                            } else {
+                                0.0
+                            }
+                        })
+                        .collect()
+                })
+                .collect();
+            let labels: Vec<Vec<usize>> = snap
+                .images
+                .iter()
+                .map(|i| {
+                    classes
+                        .iter()
+                        .enumerate()
+                        .filter(|(_, c)| i.tags.iter().any(|t| t.tag_id == **c))
+                        .map(|(k, _)| k)
+                        .collect()
+                })
+                .collect();
+            let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS);
+            let job = ClassifierJob {
+                images,
+                targets,
+                multilabel: snap.multilabel,
+                advanced: snap.advanced,
+                folds,
+                fold_of: fold_of.clone(),
+            };
+            let trained = tokio::task::spawn_blocking(move || engine.train_classifier(job, &p))
+                .await
+                .map_err(ApiError::internal)??;
+            (trained, folds, fold_of)
+        };
+        let TrainedModel { model, held_out } = trained;
+        // Held-out predictions, by image: what a model that never saw the image said about it.
+        let evaluation = Evaluation {
+            folds,
+            classes,
+            images: held_out
+                .into_iter()
+                .zip(&snap.images)
+                .zip(fold_of)
+                .map(|((out, img), fold)| {
+                    let (scores, detections) = match out {
+                        ModelOutput::Scores(s) => (s, Vec::new()),
+                        ModelOutput::Boxes(b) => (Vec::new(), b.iter().map(to_row).collect()),
+                    };
+                    EvalImage { image_id: img.id, fold, scores, detections }
+                })
+                .collect(),
+        };
+        self.finish_training(project, iteration, &snap, model, evaluation, started, &progress).await
     }
 
     /// Stores a trained model and its held-out evaluation, and completes the iteration.
@@ -564,13 +549,10 @@ impl Argus {
         iteration: Uuid,
         snap: &Snapshot,
         model: Vec<u8>,
-        mut evaluation: Evaluation,
+        evaluation: Evaluation,
         started: std::time::Instant,
         progress: &Progress,
     ) -> ApiResult<()> {
-        for (e, img) in evaluation.images.iter_mut().zip(&snap.images) {
-            e.image_id = img.id;
-        }
         let folds = evaluation.folds;
         progress.set(0.97, "saving the model");
         self.blobs
@@ -1000,10 +982,10 @@ impl Argus {
         bytes: Bytes,
         max_bytes: usize,
         keep: bool,
-    ) -> ApiResult<(Vec<Prediction>, Option<argus_vision::PreparedImage>)> {
-        // The blob store is read only when the head is not cached yet.
-        let head = match self.models.cached_head(iteration) {
-            Some(head) => head,
+    ) -> ApiResult<(Vec<Prediction>, Option<PreparedImage>)> {
+        // The blob store is read only when the model is not loaded yet.
+        let model = match self.models.cached(iteration) {
+            Some(model) => model,
             None => {
                 let stored = self
                     .blobs
@@ -1016,17 +998,16 @@ impl Argus {
                             "The model of this iteration is missing.",
                         )
                     })?;
-                let head = if snap.detection {
-                    Head::Detector(DetectorHead::from_bytes(&stored).map_err(ApiError::internal)?)
-                } else {
-                    Head::Classifier(LinearHead::from_bytes(&stored).map_err(ApiError::internal)?)
-                };
-                let head = Arc::new(head);
-                self.models.cache_head(iteration, Arc::clone(&head));
-                head
+                let engine = self.models.engine();
+                let detection = snap.detection;
+                let model = tokio::task::spawn_blocking(move || engine.load_model(&stored, detection))
+                    .await
+                    .map_err(ApiError::internal)??;
+                self.models.cache(iteration, Arc::clone(&model));
+                model
             }
         };
-        infer(&self.models, head, snap.tags(), bytes, max_bytes, keep).await
+        infer(&self.models, model, snap.tags(), bytes, max_bytes, keep).await
     }
 
     /// Tags as an iteration saw them (GetTags / GetTag with `iterationId`).
@@ -1093,14 +1074,6 @@ impl Argus {
     }
 }
 
-/// A seed drawn from an image's bytes (the first eight bytes of their SHA-256).
-fn content_seed(bytes: &[u8]) -> u64 {
-    let digest = Sha256::digest(bytes);
-    let mut first = [0u8; 8];
-    first.copy_from_slice(&digest[..8]);
-    u64::from_le_bytes(first)
-}
-
 /// Stratified folds: images grouped by their first class, dealt round-robin. `labels` holds the class indices
 /// of each image; the fold count is the rarest class's image count, between 2 and `max_folds`.
 fn stratified_folds(labels: &[Vec<usize>], classes: usize, max_folds: usize) -> (usize, Vec<usize>) {
@@ -1113,69 +1086,6 @@ fn stratified_folds(labels: &[Vec<usize>], classes: usize, max_folds: usize) -> 
         fold_of[*i] = rank % folds;
     }
     (folds, fold_of)
-}
-
-/// Trains a detector: featurises augmented views once, cross-validates (each image is scored by a head
-/// that never saw it), then fits the final head on everything. Returns the model bytes and the evaluation.
-fn train_detector(
-    backbone: &argus_vision::backbone::EfficientNetLite0,
-    images: &[Bytes],
-    boxes: &[Vec<GtBox>],
-    classes: Vec<Uuid>,
-    recipe: &DetectionRecipe,
-    progress: &Progress,
-) -> Result<(Vec<u8>, Evaluation), String> {
-    let n = images.len();
-    let mut grids = Vec::with_capacity(n);
-    let mut view_boxes = Vec::with_capacity(n);
-    for (i, bytes) in images.iter().enumerate() {
-        let img = argus_vision::image::load_from_memory(bytes)
-            .map_err(|e| format!("decoding a stored image: {e}"))?
-            .to_rgb8();
-        let (views, vb): (Vec<_>, Vec<_>) = (0..recipe.views).map(|v| detection_view(&img, &boxes[i], v)).unzip();
-        grids.push(feature_grids(backbone, &views, recipe.input_size).map_err(|e| e.to_string())?);
-        view_boxes.push(vb);
-        progress.set(0.05 + 0.55 * (i + 1) as f64 / n as f64, format!("featurising images ({}/{n})", i + 1));
-    }
-    let labels: Vec<Vec<usize>> = boxes.iter().map(|b| b.iter().map(|g| g.class).collect()).collect();
-    let (folds, fold_of) = stratified_folds(&labels, classes.len(), MAX_FOLDS_DETECTION);
-    let fits = folds + 1;
-    let fit = |rows: &[usize], k: usize| -> Result<DetectorHead, String> {
-        let g: Vec<_> = rows.iter().flat_map(|i| grids[*i].iter()).collect();
-        let b: Vec<Vec<GtBox>> = rows.iter().flat_map(|i| view_boxes[*i].iter().cloned()).collect();
-        let report = |f: f64| {
-            progress.set(0.6 + 0.37 * (k as f64 + f) / fits as f64, format!("fitting the detector ({}/{fits})", k + 1))
-        };
-        DetectorHead::fit(&g, &b, classes.len(), recipe, &report).map_err(|e| e.to_string())
-    };
-    let mut eval = vec![Vec::new(); n];
-    for f in 0..folds {
-        let train: Vec<usize> = (0..n).filter(|i| fold_of[*i] != f).collect();
-        let head = fit(&train, f)?;
-        for i in (0..n).filter(|i| fold_of[*i] == f) {
-            // View 1 is the whole image mirrored: what a mirroring head reads beside the image at prediction.
-            let mirror = if head.mirror { grids[i].get(1) } else { None };
-            eval[i] =
-                head.detect_with_mirror(&grids[i][0], mirror).map_err(|e| e.to_string())?.iter().map(to_row).collect();
-        }
-    }
-    let all: Vec<usize> = (0..n).collect();
-    let head = fit(&all, folds)?;
-    let evaluation = Evaluation {
-        folds,
-        classes,
-        images: eval
-            .into_iter()
-            .enumerate()
-            .map(|(i, detections)| EvalImage {
-                image_id: Uuid::nil(),
-                fold: fold_of[i],
-                scores: Vec::new(),
-                detections,
-            })
-            .collect(),
-    };
-    Ok((head.to_bytes().map_err(|e| e.to_string())?, evaluation))
 }
 
 fn detection_predictions(dets: &[Detection], classes: &[Uuid], names: &HashMap<Uuid, &SnapTag>) -> Vec<Prediction> {
@@ -1241,65 +1151,31 @@ impl JobHandler for TrainingJobs {
     }
 }
 
-/// Runs `head` on an image (decoded upright, within `max_bytes`) and returns its predictions, most probable
+/// Runs `model` on an image (decoded upright, within `max_bytes`) and returns its predictions, most probable
 /// first, and the image's stored derivatives when `keep`. The one inference path of the server and of a model
 /// served on its own (`argus serve-model`), so that both answer the same.
 pub(super) async fn infer(
     models: &ModelHub,
-    head: Arc<Head>,
+    model: Arc<dyn LoadedModel>,
     tags: &[SnapTag],
     bytes: Bytes,
     max_bytes: usize,
     keep: bool,
-) -> ApiResult<(Vec<Prediction>, Option<argus_vision::PreparedImage>)> {
-    // A head runs on the backbone it was trained on.
-    let backbone = match head.as_ref() {
-        Head::Classifier(h) => models.backbone_of(h.backbone)?,
-        Head::Detector(h) => models.backbone_of(h.backbone)?,
-    };
-    let limits = argus_vision::ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE, ..Default::default() };
+) -> ApiResult<(Vec<Prediction>, Option<PreparedImage>)> {
+    let limits = ImageLimits { max_bytes, max_side: crate::limits::MAX_IMAGE_SIDE };
     let names: HashMap<Uuid, &SnapTag> = tags.iter().map(|t| (t.id, t)).collect();
     let classes: Vec<Uuid> = tags.iter().map(|t| t.id).collect();
-    enum Out {
-        Scores(Vec<f32>),
-        Boxes(Vec<Detection>),
-    }
     let permit = models.compute_permit().await?;
-    let kind = if matches!(head.as_ref(), Head::Detector(_)) { "detect" } else { "classify" };
-    let (out, kept) = tokio::task::spawn_blocking(move || -> ApiResult<(Out, Option<_>)> {
-        let started = std::time::Instant::now();
-        let image_error = |e: argus_vision::ImageError| match e {
-            argus_vision::ImageError::TooLarge { .. } => {
-                ApiError::new(ErrorCode::BadRequestImageSizeBytes, e.to_string())
-            }
-            argus_vision::ImageError::DimensionsTooLarge { .. } => {
-                ApiError::new(ErrorCode::BadRequestImageDimensions, e.to_string())
-            }
-            argus_vision::ImageError::Format(_) => ApiError::new(ErrorCode::BadRequestImageFormat, e.to_string()),
-        };
-        let (img, mime) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(image_error)?;
-        let rgb = img.to_rgb8();
-        let out = match head.as_ref() {
-            Head::Classifier(h) => {
-                let f = h.image_feature(&backbone, &rgb).map_err(ApiError::internal)?;
-                Out::Scores(h.predict(&f))
-            }
-            Head::Detector(h) => Out::Boxes(h.detect_image(&backbone, &rgb).map_err(ApiError::internal)?),
-        };
-        metrics::histogram!("argus_prediction_compute_seconds", "kind" => kind).record(started.elapsed().as_secs_f64());
-        let kept = if keep {
-            Some(argus_vision::imageio::derivatives(&img, mime, &limits).map_err(image_error)?)
-        } else {
-            None
-        };
+    let (out, kept) = tokio::task::spawn_blocking(move || {
+        let answer = model.predict(&bytes, limits, keep);
         drop(permit);
-        Ok((out, kept))
+        answer
     })
     .await
     .map_err(ApiError::internal)??;
     let preds = match out {
-        Out::Scores(scores) => predictions(&classes, &scores, &names),
-        Out::Boxes(dets) => detection_predictions(&dets, &classes, &names),
+        ModelOutput::Scores(scores) => predictions(&classes, &scores, &names),
+        ModelOutput::Boxes(dets) => detection_predictions(&dets, &classes, &names),
     };
     Ok((preds, kept))
 }

@@ -10,16 +10,14 @@
 use async_trait::async_trait;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
-use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{resized_key, store_err, Argus, UrlContext};
+use crate::compute::{ImageLimits, PromptBox, PromptPoint, SegmentMethod, SegmentRequest, SharedEmbeddings};
 use crate::error::ApiError;
 use crate::jobs::{Job, JobHandler, JobSpec, Progress, SegmentJob};
 use crate::model::{now, Time};
 use crate::store::{FileRecord, StoreError, VisionJobRecord};
-use argus_vision::segmentation::sam::ImageEmbedding;
-use argus_vision::segmentation::segment::{coco_rle, grabcut, mask_polygons, upsample_mask, PromptBox, PromptPoint};
 
 pub use crate::jobs::SEGMENT_JOB;
 /// External-id prefix that names a Custom Vision training image: `customvision:{projectId}/{imageId}`.
@@ -507,7 +505,7 @@ impl Argus {
         };
         let engine = match obj.get("engine") {
             None | Some(Value::Null) => {
-                if self.models.sam_available().is_ok() {
+                if self.models.engine().sam_available().is_ok() {
                     ENGINE_SAM
                 } else {
                     ENGINE_GRABCUT
@@ -515,7 +513,7 @@ impl Argus {
             }
             Some(Value::String(e)) if e.eq_ignore_ascii_case(ENGINE_GRABCUT) => ENGINE_GRABCUT,
             Some(Value::String(e)) if e.eq_ignore_ascii_case(ENGINE_SAM) => {
-                self.models.sam_available().map_err(CdfError::bad)?;
+                self.models.engine().sam_available().map_err(CdfError::bad)?;
                 ENGINE_SAM
             }
             Some(_) => return Err(CdfError::bad("engine must be \"grabcut\" or \"sam\".")),
@@ -579,7 +577,7 @@ impl Argus {
         let file = self.segmentable_file(project, parse_ref(&items[0])?, &items[0]).await?;
         let answer =
             |engine: &str, job: Option<i64>| json!({"engine": engine, "jobId": job, "items": [file_item(&file)]});
-        if self.models.sam_available().is_err() {
+        if self.models.engine().sam_available().is_err() {
             return Ok(answer(ENGINE_GRABCUT, None));
         }
         if self.jobs.active_jobs(SEGMENT_JOB, project).await? >= self.config.max_running_vision_jobs {
@@ -654,87 +652,41 @@ impl Argus {
             x_max: b["xMax"].as_f64().unwrap_or(1.0) as f32,
             y_max: b["yMax"].as_f64().unwrap_or(1.0) as f32,
         });
-        let rle = req.get("rle").and_then(Value::as_bool).unwrap_or(false);
-        let prepare = req.get("prepare").and_then(Value::as_bool).unwrap_or(false);
-        let engine = req.get("engine").and_then(Value::as_str).unwrap_or(ENGINE_GRABCUT).to_string();
-        let models = self.models.clone();
-        let (blobs, runtime) = (std::sync::Arc::clone(&self.blobs), tokio::runtime::Handle::current());
-        let segment = tokio::task::spawn_blocking(move || -> Result<Option<Value>, String> {
-            let limits = argus_vision::ImageLimits { max_bytes: MAX_FILE_BYTES, ..Default::default() };
-            let decode = || {
-                let (img, _) = argus_vision::imageio::decode_oriented(&bytes, &limits).map_err(|e| e.to_string())?;
-                Ok(img.to_rgb8())
-            };
-            // Embeddings are shared through the blob store: a prompt on an image another worker already encoded
-            // decodes at once here too, and an image encoded here is stored for the others.
-            let load_shared = |sam: &argus_vision::segmentation::sam::SamEngine, key: &[u8; 32], shared: &str| {
-                if sam.cached(key).is_some() {
-                    return;
+        let request = SegmentRequest {
+            image: bytes,
+            limits: ImageLimits { max_bytes: MAX_FILE_BYTES, max_side: crate::limits::MAX_IMAGE_SIDE },
+            method: match req.get("engine").and_then(Value::as_str) {
+                Some(ENGINE_SAM) => SegmentMethod::Sam,
+                _ => SegmentMethod::GrabCut,
+            },
+            points,
+            bbox,
+            rle: req.get("rle").and_then(Value::as_bool).unwrap_or(false),
+            prepare: req.get("prepare").and_then(Value::as_bool).unwrap_or(false),
+            min_area: MIN_COMPONENT_AREA,
+        };
+        let engine = self.models.engine();
+        let shared =
+            BlobEmbeddings { blobs: std::sync::Arc::clone(&self.blobs), runtime: tokio::runtime::Handle::current() };
+        let segment = tokio::task::spawn_blocking(move || engine.segment(&request, &shared))
+            .await
+            .map_err(|e| e.to_string())??
+            .map(|s| {
+                let polygons: Vec<Value> = s
+                    .polygons
+                    .iter()
+                    .map(|p| {
+                        let vertices: Vec<Value> =
+                            p.iter().map(|(x, y)| json!({"x": x, "y": y, "confidence": null})).collect();
+                        json!({"vertices": vertices, "confidence": null})
+                    })
+                    .collect();
+                let mut seg = json!({"score": s.score.clamp(0.0, 1.0), "polygons": polygons});
+                if let (Some(full), Some(o)) = (s.rle, seg.as_object_mut()) {
+                    o.insert("rle".into(), json!({"size": [full.height, full.width], "counts": full.counts}));
                 }
-                match runtime.block_on(blobs.get(shared)) {
-                    Ok(Some(stored)) => match ImageEmbedding::from_bytes(&stored) {
-                        Ok(e) => sam.remember(*key, e),
-                        Err(e) => tracing::warn!(error = %e, key = %shared, "unreadable stored SAM embedding"),
-                    },
-                    Ok(None) => {}
-                    Err(e) => tracing::warn!(error = %e, "reading a stored SAM embedding failed"),
-                }
-            };
-            let store_shared = |embedding: &ImageEmbedding, shared: &str| -> Result<(), String> {
-                let stored = embedding.to_bytes().map_err(|e| e.to_string())?;
-                if let Err(e) = runtime.block_on(blobs.put(shared, stored.into())) {
-                    tracing::warn!(error = %e, "storing a SAM embedding failed");
-                }
-                Ok(())
-            };
-            if prepare {
-                let sam = models.sam()?;
-                let key: [u8; 32] = Sha256::digest(&bytes).into();
-                let shared = sam_embedding_key(sam.fingerprint(), &key);
-                load_shared(&sam, &key, &shared);
-                if sam.cached(&key).is_none() {
-                    let embedding = sam.model().embed(&decode()?).map_err(|e| e.to_string())?;
-                    store_shared(&embedding, &shared)?;
-                    sam.remember(key, embedding);
-                }
-                return Ok(None);
-            }
-            let (mask, score, full) = if engine == ENGINE_SAM {
-                let sam = models.sam()?;
-                let key: [u8; 32] = Sha256::digest(&bytes).into();
-                let shared = sam_embedding_key(sam.fingerprint(), &key);
-                load_shared(&sam, &key, &shared);
-                let m = sam.segment(key, decode, &points, bbox).map_err(|e| e.to_string())?;
-                if !m.cached_embedding {
-                    if let Some(embedding) = sam.cached(&key) {
-                        store_shared(&embedding, &shared)?;
-                    }
-                }
-                let full =
-                    if rle { Some(m.mask(m.original.0, m.original.1).map_err(|e| e.to_string())?) } else { None };
-                (m.working_mask().map_err(|e| e.to_string())?, m.score, full)
-            } else {
-                let rgb = decode()?;
-                let s = grabcut(&rgb, &points, bbox);
-                let full = rle.then(|| upsample_mask(&s.mask, rgb.width(), rgb.height()));
-                (s.mask, s.score, full)
-            };
-            let polygons: Vec<Value> = mask_polygons(&mask, MIN_COMPONENT_AREA)
-                .into_iter()
-                .map(|p| {
-                    let vertices: Vec<Value> =
-                        p.iter().map(|(x, y)| json!({"x": x, "y": y, "confidence": null})).collect();
-                    json!({"vertices": vertices, "confidence": null})
-                })
-                .collect();
-            let mut seg = json!({"score": score.clamp(0.0, 1.0), "polygons": polygons});
-            if let (Some(full), Some(o)) = (full, seg.as_object_mut()) {
-                o.insert("rle".into(), json!({"size": [full.height(), full.width()], "counts": coco_rle(&full)}));
-            }
-            Ok(Some(seg))
-        })
-        .await
-        .map_err(|e| e.to_string())??;
+                seg
+            });
         let mut out = item.as_object().cloned().unwrap_or_default();
         // A preparation (no prompt) ends with the embedding stored and no segments.
         out.insert("segments".into(), json!(segment.into_iter().collect::<Vec<_>>()));
@@ -754,6 +706,33 @@ impl Argus {
             }
         }
         Ok(gone)
+    }
+}
+
+/// SAM embeddings shared through the blob store, under [`sam_embedding_key`]; read and written from the
+/// blocking thread a segmentation runs on.
+struct BlobEmbeddings {
+    blobs: std::sync::Arc<dyn crate::store::BlobStore>,
+    runtime: tokio::runtime::Handle,
+}
+
+impl SharedEmbeddings for BlobEmbeddings {
+    fn load(&self, fingerprint: &str, image: &[u8; 32]) -> Option<Vec<u8>> {
+        let key = sam_embedding_key(fingerprint, image);
+        match self.runtime.block_on(self.blobs.get(&key)) {
+            Ok(stored) => stored.map(|b| b.to_vec()),
+            Err(e) => {
+                tracing::warn!(error = %e, key = %key, "reading a stored SAM embedding failed");
+                None
+            }
+        }
+    }
+
+    fn store(&self, fingerprint: &str, image: &[u8; 32], embedding: Vec<u8>) {
+        if let Err(e) = self.runtime.block_on(self.blobs.put(&sam_embedding_key(fingerprint, image), embedding.into()))
+        {
+            tracing::warn!(error = %e, "storing a SAM embedding failed");
+        }
     }
 }
 

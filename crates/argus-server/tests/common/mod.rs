@@ -11,6 +11,7 @@ use argus_core::service::ModelHub;
 use argus_core::signing::UrlSigner;
 use argus_core::store::MetadataStore;
 use argus_core::{Argus, ServiceConfig};
+use argus_engine::VisionEngine;
 use argus_server::{AppState, GuardedFetcher, Keys};
 use argus_store::{ObjectBlobStore, PostgresStore, SqliteStore};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
@@ -82,7 +83,9 @@ impl TestServer {
         let argus = Argus {
             store,
             jobs,
-            models: Arc::new(ModelHub::new(argus_vision_models_dir()).with_sam_weights(opts.sam_weights.clone())),
+            models: Arc::new(ModelHub::new(Arc::new(
+                VisionEngine::new(argus_vision_models_dir()).with_sam_weights(opts.sam_weights.clone()),
+            ))),
             blobs: Arc::new(blobs),
             fetcher: Arc::new(GuardedFetcher::new(opts.allow_private_urls)),
             signer: UrlSigner::new(SIGNING),

@@ -1,5 +1,5 @@
 //! Configuration: command-line flags > environment (`ARGUS_*`) > a TOML file > defaults. Defaults work with
-//! no file at all. Keys come from `ARGUS_TRAINING_KEY` / `ARGUS_PREDICTION_KEY`, else from the data
+//! no file at all. Keys come from `ARGUS_TRAINING_KEY` / `ARGUS_PREDICTION_KEY` (or their flags), else from the data
 //! directory, where a fresh directory gets generated keys (printed once).
 
 use std::net::SocketAddr;
@@ -38,7 +38,8 @@ pub struct ServeArgs {
     pub bind: Option<SocketAddr>,
     /// TOML configuration file (keys: data_dir, database, blobs, s3_endpoint, s3_region, s3_path_style, bind, public_url, allow_private_urls, signed_url_ttl_secs,
     /// max_projects, log_format, models_dir, training_workers, prediction_retention_days,
-    /// vision_retention_hours, max_running_vision_jobs, sam_weights, min_detection_images_per_tag, workers).
+    /// vision_retention_hours, max_running_vision_jobs, sam_weights, min_detection_images_per_tag, workers,
+    /// max_images_per_project).
     /// [default: ./argus.toml when it exists]
     #[arg(long, env = "ARGUS_CONFIG")]
     pub config: Option<PathBuf>,
@@ -90,6 +91,21 @@ pub struct ServeArgs {
     /// self-hosted server may ask fewer (at least 2) to try detection on small sets. [default: 15]
     #[arg(long, env = "ARGUS_MIN_DETECTION_IMAGES_PER_TAG")]
     pub min_detection_images_per_tag: Option<usize>,
+    /// Images a project may hold (the hosted service's S0 tier allows 100,000). [default: 100000]
+    #[arg(long, env = "ARGUS_MAX_IMAGES_PER_PROJECT")]
+    pub max_images_per_project: Option<u64>,
+    /// The `Training-Key` clients send; prefer the environment variable to the flag. [default: generated once,
+    /// kept in the database]
+    #[arg(long, env = "ARGUS_TRAINING_KEY", hide_env_values = true)]
+    pub training_key: Option<String>,
+    /// The `Prediction-Key` clients send; prefer the environment variable to the flag. [default: generated
+    /// once, kept in the database]
+    #[arg(long, env = "ARGUS_PREDICTION_KEY", hide_env_values = true)]
+    pub prediction_key: Option<String>,
+    /// The `Authorization: Bearer` key of the segmentation API (`/api/v1/projects/{project}/…`). [default: the
+    /// training key]
+    #[arg(long, env = "ARGUS_VISION_KEY", hide_env_values = true)]
+    pub vision_key: Option<String>,
 }
 
 /// The TOML file's shape.
@@ -116,6 +132,7 @@ pub struct FileConfig {
     max_running_vision_jobs: Option<u64>,
     sam_weights: Option<PathBuf>,
     min_detection_images_per_tag: Option<usize>,
+    max_images_per_project: Option<u64>,
 }
 
 /// The resolved configuration.
@@ -157,6 +174,14 @@ pub struct Settings {
     pub sam_weights: Option<PathBuf>,
     /// Images with a box of it each tag needs before a detector trains.
     pub min_detection_images_per_tag: usize,
+    /// Images a project may hold.
+    pub max_images_per_project: u64,
+    /// The Training key, when given (otherwise the data directory's).
+    pub training_key: Option<String>,
+    /// The Prediction key, when given (otherwise the data directory's).
+    pub prediction_key: Option<String>,
+    /// The segmentation API's bearer key, when given (otherwise the Training key).
+    pub vision_key: Option<String>,
 }
 
 impl Settings {
@@ -198,6 +223,14 @@ impl Settings {
         if min_detection < least {
             anyhow::bail!("min_detection_images_per_tag must be at least {least} (cross-validation needs two)");
         }
+        let max_images = args
+            .max_images_per_project
+            .or(fc.max_images_per_project)
+            .unwrap_or(argus_core::limits::MAX_IMAGES_PER_PROJECT);
+        if max_images == 0 {
+            anyhow::bail!("max_images_per_project must be positive");
+        }
+        let key = |k: &Option<String>| k.clone().filter(|k| !k.trim().is_empty());
         let signing_key = args.signing_key.clone().filter(|k| !k.is_empty());
         if signing_key.as_ref().is_some_and(|k| k.chars().count() < MIN_SIGNING_KEY_CHARS) {
             anyhow::bail!("the signing key must be at least {MIN_SIGNING_KEY_CHARS} characters");
@@ -237,6 +270,10 @@ impl Settings {
             training_workers: workers.filter(|n| *n > 0).or(training_workers).unwrap_or(1).max(1),
             run_jobs: workers != Some(0),
             signing_key,
+            max_images_per_project: max_images,
+            training_key: key(&args.training_key),
+            prediction_key: key(&args.prediction_key),
+            vision_key: key(&args.vision_key),
         })
     }
 }

@@ -96,15 +96,11 @@ pub fn open_blobs(settings: &Settings) -> Result<ObjectBlobStore> {
 pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
     let (store, jobs) = open_metadata(settings).await?;
     let (mut secrets, fresh) = load_or_create_secrets(store.as_ref(), &settings.data_dir).await?;
-    if let Ok(k) = std::env::var("ARGUS_TRAINING_KEY") {
-        if !k.is_empty() {
-            secrets.training_key = k;
-        }
+    if let Some(k) = &settings.training_key {
+        secrets.training_key = k.clone();
     }
-    if let Ok(k) = std::env::var("ARGUS_PREDICTION_KEY") {
-        if !k.is_empty() {
-            secrets.prediction_key = k;
-        }
+    if let Some(k) = &settings.prediction_key {
+        secrets.prediction_key = k.clone();
     }
     if let Some(k) = &settings.signing_key {
         secrets.signing_key = k.clone();
@@ -133,6 +129,7 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
             vision_retention_hours: settings.vision_retention_hours,
             max_running_vision_jobs: settings.max_running_vision_jobs,
             min_detection_images_per_tag: settings.min_detection_images_per_tag,
+            max_images_per_project: settings.max_images_per_project,
             ..Default::default()
         },
     };
@@ -141,11 +138,8 @@ pub async fn build_state(settings: &Settings) -> Result<(AppState, bool)> {
         keys: Arc::new(Keys {
             training: secrets.training_key.clone(),
             prediction: secrets.prediction_key.clone(),
-            // The vision API's bearer key: ARGUS_VISION_KEY, else the training key.
-            vision: std::env::var("ARGUS_VISION_KEY")
-                .ok()
-                .filter(|k| !k.trim().is_empty())
-                .unwrap_or_else(|| secrets.training_key.clone()),
+            // The vision API's bearer key: its own when given, else the training key.
+            vision: settings.vision_key.clone().unwrap_or_else(|| secrets.training_key.clone()),
         }),
         public_url: settings.public_url.clone(),
     };
@@ -164,6 +158,9 @@ pub struct NodeOptions {
     pub segment_workers: usize,
     /// How often an idle training worker looks for work.
     pub training_poll: Duration,
+    /// How long a job's lease lasts: a worker silent this long is presumed dead and its job is handed to
+    /// another (heartbeats come ten times per lease).
+    pub job_lease: Duration,
     /// Run the start-up orphan sweep and the hourly retention sweeps.
     pub sweeps: bool,
 }
@@ -177,6 +174,7 @@ impl NodeOptions {
             training_workers: if settings.run_jobs { settings.training_workers } else { 0 },
             segment_workers: if settings.run_jobs { cores } else { 0 },
             training_poll: argus_jobs::PoolConfig::default().idle_poll,
+            job_lease: argus_jobs::PoolConfig::default().lease,
             sweeps: true,
         }
     }
@@ -188,6 +186,7 @@ impl NodeOptions {
             training_workers: 0,
             segment_workers: 0,
             training_poll: argus_jobs::PoolConfig::default().idle_poll,
+            job_lease: argus_jobs::PoolConfig::default().lease,
             sweeps: false,
         }
     }
@@ -236,15 +235,7 @@ impl Node {
             None
         };
         let (stop_jobs, stop_rx) = tokio::sync::watch::channel(false);
-        let pools = start_pools(
-            &state,
-            settings,
-            &JobKind::ALL,
-            options.training_workers,
-            options.segment_workers,
-            options.training_poll,
-            stop_rx,
-        );
+        let pools = start_pools(&state, settings, &JobKind::ALL, &options, stop_rx);
         let listener =
             tokio::net::TcpListener::bind(options.bind).await.with_context(|| format!("binding {}", options.bind))?;
         let addr = listener.local_addr()?;
@@ -253,6 +244,19 @@ impl Node {
             let _ = rx.await;
         }));
         Ok(Self { state, addr, fresh, stop_jobs, pools, stop_http, server, sweeper })
+    }
+
+    /// Stops it as a crash would: the job pools die mid-job (their leases are left to lapse, so a node
+    /// started later on the same store resumes the jobs) and the listener closes. For the crash tests.
+    pub async fn kill(self) {
+        for pool in self.pools {
+            pool.abort();
+        }
+        if let Some(s) = self.sweeper {
+            s.abort();
+        }
+        let _ = self.stop_http.send(());
+        let _ = self.server.await;
     }
 
     /// `http://<addr>`.
@@ -315,11 +319,12 @@ fn start_pools(
     state: &AppState,
     settings: &Settings,
     kinds: &[JobKind],
-    training_workers: usize,
-    segment_workers: usize,
-    training_poll: Duration,
+    options: &NodeOptions,
     stop: tokio::sync::watch::Receiver<bool>,
 ) -> Vec<argus_jobs::WorkerPool> {
+    let (training_workers, segment_workers) = (options.training_workers, options.segment_workers);
+    let lease = options.job_lease;
+    let heartbeat = lease / 10;
     let argus = &state.argus;
     let mut long: Vec<Arc<dyn JobHandler>> = Vec::new();
     if kinds.contains(&JobKind::Train) {
@@ -333,15 +338,20 @@ fn start_pools(
         if let Err(e) = models::ensure(&settings.models_dir) {
             tracing::warn!(error = %format!("{e:#}"), "pretrained weights unavailable; training will fail until `argus models pull` succeeds");
         }
-        let config =
-            argus_jobs::PoolConfig { concurrency: training_workers, idle_poll: training_poll, ..Default::default() };
+        let config = argus_jobs::PoolConfig {
+            concurrency: training_workers,
+            idle_poll: options.training_poll,
+            lease,
+            heartbeat,
+        };
         pools.push(argus_jobs::start(argus.jobs.clone(), long, config, stop.clone()));
     }
     if segment_workers > 0 && kinds.contains(&JobKind::Segment) {
         let config = argus_jobs::PoolConfig {
             concurrency: segment_workers,
             idle_poll: Duration::from_millis(20),
-            ..Default::default()
+            lease,
+            heartbeat,
         };
         pools.push(argus_jobs::start(argus.jobs.clone(), vec![Arc::new(SegmentJobs(argus.clone()))], config, stop));
     }
@@ -372,8 +382,13 @@ impl Worker {
         let (state, _) = build_state(settings).await?;
         let cores = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(2);
         let (stop_jobs, stop_rx) = tokio::sync::watch::channel(false);
-        let idle_poll = argus_jobs::PoolConfig::default().idle_poll;
-        let pools = start_pools(&state, settings, kinds, settings.training_workers, cores, idle_poll, stop_rx);
+        let options = NodeOptions {
+            training_workers: settings.training_workers,
+            segment_workers: cores,
+            sweeps: false,
+            ..NodeOptions::loopback()
+        };
+        let pools = start_pools(&state, settings, kinds, &options, stop_rx);
         let (metrics_addr, ops) = match metrics_bind {
             Some(bind) => {
                 let listener = tokio::net::TcpListener::bind(bind).await.with_context(|| format!("binding {bind}"))?;

@@ -273,8 +273,8 @@ async fn deleting_a_project_removes_what_it_owns<S: MetadataStore>(s: &S) {
     s.insert_tag(q.id, &t).await.expect("a deleted project's tag ids are free");
 }
 
-/// Iteration `n` of `p`, in `Training`, trained by the job `job_id`.
-fn training_iteration(p: &Project, n: u32, job_id: Option<Uuid>) -> Iteration {
+/// Iteration `n` of `p`, in `Training`.
+fn training_iteration(p: &Project, n: u32) -> Iteration {
     let t = Utc::now();
     Iteration {
         id: Uuid::new_v4(),
@@ -295,7 +295,6 @@ fn training_iteration(p: &Project, n: u32, job_id: Option<Uuid>) -> Iteration {
         original_publish_resource_id: String::new(),
         training_progress: Some(0.0),
         training_message: None,
-        job_id,
     }
 }
 
@@ -304,12 +303,12 @@ fn training_iteration(p: &Project, n: u32, job_id: Option<Uuid>) -> Iteration {
 async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s: &S) {
     let p = project("race");
     s.insert_project(&p).await.expect("project");
-    let (a, b) = (training_iteration(&p, 1, None), training_iteration(&p, 2, None));
+    let (a, b) = (training_iteration(&p, 1), training_iteration(&p, 2));
     let new_job = NewJob { scope: p.id.to_string(), ..job("train") };
     let snapshot = serde_json::json!({});
     let (ra, rb) = futures::join!(
-        s.insert_iteration_with_job(&a, &snapshot, Uuid::new_v4(), &new_job),
-        s.insert_iteration_with_job(&b, &snapshot, Uuid::new_v4(), &new_job)
+        s.insert_iteration_with_job(&a, &snapshot, &new_job),
+        s.insert_iteration_with_job(&b, &snapshot, &new_job)
     );
     let conflicts = [&ra, &rb].iter().filter(|r| matches!(r, Err(StoreError::Conflict(_)))).count();
     assert_eq!((ra.is_ok() as u32 + rb.is_ok() as u32, conflicts), (1, 1), "{ra:?} {rb:?}");
@@ -322,7 +321,7 @@ async fn two_trainings_started_together_make_one<S: MetadataStore + JobQueue>(s:
 async fn a_trained_iteration_is_imported_without_a_job<S: MetadataStore + JobQueue>(s: &S) {
     let p = project("imported");
     s.insert_project(&p).await.expect("project");
-    let mut it = training_iteration(&p, 1, None);
+    let mut it = training_iteration(&p, 1);
     let snapshot = serde_json::json!({"images": [1]});
     let evaluation = serde_json::json!({"folds": 2});
     let refused = s.insert_trained_iteration(&it, &snapshot, Some(&evaluation)).await;
@@ -330,7 +329,8 @@ async fn a_trained_iteration_is_imported_without_a_job<S: MetadataStore + JobQue
     it.status = IterationStatus::Completed;
     s.insert_trained_iteration(&it, &snapshot, Some(&evaluation)).await.expect("import");
     let (got, snap) = s.get_iteration(p.id, it.id).await.expect("get").expect("iteration");
-    assert_eq!((got.status, got.job_id, snap), (IterationStatus::Completed, None, snapshot.clone()));
+    assert_eq!((got.status, snap), (IterationStatus::Completed, snapshot.clone()));
+    assert!(s.get_job(it.id).await.expect("job").is_none(), "an imported iteration has no job");
     assert_eq!(s.get_evaluation(p.id, it.id).await.expect("evaluation"), Some(evaluation));
     assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 0);
     assert!(s.insert_trained_iteration(&it, &snapshot, None).await.is_err(), "the same id twice");
@@ -353,26 +353,24 @@ async fn a_trained_iteration_is_imported_without_a_job<S: MetadataStore + JobQue
 async fn an_iteration_is_created_with_its_job<S: MetadataStore + JobQueue>(s: &S) {
     let p = project("train");
     s.insert_project(&p).await.expect("project");
-    let job_id = Uuid::new_v4();
-    let mut it = training_iteration(&p, 1, Some(job_id));
+    let mut it = training_iteration(&p, 1);
     let snapshot = serde_json::json!({"images": [1, 2, 3]});
     let new_job = NewJob { scope: p.id.to_string(), ..job("train") };
-    s.insert_iteration_with_job(&it, &snapshot, job_id, &new_job).await.expect("iteration and job");
+    s.insert_iteration_with_job(&it, &snapshot, &new_job).await.expect("iteration and job");
     let (got, snap) = s.get_iteration(p.id, it.id).await.expect("get").expect("iteration");
-    assert_eq!((got.job_id, snap), (Some(job_id), snapshot.clone()));
-    let queued = s.get_job(job_id).await.expect("job").expect("the iteration's job exists");
+    assert_eq!((got.status, snap), (IterationStatus::Training, snapshot.clone()));
+    let queued = s.get_job(it.id).await.expect("job").expect("the iteration's job has its id");
     assert_eq!((queued.status, queued.kind.as_str()), (JobStatus::Queued, "train"));
     assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 1);
     // While its job is queued, another training of the project is refused, as a conflict.
     let mut second = it.clone();
     second.id = Uuid::new_v4();
-    let refused = s.insert_iteration_with_job(&second, &snapshot, Uuid::new_v4(), &new_job).await;
+    let refused = s.insert_iteration_with_job(&second, &snapshot, &new_job).await;
     assert!(matches!(refused, Err(StoreError::Conflict(_))), "{refused:?}");
-    // A clash rolls back both: no second iteration under the same id, and no second job.
-    let other_job = Uuid::new_v4();
-    assert!(s.insert_iteration_with_job(&it, &snapshot, other_job, &new_job).await.is_err());
-    assert!(s.get_job(other_job).await.expect("job").is_none(), "a failed insert must not leave its job behind");
+    // The same iteration twice is refused and changes nothing: one iteration, its one job.
+    assert!(s.insert_iteration_with_job(&it, &snapshot, &new_job).await.is_err());
     assert_eq!(s.count_iterations(p.id).await.expect("count"), 1);
+    assert_eq!(s.active_jobs("train", &p.id.to_string()).await.expect("active"), 1);
     it.status = IterationStatus::Completed;
     s.update_iteration(&it).await.expect("update");
     assert_eq!(s.list_iterations(p.id).await.expect("list")[0].status, IterationStatus::Completed);

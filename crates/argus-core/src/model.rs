@@ -634,8 +634,8 @@ pub struct ProjectExport {
 pub struct Export {
     /// Platform: `ONNX`.
     pub platform: String,
-    /// `Exporting`, `Done` or `Failed`.
-    pub status: String,
+    /// Where the export is.
+    pub status: ExportStatus,
     /// A signed, expiring link to the package once `Done`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub download_uri: Option<String>,
@@ -643,6 +643,17 @@ pub struct Export {
     pub flavor: Option<String>,
     /// Whether the exporter that made this package is older than the current one.
     pub newer_version_available: bool,
+}
+
+/// Where an export is: on the wire, the strings the hosted service uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ExportStatus {
+    /// Its job is queued or running.
+    Exporting,
+    /// The package is ready to download.
+    Done,
+    /// The export failed.
+    Failed,
 }
 
 /// Where an iteration is in its life: on the wire, the strings the hosted service uses.
@@ -716,9 +727,6 @@ pub struct Iteration {
     pub training_progress: Option<f64>,
     /// Argus extension: what training is doing now, or why it failed.
     pub training_message: Option<String>,
-    /// The job that trains it (kept by the store, not part of the API).
-    #[serde(skip)]
-    pub job_id: Option<Uuid>,
 }
 
 /// Body of UpdateIteration.

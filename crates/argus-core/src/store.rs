@@ -301,15 +301,15 @@ pub trait IterationRepo: Send + Sync + 'static {
     /// Number of iterations of the project.
     async fn count_iterations(&self, project: Uuid) -> StoreResult<u64>;
 
-    /// Inserts an iteration with the snapshot of what it trains on, and the job that trains it (with id
-    /// `job_id`, which `iteration.job_id` names), in one transaction: no iteration exists without its job.
+    /// Inserts an iteration with the snapshot of what it trains on, and the job that trains it, in one
+    /// transaction: no iteration exists without its job. The job gets the iteration's id (an iteration is
+    /// trained by one job), so that its progress is found from the iteration alone.
     /// [`StoreError::Conflict`] when a job of the same kind and scope is already queued or running (a project
     /// trains one iteration at a time), checked inside the transaction so that two nodes cannot both start one.
     async fn insert_iteration_with_job(
         &self,
         iteration: &Iteration,
         snapshot: &serde_json::Value,
-        job_id: Uuid,
         job: &crate::jobs::NewJob,
     ) -> StoreResult<()>;
 
@@ -414,7 +414,7 @@ pub trait VisionJobRepo: Send + Sync + 'static {
     async fn update_vision_job(
         &self,
         id: i64,
-        status: &str,
+        status: crate::jobs::JobStatus,
         at: Time,
         result: Option<&serde_json::Value>,
         error: Option<&str>,
@@ -476,8 +476,8 @@ pub struct VisionJobRecord {
     pub queue_job: Option<Uuid>,
     /// The accepted request (with resolved file ids).
     pub request: serde_json::Value,
-    /// Queued, Running, Completed or Failed.
-    pub status: String,
+    /// Queued, Running, Completed or Failed (the CDF job statuses are the queue's).
+    pub status: crate::jobs::JobStatus,
     /// Creation time.
     pub created: Time,
     /// Start time.

@@ -166,7 +166,7 @@ pub(crate) fn vision_job_from(r: &impl Cols) -> StoreResult<VisionJobRecord> {
         project: r.text("project").to_string(),
         queue_job: r.opt_text("queue_job").map(uuid).transpose()?,
         request: serde_json::from_str(r.text("request")).map_err(backend)?,
-        status: r.text("status").to_string(),
+        status: JobStatus::parse(r.text("status")),
         created: time(r.int("created")),
         start_time: time(r.int("start_time")),
         status_time: time(r.int("status_time")),
@@ -191,22 +191,15 @@ pub(crate) fn prediction_from(r: &impl Cols) -> StoreResult<PredictionRecord> {
     })
 }
 
-/// An iteration's stored body: its API fields plus the id of the job that trains it.
+/// An iteration's stored body: its API fields.
 pub(crate) fn iteration_body(it: &Iteration) -> StoreResult<String> {
-    let mut v = serde_json::to_value(it).map_err(backend)?;
-    if let (Some(obj), Some(job)) = (v.as_object_mut(), it.job_id) {
-        obj.insert("jobId".into(), serde_json::Value::String(job.to_string()));
-    }
-    serde_json::to_string(&v).map_err(backend)
+    serde_json::to_string(it).map_err(backend)
 }
 
-/// An iteration from its stored body.
+/// An iteration from its stored body (bodies written before training jobs took their iteration's id also
+/// carry a `jobId`, which is not read).
 pub(crate) fn iteration_from(body: &str) -> StoreResult<Iteration> {
-    let v: serde_json::Value = serde_json::from_str(body).map_err(backend)?;
-    let job = v.get("jobId").and_then(|j| j.as_str()).and_then(|j| Uuid::parse_str(j).ok());
-    let mut it: Iteration = serde_json::from_value(v).map_err(backend)?;
-    it.job_id = job;
-    Ok(it)
+    serde_json::from_str(body).map_err(backend)
 }
 
 /// A job from a row of `jobs`.

@@ -411,7 +411,7 @@ macro_rules! shared_repos {
             async fn update_vision_job(
                 &self,
                 id: i64,
-                status: &str,
+                status: argus_core::jobs::JobStatus,
                 at: Time,
                 result: Option<&serde_json::Value>,
                 error: Option<&str>,
@@ -422,11 +422,11 @@ macro_rules! shared_repos {
                      error = COALESCE(?, error), start_time = CASE WHEN ? = 'Running' THEN ? ELSE start_time END \
                      WHERE id = ?"),
                 )
-                .bind(status)
+                .bind(status.as_str())
                 .bind(ms(&at))
                 .bind(result)
                 .bind(error)
-                .bind(status)
+                .bind(status.as_str())
                 .bind(ms(&at))
                 .bind(id)
                 .execute(self.writer())
@@ -530,7 +530,6 @@ macro_rules! shared_repos {
                 &self,
                 it: &Iteration,
                 snapshot: &serde_json::Value,
-                job_id: Uuid,
                 job: &NewJob,
             ) -> StoreResult<()> {
                 let mut tx = self.writer().begin().await.map_err(backend)?;
@@ -543,7 +542,7 @@ macro_rules! shared_repos {
                     )));
                 }
                 insert_iteration_row(&mut *tx, it, snapshot, None).await?;
-                insert_job(&mut *tx, job_id, job).await?;
+                insert_job(&mut *tx, it.id, job).await?;
                 crate::fault::point("train-before-commit");
                 tx.commit().await.map_err(backend)
             }

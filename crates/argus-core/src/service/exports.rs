@@ -27,7 +27,7 @@ use crate::compute::{OnnxInterface, Precision};
 use crate::domains::find_domain;
 use crate::error::{ApiError, ApiResult, ErrorCode};
 use crate::jobs::{ExportJob, Job, JobHandler, JobSpec, JobStatus, Progress};
-use crate::model::Export;
+use crate::model::{Export, ExportStatus};
 
 pub use crate::jobs::EXPORT_JOB;
 
@@ -144,7 +144,13 @@ impl Argus {
         });
         self.jobs.enqueue(spec.to_new_job(scope, 3)).await.map_err(store_err)?;
         tracing::info!(project = %project, iteration = %iteration, platform = %platform, flavor = ?flavor, "export queued");
-        Ok(Export { platform, status: "Exporting".into(), download_uri: None, flavor, newer_version_available: false })
+        Ok(Export {
+            platform,
+            status: ExportStatus::Exporting,
+            download_uri: None,
+            flavor,
+            newer_version_available: false,
+        })
     }
 
     /// The latest export job per platform and flavor of an iteration, in the order they were first asked for.
@@ -189,16 +195,16 @@ impl Argus {
             .into_iter()
             .map(|(p, job)| {
                 let (status, download_uri) = match job.status {
-                    JobStatus::Queued | JobStatus::Running => ("Exporting", None),
-                    JobStatus::Failed => ("Failed", None),
+                    JobStatus::Queued | JobStatus::Running => (ExportStatus::Exporting, None),
+                    JobStatus::Failed => (ExportStatus::Failed, None),
                     JobStatus::Completed => (
-                        "Done",
+                        ExportStatus::Done,
                         Some(self.signed_url(ctx, &package_key(project, iteration, &p.platform, p.flavor.as_deref()))),
                     ),
                 };
                 Export {
                     platform: p.platform,
-                    status: status.into(),
+                    status,
                     download_uri,
                     flavor: p.flavor,
                     newer_version_available: p.exporter_version < EXPORTER_VERSION,

@@ -200,11 +200,10 @@ impl Argus {
         if it.status != IterationStatus::Training {
             return;
         }
-        if let Some(job) = it.job_id {
-            if let Ok(Some(j)) = self.jobs.get_job(job).await {
-                it.training_progress = Some((j.progress * 1000.0).round() / 10.0);
-                it.training_message = j.message;
-            }
+        // The training job has the iteration's id (see `insert_iteration_with_job`).
+        if let Ok(Some(j)) = self.jobs.get_job(it.id).await {
+            it.training_progress = Some((j.progress * 1000.0).round() / 10.0);
+            it.training_message = j.message;
         }
     }
 
@@ -398,7 +397,7 @@ impl Argus {
         }
         let t = now();
         let id = Uuid::new_v4();
-        let mut iteration = Iteration {
+        let iteration = Iteration {
             id,
             name: format!("Iteration {}", iterations.len() + 1),
             status: IterationStatus::Training,
@@ -418,15 +417,12 @@ impl Argus {
             original_publish_resource_id: String::new(),
             training_progress: Some(0.0),
             training_message: Some("queued".into()),
-            job_id: None,
         };
         let snapshot = Snapshot { fingerprint, advanced, multilabel, detection, tags, images };
         // The iteration and its job are one transaction: a crash leaves both or neither.
-        let job_id = Uuid::new_v4();
-        iteration.job_id = Some(job_id);
         let job = JobSpec::Train(TrainJob { project: project_id, iteration: id }).to_new_job(project_id.to_string(), 2);
         let snapshot_json = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
-        self.store.insert_iteration_with_job(&iteration, &snapshot_json, job_id, &job).await.map_err(|e| match e {
+        self.store.insert_iteration_with_job(&iteration, &snapshot_json, &job).await.map_err(|e| match e {
             // Another node started a training of this project since the check above.
             crate::store::StoreError::Conflict(_) => {
                 ApiError::new(ErrorCode::BadRequestTrainingAlreadyInProgress, "This project is already training.")

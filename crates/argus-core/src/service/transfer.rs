@@ -484,7 +484,6 @@ impl Argus {
             original_publish_resource_id: String::new(),
             training_progress: Some(100.0),
             training_message: m.training_message,
-            job_id: None,
         };
         self.store.insert_trained_iteration(&it, &snapshot, evaluation.as_ref()).await.map_err(store_err)?;
         for e in m.exports {

@@ -15,7 +15,7 @@ use uuid::Uuid;
 use super::{resized_key, store_err, Argus, UrlContext};
 use crate::compute::{ImageLimits, PromptBox, PromptPoint, SegmentMethod, SegmentRequest, SharedEmbeddings};
 use crate::error::ApiError;
-use crate::jobs::{Job, JobHandler, JobSpec, Progress, SegmentJob};
+use crate::jobs::{Job, JobHandler, JobSpec, JobStatus, Progress, SegmentJob};
 use crate::model::{now, Time};
 use crate::store::{FileRecord, StoreError, VisionJobRecord};
 
@@ -597,7 +597,9 @@ impl Argus {
         match queued {
             Ok(job) => self.store.set_vision_queue_job(id, job.id).await?,
             Err(e) => {
-                self.store.update_vision_job(id, "Failed", now(), None, Some("could not queue the job")).await?;
+                self.store
+                    .update_vision_job(id, JobStatus::Failed, now(), None, Some("could not queue the job"))
+                    .await?;
                 return Err(e.into());
             }
         }
@@ -617,7 +619,7 @@ impl Argus {
 
     async fn run_segment_job(&self, id: i64) -> Result<(), String> {
         let job = self.store.vision_job(id).await.map_err(|e| e.to_string())?.ok_or("the job row is gone")?;
-        self.store.update_vision_job(id, "Running", now(), None, None).await.map_err(|e| e.to_string())?;
+        self.store.update_vision_job(id, JobStatus::Running, now(), None, None).await.map_err(|e| e.to_string())?;
         let req = &job.request;
         let item = req.get("items").and_then(|i| i.get(0)).cloned().ok_or("the job has no item")?;
         let file_id = item.get("fileId").and_then(Value::as_i64).ok_or("the job has no file id")?;
@@ -691,7 +693,10 @@ impl Argus {
         // A preparation (no prompt) ends with the embedding stored and no segments.
         out.insert("segments".into(), json!(segment.into_iter().collect::<Vec<_>>()));
         let result = json!({ "items": [Value::Object(out)] });
-        self.store.update_vision_job(id, "Completed", now(), Some(&result), None).await.map_err(|e| e.to_string())
+        self.store
+            .update_vision_job(id, JobStatus::Completed, now(), Some(&result), None)
+            .await
+            .map_err(|e| e.to_string())
     }
 
     /// Deletes finished vision jobs older than `retention`, and the stored SAM embeddings written before it
@@ -756,7 +761,7 @@ fn segment_job_json(job: &VisionJobRecord) -> Value {
         None => json!([]),
     };
     let mut v = json!({
-        "status": job.status,
+        "status": job.status.as_str(),
         "createdTime": ms(&job.created),
         "startTime": ms(&job.start_time),
         "statusTime": ms(&job.status_time),
@@ -766,7 +771,7 @@ fn segment_job_json(job: &VisionJobRecord) -> Value {
         "engine": job.request.get("engine").cloned().unwrap_or_else(|| json!(ENGINE_GRABCUT)),
         "errorMessage": job.error,
     });
-    if job.status == "Failed" {
+    if job.status == JobStatus::Failed {
         if let (Some(o), Some(refs)) = (v.as_object_mut(), job.request.get("items")) {
             o.insert(
                 "failedItems".into(),
@@ -793,7 +798,8 @@ impl JobHandler for SegmentJobs {
         match self.0.run_segment_job(id).await {
             Ok(()) => Ok(json!({ "visionJob": id })),
             Err(message) => {
-                if let Err(e) = self.0.store.update_vision_job(id, "Failed", now(), None, Some(&message)).await {
+                if let Err(e) = self.0.store.update_vision_job(id, JobStatus::Failed, now(), None, Some(&message)).await
+                {
                     tracing::error!(error = %e, "could not mark the segmentation job failed");
                 }
                 Err((message, false))
@@ -803,7 +809,7 @@ impl JobHandler for SegmentJobs {
 
     async fn abandoned(&self, job: &Job, reason: &str) {
         if let Ok(JobSpec::Segment(SegmentJob { vision_job: id })) = JobSpec::of(job) {
-            let _ = self.0.store.update_vision_job(id, "Failed", now(), None, Some(reason)).await;
+            let _ = self.0.store.update_vision_job(id, JobStatus::Failed, now(), None, Some(reason)).await;
         }
     }
 }

@@ -6,32 +6,30 @@ use std::io::Cursor;
 use std::path::Path;
 use std::sync::Arc;
 
+use argus_app::config::{ServeArgs, Settings};
+use argus_app::{Node, NodeOptions};
 use argus_core::jobs::JobQueue;
-use argus_core::service::ModelHub;
-use argus_core::signing::UrlSigner;
 use argus_core::store::MetadataStore;
-use argus_core::{Argus, ServiceConfig};
-use argus_engine::VisionEngine;
-use argus_server::{AppState, GuardedFetcher, Keys};
-use argus_store::{ObjectBlobStore, PostgresStore, SqliteStore};
+use argus_core::Argus;
+use argus_store::{PostgresStore, SqliteStore};
 use image::{DynamicImage, ImageFormat, Rgb, RgbImage};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 use sha2::Digest;
 
 pub const KEY: &str = "test-training-key";
-pub const SIGNING: &str = "test-signing-secret";
+pub const SIGNING: &str = "test-signing-secret-of-32-characters";
 pub const PREDICTION_KEY: &str = "test-prediction-key";
 pub const VISION_KEY: &str = "test-vision-key";
 
+/// A node started by the composition root (`argus_app::Node`, as `argus serve` starts one) over a temporary
+/// data directory, with fixed keys, on a free loopback port.
 pub struct TestServer {
     pub base: String,
     pub root: String,
     pub argus: Argus,
     pub client: reqwest::Client,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-    workers: Option<(tokio::sync::watch::Sender<bool>, argus_jobs::WorkerPool)>,
-    task: Option<tokio::task::JoinHandle<std::io::Result<()>>>,
+    node: Option<Node>,
 }
 
 pub struct Options {
@@ -54,21 +52,29 @@ impl Default for Options {
     }
 }
 
-/// The metadata store of a test server over `dir`: SQLite in it, or, with `ARGUS_TEST_STORE=postgres` (the test
-/// command's second pass), a PostgreSQL database on `ARGUS_TEST_POSTGRES_URL` named after `dir`, so that a server
-/// restarted on the same directory finds its rows again.
-pub async fn open_store(dir: &Path) -> (Arc<dyn MetadataStore>, Arc<dyn JobQueue>) {
+/// The metadata database of a test server over `dir`: SQLite in it, or, with `ARGUS_TEST_STORE=postgres` (the
+/// test command's second pass), a PostgreSQL database on `ARGUS_TEST_POSTGRES_URL` named after `dir`, so that a
+/// server restarted on the same directory finds its data again and servers on other directories share nothing.
+pub fn database_url(dir: &Path) -> String {
     if std::env::var("ARGUS_TEST_STORE").as_deref() == Ok("postgres") {
         let base =
             std::env::var("ARGUS_TEST_POSTGRES_URL").expect("ARGUS_TEST_STORE=postgres needs ARGUS_TEST_POSTGRES_URL");
         let digest = sha2::Sha256::digest(dir.display().to_string().as_bytes());
         let name: String = digest.iter().take(12).map(|b| format!("{b:02x}")).collect();
-        let url = format!("{}/t{name}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
-        PostgresStore::create_database_if_missing(&url).await.expect("create the test database");
-        let store = Arc::new(PostgresStore::connect(&url).await.expect("open the PostgreSQL store"));
+        return format!("{}/t{name}", base.rsplit_once('/').map(|(b, _)| b).unwrap_or(&base));
+    }
+    format!("sqlite://{}", dir.join("argus.db").display())
+}
+
+/// The metadata store of a test server over `dir` (see [`database_url`]), opened directly.
+pub async fn open_store(dir: &Path) -> (Arc<dyn MetadataStore>, Arc<dyn JobQueue>) {
+    let url = database_url(dir);
+    if let Some(path) = url.strip_prefix("sqlite://") {
+        let store = Arc::new(SqliteStore::open(Path::new(path)).await.expect("open store"));
         return (store.clone(), store);
     }
-    let store = Arc::new(SqliteStore::open(&dir.join("argus.db")).await.expect("open store"));
+    PostgresStore::create_database_if_missing(&url).await.expect("create the test database");
+    let store = Arc::new(PostgresStore::connect(&url).await.expect("open the PostgreSQL store"));
     (store.clone(), store)
 }
 
@@ -78,88 +84,50 @@ impl TestServer {
     }
 
     pub async fn start_with(dir: &Path, opts: Options) -> Self {
-        let (store, jobs) = open_store(dir).await;
-        let blobs = ObjectBlobStore::local(dir.join("blobs")).expect("blobs");
-        let argus = Argus {
-            store,
-            jobs,
-            models: Arc::new(ModelHub::new(Arc::new(
-                VisionEngine::new(argus_vision_models_dir()).with_sam_weights(opts.sam_weights.clone()),
-            ))),
-            blobs: Arc::new(blobs),
-            fetcher: Arc::new(GuardedFetcher::new(opts.allow_private_urls)),
-            signer: UrlSigner::new(SIGNING),
-            config: ServiceConfig {
-                max_images_per_project: opts.max_images_per_project,
-                max_running_vision_jobs: opts.max_running_vision_jobs,
-                ..Default::default()
-            },
+        let settings = Settings::resolve(&ServeArgs {
+            data_dir: Some(dir.to_path_buf()),
+            database: Some(database_url(dir)),
+            models_dir: Some(argus_vision_models_dir()),
+            allow_private_urls: Some(opts.allow_private_urls),
+            max_images_per_project: Some(opts.max_images_per_project),
+            max_running_vision_jobs: Some(opts.max_running_vision_jobs),
+            sam_weights: opts.sam_weights.clone(),
+            training_key: Some(KEY.into()),
+            prediction_key: Some(PREDICTION_KEY.into()),
+            vision_key: Some(VISION_KEY.into()),
+            signing_key: Some(SIGNING.into()),
+            ..Default::default()
+        })
+        .expect("test settings");
+        let options = NodeOptions {
+            training_workers: 1,
+            segment_workers: 2,
+            training_poll: std::time::Duration::from_millis(50),
+            job_lease: opts.lease,
+            ..NodeOptions::loopback()
         };
-        let state = AppState {
-            argus: argus.clone(),
-            keys: Arc::new(Keys { training: KEY.into(), prediction: PREDICTION_KEY.into(), vision: VISION_KEY.into() }),
-            public_url: None,
-        };
-        let (wtx, wrx) = tokio::sync::watch::channel(false);
-        let pool = argus_jobs::start(
-            argus.jobs.clone(),
-            vec![
-                Arc::new(argus_core::service::TrainingJobs(argus.clone())),
-                Arc::new(argus_core::service::ExportJobs(argus.clone())),
-                Arc::new(argus_core::service::SegmentJobs(argus.clone())),
-            ],
-            argus_jobs::PoolConfig {
-                idle_poll: std::time::Duration::from_millis(50),
-                lease: opts.lease,
-                heartbeat: opts.lease / 4,
-                ..Default::default()
-            },
-            wrx,
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let task = tokio::spawn(argus_server::serve(listener, state, async move {
-            let _ = rx.await;
-        }));
+        let node = Node::start(&settings, options).await.expect("start the test node");
+        let root = node.url();
         Self {
-            base: format!("http://{addr}/customvision/v3.3/training"),
-            root: format!("http://{addr}"),
-            argus,
+            base: format!("{root}/customvision/v3.3/training"),
+            root,
+            argus: node.state.argus.clone(),
             client: reqwest::Client::new(),
-            stop: Some(tx),
-            workers: Some((wtx, pool)),
-            task: Some(task),
+            node: Some(node),
         }
     }
 
     /// Simulates a crash: the workers die mid-job and the server stops.
     pub async fn kill(mut self) {
-        if let Some((_, pool)) = self.workers.take() {
-            pool.abort();
-        }
-        self.stop_now().await;
-    }
-
-    async fn stop_now(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
+        if let Some(node) = self.node.take() {
+            node.kill().await;
         }
     }
 
+    /// Stops the server, letting running jobs finish.
     pub async fn stop(mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.task.take() {
-            let _ = t.await;
-        }
-        if let Some((tx, pool)) = self.workers.take() {
-            let _ = tx.send(true);
-            pool.join().await;
+        if let Some(node) = self.node.take() {
+            let _ = node.stop(true).await;
         }
     }
 

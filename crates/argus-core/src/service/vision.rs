@@ -9,6 +9,7 @@
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 use uuid::Uuid;
 
@@ -180,8 +181,92 @@ fn unit(v: Option<&Value>, what: &str) -> CdfResult<f64> {
     }
 }
 
-/// Validated prompt: points `(x, y, label)` and an optional box `(xMin, yMin, xMax, yMax)`.
-type Prompt = (Vec<(f64, f64, u8)>, Option<(f64, f64, f64, f64)>);
+/// A prompt point, in coordinates normalised to the image: label 1 marks the object, 0 the background.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+struct PointPrompt {
+    x: f64,
+    y: f64,
+    label: u8,
+}
+
+/// A prompt box, in coordinates normalised to the image.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct BoxPrompt {
+    x_min: f64,
+    y_min: f64,
+    x_max: f64,
+    y_max: f64,
+}
+
+/// A validated prompt: points and/or a box, as the request gave them and the answers echo them.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Prompt {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    points: Vec<PointPrompt>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    bounding_box: Option<BoxPrompt>,
+}
+
+/// A data-modeling instance id, as a file reference echoes it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InstanceRef {
+    space: String,
+    external_id: String,
+}
+
+/// The file a job is about, named every way the file is known (what the answers echo as `items`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FileItem {
+    file_id: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file_external_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    file_instance_id: Option<InstanceRef>,
+}
+
+fn default_engine() -> String {
+    ENGINE_GRABCUT.into()
+}
+
+/// A segmentation job's accepted request, validated and with its file resolved: what is stored with the vision
+/// job, what the worker runs, and what the job's answers echo.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SegmentJobRequest {
+    items: Vec<FileItem>,
+    #[serde(flatten)]
+    prompt: Prompt,
+    #[serde(default)]
+    rle: bool,
+    #[serde(default = "default_engine")]
+    engine: String,
+    /// Only encode the image for SAM (no prompt, no segments): `prepare`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    prepare: bool,
+}
+
+impl SegmentJobRequest {
+    /// The stored request of a vision job.
+    fn of(job: &VisionJobRecord) -> Result<Self, String> {
+        serde_json::from_value(job.request.clone()).map_err(|e| format!("the stored request is unreadable: {e}"))
+    }
+
+    fn to_json(&self) -> CdfResult<Value> {
+        serde_json::to_value(self).map_err(|e| CdfError::from(ApiError::internal(e)))
+    }
+}
+
+/// A serialisable value as a JSON object's fields (empty for anything else).
+fn fields(v: &impl Serialize) -> Map<String, Value> {
+    match serde_json::to_value(v) {
+        Ok(Value::Object(m)) => m,
+        _ => Map::new(),
+    }
+}
 
 fn parse_prompt(body: &Map<String, Value>) -> CdfResult<Prompt> {
     let mut points = Vec::new();
@@ -193,7 +278,7 @@ fn parse_prompt(body: &Map<String, Value>) -> CdfResult<Prompt> {
         for pt in arr {
             let x = unit(pt.get("x"), "points[].x")?;
             let y = unit(pt.get("y"), "points[].y")?;
-            let label = match pt.get("label") {
+            let label: u8 = match pt.get("label") {
                 None | Some(Value::Null) => 1,
                 Some(l) => match l.as_f64() {
                     Some(0.0) => 0,
@@ -201,10 +286,11 @@ fn parse_prompt(body: &Map<String, Value>) -> CdfResult<Prompt> {
                     _ => return Err(CdfError::bad("points[].label must be 0 or 1.")),
                 },
             };
-            if points.iter().any(|q: &(f64, f64, u8)| q.0 == x && q.1 == y && q.2 == label) {
+            let point = PointPrompt { x, y, label };
+            if points.contains(&point) {
                 return Err(CdfError::bad("points must be unique."));
             }
-            points.push((x, y, label));
+            points.push(point);
         }
     }
     let bbox = match body.get("boundingBox").filter(|b| !b.is_null()) {
@@ -215,36 +301,24 @@ fn parse_prompt(body: &Map<String, Value>) -> CdfResult<Prompt> {
             if x0 >= x1 || y0 >= y1 {
                 return Err(CdfError::bad("boundingBox needs xMin < xMax and yMin < yMax."));
             }
-            Some((x0, y0, x1, y1))
+            Some(BoxPrompt { x_min: x0, y_min: y0, x_max: x1, y_max: y1 })
         }
     };
     if points.is_empty() && bbox.is_none() {
         return Err(CdfError::bad("Give points and/or a boundingBox."));
     }
-    Ok((points, bbox))
+    Ok(Prompt { points, bounding_box: bbox })
 }
 
-fn prompt_json((points, bbox): &Prompt) -> Map<String, Value> {
-    let mut m = Map::new();
-    if !points.is_empty() {
-        m.insert("points".into(), points.iter().map(|(x, y, l)| json!({"x": x, "y": y, "label": l})).collect());
+fn file_item(f: &FileRecord) -> FileItem {
+    FileItem {
+        file_id: f.id,
+        file_external_id: f.external_id.clone(),
+        file_instance_id: f
+            .instance_id
+            .as_ref()
+            .map(|(space, external)| InstanceRef { space: space.clone(), external_id: external.clone() }),
     }
-    if let Some((a, b, c, d)) = bbox {
-        m.insert("boundingBox".into(), json!({"xMin": a, "yMin": b, "xMax": c, "yMax": d}));
-    }
-    m
-}
-
-fn file_item(f: &FileRecord) -> Value {
-    let mut m = Map::new();
-    m.insert("fileId".into(), json!(f.id));
-    if let Some(x) = &f.external_id {
-        m.insert("fileExternalId".into(), json!(x));
-    }
-    if let Some((space, external)) = &f.instance_id {
-        m.insert("fileInstanceId".into(), json!({"space": space, "externalId": external}));
-    }
-    Value::Object(m)
 }
 
 impl Argus {
@@ -529,14 +603,12 @@ impl Argus {
                 ),
             ));
         }
-        let mut request = prompt_json(&prompt);
-        request.insert("items".into(), json!([file_item(&file)]));
-        request.insert("rle".into(), json!(rle));
-        request.insert("engine".into(), json!(engine));
+        let request =
+            SegmentJobRequest { items: vec![file_item(&file)], prompt, rle, engine: engine.into(), prepare: false };
         let t = now();
-        let id = self.queue_vision_job(project, &Value::Object(request), t).await?;
-        let mut v = prompt_json(&prompt);
-        v.insert("status".into(), json!("Queued"));
+        let id = self.queue_vision_job(project, &request.to_json()?, t).await?;
+        let mut v = fields(&request.prompt);
+        v.insert("status".into(), json!(JobStatus::Queued.as_str()));
         v.insert("createdTime".into(), json!(ms(&t)));
         v.insert("startTime".into(), json!(ms(&t)));
         v.insert("statusTime".into(), json!(ms(&t)));
@@ -583,8 +655,14 @@ impl Argus {
         if self.jobs.active_jobs(SEGMENT_JOB, project).await? >= self.config.max_running_vision_jobs {
             return Ok(answer(ENGINE_SAM, None));
         }
-        let request = json!({"items": [file_item(&file)], "engine": ENGINE_SAM, "prepare": true});
-        let id = self.queue_vision_job(project, &request, now()).await?;
+        let request = SegmentJobRequest {
+            items: vec![file_item(&file)],
+            prompt: Prompt::default(),
+            rle: false,
+            engine: ENGINE_SAM.into(),
+            prepare: true,
+        };
+        let id = self.queue_vision_job(project, &request.to_json()?, now()).await?;
         Ok(answer(ENGINE_SAM, Some(id)))
     }
 
@@ -620,9 +698,9 @@ impl Argus {
     async fn run_segment_job(&self, id: i64) -> Result<(), String> {
         let job = self.store.vision_job(id).await.map_err(|e| e.to_string())?.ok_or("the job row is gone")?;
         self.store.update_vision_job(id, JobStatus::Running, now(), None, None).await.map_err(|e| e.to_string())?;
-        let req = &job.request;
-        let item = req.get("items").and_then(|i| i.get(0)).cloned().ok_or("the job has no item")?;
-        let file_id = item.get("fileId").and_then(Value::as_i64).ok_or("the job has no file id")?;
+        let req = SegmentJobRequest::of(&job)?;
+        let item = req.items.first().cloned().ok_or("the job has no item")?;
+        let file_id = item.file_id;
         let file = self
             .store
             .files_by_ids(&job.project, &[file_id])
@@ -638,33 +716,25 @@ impl Argus {
             .map_err(|e| e.to_string())?
             .ok_or_else(|| format!("File {file_id} has no content."))?;
         let points: Vec<PromptPoint> = req
-            .get("points")
-            .and_then(Value::as_array)
-            .into_iter()
-            .flatten()
-            .map(|p| PromptPoint {
-                x: p["x"].as_f64().unwrap_or(0.0) as f32,
-                y: p["y"].as_f64().unwrap_or(0.0) as f32,
-                foreground: p["label"].as_f64().unwrap_or(1.0) >= 0.5,
-            })
+            .prompt
+            .points
+            .iter()
+            .map(|p| PromptPoint { x: p.x as f32, y: p.y as f32, foreground: p.label == 1 })
             .collect();
-        let bbox = req.get("boundingBox").map(|b| PromptBox {
-            x_min: b["xMin"].as_f64().unwrap_or(0.0) as f32,
-            y_min: b["yMin"].as_f64().unwrap_or(0.0) as f32,
-            x_max: b["xMax"].as_f64().unwrap_or(1.0) as f32,
-            y_max: b["yMax"].as_f64().unwrap_or(1.0) as f32,
+        let bbox = req.prompt.bounding_box.map(|b| PromptBox {
+            x_min: b.x_min as f32,
+            y_min: b.y_min as f32,
+            x_max: b.x_max as f32,
+            y_max: b.y_max as f32,
         });
         let request = SegmentRequest {
             image: bytes,
             limits: ImageLimits { max_bytes: MAX_FILE_BYTES, max_side: crate::limits::MAX_IMAGE_SIDE },
-            method: match req.get("engine").and_then(Value::as_str) {
-                Some(ENGINE_SAM) => SegmentMethod::Sam,
-                _ => SegmentMethod::GrabCut,
-            },
+            method: if req.engine == ENGINE_SAM { SegmentMethod::Sam } else { SegmentMethod::GrabCut },
             points,
             bbox,
-            rle: req.get("rle").and_then(Value::as_bool).unwrap_or(false),
-            prepare: req.get("prepare").and_then(Value::as_bool).unwrap_or(false),
+            rle: req.rle,
+            prepare: req.prepare,
             min_area: MIN_COMPONENT_AREA,
         };
         let engine = self.models.engine();
@@ -689,7 +759,7 @@ impl Argus {
                 }
                 seg
             });
-        let mut out = item.as_object().cloned().unwrap_or_default();
+        let mut out = fields(&item);
         // A preparation (no prompt) ends with the embedding stored and no segments.
         out.insert("segments".into(), json!(segment.into_iter().collect::<Vec<_>>()));
         let result = json!({ "items": [Value::Object(out)] });
@@ -750,12 +820,9 @@ fn sam_embedding_key(fingerprint: &str, hash: &[u8; 32]) -> String {
 }
 
 fn segment_job_json(job: &VisionJobRecord) -> Value {
-    let mut prompt = Map::new();
-    for k in ["points", "boundingBox"] {
-        if let Some(v) = job.request.get(k) {
-            prompt.insert(k.into(), v.clone());
-        }
-    }
+    let request = SegmentJobRequest::of(job);
+    let prompt = request.as_ref().map(|r| fields(&r.prompt)).unwrap_or_default();
+    let engine = request.as_ref().map_or(ENGINE_GRABCUT, |r| r.engine.as_str());
     let items = match &job.result {
         Some(r) => r.get("items").cloned().unwrap_or_else(|| json!([])),
         None => json!([]),
@@ -768,11 +835,11 @@ fn segment_job_json(job: &VisionJobRecord) -> Value {
         "jobId": job.id,
         "items": items,
         "prompt": Value::Object(prompt),
-        "engine": job.request.get("engine").cloned().unwrap_or_else(|| json!(ENGINE_GRABCUT)),
+        "engine": engine,
         "errorMessage": job.error,
     });
     if job.status == JobStatus::Failed {
-        if let (Some(o), Some(refs)) = (v.as_object_mut(), job.request.get("items")) {
+        if let (Some(o), Ok(refs)) = (v.as_object_mut(), request.as_ref().map(|r| &r.items)) {
             o.insert(
                 "failedItems".into(),
                 json!([{"errorMessage": job.error.clone().unwrap_or_default(), "items": refs}]),
@@ -822,7 +889,7 @@ mod tests {
     fn prompts_are_validated_as_documented() {
         let p = |v: Value| parse_prompt(v.as_object().expect("object"));
         assert!(p(json!({"points": [{"x": 0.5, "y": 0.5}]})).is_ok());
-        assert_eq!(p(json!({"points": [{"x": 0.5, "y": 0.5, "label": 1.0}]})).expect("ok").0[0].2, 1);
+        assert_eq!(p(json!({"points": [{"x": 0.5, "y": 0.5, "label": 1.0}]})).expect("ok").points[0].label, 1);
         assert!(p(json!({})).is_err());
         assert!(p(json!({"points": [{"x": 1.5, "y": 0.5}]})).is_err());
         assert!(p(json!({"points": [{"x": 0.5, "y": 0.5, "label": 2}]})).is_err());
@@ -831,5 +898,40 @@ mod tests {
         assert!(p(json!({"boundingBox": {"xMin": 0.1, "yMin": 0.1, "xMax": 0.5, "yMax": 0.9}})).is_ok());
         assert!(parse_ref(&json!({"fileId": 3, "fileExternalId": "x"})).is_err());
         assert_eq!(parse_ref(&json!({"fileExternalId": "x"})).expect("ok"), FileRef::External("x".into()));
+    }
+
+    #[test]
+    fn a_stored_request_reads_back_and_keeps_the_shape_of_older_rows() {
+        let request = SegmentJobRequest {
+            items: vec![FileItem {
+                file_id: 4,
+                file_external_id: Some("cat".into()),
+                file_instance_id: Some(InstanceRef { space: "s".into(), external_id: "e".into() }),
+            }],
+            prompt: Prompt {
+                points: vec![PointPrompt { x: 0.25, y: 0.5, label: 0 }],
+                bounding_box: Some(BoxPrompt { x_min: 0.1, y_min: 0.2, x_max: 0.3, y_max: 0.4 }),
+            },
+            rle: true,
+            engine: ENGINE_SAM.into(),
+            prepare: false,
+        };
+        let v = request.to_json().expect("json");
+        assert_eq!(
+            v,
+            json!({
+                "items": [{"fileId": 4, "fileExternalId": "cat", "fileInstanceId": {"space": "s", "externalId": "e"}}],
+                "points": [{"x": 0.25, "y": 0.5, "label": 0}],
+                "boundingBox": {"xMin": 0.1, "yMin": 0.2, "xMax": 0.3, "yMax": 0.4},
+                "rle": true,
+                "engine": "sam",
+            })
+        );
+        let back: SegmentJobRequest = serde_json::from_value(v).expect("read back");
+        assert_eq!(back, request);
+        // A preparation written before requests were typed: no rle, no prompt.
+        let old: SegmentJobRequest =
+            serde_json::from_value(json!({"items": [{"fileId": 9}], "engine": "sam", "prepare": true})).expect("old");
+        assert!(old.prepare && !old.rle && old.prompt == Prompt::default() && old.items[0].file_id == 9);
     }
 }

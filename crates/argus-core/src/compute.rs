@@ -85,6 +85,8 @@ pub struct ClassifierJob {
     pub multilabel: bool,
     /// The Advanced recipe (larger backbone, more views) instead of Regular.
     pub advanced: bool,
+    /// Regular training on the larger backbone too (the General [A1] / [A2] domains).
+    pub large_backbone: bool,
     /// Number of cross-validation folds.
     pub folds: usize,
     /// The fold each image is held out in.

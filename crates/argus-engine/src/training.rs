@@ -27,9 +27,18 @@ pub fn content_seed(bytes: &[u8]) -> u64 {
     u64::from_le_bytes(first)
 }
 
+/// The classifier recipe a job asks for: Advanced, Regular on the larger backbone, or Regular.
+fn classifier_recipe(advanced: bool, large_backbone: bool) -> TrainingRecipe {
+    match (advanced, large_backbone) {
+        (true, _) => TrainingRecipe::advanced(),
+        (false, true) => TrainingRecipe::regular_large(),
+        (false, false) => TrainingRecipe::regular(),
+    }
+}
+
 /// Trains a classifier (see [`argus_core::compute::Compute::train_classifier`]).
 pub fn train_classifier(engine: &VisionEngine, job: ClassifierJob, progress: &Progress) -> ApiResult<TrainedModel> {
-    let mut recipe = if job.advanced { TrainingRecipe::advanced() } else { TrainingRecipe::regular() };
+    let mut recipe = classifier_recipe(job.advanced, job.large_backbone);
     let usable = engine.trainable_backbone(recipe.backbone);
     if usable != recipe.backbone {
         recipe = TrainingRecipe { backbone: usable, input_size: 288, ..recipe };
@@ -97,4 +106,21 @@ pub fn train_detector(engine: &VisionEngine, job: DetectorJob, progress: &Progre
     let all: Vec<usize> = (0..n).collect();
     let head = fit(&all, folds)?;
     Ok(TrainedModel { model: head.to_bytes().map_err(failed)?, held_out })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use argus_vision::weights::Variant;
+
+    #[test]
+    fn the_larger_backbone_is_asked_by_advanced_or_the_domain() {
+        assert_eq!(classifier_recipe(false, false).backbone, Variant::Lite0);
+        let large = classifier_recipe(false, true);
+        assert_eq!((large.backbone, large.input_size), (Variant::Lite2, 260));
+        // Regular's quick schedule stays: only the features change.
+        assert_eq!(large.augmented_views, TrainingRecipe::regular().augmented_views);
+        assert_eq!(classifier_recipe(true, false).backbone, Variant::Lite2);
+        assert_eq!(classifier_recipe(true, true).augmented_views, TrainingRecipe::advanced().augmented_views);
+    }
 }

@@ -341,6 +341,37 @@ async fn multilabel_trains_too() {
     s.stop().await;
 }
 
+/// General [A2] (and [A1]) train Regular on the larger backbone: moving a trained project there is a change
+/// worth training again (not BadRequestTrainingNotNeeded), and the new iteration is another model that still
+/// tells the tags apart.
+#[tokio::test]
+async fn the_a2_domain_trains_regular_on_the_larger_backbone() {
+    const GENERAL_A2: &str = "2e37d7fb-3a54-486a-b4d6-cfc369af0018";
+    let dir = tempfile::tempdir().expect("tmp");
+    let s = TestServer::start(dir.path()).await;
+    let (p, _, _) = two_tag_project(&s, "name=Domains").await;
+    let (st, it) = s.call(Method::POST, &format!("/projects/{p}/train")).await;
+    assert_eq!(st, 200, "{it}");
+    let general = it["id"].as_str().expect("id").to_string();
+    assert_eq!(wait_trained(&s, &p, &general).await["status"], "Completed");
+    let body = json!({"name": "Domains", "description": "", "settings": {"domainId": GENERAL_A2}});
+    let (st, v) = s.send(s.req(Method::PATCH, &format!("/projects/{p}")).json(&body)).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, it) = s.call(Method::POST, &format!("/projects/{p}/train")).await;
+    assert_eq!(st, 200, "moving to General [A2] calls for a new training: {it}");
+    let larger = it["id"].as_str().expect("id").to_string();
+    let done = wait_trained(&s, &p, &larger).await;
+    assert_eq!(done["status"], "Completed", "{done}");
+    assert_eq!(done["domainId"], GENERAL_A2, "{done}");
+    let cup = crop_jpeg(&photo("coffee.png"), 0.0, 0.0, 1.0, 1.0);
+    let (a, b) = (quick_test(&s, &p, &general, cup.clone()).await, quick_test(&s, &p, &larger, cup).await);
+    assert_eq!((a[0].0.as_str(), b[0].0.as_str()), ("coffee", "coffee"), "{a:?} {b:?}");
+    assert!((a[0].1 - b[0].1).abs() > 1e-6, "the same scores from another backbone: {a:?} {b:?}");
+    // Trained again on the same domain and photographs, nothing changed.
+    assert_error(&s.call(Method::POST, &format!("/projects/{p}/train")).await, 400, "BadRequestTrainingNotNeeded");
+    s.stop().await;
+}
+
 #[tokio::test]
 async fn training_survives_a_crash_mid_job() {
     let dir = tempfile::tempdir().expect("tmp");

@@ -92,6 +92,9 @@ pub(crate) struct Snapshot {
     multilabel: bool,
     #[serde(default)]
     detection: bool,
+    /// Regular classification on the larger backbone (the project's domain asked for it when it trained).
+    #[serde(default)]
+    large_backbone: bool,
     tags: Vec<SnapTag>,
     images: Vec<SnapImage>,
 }
@@ -247,6 +250,7 @@ impl Argus {
         }
         let detection = domain.kind == DomainType::ObjectDetection;
         let multilabel = !detection && project.settings.classification_type == Some(ClassificationType::Multilabel);
+        let large_backbone = !detection && crate::domains::large_backbone(domain.id);
 
         // Snapshot: tags (selected or all) and every tagged image.
         let all_tags = self.store.list_tags(project_id).await.map_err(store_err)?;
@@ -365,6 +369,9 @@ impl Argus {
             h.update(if advanced { b"advanced" as &[u8] } else { b"regular" });
             h.update(if multilabel { b"multilabel" as &[u8] } else { b"multiclass" });
             h.update(if detection { b"detection" as &[u8] } else { b"classification" });
+            if large_backbone {
+                h.update(b"large-backbone");
+            }
             for t in &tags {
                 h.update(t.id.as_bytes());
             }
@@ -418,7 +425,7 @@ impl Argus {
             training_progress: Some(0.0),
             training_message: Some("queued".into()),
         };
-        let snapshot = Snapshot { fingerprint, advanced, multilabel, detection, tags, images };
+        let snapshot = Snapshot { fingerprint, advanced, multilabel, detection, large_backbone, tags, images };
         // The iteration and its job are one transaction: a crash leaves both or neither.
         let job = JobSpec::Train(TrainJob { project: project_id, iteration: id }).to_new_job(project_id.to_string(), 2);
         let snapshot_json = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
@@ -508,6 +515,7 @@ impl Argus {
                 targets,
                 multilabel: snap.multilabel,
                 advanced: snap.advanced,
+                large_backbone: snap.large_backbone,
                 folds,
                 fold_of: fold_of.clone(),
             };

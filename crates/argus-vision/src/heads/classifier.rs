@@ -81,6 +81,14 @@ impl TrainingRecipe {
         }
     }
 
+    /// Quick training on the larger backbone (Regular in the General [A1] / [A2] domains): EfficientNet-Lite2
+    /// at its native 260 px with Regular's views and iterations. On the ants-vs-bees photographs a plain probe
+    /// on these features scores 95.1 / 96.2 / 96.9 % at 5 / 10 / 30 photographs per tag against Lite0's
+    /// 91.2 / 92.7 / 95.2 % (8 seeded draws each); 300 or 340 px, or several scales averaged, did no better.
+    pub fn regular_large() -> Self {
+        Self { input_size: 260, backbone: Variant::Lite2, ..Self::regular() }
+    }
+
     /// Longer training ("Advanced"): the larger EfficientNet-Lite2 at its native 260 px, and more augmented
     /// views.
     pub fn advanced() -> Self {

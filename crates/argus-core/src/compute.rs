@@ -85,7 +85,7 @@ pub struct ClassifierJob {
     pub multilabel: bool,
     /// The Advanced recipe (larger backbone, more views) instead of Regular.
     pub advanced: bool,
-    /// Regular training on the larger backbone too (the General [A1] / [A2] domains).
+    /// Regular training on the larger backbone too (every classification domain but the compact ones).
     pub large_backbone: bool,
     /// Number of cross-validation folds.
     pub folds: usize,

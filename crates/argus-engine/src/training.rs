@@ -41,7 +41,10 @@ pub fn train_classifier(engine: &VisionEngine, job: ClassifierJob, progress: &Pr
     let mut recipe = classifier_recipe(job.advanced, job.large_backbone);
     let usable = engine.trainable_backbone(recipe.backbone);
     if usable != recipe.backbone {
-        recipe = TrainingRecipe { backbone: usable, input_size: 288, ..recipe };
+        // Without the larger backbone's weights: Regular falls back to its small recipe, Advanced to the small
+        // backbone at a larger input.
+        let size = if job.advanced { 288 } else { TrainingRecipe::regular().input_size };
+        recipe = TrainingRecipe { backbone: usable, input_size: size, ..recipe };
     }
     let backbone = engine.backbone_of(recipe.backbone)?;
     let kind = if job.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };

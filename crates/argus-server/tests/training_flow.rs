@@ -341,32 +341,39 @@ async fn multilabel_trains_too() {
     s.stop().await;
 }
 
-/// General [A2] (and [A1]) train Regular on the larger backbone: moving a trained project there is a change
-/// worth training again (not BadRequestTrainingNotNeeded), and the new iteration is another model that still
-/// tells the tags apart.
+/// Regular training uses the small backbone in compact domains and the larger one elsewhere: moving a trained
+/// project from General (compact) to General is a change worth training again (not BadRequestTrainingNotNeeded),
+/// and the new iteration is another model that still tells the tags apart.
 #[tokio::test]
-async fn the_a2_domain_trains_regular_on_the_larger_backbone() {
-    const GENERAL_A2: &str = "2e37d7fb-3a54-486a-b4d6-cfc369af0018";
+async fn regular_trains_on_the_larger_backbone_outside_compact_domains() {
+    const COMPACT: &str = "0732100f-1a38-4e49-a514-c9b44c697ab5";
+    const GENERAL: &str = "ee85a74c-405e-4adc-bb47-ffa8ca0c9f31";
     let dir = tempfile::tempdir().expect("tmp");
     let s = TestServer::start(dir.path()).await;
-    let (p, _, _) = two_tag_project(&s, "name=Domains").await;
+    let (p, _, _) = two_tag_project(&s, &format!("name=Domains&domainId={COMPACT}")).await;
     let (st, it) = s.call(Method::POST, &format!("/projects/{p}/train")).await;
     assert_eq!(st, 200, "{it}");
-    let general = it["id"].as_str().expect("id").to_string();
-    assert_eq!(wait_trained(&s, &p, &general).await["status"], "Completed");
-    let body = json!({"name": "Domains", "description": "", "settings": {"domainId": GENERAL_A2}});
+    let compact = it["id"].as_str().expect("id").to_string();
+    assert_eq!(wait_trained(&s, &p, &compact).await["status"], "Completed");
+    let body = json!({"name": "Domains", "description": "", "settings": {"domainId": GENERAL}});
     let (st, v) = s.send(s.req(Method::PATCH, &format!("/projects/{p}")).json(&body)).await;
     assert_eq!(st, 200, "{v}");
     let (st, it) = s.call(Method::POST, &format!("/projects/{p}/train")).await;
-    assert_eq!(st, 200, "moving to General [A2] calls for a new training: {it}");
+    assert_eq!(st, 200, "moving to General calls for a new training: {it}");
     let larger = it["id"].as_str().expect("id").to_string();
     let done = wait_trained(&s, &p, &larger).await;
     assert_eq!(done["status"], "Completed", "{done}");
-    assert_eq!(done["domainId"], GENERAL_A2, "{done}");
+    assert_eq!(done["domainId"], GENERAL, "{done}");
     let cup = crop_jpeg(&photo("coffee.png"), 0.0, 0.0, 1.0, 1.0);
-    let (a, b) = (quick_test(&s, &p, &general, cup.clone()).await, quick_test(&s, &p, &larger, cup).await);
+    let (a, b) = (quick_test(&s, &p, &compact, cup.clone()).await, quick_test(&s, &p, &larger, cup).await);
     assert_eq!((a[0].0.as_str(), b[0].0.as_str()), ("coffee", "coffee"), "{a:?} {b:?}");
-    assert!((a[0].1 - b[0].1).abs() > 1e-6, "the same scores from another backbone: {a:?} {b:?}");
+    // The winning score saturates; the other tag's tells the models apart.
+    let cat = |v: &[(String, f64)]| v.iter().find(|(t, _)| t == "cat").map(|p| p.1).unwrap_or(-1.0);
+    let (ca, cb) = (cat(&a), cat(&b));
+    assert!(
+        ca > 0.0 && cb > 0.0 && (ca - cb).abs() > 1e-3 * ca.max(cb),
+        "the same scores from another backbone: {a:?} {b:?}"
+    );
     // Trained again on the same domain and photographs, nothing changed.
     assert_error(&s.call(Method::POST, &format!("/projects/{p}/train")).await, 400, "BadRequestTrainingNotNeeded");
     s.stop().await;

@@ -92,7 +92,7 @@ pub(crate) struct Snapshot {
     multilabel: bool,
     #[serde(default)]
     detection: bool,
-    /// Regular classification on the larger backbone (the project's domain asked for it when it trained).
+    /// Regular classification on the larger backbone (the project's domain was not compact when it trained).
     #[serde(default)]
     large_backbone: bool,
     tags: Vec<SnapTag>,

@@ -68,7 +68,8 @@ pub struct TrainingRecipe {
 const LAMBDAS: &[f64] = &[400.0, 200.0, 100.0, 50.0, 25.0, 12.0, 6.0, 3.0, 1.5, 0.75, 0.4, 0.2, 0.1, 0.05];
 
 impl TrainingRecipe {
-    /// Quick training ("Regular").
+    /// Quick training ("Regular") on the small backbone: the compact domains, whose models are exported to
+    /// devices.
     pub fn regular() -> Self {
         Self {
             input_size: 224,
@@ -81,10 +82,11 @@ impl TrainingRecipe {
         }
     }
 
-    /// Quick training on the larger backbone (Regular in the General [A1] / [A2] domains): EfficientNet-Lite2
-    /// at its native 260 px with Regular's views and iterations. On the ants-vs-bees photographs a plain probe
-    /// on these features scores 95.1 / 96.2 / 96.9 % at 5 / 10 / 30 photographs per tag against Lite0's
-    /// 91.2 / 92.7 / 95.2 % (8 seeded draws each); 300 or 340 px, or several scales averaged, did no better.
+    /// Quick training on the larger backbone (Regular in every classification domain but the compact ones):
+    /// EfficientNet-Lite2 at its native 260 px with Regular's views and iterations. On the ants-vs-bees
+    /// photographs a plain probe on these features scores 95.1 / 96.2 / 96.9 % at 5 / 10 / 30 photographs per
+    /// tag against Lite0's 91.2 / 92.7 / 95.2 % (8 seeded draws each); 300 or 340 px, or several scales
+    /// averaged, did no better.
     pub fn regular_large() -> Self {
         Self { input_size: 260, backbone: Variant::Lite2, ..Self::regular() }
     }

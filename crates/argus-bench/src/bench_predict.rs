@@ -11,7 +11,7 @@ use anyhow::{bail, Context, Result};
 use argus_vision::heads::classifier::{features, Pooling};
 use clap::Args;
 
-use crate::bench_training::BenchServer;
+use crate::bench_training::{BenchServer, COMPACT_DOMAIN};
 
 /// Flags of `argus-bench predict`.
 #[derive(Debug, Clone, Args)]
@@ -107,7 +107,7 @@ pub async fn run(args: PredictBenchArgs) -> Result<()> {
     let c = &server.client;
     // A compact-domain project, so that the served model runs EfficientNet-Lite0 at 224 px like the bare
     // reference below (General-domain classifiers run Lite2 at 260 px).
-    let (pid, tags) = c.project("load&domainId=0732100f-1a38-4e49-a514-c9b44c697ab5", &["cat", "coffee"]).await?;
+    let (pid, tags) = c.project(&format!("load&domainId={COMPACT_DOMAIN}"), &["cat", "coffee"]).await?;
     let crops = [
         (0.0, 0.0, 0.8, 0.8),
         (0.2, 0.2, 0.8, 0.8),

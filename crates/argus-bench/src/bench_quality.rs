@@ -4,9 +4,9 @@
 //! centre crop and mirror averaging, scikit-learn's LogisticRegression with C chosen by 5-fold CV).
 //!
 //! - Classification: ants vs bees with 5, 10 and 30 photographs per tag (seeded draws, scored on all the
-//!   others), fruit (apple / banana / orange) with 10 per tag (scored on the other 8 per tag). Regular in
-//!   a compact domain (the small backbone), Regular (General) and Advanced; top-1 accuracy from the Prediction API, beside the iteration's own cross-validated precision and
-//!   recall (threshold 0.5).
+//!   others), fruit (apple / banana / orange) with 10 per tag (scored on the other 8 per tag). Regular in a
+//!   compact domain (the small backbone), Regular (General) and Advanced; top-1 accuracy from the Prediction
+//!   API, beside the iteration's own cross-validated precision and recall (threshold 0.5).
 //! - Detection: raccoons with 15 and 30 training photographs, scored on a fixed 100 others; mAP@0.5 (all-point
 //!   AP per tag, mean over tags) computed here from the Prediction API's boxes, beside the iteration's reported
 //!   mAP; fruit (apple / banana / orange, 23 photographs with Custom Vision regions) in 3 stratified folds, every
@@ -32,7 +32,7 @@ use rand::SeedableRng;
 use serde_json::{json, Value};
 
 use crate::bench_detection::DETECTION_DOMAIN;
-use crate::bench_training::{peak_rss_mib, BenchServer, Client};
+use crate::bench_training::{peak_rss_mib, BenchServer, Client, COMPACT_DOMAIN};
 use argus_app::config::ServeArgs;
 
 /// Flags of `argus-bench quality`.
@@ -75,10 +75,6 @@ const FRUIT_MIN_PER_TAG: usize = 5;
 
 const RECIPES: [(&str, &str); 2] =
     [("Regular", "trainingType=Regular"), ("Advanced", "trainingType=Advanced&reservedBudgetInHours=1")];
-
-/// A compact classification domain (General (compact)): its Regular training keeps the small backbone, as its
-/// own row.
-const COMPACT_DOMAIN: &str = "0732100f-1a38-4e49-a514-c9b44c697ab5";
 
 /// The photographs of a folder, sorted by name.
 fn photos(dir: &Path) -> Result<Vec<PathBuf>> {
@@ -148,12 +144,19 @@ async fn publish(c: &Client, pid: &str, it: &str) -> Result<()> {
     Ok(())
 }
 
-async fn classification_run(server: &BenchServer, d: &Draw, label: &str, domain: &str, query: &str) -> Result<Run> {
+/// Trains one draw in a new project (in `domain`, or the default General domain) and scores its unseen photographs.
+async fn classification_run(
+    server: &BenchServer,
+    d: &Draw,
+    label: &str,
+    domain: Option<&str>,
+    query: &str,
+) -> Result<Run> {
     let c = &server.client;
     let tag_refs: Vec<&str> = d.tags.iter().map(String::as_str).collect();
     let name: String =
         format!("{}-{label}", d.name).chars().map(|ch| if ch.is_ascii_alphanumeric() { ch } else { '-' }).collect();
-    let domain = if domain.is_empty() { String::new() } else { format!("&domainId={domain}") };
+    let domain = domain.map(|id| format!("&domainId={id}")).unwrap_or_default();
     let (pid, tags) = c.project(&format!("{name}{domain}"), &tag_refs).await?;
     for (t, files) in tags.iter().zip(&d.train) {
         for chunk in files.chunks(32) {
@@ -372,8 +375,8 @@ pub async fn run(args: QualityBenchArgs) -> Result<()> {
     let recipes: Vec<(&str, &str)> =
         RECIPES.iter().copied().filter(|(l, _)| !(args.skip_advanced && *l == "Advanced")).collect();
     // Classification also runs Regular in a compact domain (the small backbone), first.
-    let mut class_recipes: Vec<(&str, &str, &str)> = recipes.iter().map(|(l, q)| (*l, "", *q)).collect();
-    class_recipes.insert(0, ("Regular, General (compact)", COMPACT_DOMAIN, RECIPES[0].1));
+    let mut class_recipes: Vec<(&str, Option<&str>, &str)> = recipes.iter().map(|(l, q)| (*l, None, *q)).collect();
+    class_recipes.insert(0, ("Regular, General (compact)", Some(COMPACT_DOMAIN), RECIPES[0].1));
     let tmp = tempfile::tempdir()?;
     // Fruit photographs hold 9 / 13 / 11 of each tag: fewer than the hosted minimum of 15 per tag, so this
     // server asks for what one fold's training part has.
@@ -430,7 +433,7 @@ pub async fn run(args: QualityBenchArgs) -> Result<()> {
             for (label, domain, query) in &class_recipes {
                 let mut runs = Vec::new();
                 for d in draws {
-                    let r = classification_run(&server, d, label, domain, query).await?;
+                    let r = classification_run(&server, d, label, *domain, query).await?;
                     println!(
                         "{}, {label}: {:.1} % on {} unseen (reported P {:.1} % R {:.1} %), trained in {:.1} s",
                         d.name,

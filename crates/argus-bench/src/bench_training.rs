@@ -42,6 +42,10 @@ pub struct TrainBenchArgs {
 const RECIPES: [(&str, &str); 2] =
     [("Regular", "trainingType=Regular"), ("Advanced", "trainingType=Advanced&reservedBudgetInHours=1")];
 
+/// A compact classification domain (General (compact)): its Regular training keeps the small backbone
+/// (EfficientNet-Lite0 at 224 px), where every other classification domain trains on Lite2.
+pub(crate) const COMPACT_DOMAIN: &str = "0732100f-1a38-4e49-a514-c9b44c697ab5";
+
 /// Test scenes per tag in the accuracy benchmark.
 const TEST_SCENES_PER_TAG: usize = 30;
 

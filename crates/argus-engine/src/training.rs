@@ -43,8 +43,11 @@ pub fn train_classifier(engine: &VisionEngine, job: ClassifierJob, progress: &Pr
     if usable != recipe.backbone {
         // Without the larger backbone's weights: Regular falls back to its small recipe, Advanced to the small
         // backbone at a larger input.
-        let size = if job.advanced { 288 } else { TrainingRecipe::regular().input_size };
-        recipe = TrainingRecipe { backbone: usable, input_size: size, ..recipe };
+        recipe = if job.advanced {
+            TrainingRecipe { backbone: usable, input_size: 288, ..recipe }
+        } else {
+            TrainingRecipe::regular()
+        };
     }
     let backbone = engine.backbone_of(recipe.backbone)?;
     let kind = if job.multilabel { HeadKind::Multilabel } else { HeadKind::Multiclass };

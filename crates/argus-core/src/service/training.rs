@@ -92,9 +92,6 @@ pub(crate) struct Snapshot {
     multilabel: bool,
     #[serde(default)]
     detection: bool,
-    /// Regular classification on the larger backbone (the project's domain was not compact when it trained).
-    #[serde(default)]
-    large_backbone: bool,
     tags: Vec<SnapTag>,
     images: Vec<SnapImage>,
 }
@@ -425,7 +422,7 @@ impl Argus {
             training_progress: Some(0.0),
             training_message: Some("queued".into()),
         };
-        let snapshot = Snapshot { fingerprint, advanced, multilabel, detection, large_backbone, tags, images };
+        let snapshot = Snapshot { fingerprint, advanced, multilabel, detection, tags, images };
         // The iteration and its job are one transaction: a crash leaves both or neither.
         let job = JobSpec::Train(TrainJob { project: project_id, iteration: id }).to_new_job(project_id.to_string(), 2);
         let snapshot_json = serde_json::to_value(&snapshot).map_err(ApiError::internal)?;
@@ -443,7 +440,7 @@ impl Argus {
     /// Runs one training attempt (called by the job handler).
     async fn run_training(&self, project: Uuid, iteration: Uuid, progress: Progress) -> ApiResult<()> {
         let started = std::time::Instant::now();
-        let (_, snap) = self.iteration_record(project, iteration).await?;
+        let (it, snap) = self.iteration_record(project, iteration).await?;
         let snap = snapshot_of(snap)?;
         progress.set(0.02, "loading images");
         let mut images = Vec::with_capacity(snap.images.len());
@@ -515,7 +512,7 @@ impl Argus {
                 targets,
                 multilabel: snap.multilabel,
                 advanced: snap.advanced,
-                large_backbone: snap.large_backbone,
+                large_backbone: it.domain_id.is_some_and(crate::domains::large_backbone),
                 folds,
                 fold_of: fold_of.clone(),
             };
